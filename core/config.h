@@ -1,0 +1,79 @@
+/* core/config.h — postseald's configuration: one YAML file, built-in
+ * defaults, environment overrides.
+ *
+ * Owns: struct config and its loading/validation. config_load() reads the
+ * YAML file (libyaml), rejects unknown keys and bad values with
+ * "FILE:LINE: message", then applies POSTSEAL_* environment variables (an
+ * error there reads "env POSTSEAL_X: message"). Without a file the built-in
+ * defaults work on one machine: listeners on loopback, spool under ./spool.
+ * Every key is documented in docs/configuration.md.
+ *
+ * Thread: loaded on the main thread; the result is immutable and shared
+ * read-only by the loops (SIGHUP loads a new one and swaps it in). */
+#ifndef POSTSEAL_CORE_CONFIG_H
+#define POSTSEAL_CORE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/netaddr.h"
+
+#define CONFIG_MAX_LIST 256 /* entries in any list (networks, domains) */
+
+struct config_listen {
+  int enabled;    /* 0 if the listener is switched off ("" in the file) */
+  char host[256]; /* "" = all addresses */
+  uint16_t port;
+  char text[300]; /* as written, for logs */
+};
+
+enum config_log_format { CONFIG_LOG_PLAIN, CONFIG_LOG_JSON };
+
+struct config {
+  char *path;      /* file loaded, or NULL for defaults */
+  char *hostname;  /* default: gethostname() */
+  unsigned threads; /* default: online CPUs */
+
+  struct config_listen smtp;       /* default 127.0.0.1:2525 */
+  struct config_listen submission; /* default 127.0.0.1:2587 */
+  struct config_listen metrics;    /* default 127.0.0.1:9425 */
+
+  char *spool_dir;                 /* default "spool" */
+  char *relayhost;                 /* "" = MX routing; "[host]:port" = no MX */
+  enum config_log_format log_format;
+
+  /* Relay access (policy/access.h): clients in mynetworks may relay; any
+   * client may send to local_domains and relay_domains; open_relay must be
+   * set explicitly (and is logged loudly) to relay for everyone. */
+  struct cidr mynetworks[CONFIG_MAX_LIST]; /* default 127.0.0.0/8, ::1/128 */
+  size_t num_mynetworks;
+  char *local_domains[CONFIG_MAX_LIST];    /* default: "localhost" */
+  size_t num_local_domains;
+  char *relay_domains[CONFIG_MAX_LIST];
+  size_t num_relay_domains;
+  int open_relay;                          /* default 0 */
+
+  /* Limits (RFC 5321 4.5.3.1 minimums are enforced as lower bounds). */
+  size_t message_size_limit;   /* default 10 MiB (SIZE) */
+  size_t recipient_limit;      /* default 100 */
+  size_t header_size_limit;    /* default 1 MiB */
+  unsigned error_limit;        /* default 20 */
+  unsigned max_sessions;       /* per thread, default 10000 */
+
+  /* Timeouts in seconds (RFC 5321 4.5.3.2). */
+  unsigned timeout_command;    /* default 300 */
+  unsigned timeout_data;       /* default 180 (per data block) */
+  unsigned timeout_shutdown;   /* default 10: SIGTERM grace for sessions */
+};
+
+/* config_load reads `path` (NULL: defaults only), then the environment.
+ * Returns a new config, or NULL with the reason in err. */
+struct config *config_load(const char *path, char *err, size_t err_len);
+void config_free(struct config *c);
+
+/* config_is_local_domain / config_is_relay_domain: 1 if `domain` (case
+ * insensitive, no trailing dot) is listed. */
+int config_is_local_domain(const struct config *c, const char *domain);
+int config_is_relay_domain(const struct config *c, const char *domain);
+
+#endif

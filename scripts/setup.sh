@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs every Debian package postseal's build and tests need.
+# Idempotent: safe to run again; apt-get skips what is already installed.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+export DEBIAN_FRONTEND=noninteractive
+
+# Postfix asks questions at install time; it is only a test peer here
+# (smtp-source, smtp-sink, the comparison relay), so no configuration.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends \
+  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format \
+  liburing-dev android-libboringssl-dev libc-ares-dev libjemalloc-dev \
+  libxxhash-dev libyaml-dev libcmocka-dev zlib1g-dev libcrypt-dev \
+  python3 postfix swaks prometheus \
+  util-linux procps iproute2
