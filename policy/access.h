@@ -10,7 +10,10 @@
  *     the final mailbox with has_source_route=1), are refused with
  *     554 5.7.1 unless the client may relay anyway (mynetworks or
  *     open_relay), since such forms are how open relays are abused.
- *  2. Recipient domain is a local or relay domain: accept.
+ *  2. Recipient domain is a local or relay domain: accept. So is a bare
+ *     "Postmaster" without domain (RFC 5321 4.1.1.3). Domains match
+ *     case-insensitively, a trailing dot ignored; an address literal
+ *     (u@[192.0.2.1]) is local only if listed verbatim.
  *  3. Client address in mynetworks, or open_relay set: accept.
  *  4. Otherwise 554 5.7.1 Relay access denied.
  * Thread: any; pure. */
@@ -23,15 +26,18 @@
 
 struct access_verdict {
   int accept;           /* 1 accept, 0 reject */
-  int code;             /* reply code when rejected (554) */
-  const char *enhanced; /* "5.7.1" */
+  int code;             /* reply code: 554 when rejected, 250 accepted */
+  const char *enhanced; /* "5.7.1" rejected, "2.1.5" accepted */
   const char *text;     /* static reply text */
-  const char *reason;   /* short token for logs/metrics: "relay_denied",
-                           "relay_probe" */
+  const char *reason;   /* short static token for logs/metrics. Rejected:
+                           "relay_denied", "relay_probe"; accepted:
+                           "local_domain", "relay_domain",
+                           "trusted_client", "open_relay" */
 };
 
 /* access_client_trusted: 1 if the client may relay (mynetworks/open_relay). */
-int access_client_trusted(const struct config *c, const struct sockaddr *client);
+int access_client_trusted(const struct config *c,
+                          const struct sockaddr *client);
 
 /* access_check_rcpt decides for one recipient mailbox "local@domain". */
 void access_check_rcpt(const struct config *c, const struct sockaddr *client,

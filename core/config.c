@@ -1,0 +1,916 @@
+/* core/config.c — defaults, the YAML file, POSTSEAL_* environment; see
+ * config.h and docs/configuration.md.
+ *
+ * Every setting is one row of a table (YAML key, environment variable,
+ * shape, setter, bounds). The file loader and the environment loader both
+ * walk the tables and call the same setters, so a value is validated the
+ * same way wherever it comes from; only the error prefix differs
+ * ("FILE:LINE: key: ..." or "env POSTSEAL_X: ..."). */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/* Bounds, named once. RFC 5321 4.5.3.1.7: a server must accept messages
+ * of at least 64K octets. The spool stores a message in one record of at
+ * most 1 GiB (core/spool.h), so the message limit stays well below. */
+#define CONFIG_MAX_THREADS 64
+#define CONFIG_MIN_MESSAGE_SIZE ((uint64_t)64 << 10)
+#define CONFIG_MAX_MESSAGE_SIZE ((uint64_t)512 << 20)
+#define CONFIG_MIN_HEADER_SIZE ((uint64_t)1 << 10)
+#define CONFIG_MAX_HEADER_SIZE ((uint64_t)64 << 20)
+#define CONFIG_MAX_RECIPIENTS 100000
+#define CONFIG_MAX_ERRORS 1000
+#define CONFIG_MAX_SESSIONS 1000000
+#define CONFIG_MAX_TIMEOUT 86400
+#define CONFIG_MAX_SHUTDOWN 3600
+#define CONFIG_MAX_PATH 4096
+#define CONFIG_MAX_DOMAIN 253
+#define CONFIG_MSG_LEN 256
+#define CONFIG_KEY_LEN 64
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define FIELD(f)                                                               \
+  .off = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
+
+/* What the YAML node of a setting must be. */
+enum shape {
+  SHAPE_PLAIN,   /* an unquoted scalar: a number or a boolean */
+  SHAPE_STRING,  /* any scalar except a null */
+  SHAPE_LIST,    /* a sequence of strings */
+  SHAPE_MAPPING, /* a nested table of settings */
+};
+
+struct setting;
+/* A setter validates one value (a whole scalar, or one list entry) and
+ * stores it. On failure it writes a message naming the value to msg. */
+typedef int (*setter_fn)(struct config *c, const struct setting *s,
+                         const char *v, char *msg, size_t msg_len);
+typedef void (*clear_fn)(struct config *c, const struct setting *s);
+
+struct setting {
+  const char *name; /* YAML key */
+  const char *env;  /* environment override, or NULL */
+  enum shape shape;
+  setter_fn set;             /* value, or one list entry */
+  clear_fn clear;            /* lists: drop the defaults before the entries */
+  size_t off;                /* field in struct config */
+  size_t width;              /* its size, for integers */
+  size_t num_off;            /* lists: the count field */
+  uint64_t min, max;         /* integers: inclusive bounds */
+  int suffix;                /* integers: k/M/G allowed */
+  const struct setting *sub; /* SHAPE_MAPPING: the nested table */
+  size_t num_sub;
+};
+
+static void *field(struct config *c, size_t off) {
+  return (char *)c + off;
+}
+
+static int msgf(char *msg, size_t msg_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* msgf writes a setter's message; returns -1 so setters can end with it. */
+static int msgf(char *msg, size_t msg_len, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, msg_len, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* replace_str swaps *dst for a copy of v. */
+static int replace_str(char **dst, const char *v, size_t v_len, char *msg,
+                       size_t msg_len) {
+  char *copy = strndup(v, v_len);
+  if (copy == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
+  free(*dst);
+  *dst = copy;
+  return 0;
+}
+
+/* parse_number reads decimal digits, and with `suffix` one of k, M, G
+ * (binary multiples, either case). No sign, no spaces, no overflow. */
+static int parse_number(const char *v, int suffix, uint64_t *out, char *msg,
+                        size_t msg_len) {
+  const char *want = suffix ? "a size (digits, optionally followed by k, M "
+                              "or G)"
+                            : "a non-negative integer";
+  uint64_t n = 0;
+  size_t i = 0;
+  for (; isdigit((unsigned char)v[i]); i++) {
+    unsigned d = (unsigned)(v[i] - '0');
+    if (n > (UINT64_MAX - d) / 10) {
+      return msgf(msg, msg_len, "\"%.40s\" is too large", v);
+    }
+    n = n * 10 + d;
+  }
+  if (i == 0 || (v[i] != '\0' && (!suffix || v[i + 1] != '\0'))) {
+    return msgf(msg, msg_len, "\"%.40s\" is not %s", v, want);
+  }
+  unsigned shift = 0;
+  switch (v[i]) {
+  case '\0':
+    break;
+  case 'k':
+  case 'K':
+    shift = 10;
+    break;
+  case 'm':
+  case 'M':
+    shift = 20;
+    break;
+  case 'g':
+  case 'G':
+    shift = 30;
+    break;
+  default:
+    return msgf(msg, msg_len, "\"%.40s\" is not %s", v, want);
+  }
+  if (n > (UINT64_MAX >> shift)) {
+    return msgf(msg, msg_len, "\"%.40s\" is too large", v);
+  }
+  *out = n << shift;
+  return 0;
+}
+
+static int set_uint(struct config *c, const struct setting *s, const char *v,
+                    char *msg, size_t msg_len) {
+  uint64_t n = 0;
+  if (parse_number(v, s->suffix, &n, msg, msg_len) != 0) {
+    return -1;
+  }
+  if (n < s->min || n > s->max) {
+    return msgf(msg, msg_len,
+                "%" PRIu64 " is out of range (%" PRIu64 "..%" PRIu64 ")", n,
+                s->min, s->max);
+  }
+  if (s->width == sizeof(unsigned)) {
+    *(unsigned *)field(c, s->off) = (unsigned)n;
+  } else {
+    *(size_t *)field(c, s->off) = (size_t)n;
+  }
+  return 0;
+}
+
+static int set_bool(struct config *c, const struct setting *s, const char *v,
+                    char *msg, size_t msg_len) {
+  int *out = field(c, s->off);
+  if (strcasecmp(v, "true") == 0) {
+    *out = 1;
+  } else if (strcasecmp(v, "false") == 0) {
+    *out = 0;
+  } else {
+    return msgf(msg, msg_len, "\"%.40s\" is not true or false", v);
+  }
+  return 0;
+}
+
+static int set_log_format(struct config *c, const struct setting *s,
+                          const char *v, char *msg, size_t msg_len) {
+  enum config_log_format *out = field(c, s->off);
+  if (strcmp(v, "plain") == 0) {
+    *out = CONFIG_LOG_PLAIN;
+  } else if (strcmp(v, "json") == 0) {
+    *out = CONFIG_LOG_JSON;
+  } else {
+    return msgf(msg, msg_len, "\"%.40s\" is not plain or json", v);
+  }
+  return 0;
+}
+
+/* set_hostname: the name we greet with (RFC 5321 4.1.1.1 wants an FQDN). */
+static int set_hostname(struct config *c, const struct setting *s,
+                        const char *v, char *msg, size_t msg_len) {
+  if (!netaddr_hostname_valid(v)) {
+    return msgf(msg, msg_len, "\"%.80s\" is not a valid host name", v);
+  }
+  size_t n = strlen(v);
+  if (v[n - 1] == '.') {
+    n--;
+  }
+  return replace_str(field(c, s->off), v, n, msg, msg_len);
+}
+
+static int set_path(struct config *c, const struct setting *s, const char *v,
+                    char *msg, size_t msg_len) {
+  size_t n = strlen(v);
+  if (n == 0) {
+    return msgf(msg, msg_len, "must not be empty");
+  }
+  if (n >= CONFIG_MAX_PATH) {
+    return msgf(msg, msg_len, "longer than %d bytes", CONFIG_MAX_PATH - 1);
+  }
+  return replace_str(field(c, s->off), v, n, msg, msg_len);
+}
+
+static int set_relayhost(struct config *c, const struct setting *s,
+                         const char *v, char *msg, size_t msg_len) {
+  char host[256];
+  uint16_t port;
+  int no_mx;
+  if (v[0] != '\0' &&
+      relayhost_parse(v, host, sizeof(host), &port, &no_mx) != 0) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not [host]:port, [host], host:port or host", v);
+  }
+  return replace_str(field(c, s->off), v, strlen(v), msg, msg_len);
+}
+
+static int set_listen(struct config *c, const struct setting *s, const char *v,
+                      char *msg, size_t msg_len) {
+  struct config_listen *l = field(c, s->off);
+  struct config_listen next;
+  memset(&next, 0, sizeof(next));
+  size_t n = strlen(v);
+  if (n >= sizeof(next.text)) {
+    return msgf(msg, msg_len, "longer than %zu bytes", sizeof(next.text) - 1);
+  }
+  memcpy(next.text, v, n + 1);
+  if (n > 0) {
+    if (hostport_parse(v, next.host, sizeof(next.host), &next.port) != 0) {
+      return msgf(msg, msg_len,
+                  "\"%.80s\" is not host:port, [v6]:port, :port or \"\"", v);
+    }
+    next.enabled = 1;
+  }
+  *l = next;
+  return 0;
+}
+
+static int add_cidr(struct config *c, const struct setting *s, const char *v,
+                    char *msg, size_t msg_len) {
+  if (c->num_mynetworks >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  if (cidr_parse(v, &c->mynetworks[c->num_mynetworks]) != 0) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not a network (a.b.c.d/n or x::y/n, with no "
+                "host bits set below the prefix)",
+                v);
+  }
+  c->num_mynetworks++;
+  return 0;
+}
+
+static void clear_cidrs(struct config *c, const struct setting *s) {
+  c->num_mynetworks = 0;
+}
+
+/* literal_valid: RFC 5321 4.1.3 address literal "[a.b.c.d]" or
+ * "[IPv6:x::y]" (the tag case-insensitive). */
+static int literal_valid(const char *v, size_t n) {
+  char inner[64];
+  if (n < 3 || v[n - 1] != ']' || n - 2 >= sizeof(inner)) {
+    return 0;
+  }
+  memcpy(inner, v + 1, n - 2);
+  inner[n - 2] = '\0';
+  uint8_t addr[16];
+  if (strncasecmp(inner, "ipv6:", 5) == 0) {
+    return inet_pton(AF_INET6, inner + 5, addr) == 1;
+  }
+  return inet_pton(AF_INET, inner, addr) == 1;
+}
+
+/* domain_normalize copies v lower-cased, without a trailing dot, into
+ * out; the result is a host name or an address literal. */
+static int domain_normalize(const char *v, char *out, size_t out_len, char *msg,
+                            size_t msg_len) {
+  size_t n = strlen(v);
+  if (n > 1 && v[0] != '[' && v[n - 1] == '.') {
+    n--;
+  }
+  if (n == 0 || n > CONFIG_MAX_DOMAIN || n >= out_len) {
+    return msgf(msg, msg_len, "\"%.80s\" is not a domain", v);
+  }
+  for (size_t i = 0; i < n; i++) {
+    out[i] = (char)tolower((unsigned char)v[i]);
+  }
+  out[n] = '\0';
+  int ok = out[0] == '[' ? literal_valid(out, n) : netaddr_hostname_valid(out);
+  if (!ok) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not a domain name or address literal", v);
+  }
+  return 0;
+}
+
+static int add_domain(struct config *c, const struct setting *s, const char *v,
+                      char *msg, size_t msg_len) {
+  char **items = field(c, s->off);
+  size_t *num = field(c, s->num_off);
+  char name[CONFIG_MAX_DOMAIN + 1];
+  if (*num >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  if (domain_normalize(v, name, sizeof(name), msg, msg_len) != 0) {
+    return -1;
+  }
+  items[*num] = strdup(name);
+  if (items[*num] == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
+  (*num)++;
+  return 0;
+}
+
+static void clear_domains(struct config *c, const struct setting *s) {
+  char **items = field(c, s->off);
+  size_t *num = field(c, s->num_off);
+  for (size_t i = 0; i < *num; i++) {
+    free(items[i]);
+    items[i] = NULL;
+  }
+  *num = 0;
+}
+
+static const struct setting listen_settings[] = {
+    {.name = "smtp",
+     .env = "POSTSEAL_SMTP_LISTEN",
+     .shape = SHAPE_STRING,
+     .set = set_listen,
+     FIELD(smtp)},
+    {.name = "submission",
+     .env = "POSTSEAL_SUBMISSION_LISTEN",
+     .shape = SHAPE_STRING,
+     .set = set_listen,
+     FIELD(submission)},
+    {.name = "metrics",
+     .env = "POSTSEAL_METRICS_LISTEN",
+     .shape = SHAPE_STRING,
+     .set = set_listen,
+     FIELD(metrics)},
+};
+
+static const struct setting limit_settings[] = {
+    {.name = "message_size",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(message_size_limit),
+     .min = CONFIG_MIN_MESSAGE_SIZE,
+     .max = CONFIG_MAX_MESSAGE_SIZE,
+     .suffix = 1},
+    /* RFC 5321 4.5.3.1.8 asks for 100; fewer is the operator's choice. */
+    {.name = "recipients",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(recipient_limit),
+     .min = 1,
+     .max = CONFIG_MAX_RECIPIENTS},
+    {.name = "header_size",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(header_size_limit),
+     .min = CONFIG_MIN_HEADER_SIZE,
+     .max = CONFIG_MAX_HEADER_SIZE,
+     .suffix = 1},
+    {.name = "errors",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(error_limit),
+     .min = 1,
+     .max = CONFIG_MAX_ERRORS},
+    {.name = "sessions_per_thread",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(max_sessions),
+     .min = 1,
+     .max = CONFIG_MAX_SESSIONS},
+};
+
+static const struct setting timeout_settings[] = {
+    {.name = "command",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(timeout_command),
+     .min = 1,
+     .max = CONFIG_MAX_TIMEOUT},
+    {.name = "data",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(timeout_data),
+     .min = 1,
+     .max = CONFIG_MAX_TIMEOUT},
+    {.name = "shutdown",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(timeout_shutdown),
+     .min = 0,
+     .max = CONFIG_MAX_SHUTDOWN},
+};
+
+static const struct setting top_settings[] = {
+    {.name = "hostname",
+     .env = "POSTSEAL_HOSTNAME",
+     .shape = SHAPE_STRING,
+     .set = set_hostname,
+     FIELD(hostname)},
+    {.name = "threads",
+     .env = "POSTSEAL_THREADS",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(threads),
+     .min = 1,
+     .max = CONFIG_MAX_THREADS},
+    {.name = "listen",
+     .shape = SHAPE_MAPPING,
+     .sub = listen_settings,
+     .num_sub = ARRAY_LEN(listen_settings)},
+    {.name = "spool_dir",
+     .env = "POSTSEAL_SPOOL_DIR",
+     .shape = SHAPE_STRING,
+     .set = set_path,
+     FIELD(spool_dir)},
+    {.name = "relayhost",
+     .env = "POSTSEAL_RELAYHOST",
+     .shape = SHAPE_STRING,
+     .set = set_relayhost,
+     FIELD(relayhost)},
+    {.name = "log_format",
+     .env = "POSTSEAL_LOG_FORMAT",
+     .shape = SHAPE_STRING,
+     .set = set_log_format,
+     FIELD(log_format)},
+    {.name = "mynetworks",
+     .env = "POSTSEAL_MYNETWORKS",
+     .shape = SHAPE_LIST,
+     .set = add_cidr,
+     .clear = clear_cidrs},
+    {.name = "local_domains",
+     .env = "POSTSEAL_LOCAL_DOMAINS",
+     .shape = SHAPE_LIST,
+     .set = add_domain,
+     .clear = clear_domains,
+     FIELD(local_domains),
+     .num_off = offsetof(struct config, num_local_domains)},
+    {.name = "relay_domains",
+     .env = "POSTSEAL_RELAY_DOMAINS",
+     .shape = SHAPE_LIST,
+     .set = add_domain,
+     .clear = clear_domains,
+     FIELD(relay_domains),
+     .num_off = offsetof(struct config, num_relay_domains)},
+    {.name = "open_relay",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(open_relay)},
+    {.name = "limits",
+     .shape = SHAPE_MAPPING,
+     .sub = limit_settings,
+     .num_sub = ARRAY_LEN(limit_settings)},
+    {.name = "timeouts",
+     .shape = SHAPE_MAPPING,
+     .sub = timeout_settings,
+     .num_sub = ARRAY_LEN(timeout_settings)},
+};
+
+/* load_mapping tracks the keys seen in a 32-bit mask. */
+_Static_assert(ARRAY_LEN(top_settings) <= 32 &&
+                   ARRAY_LEN(limit_settings) <= 32 &&
+                   ARRAY_LEN(timeout_settings) <= 32 &&
+                   ARRAY_LEN(listen_settings) <= 32,
+               "setting tables must fit the seen mask");
+
+/* default_hostname: gethostname(), or "localhost" if it is unusable. */
+static const char *default_hostname(char *buf, size_t buf_len) {
+  if (gethostname(buf, buf_len) != 0 || buf[buf_len - 1] != '\0' ||
+      !netaddr_hostname_valid(buf)) {
+    return "localhost";
+  }
+  return buf;
+}
+
+static unsigned default_threads(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n < 1) {
+    return 1;
+  }
+  return n > CONFIG_MAX_THREADS ? CONFIG_MAX_THREADS : (unsigned)n;
+}
+
+/* config_defaults fills c with the built-in single-machine setup. */
+static int config_defaults(struct config *c, char *msg, size_t msg_len) {
+  char host[256] = {0};
+  c->threads = default_threads();
+  c->log_format = CONFIG_LOG_PLAIN;
+  c->open_relay = 0;
+  c->message_size_limit = (size_t)10 << 20;
+  c->recipient_limit = 100;
+  c->header_size_limit = (size_t)1 << 20;
+  c->error_limit = 20;
+  c->max_sessions = 10000;
+  c->timeout_command = 300;
+  c->timeout_data = 180;
+  c->timeout_shutdown = 10;
+  c->hostname = strdup(default_hostname(host, sizeof(host)));
+  c->spool_dir = strdup("spool");
+  c->relayhost = strdup("");
+  c->local_domains[0] = strdup("localhost");
+  if (c->hostname == NULL || c->spool_dir == NULL || c->relayhost == NULL ||
+      c->local_domains[0] == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
+  c->num_local_domains = 1;
+  if (set_listen(c, &listen_settings[0], "127.0.0.1:2525", msg, msg_len) ||
+      set_listen(c, &listen_settings[1], "127.0.0.1:2587", msg, msg_len) ||
+      set_listen(c, &listen_settings[2], "127.0.0.1:9425", msg, msg_len) ||
+      add_cidr(c, NULL, "127.0.0.0/8", msg, msg_len) ||
+      add_cidr(c, NULL, "::1/128", msg, msg_len)) {
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- the YAML file ---- */
+
+struct loader {
+  const char *path;
+  yaml_document_t *doc;
+  struct config *c;
+  char key[CONFIG_KEY_LEN]; /* dotted name of the key being read */
+  char *err;
+  size_t err_len;
+};
+
+static int file_err(struct loader *ld, const yaml_node_t *node, const char *fmt,
+                    ...) __attribute__((format(printf, 3, 4)));
+
+/* file_err writes "FILE:LINE: key: message" (line 1-based). Returns -1. */
+static int file_err(struct loader *ld, const yaml_node_t *node, const char *fmt,
+                    ...) {
+  char msg[CONFIG_MSG_LEN];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  snprintf(ld->err, ld->err_len, "%s:%zu: %s%s%s", ld->path,
+           node->start_mark.line + 1, ld->key, ld->key[0] ? ": " : "", msg);
+  return -1;
+}
+
+static const char *node_kind(const yaml_node_t *n) {
+  switch (n->type) {
+  case YAML_SCALAR_NODE:
+    return "a scalar";
+  case YAML_SEQUENCE_NODE:
+    return "a list";
+  case YAML_MAPPING_NODE:
+    return "a mapping";
+  default:
+    return "nothing";
+  }
+}
+
+/* scalar_is_null: YAML 1.1 spells null as "", "~" or null, unquoted. */
+static int scalar_is_null(const yaml_node_t *n) {
+  const char *v = (const char *)n->data.scalar.value;
+  return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+         (v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
+          strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0);
+}
+
+/* node_scalar gives the text of a scalar node of the wanted shape. */
+static int node_scalar(struct loader *ld, const yaml_node_t *n,
+                       enum shape shape, const char **out) {
+  const char *want =
+      shape == SHAPE_PLAIN ? "a number or true/false" : "a string";
+  if (n->type != YAML_SCALAR_NODE) {
+    return file_err(ld, n, "expected %s, got %s", want, node_kind(n));
+  }
+  if (scalar_is_null(n)) {
+    return file_err(ld, n, "no value (write \"\" for an empty string)");
+  }
+  if (shape == SHAPE_PLAIN && n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
+    return file_err(ld, n, "expected %s, got a quoted string", want);
+  }
+  const char *v = (const char *)n->data.scalar.value;
+  if (strlen(v) != n->data.scalar.length) {
+    return file_err(ld, n, "contains a NUL byte");
+  }
+  *out = v;
+  return 0;
+}
+
+static int load_mapping(struct loader *ld, yaml_node_t *map,
+                        const struct setting *table, size_t num);
+
+/* load_list replaces a list setting with the sequence's entries. */
+static int load_list(struct loader *ld, const struct setting *s,
+                     yaml_node_t *seq) {
+  if (seq->type != YAML_SEQUENCE_NODE) {
+    return file_err(ld, seq, "expected a list, got %s", node_kind(seq));
+  }
+  s->clear(ld->c, s);
+  for (yaml_node_item_t *it = seq->data.sequence.items.start;
+       it < seq->data.sequence.items.top; it++) {
+    yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
+    const char *v;
+    char msg[CONFIG_MSG_LEN];
+    if (node_scalar(ld, item, SHAPE_STRING, &v) != 0) {
+      return -1;
+    }
+    if (s->set(ld->c, s, v, msg, sizeof(msg)) != 0) {
+      return file_err(ld, item, "%s", msg);
+    }
+  }
+  return 0;
+}
+
+/* load_setting reads one key's value node. */
+static int load_setting(struct loader *ld, const struct setting *s,
+                        yaml_node_t *v) {
+  const char *text;
+  char msg[CONFIG_MSG_LEN];
+  switch (s->shape) {
+  case SHAPE_MAPPING:
+    return load_mapping(ld, v, s->sub, s->num_sub);
+  case SHAPE_LIST:
+    return load_list(ld, s, v);
+  case SHAPE_PLAIN:
+  case SHAPE_STRING:
+    if (node_scalar(ld, v, s->shape, &text) != 0) {
+      return -1;
+    }
+    if (s->set(ld->c, s, text, msg, sizeof(msg)) != 0) {
+      return file_err(ld, v, "%s", msg);
+    }
+    return 0;
+  }
+  return -1;
+}
+
+static const struct setting *find_setting(const struct setting *table,
+                                          size_t num, const char *name,
+                                          size_t *out_index) {
+  for (size_t i = 0; i < num; i++) {
+    if (strcmp(table[i].name, name) == 0) {
+      *out_index = i;
+      return &table[i];
+    }
+  }
+  return NULL;
+}
+
+/* load_mapping reads a mapping against a table: every key known, none
+ * twice. ld->key names the mapping itself ("" at the top). */
+static int load_mapping(struct loader *ld, yaml_node_t *map,
+                        const struct setting *table, size_t num) {
+  if (map->type != YAML_MAPPING_NODE) {
+    return file_err(ld, map, "expected a mapping, got %s", node_kind(map));
+  }
+  char section[CONFIG_KEY_LEN];
+  memcpy(section, ld->key, sizeof(section));
+  uint32_t seen = 0;
+  for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+       p < map->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(ld->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(ld->doc, p->value);
+    memcpy(ld->key, section, sizeof(section));
+    if (k->type != YAML_SCALAR_NODE) {
+      return file_err(ld, k, "keys must be strings, got %s", node_kind(k));
+    }
+    const char *name = (const char *)k->data.scalar.value;
+    size_t i;
+    const struct setting *s = find_setting(table, num, name, &i);
+    if (s == NULL || strlen(name) != k->data.scalar.length) {
+      return file_err(ld, k, "unknown key \"%.64s\"", name);
+    }
+    if (seen & (UINT32_C(1) << i)) {
+      return file_err(ld, k, "duplicate key \"%s\"", name);
+    }
+    seen |= UINT32_C(1) << i;
+    snprintf(ld->key, sizeof(ld->key), "%s%s%s", section, section[0] ? "." : "",
+             name);
+    if (load_setting(ld, s, v) != 0) {
+      return -1;
+    }
+  }
+  memcpy(ld->key, section, sizeof(section));
+  return 0;
+}
+
+/* yaml_syntax_err reports libyaml's own failure with its position. */
+static int yaml_syntax_err(struct loader *ld, const yaml_parser_t *p) {
+  const char *problem = p->problem ? p->problem : "cannot parse";
+  if (p->error == YAML_MEMORY_ERROR) {
+    problem = "out of memory";
+  }
+  snprintf(ld->err, ld->err_len, "%s:%zu: YAML syntax error: %s%s%s%s",
+           ld->path, p->problem_mark.line + 1, problem, p->context ? " (" : "",
+           p->context ? p->context : "", p->context ? ")" : "");
+  return -1;
+}
+
+/* load_document parses the stream: one document whose root is a mapping
+ * (an empty file keeps the defaults). */
+static int load_document(struct loader *ld, yaml_parser_t *parser) {
+  yaml_document_t doc;
+  if (!yaml_parser_load(parser, &doc)) {
+    return yaml_syntax_err(ld, parser);
+  }
+  ld->doc = &doc;
+  int rc = 0;
+  yaml_node_t *root = yaml_document_get_root_node(&doc);
+  if (root != NULL) {
+    rc = load_mapping(ld, root, top_settings, ARRAY_LEN(top_settings));
+  }
+  yaml_document_delete(&doc);
+  ld->doc = NULL;
+  if (rc != 0 || root == NULL) {
+    return rc;
+  }
+  /* A second document would be silently ignored; refuse it. */
+  if (!yaml_parser_load(parser, &doc)) {
+    return yaml_syntax_err(ld, parser);
+  }
+  root = yaml_document_get_root_node(&doc);
+  if (root != NULL) {
+    rc = file_err(ld, root, "only one YAML document is allowed");
+  }
+  yaml_document_delete(&doc);
+  return rc;
+}
+
+static int load_file(struct config *c, const char *path, char *err,
+                     size_t err_len) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    snprintf(err, err_len, "%s: not a regular file", path);
+    fclose(f);
+    return -1;
+  }
+  struct loader ld = {.path = path, .c = c, .err = err, .err_len = err_len};
+  yaml_parser_t parser;
+  int rc;
+  if (!yaml_parser_initialize(&parser)) {
+    snprintf(err, err_len, "%s: out of memory", path);
+    rc = -1;
+  } else {
+    yaml_parser_set_input_file(&parser, f);
+    rc = load_document(&ld, &parser);
+    yaml_parser_delete(&parser);
+  }
+  fclose(f);
+  return rc;
+}
+
+/* ---- the environment ---- */
+
+static int env_err(const struct setting *s, const char *msg, char *err,
+                   size_t err_len) {
+  snprintf(err, err_len, "env %s: %s", s->env, msg);
+  return -1;
+}
+
+/* env_list replaces a list setting with comma-separated entries; blanks
+ * around entries are ignored, a blank value empties the list. */
+static int env_list(struct config *c, const struct setting *s, const char *v,
+                    char *msg, size_t msg_len) {
+  char *copy = strdup(v);
+  if (copy == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
+  s->clear(c, s);
+  int rc = 0;
+  char *rest = copy;
+  int blank = strspn(copy, " \t") == strlen(copy);
+  while (!blank && rc == 0 && rest != NULL) {
+    char *entry = strsep(&rest, ",");
+    entry += strspn(entry, " \t");
+    size_t n = strlen(entry);
+    while (n > 0 && (entry[n - 1] == ' ' || entry[n - 1] == '\t')) {
+      entry[--n] = '\0';
+    }
+    if (n == 0) {
+      rc = msgf(msg, msg_len, "empty entry in the list");
+    } else {
+      rc = s->set(c, s, entry, msg, msg_len);
+    }
+  }
+  free(copy);
+  return rc;
+}
+
+static int apply_env(struct config *c, const struct setting *table, size_t num,
+                     char *err, size_t err_len) {
+  for (size_t i = 0; i < num; i++) {
+    const struct setting *s = &table[i];
+    if (s->shape == SHAPE_MAPPING) {
+      if (apply_env(c, s->sub, s->num_sub, err, err_len) != 0) {
+        return -1;
+      }
+      continue;
+    }
+    const char *v = s->env ? getenv(s->env) : NULL;
+    if (v == NULL) {
+      continue;
+    }
+    char msg[CONFIG_MSG_LEN];
+    int rc = s->shape == SHAPE_LIST ? env_list(c, s, v, msg, sizeof(msg))
+                                    : s->set(c, s, v, msg, sizeof(msg));
+    if (rc != 0) {
+      return env_err(s, msg, err, err_len);
+    }
+  }
+  return 0;
+}
+
+/* ---- public ---- */
+
+struct config *config_load(const char *path, char *err, size_t err_len) {
+  char scratch[1];
+  if (err == NULL || err_len == 0) {
+    err = scratch;
+    err_len = sizeof(scratch);
+  }
+  err[0] = '\0';
+  struct config *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    snprintf(err, err_len, "out of memory");
+    return NULL;
+  }
+  char msg[CONFIG_MSG_LEN];
+  if (config_defaults(c, msg, sizeof(msg)) != 0) {
+    snprintf(err, err_len, "defaults: %s", msg);
+    config_free(c);
+    return NULL;
+  }
+  if (path != NULL) {
+    c->path = strdup(path);
+    if (c->path == NULL) {
+      snprintf(err, err_len, "out of memory");
+      config_free(c);
+      return NULL;
+    }
+    if (load_file(c, path, err, err_len) != 0) {
+      config_free(c);
+      return NULL;
+    }
+  }
+  if (apply_env(c, top_settings, ARRAY_LEN(top_settings), err, err_len) != 0) {
+    config_free(c);
+    return NULL;
+  }
+  return c;
+}
+
+void config_free(struct config *c) {
+  if (c == NULL) {
+    return;
+  }
+  for (size_t i = 0; i < c->num_local_domains; i++) {
+    free(c->local_domains[i]);
+  }
+  for (size_t i = 0; i < c->num_relay_domains; i++) {
+    free(c->relay_domains[i]);
+  }
+  free(c->path);
+  free(c->hostname);
+  free(c->spool_dir);
+  free(c->relayhost);
+  free(c);
+}
+
+/* domain_listed: 1 if domain (any case, one trailing dot ignored) equals
+ * an entry; entries are stored lower-case without the dot. */
+static int domain_listed(char *const *items, size_t num, const char *domain) {
+  if (domain == NULL) {
+    return 0;
+  }
+  size_t n = strlen(domain);
+  if (n > 1 && domain[n - 1] == '.') {
+    n--;
+  }
+  for (size_t i = 0; i < num; i++) {
+    if (strlen(items[i]) == n && strncasecmp(items[i], domain, n) == 0) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int config_is_local_domain(const struct config *c, const char *domain) {
+  return domain_listed(c->local_domains, c->num_local_domains, domain);
+}
+
+int config_is_relay_domain(const struct config *c, const char *domain) {
+  return domain_listed(c->relay_domains, c->num_relay_domains, domain);
+}
