@@ -40,6 +40,14 @@
 #define SPOOL_MAX_RECORD (1u << 30)
 #define SPOOL_BATCH_MAX_IOV 512
 #define SPOOL_SEGMENT_TARGET_SIZE (64u << 20) /* rotate after this */
+#define SPOOL_RECORD_HEADER_LEN 20
+#define SPOOL_MAX_RCPTS (1u << 20) /* recipients in one MESSAGE */
+#define SPOOL_MAX_STRING 65535u    /* bytes in one envelope string */
+#define SPOOL_BATCH_MAX_BYTES                                                  \
+  (1u << 30)                      /* a batch holds more only when one          \
+                                     record alone is that big */
+#define SPOOL_MAX_THREADS 64      /* the 6 thread bits of a queue id */
+#define SPOOL_SEGMENT_NAME_MAX 64 /* sizeof spool_entry.segment */
 
 enum spool_record_type {
   SPOOL_REC_SEGMENT = 1, /* first record of a segment: version, thread, seq */
@@ -64,17 +72,17 @@ struct spool_rcpt {
  * (pointers into the decoder's input or a struct spool_message_storage). */
 struct spool_message {
   uint64_t queue_id;
-  int64_t arrival_ms;      /* unix time, milliseconds */
-  const char *sender;      /* "" for <> */
-  const char *envid;       /* NULL if none */
-  uint8_t ret;             /* enum smtp_ret */
-  uint8_t body_type;       /* enum smtp_body_type */
+  int64_t arrival_ms; /* unix time, milliseconds */
+  const char *sender; /* "" for <> */
+  const char *envid;  /* NULL if none */
+  uint8_t ret;        /* enum smtp_ret */
+  uint8_t body_type;  /* enum smtp_body_type */
   uint8_t smtputf8;
   const char *client_addr; /* textual IP of the submitting client */
   const char *helo;        /* may be "" */
   size_t num_rcpts;
   struct spool_rcpt *rcpts;
-  const uint8_t *body;     /* the whole message as stored, Received: first */
+  const uint8_t *body; /* the whole message as stored, Received: first */
   size_t body_len;
 };
 
@@ -109,6 +117,13 @@ enum spool_decode_result spool_record_decode(const uint8_t *in, size_t in_len,
                                              size_t *out_payload_len,
                                              size_t *out_record_len);
 
+/* spool_record_peek checks the first 12 header bytes at the start of in
+ * (magic, type, flags, length; not the checksum) and sets out_record_len to
+ * header + payload length. OK, SHORT (fewer than 12 bytes, all plausible) or
+ * BAD. Lets a reader learn how many bytes to fetch before decoding. */
+enum spool_decode_result spool_record_peek(const uint8_t *in, size_t in_len,
+                                           size_t *out_record_len);
+
 /* spool_message_decode parses a MESSAGE payload. Strings point into
  * `payload` (which holds them NUL-terminated); the recipient array is
  * allocated into *rcpt_storage (a struct buf the caller frees). Returns 0,
@@ -123,6 +138,36 @@ int spool_done_decode(const uint8_t *payload, size_t payload_len,
  * uses the same code but keeps the body out of the copy. Returns 0 or -1. */
 int spool_message_encode(struct buf *out, const struct spool_message *m);
 int spool_done_encode(struct buf *out, const struct spool_done *d);
+
+/* spool_message_encode_head appends the record header and the envelope part
+ * of a MESSAGE record to out, with the checksum already covering m->body,
+ * but not the body itself: the record is complete once the m->body_len
+ * bytes of m->body follow it (the writer's zero-copy form). Sets
+ * out_head_len to the bytes appended. Returns 0, or -1 (errno EINVAL for
+ * an invalid message, EMSGSIZE past a limit, ENOMEM) with out unchanged. */
+int spool_message_encode_head(struct buf *out, const struct spool_message *m,
+                              size_t *out_head_len);
+
+/* The SEGMENT record that opens every segment file. */
+struct spool_segment_header {
+  uint32_t version; /* SPOOL_SEGMENT_VERSION */
+  uint32_t thread_index;
+  uint32_t seq;
+};
+#define SPOOL_SEGMENT_VERSION 1
+
+/* spool_segment_header_encode appends a whole SEGMENT record to out
+ * (version SPOOL_SEGMENT_VERSION). Returns 0 or -1. */
+int spool_segment_header_encode(struct buf *out, unsigned thread_index,
+                                uint32_t seq);
+/* spool_segment_header_decode parses a SEGMENT payload. Returns 0, or -1
+ * if malformed or of an unknown version. */
+int spool_segment_header_decode(const uint8_t *payload, size_t payload_len,
+                                struct spool_segment_header *out);
+/* spool_segment_write_header writes the SEGMENT record at offset 0 of fd
+ * and fsyncs fd (the caller fsyncs the directory). Returns the bytes
+ * written, or -1 with errno. */
+long spool_segment_write_header(int fd, unsigned thread_index, uint32_t seq);
 
 /* ---- writer (one per thread) ---- */
 
@@ -170,7 +215,11 @@ int spool_writer_flush_begin(struct spool_writer *w,
  * 0 if all bytes were written and fdatasync succeeded, else a negative
  * errno (a short write counts as -ENOSPC). On failure the segment is
  * truncated back so the failed bytes are not replayed. Calls
- * done(cookie, err, arg) for every record of the batch, in order. */
+ * done(cookie, err, arg) for every record of the batch, in order, with
+ * err = result. The callbacks may stage records (flush_begin returns 0
+ * until they are all called) but must not close the writer. After a
+ * failure the next batch goes to a new segment: after a failed fdatasync
+ * the file's cached state is not trusted. */
 void spool_writer_flush_done(struct spool_writer *w, int result,
                              void (*done)(void *cookie, int err, void *arg),
                              void *arg);
@@ -180,18 +229,50 @@ int spool_writer_busy(const struct spool_writer *w);
 /* Number of staged (not yet in flight) records. */
 size_t spool_writer_staged(const struct spool_writer *w);
 
+/* spool_writer_fail_staged drops every staged record, calling
+ * done(cookie, err, arg) for each in order (err a negative errno): for the
+ * loop when flush_begin keeps failing (disk full), so sessions get a 4xx. */
+void spool_writer_fail_staged(struct spool_writer *w, int err,
+                              void (*done)(void *cookie, int err, void *arg),
+                              void *arg);
+
+/* spool_writer_sync_flush writes and fdatasyncs every staged record with
+ * blocking pwritev/fdatasync, batch by batch, reporting each batch through
+ * spool_writer_flush_done. For tests and tools; the daemon uses io_uring.
+ * Must not be called while a batch is in flight. Returns 0 when nothing is
+ * staged any more, or -1 with errno after the first failed batch (later
+ * records stay staged). */
+int spool_writer_sync_flush(struct spool_writer *w,
+                            void (*done)(void *cookie, int err, void *arg),
+                            void *arg);
+
+/* Where the writer appends now: the current segment's file name (under
+ * <dir>/seg) and its durable length. For tests and logs. */
+const char *spool_writer_segment(const struct spool_writer *w);
+uint64_t spool_writer_offset(const struct spool_writer *w);
+
+/* spool_writer_set_segment_target changes the rotation size (default
+ * SPOOL_SEGMENT_TARGET_SIZE); tests use a small one. */
+void spool_writer_set_segment_target(struct spool_writer *w, uint64_t size);
+
 /* ---- recovery and reading ---- */
 
 /* One queued message found by a scan. */
 struct spool_entry {
   uint64_t queue_id;
   int64_t arrival_ms;
-  char segment[64];   /* file name under <dir>/seg */
-  uint64_t offset;    /* of the record */
+  char segment[SPOOL_SEGMENT_NAME_MAX]; /* file name under <dir>/seg */
+  uint64_t offset;                      /* of the record */
   uint64_t record_len;
   size_t num_rcpts;
-  size_t num_done;    /* recipients with a DONE record */
+  size_t num_done; /* recipients with a DONE record */
   uint64_t body_len;
+};
+
+/* One recipient with a DONE record (whatever its outcome). */
+struct spool_done_key {
+  uint64_t queue_id;
+  uint32_t rcpt_index;
 };
 
 struct spool_scan {
@@ -199,16 +280,34 @@ struct spool_scan {
   size_t num_entries;
   uint64_t max_queue_id;
   size_t num_segments;
-  size_t num_torn;      /* segments whose tail was torn */
+  size_t num_torn;              /* segments whose tail was torn */
+  struct spool_done_key *dones; /* distinct, sorted; only for entries found */
+  size_t num_dones;
 };
 
 /* spool_scan reads every segment under <dir>/seg. With `repair`, torn
  * tails are truncated away (the daemon at start-up; never the CLI). A
  * missing spool directory is an empty spool. Returns 0, or -1 with errno
- * (a message written to `err` of err_len bytes). */
-int spool_scan(const char *dir, int repair, struct spool_scan *out,
-               char *err, size_t err_len);
+ * (a message written to `err` of err_len bytes).
+ * A segment's valid part ends at its first SHORT or BAD record, or at a
+ * record whose payload does not decode; the rest is a torn tail (counted
+ * in num_torn; with repair, truncated and fsync'd). A segment without a
+ * complete header (empty: created, never synced) is torn and empty; repair
+ * removes it. A segment whose first record is valid but not a known
+ * SEGMENT header is never touched: the scan fails (EPROTO).
+ * Repair must run before any writer opens on `dir` (it may remove a
+ * segment a writer is creating). */
+int spool_scan(const char *dir, int repair, struct spool_scan *out, char *err,
+               size_t err_len);
 void spool_scan_free(struct spool_scan *scan);
+
+/* spool_scan_find returns the first entry with queue_id, or NULL. */
+const struct spool_entry *spool_scan_find(const struct spool_scan *scan,
+                                          uint64_t queue_id);
+/* spool_scan_rcpt_done: 1 if recipient rcpt_index of queue_id has a DONE
+ * record, else 0. */
+int spool_scan_rcpt_done(const struct spool_scan *scan, uint64_t queue_id,
+                         uint32_t rcpt_index);
 
 /* spool_read_message loads the record of `entry` into storage (which the
  * caller frees) and decodes it into out. Returns 0 or -1. */

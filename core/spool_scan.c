@@ -1,0 +1,533 @@
+/* core/spool_scan.c — recovery and reading: walk every segment, collect
+ * queued messages and DONE records, cut torn tails; see spool.h.
+ *
+ * Reads with pread into a window, never mmap: a writer may truncate a
+ * segment after a failed batch while the CLI reads it, and touching an
+ * mmap'd page past the new end would raise SIGBUS. A read that comes up
+ * short is treated like a torn tail. */
+#include "core/spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Read at least this much per pread so small records are batched. */
+#define SPOOL_SCAN_WINDOW (1u << 20)
+
+/* A segment being read: a window of its bytes starting at win_off. */
+struct seg_reader {
+  int fd;
+  uint64_t size; /* at open */
+  struct buf win;
+  uint64_t win_off;
+};
+
+/* Everything a scan collects before it is sorted into struct spool_scan. */
+struct scan_state {
+  const char *dir;
+  int repair;
+  char *err;
+  size_t err_len;
+  struct spool_scan *out;
+  size_t cap_entries;
+  struct spool_done_key *dones;
+  size_t num_dones;
+  size_t cap_dones;
+  struct buf rcpt_storage;
+};
+
+static int scan_fail(struct scan_state *s, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int scan_fail(struct scan_state *s, int errnum, const char *fmt, ...) {
+  if (s->err && s->err_len) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, s->err_len, fmt, ap);
+    va_end(ap);
+  }
+  errno = errnum;
+  return -1;
+}
+
+/* reader_get makes up to `want` bytes at `off` available; sets *out and
+ * returns how many there are (fewer at the end of the file or if it
+ * shrank), or -1 on a read error. */
+static long reader_get(struct seg_reader *r, uint64_t off, size_t want,
+                       const uint8_t **out) {
+  uint64_t left = r->size - off;
+  if (want > left) {
+    want = (size_t)left;
+  }
+  if (off >= r->win_off && off + want <= r->win_off + r->win.len) {
+    *out = r->win.data + (off - r->win_off);
+    return (long)want;
+  }
+  size_t fetch = want > SPOOL_SCAN_WINDOW ? want : SPOOL_SCAN_WINDOW;
+  fetch = fetch > left ? (size_t)left : fetch;
+  buf_reset(&r->win);
+  if (buf_reserve(&r->win, fetch) != 0) {
+    errno = ENOMEM;
+    return -1;
+  }
+  r->win_off = off;
+  while (r->win.len < fetch) {
+    ssize_t n = pread(r->fd, r->win.data + r->win.len, fetch - r->win.len,
+                      (off_t)(off + r->win.len));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return -1;
+    }
+    if (n == 0) {
+      break; /* shrank under us: what is missing reads as a torn tail */
+    }
+    r->win.len += (size_t)n;
+  }
+  *out = r->win.data;
+  return (long)(want < r->win.len ? want : r->win.len);
+}
+
+/* reader_record reads the record at off. Returns OK, SHORT or BAD (a
+ * torn tail either way), or -1 on a read error. */
+static int reader_record(struct seg_reader *r, uint64_t off, uint8_t *type,
+                         const uint8_t **payload, size_t *payload_len,
+                         size_t *record_len) {
+  const uint8_t *p;
+  long n = reader_get(r, off, SPOOL_RECORD_HEADER_LEN, &p);
+  if (n < 0) {
+    return -1;
+  }
+  size_t want;
+  enum spool_decode_result res = spool_record_peek(p, (size_t)n, &want);
+  if (res != SPOOL_DECODE_OK) {
+    return res;
+  }
+  n = reader_get(r, off, want, &p);
+  if (n < 0) {
+    return -1;
+  }
+  return spool_record_decode(p, (size_t)n, type, payload, payload_len,
+                             record_len);
+}
+
+static int scan_add_entry(struct scan_state *s, const char *seg, uint64_t off,
+                          size_t record_len, const struct spool_message *m) {
+  struct spool_scan *out = s->out;
+  if (out->num_entries == s->cap_entries) {
+    size_t cap = s->cap_entries ? s->cap_entries * 2 : 256;
+    struct spool_entry *e = realloc(out->entries, cap * sizeof *e);
+    if (e == NULL) {
+      return scan_fail(s, ENOMEM, "out of memory");
+    }
+    out->entries = e;
+    s->cap_entries = cap;
+  }
+  struct spool_entry *e = &out->entries[out->num_entries++];
+  memset(e, 0, sizeof *e);
+  e->queue_id = m->queue_id;
+  e->arrival_ms = m->arrival_ms;
+  snprintf(e->segment, sizeof e->segment, "%s", seg);
+  e->offset = off;
+  e->record_len = record_len;
+  e->num_rcpts = m->num_rcpts;
+  e->body_len = m->body_len;
+  if (m->queue_id > out->max_queue_id) {
+    out->max_queue_id = m->queue_id;
+  }
+  return 0;
+}
+
+static int scan_add_done(struct scan_state *s, const struct spool_done *d) {
+  if (s->num_dones == s->cap_dones) {
+    size_t cap = s->cap_dones ? s->cap_dones * 2 : 256;
+    struct spool_done_key *k = realloc(s->dones, cap * sizeof *k);
+    if (k == NULL) {
+      return scan_fail(s, ENOMEM, "out of memory");
+    }
+    s->dones = k;
+    s->cap_dones = cap;
+  }
+  s->dones[s->num_dones++] =
+      (struct spool_done_key){d->queue_id, d->rcpt_index};
+  return 0;
+}
+
+/* scan_payload takes one valid record. Returns 1 if it belongs to the
+ * valid part, 0 if it ends it (a payload that does not decode, or a second
+ * SEGMENT record), -1 on error. */
+static int scan_payload(struct scan_state *s, const char *seg, uint64_t off,
+                        uint8_t type, const uint8_t *payload,
+                        size_t payload_len, size_t record_len) {
+  if (type == SPOOL_REC_MESSAGE) {
+    struct spool_message m;
+    if (spool_message_decode(payload, payload_len, &m, &s->rcpt_storage)) {
+      return 0;
+    }
+    return scan_add_entry(s, seg, off, record_len, &m) == 0 ? 1 : -1;
+  }
+  if (type == SPOOL_REC_DONE) {
+    struct spool_done d;
+    if (spool_done_decode(payload, payload_len, &d) != 0) {
+      return 0;
+    }
+    return scan_add_done(s, &d) == 0 ? 1 : -1;
+  }
+  return 0;
+}
+
+/* scan_walk walks the records after the segment header; sets *out_good to
+ * the end of the valid part. */
+static int scan_walk(struct scan_state *s, struct seg_reader *r,
+                     const char *seg, uint64_t off, uint64_t *out_good) {
+  while (off < r->size) {
+    uint8_t type;
+    const uint8_t *payload;
+    size_t payload_len, record_len;
+    int res = reader_record(r, off, &type, &payload, &payload_len, &record_len);
+    if (res < 0) {
+      return scan_fail(s, errno, "seg/%s: read: %s", seg, strerror(errno));
+    }
+    if (res != SPOOL_DECODE_OK) {
+      break;
+    }
+    int keep =
+        scan_payload(s, seg, off, type, payload, payload_len, record_len);
+    if (keep < 0) {
+      return -1;
+    }
+    if (keep == 0) {
+      break;
+    }
+    off += record_len;
+  }
+  *out_good = off;
+  return 0;
+}
+
+/* scan_header checks the SEGMENT record at offset 0. Returns its length,
+ * 0 if the header is missing or torn (a segment created but never synced),
+ * or -1 if it is something we must not touch (another format or version). */
+static long scan_header(struct scan_state *s, struct seg_reader *r,
+                        const char *seg) {
+  uint8_t type;
+  const uint8_t *payload;
+  size_t payload_len, record_len;
+  int res = reader_record(r, 0, &type, &payload, &payload_len, &record_len);
+  if (res < 0) {
+    return scan_fail(s, errno, "seg/%s: read: %s", seg, strerror(errno));
+  }
+  if (res != SPOOL_DECODE_OK) {
+    return 0;
+  }
+  struct spool_segment_header h;
+  if (type != SPOOL_REC_SEGMENT ||
+      spool_segment_header_decode(payload, payload_len, &h) != 0) {
+    return scan_fail(s, EPROTO,
+                     "seg/%s: not a postseal segment of a known version", seg);
+  }
+  return (long)record_len;
+}
+
+/* scan_cut makes the torn tail go away: truncate to `good` and fsync, or
+ * remove a segment with no valid header at all. */
+static int scan_cut(struct scan_state *s, int seg_dirfd, struct seg_reader *r,
+                    const char *seg, uint64_t good) {
+  if (good == 0) {
+    if (unlinkat(seg_dirfd, seg, 0) != 0 || fsync(seg_dirfd) != 0) {
+      return scan_fail(s, errno, "seg/%s: unlink: %s", seg, strerror(errno));
+    }
+    return 0;
+  }
+  if (ftruncate(r->fd, (off_t)good) != 0 || fsync(r->fd) != 0) {
+    return scan_fail(s, errno, "seg/%s: truncate: %s", seg, strerror(errno));
+  }
+  return 0;
+}
+
+/* scan_segment reads one segment file. */
+static int scan_segment(struct scan_state *s, int seg_dirfd, const char *seg) {
+  struct seg_reader r = {.fd = -1};
+  int flags = (s->repair ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW;
+  r.fd = openat(seg_dirfd, seg, flags);
+  struct stat st;
+  if (r.fd < 0 || fstat(r.fd, &st) != 0) {
+    int rc = scan_fail(s, errno, "seg/%s: open: %s", seg, strerror(errno));
+    if (r.fd >= 0) {
+      close(r.fd);
+    }
+    return rc;
+  }
+  r.size = (uint64_t)st.st_size;
+  uint64_t good = 0;
+  long hdr = r.size ? scan_header(s, &r, seg) : 0;
+  int rc = hdr < 0 ? -1 : 0;
+  if (hdr > 0) {
+    rc = scan_walk(s, &r, seg, (uint64_t)hdr, &good);
+  }
+  s->out->num_segments++;
+  int torn = hdr == 0 || good < r.size; /* headerless: created, never synced */
+  if (rc == 0 && torn) {
+    s->out->num_torn++;
+    if (s->repair) {
+      rc = scan_cut(s, seg_dirfd, &r, seg, good);
+    }
+  }
+  close(r.fd);
+  buf_free(&r.win);
+  return rc;
+}
+
+static int name_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int seg_name_ok(const char *name) {
+  size_t n = strlen(name);
+  return name[0] != '.' && n > 4 && n < SPOOL_SEGMENT_NAME_MAX &&
+         strcmp(name + n - 4, ".seg") == 0;
+}
+
+/* list_segments returns the sorted *.seg names of the directory. */
+static int list_segments(struct scan_state *s, int seg_dirfd, char ***out,
+                         size_t *out_num) {
+  int fd = dup(seg_dirfd);
+  DIR *d = fd < 0 ? NULL : fdopendir(fd);
+  if (d == NULL) {
+    if (fd >= 0) {
+      close(fd);
+    }
+    return scan_fail(s, errno, "%s/seg: %s", s->dir, strerror(errno));
+  }
+  char **names = NULL;
+  size_t num = 0, cap = 0;
+  struct dirent *de;
+  int rc = 0;
+  while (rc == 0 && (de = readdir(d)) != NULL) {
+    if (!seg_name_ok(de->d_name)) {
+      continue;
+    }
+    if (num == cap) {
+      cap = cap ? cap * 2 : 64;
+      char **p = realloc(names, cap * sizeof *p);
+      rc = p ? 0 : -1;
+      names = p ? p : names;
+    }
+    if (rc == 0 && (names[num] = strdup(de->d_name)) != NULL) {
+      num++;
+    } else {
+      rc = scan_fail(s, ENOMEM, "out of memory");
+    }
+  }
+  closedir(d);
+  if (num > 1) {
+    qsort(names, num, sizeof *names, name_cmp);
+  }
+  *out = names;
+  *out_num = num;
+  return rc;
+}
+
+static int entry_cmp(const void *a, const void *b) {
+  const struct spool_entry *x = a, *y = b;
+  if (x->queue_id != y->queue_id) {
+    return x->queue_id < y->queue_id ? -1 : 1;
+  }
+  int c = strcmp(x->segment, y->segment);
+  if (c != 0) {
+    return c;
+  }
+  return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int done_cmp(const void *a, const void *b) {
+  const struct spool_done_key *x = a, *y = b;
+  if (x->queue_id != y->queue_id) {
+    return x->queue_id < y->queue_id ? -1 : 1;
+  }
+  return x->rcpt_index < y->rcpt_index ? -1 : x->rcpt_index > y->rcpt_index;
+}
+
+/* scan_finish sorts entries, keeps each distinct DONE (queue id, recipient)
+ * that names a recipient of a message found, and counts them per entry. */
+static void scan_finish(struct scan_state *s) {
+  struct spool_scan *out = s->out;
+  if (out->num_entries > 1) {
+    qsort(out->entries, out->num_entries, sizeof *out->entries, entry_cmp);
+  }
+  if (s->num_dones > 1) {
+    qsort(s->dones, s->num_dones, sizeof *s->dones, done_cmp);
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < s->num_dones; i++) {
+    const struct spool_done_key *k = &s->dones[i];
+    if (kept > 0 && done_cmp(&s->dones[kept - 1], k) == 0) {
+      continue;
+    }
+    const struct spool_entry *e = spool_scan_find(out, k->queue_id);
+    if (e == NULL || k->rcpt_index >= e->num_rcpts) {
+      continue;
+    }
+    s->dones[kept++] = *k;
+  }
+  out->dones = s->dones;
+  out->num_dones = kept;
+  s->dones = NULL;
+  size_t j = 0;
+  for (size_t i = 0; i < out->num_entries; i++) {
+    struct spool_entry *e = &out->entries[i];
+    while (j < kept && out->dones[j].queue_id < e->queue_id) {
+      j++;
+    }
+    size_t n = 0;
+    while (j + n < kept && out->dones[j + n].queue_id == e->queue_id) {
+      n++;
+    }
+    e->num_done = n;
+  }
+}
+
+static int scan_dir(struct scan_state *s, int seg_dirfd) {
+  char **names = NULL;
+  size_t num = 0;
+  int rc = list_segments(s, seg_dirfd, &names, &num);
+  for (size_t i = 0; i < num; i++) {
+    if (rc == 0) {
+      rc = scan_segment(s, seg_dirfd, names[i]);
+    }
+    free(names[i]);
+  }
+  free(names);
+  return rc;
+}
+
+int spool_scan(const char *dir, int repair, struct spool_scan *out, char *err,
+               size_t err_len) {
+  struct scan_state s = {
+      .dir = dir, .repair = repair, .err = err, .err_len = err_len, .out = out};
+  memset(out, 0, sizeof *out);
+  char path[4096];
+  if (snprintf(path, sizeof path, "%s/seg", dir) >= (int)sizeof path) {
+    return scan_fail(&s, ENAMETOOLONG, "%s: path too long", dir);
+  }
+  int seg_dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (seg_dirfd < 0) {
+    if (errno == ENOENT) {
+      return 0; /* no spool yet: nothing queued */
+    }
+    return scan_fail(&s, errno, "%s: %s", path, strerror(errno));
+  }
+  int rc = scan_dir(&s, seg_dirfd);
+  close(seg_dirfd);
+  buf_free(&s.rcpt_storage);
+  if (rc == 0) {
+    scan_finish(&s);
+  }
+  free(s.dones);
+  if (rc != 0) {
+    int saved = errno;
+    spool_scan_free(out);
+    errno = saved;
+  }
+  return rc;
+}
+
+void spool_scan_free(struct spool_scan *scan) {
+  free(scan->entries);
+  free(scan->dones);
+  memset(scan, 0, sizeof *scan);
+}
+
+const struct spool_entry *spool_scan_find(const struct spool_scan *scan,
+                                          uint64_t queue_id) {
+  size_t lo = 0, hi = scan->num_entries;
+  while (lo < hi) { /* first entry with id >= queue_id */
+    size_t mid = lo + (hi - lo) / 2;
+    if (scan->entries[mid].queue_id < queue_id) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  if (lo < scan->num_entries && scan->entries[lo].queue_id == queue_id) {
+    return &scan->entries[lo];
+  }
+  return NULL;
+}
+
+int spool_scan_rcpt_done(const struct spool_scan *scan, uint64_t queue_id,
+                         uint32_t rcpt_index) {
+  struct spool_done_key key = {queue_id, rcpt_index};
+  if (scan->num_dones == 0) {
+    return 0;
+  }
+  return bsearch(&key, scan->dones, scan->num_dones, sizeof key, done_cmp) !=
+         NULL;
+}
+
+/* read_exact preads len bytes at off; a short read is EIO (the record was
+ * found by a scan, so the file is not expected to be shorter). */
+static int read_exact(int fd, uint8_t *p, size_t len, uint64_t off) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = pread(fd, p + got, len - got, (off_t)(off + got));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      errno = n < 0 ? errno : EIO;
+      return -1;
+    }
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+int spool_read_message(const char *dir, const struct spool_entry *entry,
+                       struct buf *storage, struct spool_message *out,
+                       struct buf *rcpt_storage) {
+  char path[4096];
+  if (strchr(entry->segment, '/') != NULL ||
+      entry->record_len >
+          SPOOL_RECORD_HEADER_LEN + (uint64_t)SPOOL_MAX_RECORD ||
+      snprintf(path, sizeof path, "%s/seg/%s", dir, entry->segment) >=
+          (int)sizeof path) {
+    errno = EINVAL;
+    return -1;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return -1;
+  }
+  size_t len = (size_t)entry->record_len;
+  buf_reset(storage);
+  int rc = buf_reserve(storage, len);
+  if (rc != 0) {
+    errno = ENOMEM;
+  } else {
+    rc = read_exact(fd, storage->data, len, entry->offset);
+  }
+  close(fd);
+  if (rc != 0) {
+    return -1;
+  }
+  storage->len = len;
+  uint8_t type;
+  const uint8_t *payload;
+  size_t payload_len, record_len;
+  if (spool_record_decode(storage->data, len, &type, &payload, &payload_len,
+                          &record_len) != SPOOL_DECODE_OK ||
+      type != SPOOL_REC_MESSAGE || record_len != len ||
+      spool_message_decode(payload, payload_len, out, rcpt_storage) != 0) {
+    errno = EPROTO;
+    return -1;
+  }
+  return 0;
+}
