@@ -97,8 +97,8 @@ struct smtp_server_limits {
 void smtp_server_limits_default(struct smtp_server_limits *out_limits);
 
 struct smtp_server_config {
-  const char *hostname;  /* our name: greeting, EHLO reply (copied) */
-  unsigned extensions;   /* SMTP_EXT_* advertised in EHLO */
+  const char *hostname; /* our name: greeting, EHLO reply (copied) */
+  unsigned extensions;  /* SMTP_EXT_* advertised in EHLO */
   struct smtp_server_limits limits;
   struct smtp_server_stats *stats; /* may be NULL */
 };
@@ -108,10 +108,11 @@ enum smtp_server_event {
   SMTP_SERVER_WAIT_VERDICT, /* the host still owes a verdict */
   SMTP_SERVER_EV_HELO,      /* HELO/EHLO accepted; smtp_server_helo() */
   SMTP_SERVER_EV_MAIL,      /* MAIL parsed; envelope has sender; verdict */
-  SMTP_SERVER_EV_RCPT,      /* RCPT parsed; smtp_server_pending_rcpt(); verdict */
-  SMTP_SERVER_EV_MESSAGE,   /* body complete (DATA or BDAT LAST); verdict */
-  SMTP_SERVER_EV_RSET,      /* transaction discarded (RSET, HELO/EHLO, error) */
-  SMTP_SERVER_EV_CLOSE,     /* QUIT, fatal error or 421: flush and close */
+  SMTP_SERVER_EV_RCPT,    /* RCPT parsed; smtp_server_pending_rcpt(); verdict */
+  SMTP_SERVER_EV_MESSAGE, /* body complete (DATA or BDAT LAST); verdict */
+  SMTP_SERVER_EV_RSET,    /* transaction with an accepted MAIL discarded by
+                             RSET or HELO/EHLO (not after a message) */
+  SMTP_SERVER_EV_CLOSE,   /* QUIT, fatal error or 421: flush and close */
 };
 
 /* RFC 1891/3461 NOTIFY bits; 0 means no NOTIFY parameter given. */
@@ -127,7 +128,8 @@ enum smtp_ret { SMTP_RET_NONE, SMTP_RET_FULL, SMTP_RET_HDRS };
 
 /* Strings are NUL-terminated, decoded (xtext decoded for ENVID and ORCPT). */
 struct smtp_rcpt {
-  char *addr;       /* mailbox without <>; never empty */
+  char *addr;       /* mailbox without <>; never empty; may be the bare
+                       "Postmaster" of RFC 5321 §4.1.1.3 (no domain) */
   unsigned notify;  /* SMTP_NOTIFY_* bits */
   char *orcpt;      /* "rfc822;user@host" as given, decoded, or NULL */
   int source_route; /* 1 if the path had an RFC 5321 A-d-l (@a,@b:u@d);
@@ -139,8 +141,8 @@ struct smtp_envelope {
   size_t size_hint; /* SIZE= value, 0 if none */
   enum smtp_body_type body;
   enum smtp_ret ret;
-  char *envid;      /* ENVID, or NULL */
-  int smtputf8;     /* 1 if SMTPUTF8 was given */
+  char *envid;             /* ENVID, or NULL */
+  int smtputf8;            /* 1 if SMTPUTF8 was given */
   struct smtp_rcpt *rcpts; /* accepted recipients */
   size_t num_rcpts;
 };
@@ -161,17 +163,19 @@ void smtp_server_free(struct smtp_server *s);
 
 /* smtp_server_feed buffers received bytes. Returns 0, or -1 when the input
  * buffer would pass limits.max_input_buffer (the host should stop reading
- * until next() has drained it) or allocation failed. */
+ * until next() has drained it) or allocation failed; on -1 nothing of `in`
+ * was buffered (feed it again later). After EV_CLOSE input is dropped. */
 int smtp_server_feed(struct smtp_server *s, const uint8_t *in, size_t in_len);
 
 /* smtp_server_next processes buffered input until an event. */
 enum smtp_server_event smtp_server_next(struct smtp_server *s);
 
 /* Verdicts. accept: 250 with the engine's standard text (2.1.0 sender ok,
- * 2.1.5 recipient ok). reject: `code` 400..599, `enhanced` like "5.7.1"
- * (always sent, as Postfix does), `text` one line without CR/LF. For EV_MESSAGE, reply_queued sends
- * "250 2.0.0 Ok: queued as <queue_id>". Calling a verdict with none owed is
- * a bug (asserts). */
+ * 2.1.5 recipient ok, "250 2.0.0 Ok: queued" for a message). reject:
+ * `code` 400..599, `enhanced` like "5.7.1" (always sent, as Postfix does),
+ * `text` one line without CR/LF (controls are replaced by spaces). For
+ * EV_MESSAGE, reply_queued sends "250 2.0.0 Ok: queued as <queue_id>".
+ * Calling a verdict with none owed is a bug (asserts). */
 void smtp_server_accept(struct smtp_server *s);
 void smtp_server_reject(struct smtp_server *s, int code, const char *enhanced,
                         const char *text);
@@ -188,15 +192,15 @@ const char *smtp_server_helo(const struct smtp_server *s); /* NULL before */
 /* "SMTP", "ESMTP" or "UTF8SMTP" (RFC 3848, RFC 6531 §3.7.3) for Received. */
 const char *smtp_server_protocol(const struct smtp_server *s);
 const struct smtp_envelope *smtp_server_envelope(const struct smtp_server *s);
-/* The recipient of the EV_RCPT awaiting its verdict. */
+/* The recipient of the EV_RCPT awaiting its verdict; NULL if none. */
 const struct smtp_rcpt *smtp_server_pending_rcpt(const struct smtp_server *s);
 /* smtp_server_take_body moves the complete body (as received, dot-unstuffed,
  * CRLF line ends) into out_body, which the caller then owns. Only during
  * EV_MESSAGE, before its verdict. */
 void smtp_server_take_body(struct smtp_server *s, struct buf *out_body);
 
-enum smtp_server_timeout_class smtp_server_timeout_class(
-    const struct smtp_server *s);
+enum smtp_server_timeout_class
+smtp_server_timeout_class(const struct smtp_server *s);
 /* smtp_server_timeout: the host's timer fired; queues 421 4.4.2 and the
  * next event is EV_CLOSE. */
 void smtp_server_timeout(struct smtp_server *s);

@@ -1,0 +1,1418 @@
+/* proto/smtp_server.c — sans-I/O SMTP server engine; see smtp_server.h.
+ *
+ * Input is kept in `in` and consumed by advancing `in_off`; the buffer is
+ * compacted only when an append would not fit, so consuming is O(1).
+ * Output replies are appended to `out` and drained the same way. */
+#include "proto/smtp_server.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proto/smtp_addr.h"
+
+enum smtp_server_state {
+  SMTP_SERVER_STATE_COMMAND, /* reading command lines */
+  SMTP_SERVER_STATE_DATA,    /* DATA text lines until <CRLF>.<CRLF> */
+  SMTP_SERVER_STATE_CHUNK,   /* the octets of one BDAT chunk */
+  SMTP_SERVER_STATE_CLOSED,  /* EV_CLOSE owed; input is ignored */
+};
+
+enum smtp_server_verdict {
+  SMTP_SERVER_VERDICT_NONE,
+  SMTP_SERVER_VERDICT_MAIL,
+  SMTP_SERVER_VERDICT_RCPT,
+  SMTP_SERVER_VERDICT_MESSAGE,
+};
+
+/* At most two events come from one command (EV_RSET then EV_HELO). */
+#define SMTP_SERVER_MAX_EVENTS 4
+#define SMTP_SERVER_MAX_ENVID 100            /* RFC 3461 §4.4 */
+#define SMTP_SERVER_MAX_ORCPT 500            /* RFC 3461 §4.2 */
+#define SMTP_SERVER_MAX_REPLY 512            /* one formatted reply line */
+#define SMTP_SERVER_BODY_PREALLOC (1u << 20) /* cap on SIZE-hinted reserve */
+
+/* The message being received by DATA or BDAT. */
+struct smtp_server_msg {
+  size_t total;      /* octets received (before dot-unstuffing) */
+  size_t header_len; /* octets of the header section so far */
+  const char *bad;   /* first reason to reject it (a reply), or NULL */
+  int in_header;     /* no empty line seen yet */
+  int prev_crlf;     /* the previous line ended in CRLF (DATA counts) */
+  int long_line;     /* discarding the rest of an over-long line */
+  int long_last_cr;  /* the discarded part ended in CR */
+};
+
+struct smtp_server {
+  char *hostname;
+  unsigned ext;
+  struct smtp_server_limits lim;
+  struct smtp_server_stats *stats;
+
+  enum smtp_server_state state;
+  struct buf in;
+  size_t in_off;
+  struct buf out;
+  size_t out_off;
+  int skip_line; /* discarding the rest of an over-long command line */
+  int failed;    /* allocation failed: sticky, the session closes */
+  unsigned errors;
+
+  enum smtp_server_event events[SMTP_SERVER_MAX_EVENTS];
+  unsigned ev_head, ev_count;
+  enum smtp_server_verdict verdict;
+
+  char *helo;
+  int esmtp;
+
+  int have_mail;            /* MAIL accepted: a transaction is open */
+  size_t num_rcpt_attempts; /* RCPT commands in this transaction */
+  size_t rcpts_cap;
+  struct smtp_envelope env;
+  struct smtp_rcpt pending; /* the RCPT awaiting its verdict */
+
+  struct smtp_server_msg msg;
+  struct buf body;
+  int bdat_active;       /* BDAT chunks taken, LAST not yet seen */
+  size_t chunk_size;     /* the current BDAT chunk */
+  size_t chunk_left;     /* octets of it still to read */
+  int chunk_last;        /* it was BDAT ... LAST */
+  const char *chunk_err; /* reply owed after reading a refused chunk */
+};
+
+/* ---- replies and events ---------------------------------------------- */
+
+static void smtp_server_count_reply(struct smtp_server *s, char code0) {
+  if (s->stats != NULL && code0 >= '2' && code0 <= '5') {
+    s->stats->replies[code0 - '0']++;
+  }
+}
+
+/* Appends raw octets to the output; a closed session sends nothing more. */
+static void smtp_server_out(struct smtp_server *s, const char *p, size_t n) {
+  if (s->state == SMTP_SERVER_STATE_CLOSED) {
+    return;
+  }
+  if (buf_append(&s->out, p, n) != 0) {
+    s->failed = 1;
+  }
+}
+
+/* Queues one complete reply line (it ends in CRLF). */
+static void smtp_server_reply(struct smtp_server *s, const char *line) {
+  smtp_server_count_reply(s, line[0]);
+  smtp_server_out(s, line, strlen(line));
+}
+
+/* Queues a formatted reply line; the format ends in CRLF. Overlong text is
+ * cut, keeping the CRLF. */
+static void smtp_server_replyf(struct smtp_server *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void smtp_server_replyf(struct smtp_server *s, const char *fmt, ...) {
+  char line[SMTP_SERVER_MAX_REPLY];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    s->failed = 1;
+    return;
+  }
+  if ((size_t)n >= sizeof(line)) {
+    n = sizeof(line) - 1;
+    line[n - 2] = '\r';
+    line[n - 1] = '\n';
+  }
+  smtp_server_count_reply(s, line[0]);
+  smtp_server_out(s, line, (size_t)n);
+}
+
+static void smtp_server_close(struct smtp_server *s) {
+  s->state = SMTP_SERVER_STATE_CLOSED;
+}
+
+/* A protocol error by the peer: reply, count, and close with 421 once the
+ * peer has made too many (Postfix smtpd_hard_error_limit). */
+static void smtp_server_error(struct smtp_server *s, const char *line) {
+  smtp_server_reply(s, line);
+  s->errors++;
+  if (s->lim.max_errors != 0 && s->errors >= s->lim.max_errors &&
+      s->state != SMTP_SERVER_STATE_CLOSED) {
+    smtp_server_replyf(s, "421 4.7.0 %s Error: too many errors\r\n",
+                       s->hostname);
+    smtp_server_close(s);
+  }
+}
+
+static void smtp_server_push(struct smtp_server *s, enum smtp_server_event e) {
+  assert(s->ev_count < SMTP_SERVER_MAX_EVENTS);
+  s->events[(s->ev_head + s->ev_count) % SMTP_SERVER_MAX_EVENTS] = e;
+  s->ev_count++;
+}
+
+/* The host owes a verdict; input stays buffered until it is given. */
+static void smtp_server_owe(struct smtp_server *s, enum smtp_server_verdict v,
+                            enum smtp_server_event e) {
+  s->verdict = v;
+  smtp_server_push(s, e);
+}
+
+static char *smtp_server_strndup(struct smtp_server *s, const uint8_t *p,
+                                 size_t n) {
+  char *r = malloc(n + 1);
+  if (r == NULL) {
+    s->failed = 1;
+    return NULL;
+  }
+  memcpy(r, p, n);
+  r[n] = '\0';
+  return r;
+}
+
+/* ---- input ----------------------------------------------------------- */
+
+static size_t smtp_server_avail(const struct smtp_server *s) {
+  return s->in.len - s->in_off;
+}
+
+static const uint8_t *smtp_server_input(const struct smtp_server *s) {
+  return s->in.data + s->in_off;
+}
+
+/* Drops n processed octets. The memory stays put, so pointers into the
+ * consumed part remain valid until the next feed. */
+static void smtp_server_consume(struct smtp_server *s, size_t n) {
+  s->in_off += n;
+  if (s->in_off == s->in.len) {
+    s->in_off = 0;
+    s->in.len = 0;
+  }
+}
+
+/* ---- transaction ----------------------------------------------------- */
+
+static void smtp_server_rcpt_clear(struct smtp_rcpt *r) {
+  free(r->addr);
+  free(r->orcpt);
+  memset(r, 0, sizeof(*r));
+}
+
+/* Frees the envelope's strings; the recipient array is kept for reuse. */
+static void smtp_server_envelope_clear(struct smtp_server *s) {
+  struct smtp_envelope *e = &s->env;
+  free(e->sender);
+  free(e->envid);
+  for (size_t i = 0; i < e->num_rcpts; i++) {
+    smtp_server_rcpt_clear(&e->rcpts[i]);
+  }
+  struct smtp_rcpt *rcpts = e->rcpts;
+  memset(e, 0, sizeof(*e));
+  e->rcpts = rcpts;
+  smtp_server_rcpt_clear(&s->pending);
+}
+
+/* Ends the transaction after its message (accepted or refused). */
+static void smtp_server_txn_end(struct smtp_server *s) {
+  smtp_server_envelope_clear(s);
+  s->have_mail = 0;
+  s->num_rcpt_attempts = 0;
+  s->bdat_active = 0;
+  buf_free(&s->body);
+}
+
+/* Aborts the transaction (RSET, HELO/EHLO): the host hears EV_RSET if a
+ * MAIL had been accepted. */
+static void smtp_server_txn_abort(struct smtp_server *s) {
+  if (s->have_mail) {
+    smtp_server_push(s, SMTP_SERVER_EV_RSET);
+  }
+  smtp_server_txn_end(s);
+}
+
+/* Moves the accepted pending recipient into the envelope. */
+static void smtp_server_rcpt_commit(struct smtp_server *s) {
+  struct smtp_envelope *e = &s->env;
+  if (e->num_rcpts == s->rcpts_cap) {
+    size_t cap = s->rcpts_cap ? s->rcpts_cap * 2 : 8;
+    struct smtp_rcpt *r = realloc(e->rcpts, cap * sizeof(*r));
+    if (r == NULL) {
+      s->failed = 1;
+      smtp_server_rcpt_clear(&s->pending);
+      return;
+    }
+    e->rcpts = r;
+    s->rcpts_cap = cap;
+  }
+  e->rcpts[e->num_rcpts++] = s->pending;
+  memset(&s->pending, 0, sizeof(s->pending));
+}
+
+/* ---- MAIL / RCPT parameters (RFC 5321 §4.1.2 esmtp-param) ------------ */
+
+typedef const char *(*smtp_server_param_fn)(struct smtp_server *s,
+                                            const uint8_t *val, size_t len,
+                                            int has_val);
+
+static const char smtp_server_bad_param[] =
+    "501 5.5.4 Error: bad parameter syntax\r\n";
+
+/* Case-insensitive match of a whole keyword or value. */
+static int smtp_server_word_is(const uint8_t *p, size_t n, const char *w) {
+  return n == strlen(w) && strncasecmp((const char *)p, w, n) == 0;
+}
+
+/* RFC 1870 SIZE=number: checked against the limit before any data. */
+static const char *smtp_server_param_size(struct smtp_server *s,
+                                          const uint8_t *val, size_t len,
+                                          int has_val) {
+  size_t v = 0;
+  if (!has_val || len > 20) {
+    return smtp_server_bad_param;
+  }
+  for (size_t i = 0; i < len; i++) {
+    if (val[i] < '0' || val[i] > '9') {
+      return smtp_server_bad_param;
+    }
+    size_t d = (size_t)(val[i] - '0');
+    if (v > (SIZE_MAX - d) / 10) {
+      v = SIZE_MAX; /* saturate: it is over any limit anyway */
+      break;
+    }
+    v = v * 10 + d;
+  }
+  if (v > s->lim.max_message_size) {
+    return "552 5.3.4 Error: message size exceeds fixed limit\r\n";
+  }
+  s->env.size_hint = v;
+  return NULL;
+}
+
+/* RFC 6152 BODY=7BIT / 8BITMIME; BINARYMIME (RFC 3030) is not offered. */
+static const char *smtp_server_param_body(struct smtp_server *s,
+                                          const uint8_t *val, size_t len,
+                                          int has_val) {
+  if (smtp_server_word_is(val, len, "7BIT")) {
+    s->env.body = SMTP_BODY_7BIT;
+  } else if (smtp_server_word_is(val, len, "8BITMIME")) {
+    s->env.body = SMTP_BODY_8BITMIME;
+  } else if (smtp_server_word_is(val, len, "BINARYMIME")) {
+    return "555 5.5.4 Error: BINARYMIME is not supported\r\n";
+  } else {
+    return "501 5.5.4 Error: bad BODY parameter\r\n";
+  }
+  return NULL;
+}
+
+/* RFC 6531 §3.4: SMTPUTF8 takes no value. */
+static const char *smtp_server_param_smtputf8(struct smtp_server *s,
+                                              const uint8_t *val, size_t len,
+                                              int has_val) {
+  if (has_val) {
+    return smtp_server_bad_param;
+  }
+  s->env.smtputf8 = 1;
+  return NULL;
+}
+
+/* RFC 3461 §4.3 RET=FULL / HDRS. */
+static const char *smtp_server_param_ret(struct smtp_server *s,
+                                         const uint8_t *val, size_t len,
+                                         int has_val) {
+  if (smtp_server_word_is(val, len, "FULL")) {
+    s->env.ret = SMTP_RET_FULL;
+  } else if (smtp_server_word_is(val, len, "HDRS")) {
+    s->env.ret = SMTP_RET_HDRS;
+  } else {
+    return "501 5.5.4 Error: bad RET parameter\r\n";
+  }
+  return NULL;
+}
+
+/* RFC 3461 §4.4 ENVID=xtext, at most 100 characters. */
+static const char *smtp_server_param_envid(struct smtp_server *s,
+                                           const uint8_t *val, size_t len,
+                                           int has_val) {
+  char *d;
+  if (!has_val || len > SMTP_SERVER_MAX_ENVID) {
+    return "501 5.5.4 Error: bad ENVID parameter\r\n";
+  }
+  if ((d = malloc(len + 1)) == NULL) {
+    s->failed = 1;
+    return "451 4.3.0 Error: out of memory\r\n";
+  }
+  if (smtp_addr_xtext_decode(d, len + 1, val, len) < 0) {
+    free(d);
+    return "501 5.5.4 Error: bad ENVID parameter\r\n";
+  }
+  s->env.envid = d;
+  return NULL;
+}
+
+/* RFC 4954 §5: a server that does not trust the AUTH= value may ignore it;
+ * we never authenticated anyone, so we do. */
+static const char *smtp_server_param_auth(struct smtp_server *s,
+                                          const uint8_t *val, size_t len,
+                                          int has_val) {
+  return has_val ? NULL : smtp_server_bad_param;
+}
+
+/* RFC 3461 §4.1 NOTIFY=NEVER or a list of SUCCESS, FAILURE, DELAY. */
+static const char *smtp_server_param_notify(struct smtp_server *s,
+                                            const uint8_t *val, size_t len,
+                                            int has_val) {
+  static const char bad[] = "501 5.5.4 Error: bad NOTIFY parameter\r\n";
+  static const struct {
+    const char *name;
+    unsigned bit;
+  } words[] = {{"NEVER", SMTP_NOTIFY_NEVER},
+               {"SUCCESS", SMTP_NOTIFY_SUCCESS},
+               {"FAILURE", SMTP_NOTIFY_FAILURE},
+               {"DELAY", SMTP_NOTIFY_DELAY}};
+  unsigned bits = 0;
+  size_t i = 0;
+  while (i <= len) {
+    const uint8_t *comma = memchr(val + i, ',', len - i);
+    size_t n = comma ? (size_t)(comma - (val + i)) : len - i;
+    size_t w = 0;
+    while (w < 4 && !smtp_server_word_is(val + i, n, words[w].name)) {
+      w++;
+    }
+    if (w == 4) {
+      return bad;
+    }
+    bits |= words[w].bit;
+    i += n + 1;
+  }
+  if ((bits & SMTP_NOTIFY_NEVER) && bits != SMTP_NOTIFY_NEVER) {
+    return bad; /* NEVER must stand alone */
+  }
+  s->pending.notify = bits;
+  return NULL;
+}
+
+/* RFC 3461 §4.2 ORCPT=addr-type ";" xtext, at most 500 characters; kept
+ * as "addr-type;decoded". */
+static const char *smtp_server_param_orcpt(struct smtp_server *s,
+                                           const uint8_t *val, size_t len,
+                                           int has_val) {
+  static const char bad[] = "501 5.5.4 Error: bad ORCPT parameter\r\n";
+  const uint8_t *semi = memchr(val, ';', len);
+  if (semi == NULL || semi == val || len > SMTP_SERVER_MAX_ORCPT) {
+    return bad;
+  }
+  size_t type_len = (size_t)(semi - val);
+  for (size_t i = 0; i < type_len; i++) {
+    uint8_t c = val[i];
+    if (!(c == '-' || (c >= '0' && c <= '9') ||
+          ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'))) {
+      return bad;
+    }
+  }
+  char *d = malloc(len + 1);
+  if (d == NULL) {
+    s->failed = 1;
+    return "451 4.3.0 Error: out of memory\r\n";
+  }
+  memcpy(d, val, type_len + 1);
+  if (smtp_addr_xtext_decode(d + type_len + 1, len - type_len, semi + 1,
+                             len - type_len - 1) <= 0) {
+    free(d);
+    return bad;
+  }
+  s->pending.orcpt = d;
+  return NULL;
+}
+
+struct smtp_server_param {
+  const char *name;
+  unsigned ext; /* extension that must be advertised, or 0 */
+  int rcpt;     /* 1: RCPT parameter, 0: MAIL parameter */
+  smtp_server_param_fn fn;
+};
+
+static const struct smtp_server_param smtp_server_params[] = {
+    {"SIZE", SMTP_EXT_SIZE, 0, smtp_server_param_size},
+    {"BODY", SMTP_EXT_8BITMIME, 0, smtp_server_param_body},
+    {"SMTPUTF8", SMTP_EXT_SMTPUTF8, 0, smtp_server_param_smtputf8},
+    {"RET", SMTP_EXT_DSN, 0, smtp_server_param_ret},
+    {"ENVID", SMTP_EXT_DSN, 0, smtp_server_param_envid},
+    {"AUTH", 0, 0, smtp_server_param_auth},
+    {"NOTIFY", SMTP_EXT_DSN, 1, smtp_server_param_notify},
+    {"ORCPT", SMTP_EXT_DSN, 1, smtp_server_param_orcpt},
+};
+#define SMTP_SERVER_NUM_PARAMS                                                 \
+  (sizeof(smtp_server_params) / sizeof(smtp_server_params[0]))
+
+/* One keyword[=value]: known, offered (RFC 5321 §4.1.4: only after EHLO
+ * and for advertised extensions), not repeated. */
+static const char *smtp_server_param(struct smtp_server *s, int rcpt,
+                                     unsigned *seen, const uint8_t *kw,
+                                     size_t kw_len, const uint8_t *val,
+                                     size_t val_len, int has_val) {
+  size_t i = 0;
+  while (i < SMTP_SERVER_NUM_PARAMS &&
+         !(smtp_server_params[i].rcpt == rcpt &&
+           smtp_server_word_is(kw, kw_len, smtp_server_params[i].name))) {
+    i++;
+  }
+  if (i == SMTP_SERVER_NUM_PARAMS || !s->esmtp ||
+      (smtp_server_params[i].ext & ~s->ext) != 0) {
+    return "555 5.5.4 Error: unsupported parameter\r\n";
+  }
+  if (*seen & (1u << i)) {
+    return "501 5.5.4 Error: duplicate parameter\r\n";
+  }
+  if (has_val && val_len == 0) {
+    return smtp_server_bad_param;
+  }
+  *seen |= 1u << i;
+  return smtp_server_params[i].fn(s, val, val_len, has_val);
+}
+
+/* *( SP esmtp-param ) after the path. Returns an error reply or NULL. */
+static const char *smtp_server_parse_params(struct smtp_server *s, int rcpt,
+                                            const uint8_t *p, size_t n) {
+  unsigned seen = 0;
+  size_t i = 0;
+  while (i < n) {
+    if (p[i] != ' ') {
+      return smtp_server_bad_param;
+    }
+    while (i < n && p[i] == ' ') {
+      i++;
+    }
+    size_t kw = i;
+    while (i < n && p[i] != ' ' && p[i] != '=') {
+      i++;
+    }
+    size_t kw_len = i - kw;
+    int has_val = i < n && p[i] == '=';
+    size_t val = i + (size_t)has_val;
+    for (i = val; i < n && p[i] != ' '; i++) {
+    }
+    const char *err = smtp_server_param(s, rcpt, &seen, p + kw, kw_len, p + val,
+                                        i - val, has_val);
+    if (err != NULL) {
+      return err;
+    }
+  }
+  return NULL;
+}
+
+/* ---- commands -------------------------------------------------------- */
+
+/* Checks an address the grammar accepted against our local rules. */
+static const char *smtp_server_addr_policy(const struct smtp_addr_path *a,
+                                           int utf8_ok) {
+  if (a->has_utf8 && !utf8_ok) {
+    /* RFC 6531 §3.5 */
+    return "553 5.6.7 Error: non-ASCII address needs SMTPUTF8\r\n";
+  }
+  if (a->shell_meta) {
+    return "553 5.1.3 Error: address contains characters we do not "
+           "accept\r\n";
+  }
+  return NULL;
+}
+
+/* Skips a case-insensitive "FROM:" / "TO:" and any spaces after it (a
+ * common client deviation we tolerate). Returns 0 if absent. */
+static int smtp_server_skip_prefix(const uint8_t **p, size_t *n,
+                                   const char *prefix) {
+  size_t k = strlen(prefix);
+  if (*n < k || strncasecmp((const char *)*p, prefix, k) != 0) {
+    return 0;
+  }
+  *p += k;
+  *n -= k;
+  while (*n > 0 && **p == ' ') {
+    (*p)++;
+    (*n)--;
+  }
+  return 1;
+}
+
+/* Parses the path at p; the path must end the argument or precede SP. */
+static enum smtp_addr_status smtp_server_path(struct smtp_addr_path *a,
+                                              size_t *used, const uint8_t *p,
+                                              size_t n) {
+  enum smtp_addr_status st = smtp_addr_parse_path(a, used, p, n);
+  if (st == SMTP_ADDR_OK && *used < n && p[*used] != ' ') {
+    st = SMTP_ADDR_SYNTAX;
+  }
+  return st;
+}
+
+static void smtp_server_cmd_helo_common(struct smtp_server *s,
+                                        const uint8_t *arg, size_t n,
+                                        int esmtp);
+
+static void smtp_server_cmd_helo(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  smtp_server_cmd_helo_common(s, arg, n, 0);
+}
+
+static void smtp_server_cmd_ehlo(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  smtp_server_cmd_helo_common(s, arg, n, 1);
+}
+
+/* RFC 5321 §4.1.1.2 MAIL FROM:<reverse-path> [SP Mail-parameters]:
+ * check, parse into the envelope, then ask the host. */
+static void smtp_server_cmd_mail(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  struct smtp_addr_path a;
+  size_t used;
+  if (s->helo == NULL) {
+    smtp_server_error(s, "503 5.5.1 Error: send HELO/EHLO first\r\n");
+    return;
+  }
+  if (s->have_mail) {
+    smtp_server_error(s, "503 5.5.1 Error: nested MAIL command\r\n");
+    return;
+  }
+  if (!smtp_server_skip_prefix(&arg, &n, "FROM:")) {
+    smtp_server_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
+    return;
+  }
+  enum smtp_addr_status st = smtp_server_path(&a, &used, arg, n);
+  if (st == SMTP_ADDR_SYNTAX || (st == SMTP_ADDR_OK && a.postmaster)) {
+    smtp_server_error(s, "501 5.1.7 Error: bad sender address syntax\r\n");
+    return;
+  }
+  if (st == SMTP_ADDR_TOO_LONG) {
+    smtp_server_error(s, "553 5.1.3 Error: sender address too long\r\n");
+    return;
+  }
+  smtp_server_envelope_clear(s);
+  const char *err = smtp_server_parse_params(s, 0, arg + used, n - used);
+  if (err == NULL) {
+    err = smtp_server_addr_policy(&a, s->env.smtputf8);
+  }
+  if (err == NULL &&
+      (s->env.sender = smtp_server_strndup(s, a.mailbox, a.mailbox_len))) {
+    smtp_server_owe(s, SMTP_SERVER_VERDICT_MAIL, SMTP_SERVER_EV_MAIL);
+    return;
+  }
+  smtp_server_envelope_clear(s);
+  if (err != NULL) {
+    smtp_server_error(s, err);
+  }
+}
+
+/* Refuses an RCPT path before its parameters are looked at. */
+static const char *smtp_server_rcpt_path_error(enum smtp_addr_status st,
+                                               const struct smtp_addr_path *a) {
+  if (st == SMTP_ADDR_TOO_LONG) {
+    return "553 5.1.3 Error: recipient address too long\r\n";
+  }
+  if (st != SMTP_ADDR_OK || a->null_path) {
+    return "501 5.1.3 Error: bad recipient address syntax\r\n";
+  }
+  return NULL;
+}
+
+/* RFC 5321 §4.1.1.3 RCPT TO:<forward-path> [SP Rcpt-parameters]. */
+static void smtp_server_cmd_rcpt(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  struct smtp_addr_path a;
+  size_t used = 0;
+  if (!s->have_mail) {
+    smtp_server_error(s, "503 5.5.1 Error: need MAIL command\r\n");
+    return;
+  }
+  if (!smtp_server_skip_prefix(&arg, &n, "TO:")) {
+    smtp_server_error(s, "501 5.5.4 Syntax: RCPT TO:<address>\r\n");
+    return;
+  }
+  if (s->env.num_rcpts >= s->lim.max_recipients) {
+    /* RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later;
+     * not a protocol error. */
+    smtp_server_reply(s, "452 4.5.3 Error: too many recipients\r\n");
+    return;
+  }
+  s->num_rcpt_attempts++;
+  const char *err =
+      smtp_server_rcpt_path_error(smtp_server_path(&a, &used, arg, n), &a);
+  if (err == NULL) {
+    smtp_server_rcpt_clear(&s->pending);
+    err = smtp_server_parse_params(s, 1, arg + used, n - used);
+  }
+  if (err == NULL) {
+    err = smtp_server_addr_policy(&a, s->env.smtputf8);
+  }
+  if (err == NULL &&
+      (s->pending.addr = smtp_server_strndup(s, a.mailbox, a.mailbox_len))) {
+    s->pending.source_route = a.source_route;
+    smtp_server_owe(s, SMTP_SERVER_VERDICT_RCPT, SMTP_SERVER_EV_RCPT);
+    return;
+  }
+  smtp_server_rcpt_clear(&s->pending);
+  if (err != NULL) {
+    smtp_server_error(s, err);
+  }
+}
+
+/* DATA and BDAT both need a transaction with a recipient (RFC 5321
+ * §4.1.1.4; RFC 3030 §2). Returns the refusal or NULL. */
+static const char *smtp_server_data_check(const struct smtp_server *s) {
+  if (!s->have_mail) {
+    return "503 5.5.1 Error: need MAIL command\r\n";
+  }
+  if (s->env.num_rcpts == 0) {
+    return s->num_rcpt_attempts ? "554 5.5.1 Error: no valid recipients\r\n"
+                                : "503 5.5.1 Error: need RCPT command\r\n";
+  }
+  return NULL;
+}
+
+/* Starts receiving a message body. */
+static void smtp_server_msg_begin(struct smtp_server *s) {
+  memset(&s->msg, 0, sizeof(s->msg));
+  s->msg.in_header = 1;
+  s->msg.prev_crlf = 1; /* the DATA command's CRLF precedes line one */
+  buf_reset(&s->body);
+  size_t hint = s->env.size_hint;
+  if (hint > 0) {
+    /* SIZE is the client's word: reserve, but not unboundedly. */
+    (void)buf_reserve(&s->body, hint < SMTP_SERVER_BODY_PREALLOC
+                                    ? hint
+                                    : SMTP_SERVER_BODY_PREALLOC);
+  }
+}
+
+static void smtp_server_cmd_data(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  if (s->bdat_active) {
+    /* RFC 3030 §2: DATA and BDAT do not mix in one transaction. */
+    smtp_server_error(s, "503 5.5.1 Error: DATA after BDAT\r\n");
+    return;
+  }
+  const char *err = smtp_server_data_check(s);
+  if (err != NULL) {
+    smtp_server_error(s, err);
+    return;
+  }
+  smtp_server_msg_begin(s);
+  s->state = SMTP_SERVER_STATE_DATA;
+  smtp_server_reply(s, "354 End data with <CR><LF>.<CR><LF>\r\n");
+}
+
+/* BDAT chunk-size [SP "LAST"] (RFC 3030 §2). Returns 0 on bad syntax. */
+static int smtp_server_bdat_args(const uint8_t *arg, size_t n, size_t *out_size,
+                                 int *out_last) {
+  size_t i = 0, v = 0;
+  for (; i < n && arg[i] >= '0' && arg[i] <= '9'; i++) {
+    size_t d = (size_t)(arg[i] - '0');
+    if (v > (SIZE_MAX - d) / 10) {
+      return 0;
+    }
+    v = v * 10 + d;
+  }
+  if (i == 0) {
+    return 0;
+  }
+  *out_size = v;
+  *out_last = 0;
+  if (i == n) {
+    return 1;
+  }
+  *out_last = 1;
+  return arg[i] == ' ' && smtp_server_word_is(arg + i + 1, n - i - 1, "LAST");
+}
+
+/* A BDAT chunk is read even when refused, so its octets never pass for
+ * commands; the refusal is sent after it. */
+static void smtp_server_cmd_bdat(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  size_t size;
+  int last;
+  if (!smtp_server_bdat_args(arg, n, &size, &last)) {
+    smtp_server_error(s, "501 5.5.4 Syntax: BDAT count [LAST]\r\n");
+    return;
+  }
+  s->chunk_err = smtp_server_data_check(s);
+  if (s->chunk_err == NULL && !s->bdat_active) {
+    smtp_server_msg_begin(s);
+    s->bdat_active = 1;
+  }
+  s->chunk_size = size;
+  s->chunk_left = size;
+  s->chunk_last = last;
+  s->state = SMTP_SERVER_STATE_CHUNK;
+}
+
+static void smtp_server_cmd_rset(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  smtp_server_txn_abort(s);
+  smtp_server_reply(s, "250 2.0.0 Ok\r\n");
+}
+
+static void smtp_server_cmd_noop(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  smtp_server_reply(s, "250 2.0.0 Ok\r\n");
+}
+
+static void smtp_server_cmd_quit(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  smtp_server_reply(s, "221 2.0.0 Bye\r\n");
+  smtp_server_close(s);
+}
+
+/* RFC 5321 §3.5.3: 252 when we will not verify but will take mail. */
+static void smtp_server_cmd_vrfy(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  smtp_server_reply(s, "252 2.5.0 Cannot VRFY user, but will accept message "
+                       "and attempt delivery\r\n");
+}
+
+static void smtp_server_cmd_help(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  smtp_server_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT "
+                       "RSET NOOP QUIT VRFY HELP\r\n");
+}
+
+/* Command flags. */
+enum {
+  SMTP_SERVER_CMD_ENDS_GROUP = 1u << 0, /* RFC 2920 §3.1: last in a group */
+  SMTP_SERVER_CMD_NO_ARG = 1u << 1,     /* nothing may follow the verb */
+  SMTP_SERVER_CMD_NEEDS_ARG = 1u << 2,  /* an argument is required */
+  SMTP_SERVER_CMD_NOT_IMPL = 1u << 3,   /* known, answered 502 */
+};
+
+typedef void (*smtp_server_cmd_fn)(struct smtp_server *s, const uint8_t *arg,
+                                   size_t n);
+
+struct smtp_server_cmd {
+  const char *name;
+  enum smtp_verb verb;
+  unsigned flags;
+  unsigned ext;       /* extension that must be enabled, or 0 */
+  const char *syntax; /* reply for a missing or unexpected argument */
+  smtp_server_cmd_fn fn;
+};
+
+static const struct smtp_server_cmd smtp_server_cmds[] = {
+    {"EHLO", SMTP_VERB_EHLO,
+     SMTP_SERVER_CMD_ENDS_GROUP | SMTP_SERVER_CMD_NEEDS_ARG, 0,
+     "501 5.5.4 Syntax: EHLO hostname\r\n", smtp_server_cmd_ehlo},
+    {"HELO", SMTP_VERB_HELO,
+     SMTP_SERVER_CMD_ENDS_GROUP | SMTP_SERVER_CMD_NEEDS_ARG, 0,
+     "501 5.5.4 Syntax: HELO hostname\r\n", smtp_server_cmd_helo},
+    {"MAIL", SMTP_VERB_MAIL, SMTP_SERVER_CMD_NEEDS_ARG, 0,
+     "501 5.5.4 Syntax: MAIL FROM:<address>\r\n", smtp_server_cmd_mail},
+    {"RCPT", SMTP_VERB_RCPT, SMTP_SERVER_CMD_NEEDS_ARG, 0,
+     "501 5.5.4 Syntax: RCPT TO:<address>\r\n", smtp_server_cmd_rcpt},
+    {"DATA", SMTP_VERB_DATA,
+     SMTP_SERVER_CMD_ENDS_GROUP | SMTP_SERVER_CMD_NO_ARG, 0,
+     "501 5.5.4 Syntax: DATA\r\n", smtp_server_cmd_data},
+    {"BDAT", SMTP_VERB_BDAT, SMTP_SERVER_CMD_NEEDS_ARG, SMTP_EXT_CHUNKING,
+     "501 5.5.4 Syntax: BDAT count [LAST]\r\n", smtp_server_cmd_bdat},
+    {"RSET", SMTP_VERB_RSET, SMTP_SERVER_CMD_NO_ARG, 0,
+     "501 5.5.4 Syntax: RSET\r\n", smtp_server_cmd_rset},
+    {"NOOP", SMTP_VERB_NOOP, 0, 0, NULL, smtp_server_cmd_noop},
+    {"QUIT", SMTP_VERB_QUIT, SMTP_SERVER_CMD_NO_ARG, 0,
+     "501 5.5.4 Syntax: QUIT\r\n", smtp_server_cmd_quit},
+    {"VRFY", SMTP_VERB_VRFY, SMTP_SERVER_CMD_NEEDS_ARG, 0,
+     "501 5.5.4 Syntax: VRFY address\r\n", smtp_server_cmd_vrfy},
+    {"HELP", SMTP_VERB_HELP, 0, 0, NULL, smtp_server_cmd_help},
+    {"EXPN", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
+    {"STARTTLS", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
+    {"AUTH", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
+    {"ETRN", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
+    {"TURN", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
+};
+#define SMTP_SERVER_NUM_CMDS                                                   \
+  (sizeof(smtp_server_cmds) / sizeof(smtp_server_cmds[0]))
+
+/* EHLO keywords in the order advertised. */
+static const struct {
+  unsigned ext;
+  const char *keyword;
+} smtp_server_ehlo_keywords[] = {
+    {SMTP_EXT_PIPELINING, "PIPELINING"},
+    {SMTP_EXT_SIZE, "SIZE"},
+    {SMTP_EXT_8BITMIME, "8BITMIME"},
+    {SMTP_EXT_ENHANCEDSTATUSCODES, "ENHANCEDSTATUSCODES"},
+    {SMTP_EXT_SMTPUTF8, "SMTPUTF8"},
+    {SMTP_EXT_CHUNKING, "CHUNKING"},
+    {SMTP_EXT_DSN, "DSN"},
+};
+
+/* The multi-line 250 of RFC 5321 §4.1.1.1, counted as one reply. */
+static void smtp_server_ehlo_reply(struct smtp_server *s) {
+  size_t num =
+      sizeof(smtp_server_ehlo_keywords) / sizeof(smtp_server_ehlo_keywords[0]);
+  size_t last = num; /* index of the last advertised keyword */
+  for (size_t i = 0; i < num; i++) {
+    if (s->ext & smtp_server_ehlo_keywords[i].ext) {
+      last = i;
+    }
+  }
+  char line[SMTP_SERVER_MAX_REPLY];
+  int n = snprintf(line, sizeof(line), "250%c%.255s\r\n",
+                   last == num ? ' ' : '-', s->hostname);
+  smtp_server_out(s, line, (size_t)n);
+  for (size_t i = 0; i < num; i++) {
+    if (!(s->ext & smtp_server_ehlo_keywords[i].ext)) {
+      continue;
+    }
+    char sep = i == last ? ' ' : '-';
+    if (smtp_server_ehlo_keywords[i].ext == SMTP_EXT_SIZE) {
+      n = snprintf(line, sizeof(line), "250%cSIZE %zu\r\n", sep,
+                   s->lim.max_message_size);
+    } else {
+      n = snprintf(line, sizeof(line), "250%c%s\r\n", sep,
+                   smtp_server_ehlo_keywords[i].keyword);
+    }
+    smtp_server_out(s, line, (size_t)n);
+  }
+  smtp_server_count_reply(s, '2');
+}
+
+/* HELO / EHLO (RFC 5321 §4.1.1.1): the name is one printable ASCII word;
+ * a new greeting aborts any transaction (§4.1.4). */
+static void smtp_server_cmd_helo_common(struct smtp_server *s,
+                                        const uint8_t *arg, size_t n,
+                                        int esmtp) {
+  size_t len = 0;
+  while (len < n && arg[len] > ' ' && arg[len] < 0x7f) {
+    len++;
+  }
+  if (len == 0 || (len < n && arg[len] != ' ')) {
+    smtp_server_error(s, esmtp ? "501 5.5.4 Syntax: EHLO hostname\r\n"
+                               : "501 5.5.4 Syntax: HELO hostname\r\n");
+    return;
+  }
+  char *name = smtp_server_strndup(s, arg, len);
+  if (name == NULL) {
+    return;
+  }
+  smtp_server_txn_abort(s);
+  free(s->helo);
+  s->helo = name;
+  s->esmtp = esmtp;
+  if (esmtp) {
+    smtp_server_ehlo_reply(s);
+  } else {
+    smtp_server_replyf(s, "250 %.255s\r\n", s->hostname);
+  }
+  smtp_server_push(s, SMTP_SERVER_EV_HELO);
+}
+
+static const struct smtp_server_cmd *smtp_server_lookup(const uint8_t *verb,
+                                                        size_t n) {
+  for (size_t i = 0; i < SMTP_SERVER_NUM_CMDS; i++) {
+    if (smtp_server_word_is(verb, n, smtp_server_cmds[i].name)) {
+      return &smtp_server_cmds[i];
+    }
+  }
+  return NULL;
+}
+
+/* Checks the line as a whole, then the verb against the table's flags. */
+static void smtp_server_command(struct smtp_server *s, const uint8_t *line,
+                                size_t n) {
+  if (n < 2 || line[n - 2] != '\r') {
+    smtp_server_error(s, "500 5.5.2 Error: bare <LF> received\r\n");
+    return;
+  }
+  n -= 2;
+  if (memchr(line, '\0', n) != NULL) {
+    smtp_server_error(s, "501 5.5.2 Error: NUL character in command\r\n");
+    return;
+  }
+  if (memchr(line, '\r', n) != NULL) {
+    smtp_server_error(s, "500 5.5.2 Error: bare <CR> received\r\n");
+    return;
+  }
+  while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t')) {
+    n--; /* trailing white space: a common, harmless deviation */
+  }
+  const uint8_t *sp = memchr(line, ' ', n);
+  size_t verb_len = sp ? (size_t)(sp - line) : n;
+  const struct smtp_server_cmd *c = smtp_server_lookup(line, verb_len);
+  if (s->stats != NULL) {
+    s->stats->commands[c ? c->verb : SMTP_VERB_UNKNOWN]++;
+  }
+  if (c == NULL) {
+    smtp_server_error(s, "500 5.5.1 Error: command not recognized\r\n");
+    return;
+  }
+  if ((c->flags & SMTP_SERVER_CMD_ENDS_GROUP) && smtp_server_avail(s) > 0) {
+    /* RFC 2920 §3.1: the client had to wait for this reply. */
+    smtp_server_reply(s, "554 5.5.0 Error: improper command pipelining\r\n");
+    smtp_server_close(s);
+    return;
+  }
+  if ((c->flags & SMTP_SERVER_CMD_NOT_IMPL) || (c->ext & ~s->ext) != 0) {
+    smtp_server_error(s, "502 5.5.1 Error: command not implemented\r\n");
+    return;
+  }
+  const uint8_t *arg = line + verb_len + (sp ? 1 : 0);
+  size_t arg_len = n - (size_t)(arg - line);
+  if (((c->flags & SMTP_SERVER_CMD_NO_ARG) && arg_len > 0) ||
+      ((c->flags & SMTP_SERVER_CMD_NEEDS_ARG) && arg_len == 0)) {
+    smtp_server_error(s, c->syntax);
+    return;
+  }
+  c->fn(s, arg, arg_len);
+}
+
+/* ---- states ---------------------------------------------------------- */
+
+/* COMMAND: one line (RFC 5321 §4.5.3.1.4 limit) or part of an over-long
+ * one. Returns 1 if it made progress. */
+static int smtp_server_step_command(struct smtp_server *s) {
+  const uint8_t *p = smtp_server_input(s);
+  size_t avail = smtp_server_avail(s);
+  if (avail == 0) {
+    return 0;
+  }
+  if (s->skip_line) {
+    const uint8_t *lf = memchr(p, '\n', avail);
+    smtp_server_consume(s, lf ? (size_t)(lf - p) + 1 : avail);
+    s->skip_line = lf == NULL;
+    return 1;
+  }
+  size_t max = s->lim.max_command_line;
+  const uint8_t *lf = memchr(p, '\n', avail < max ? avail : max);
+  if (lf == NULL) {
+    if (avail < max) {
+      return 0;
+    }
+    smtp_server_consume(s, max);
+    s->skip_line = 1;
+    smtp_server_error(s, "500 5.5.2 Error: line too long\r\n");
+    return 1;
+  }
+  size_t n = (size_t)(lf - p) + 1;
+  smtp_server_consume(s, n);
+  smtp_server_command(s, p, n);
+  return 1;
+}
+
+/* Marks the message bad: it will be refused with `reply` at its end, and
+ * nothing more of it is stored (memory stays bounded). */
+static void smtp_server_msg_bad(struct smtp_server *s, const char *reply) {
+  if (s->msg.bad == NULL) {
+    s->msg.bad = reply;
+    buf_free(&s->body);
+  }
+}
+
+/* Stores octets of a message that is still good. */
+static void smtp_server_msg_store(struct smtp_server *s, const uint8_t *p,
+                                  size_t n) {
+  if (s->msg.bad == NULL && n > 0 && buf_append(&s->body, p, n) != 0) {
+    s->failed = 1;
+  }
+}
+
+/* Checks one complete DATA line (LF included) against the limits of
+ * RFC 5321 §4.5.3.1.6 and §2.3.8 (CR and LF only as CRLF). */
+static void smtp_server_data_line(struct smtp_server *s, const uint8_t *line,
+                                  size_t n) {
+  struct smtp_server_msg *m = &s->msg;
+  int crlf = n >= 2 && line[n - 2] == '\r';
+  if (m->bad == NULL) {
+    size_t text = n - (crlf ? 2 : 1);
+    m->total += n;
+    if (!crlf || memchr(line, '\r', text) != NULL) {
+      smtp_server_msg_bad(s, "550 5.6.0 Error: bare <CR> or <LF> in "
+                             "message\r\n");
+    } else if (n > s->lim.max_text_line) {
+      smtp_server_msg_bad(s, "500 5.5.2 Error: line too long\r\n");
+    } else if (m->total > s->lim.max_message_size) {
+      smtp_server_msg_bad(s, "552 5.3.4 Error: message size exceeds fixed "
+                             "limit\r\n");
+    } else if (m->in_header) {
+      m->in_header = text > 0;
+      m->header_len += n;
+      if (m->header_len > s->lim.max_header_size) {
+        smtp_server_msg_bad(s, "552 5.3.4 Error: message header size "
+                               "exceeds limit\r\n");
+      }
+    }
+  }
+  m->prev_crlf = crlf;
+}
+
+/* The body is complete: refuse it now, or hand it to the host. */
+static void smtp_server_msg_done(struct smtp_server *s) {
+  s->state = SMTP_SERVER_STATE_COMMAND;
+  if (s->msg.bad != NULL) {
+    const char *reply = s->msg.bad;
+    smtp_server_txn_end(s);
+    smtp_server_error(s, reply);
+    return;
+  }
+  smtp_server_owe(s, SMTP_SERVER_VERDICT_MESSAGE, SMTP_SERVER_EV_MESSAGE);
+}
+
+/* Skips the rest of a line longer than the input we may hold. Returns the
+ * position after it, or `end` if it goes on. */
+static const uint8_t *smtp_server_skip_long(struct smtp_server *s,
+                                            const uint8_t *cur,
+                                            const uint8_t *end) {
+  const uint8_t *lf = memchr(cur, '\n', (size_t)(end - cur));
+  if (lf == NULL) {
+    s->msg.long_last_cr = end[-1] == '\r';
+    return end;
+  }
+  s->msg.prev_crlf = lf > cur ? lf[-1] == '\r' : s->msg.long_last_cr;
+  s->msg.long_line = 0;
+  return lf + 1;
+}
+
+/* DATA: whole lines only, so <CRLF>.<CRLF> is recognised across any split
+ * of the input. Unmodified runs of lines are stored with one copy; only a
+ * dot-stuffed line breaks a run (RFC 5321 §4.5.2). */
+static int smtp_server_step_data(struct smtp_server *s) {
+  const uint8_t *start = smtp_server_input(s);
+  const uint8_t *end = start + smtp_server_avail(s);
+  const uint8_t *cur = start, *run = start;
+  while (cur < end) {
+    if (s->msg.long_line) {
+      cur = run = smtp_server_skip_long(s, cur, end);
+      continue;
+    }
+    const uint8_t *lf = memchr(cur, '\n', (size_t)(end - cur));
+    if (lf == NULL) {
+      if ((size_t)(end - cur) >= s->lim.max_text_line) {
+        smtp_server_msg_bad(s, "500 5.5.2 Error: line too long\r\n");
+        s->msg.long_line = 1;
+        s->msg.prev_crlf = 0;
+        s->msg.long_last_cr = end[-1] == '\r';
+        cur = run = end;
+      }
+      break;
+    }
+    size_t n = (size_t)(lf - cur) + 1;
+    if (cur[0] == '.') {
+      if (n == 3 && cur[1] == '\r' && s->msg.prev_crlf) {
+        smtp_server_msg_store(s, run, (size_t)(cur - run));
+        smtp_server_consume(s, (size_t)(cur - start) + 3);
+        smtp_server_msg_done(s);
+        return 1;
+      }
+      smtp_server_msg_store(s, run, (size_t)(cur - run));
+      run = cur + 1;
+    }
+    smtp_server_data_line(s, cur, n);
+    cur = lf + 1;
+  }
+  smtp_server_msg_store(s, run, (size_t)(cur - run));
+  smtp_server_consume(s, (size_t)(cur - start));
+  return cur != start;
+}
+
+/* A BDAT chunk has been read: reply for it (RFC 3030 §2). */
+static void smtp_server_chunk_done(struct smtp_server *s) {
+  s->state = SMTP_SERVER_STATE_COMMAND;
+  if (s->chunk_err != NULL) {
+    const char *reply = s->chunk_err;
+    s->chunk_err = NULL;
+    smtp_server_error(s, reply);
+    return;
+  }
+  if (s->chunk_last || s->msg.bad != NULL) {
+    smtp_server_msg_done(s);
+    return;
+  }
+  smtp_server_replyf(s, "250 2.0.0 Ok: %zu octets received\r\n", s->chunk_size);
+}
+
+/* CHUNK: copies (or discards) up to chunk_left octets as one block. */
+static int smtp_server_step_chunk(struct smtp_server *s) {
+  size_t avail = smtp_server_avail(s);
+  if (s->chunk_left > 0 && avail == 0) {
+    return 0;
+  }
+  size_t take = avail < s->chunk_left ? avail : s->chunk_left;
+  if (s->chunk_err == NULL && s->msg.bad == NULL) {
+    if (take > s->lim.max_message_size - s->msg.total) {
+      smtp_server_msg_bad(s, "552 5.3.4 Error: message size exceeds fixed "
+                             "limit\r\n");
+    } else {
+      s->msg.total += take;
+      smtp_server_msg_store(s, smtp_server_input(s), take);
+    }
+  }
+  smtp_server_consume(s, take);
+  s->chunk_left -= take;
+  if (s->chunk_left == 0) {
+    smtp_server_chunk_done(s);
+  }
+  return 1;
+}
+
+static int smtp_server_step(struct smtp_server *s) {
+  switch (s->state) {
+  case SMTP_SERVER_STATE_COMMAND:
+    return smtp_server_step_command(s);
+  case SMTP_SERVER_STATE_DATA:
+    return smtp_server_step_data(s);
+  case SMTP_SERVER_STATE_CHUNK:
+    return smtp_server_step_chunk(s);
+  case SMTP_SERVER_STATE_CLOSED:
+    break;
+  }
+  return 0;
+}
+
+/* ---- public API ------------------------------------------------------ */
+
+void smtp_server_limits_default(struct smtp_server_limits *out_limits) {
+  out_limits->max_command_line = 512;
+  out_limits->max_text_line = 1000;
+  out_limits->max_message_size = 10u << 20;
+  out_limits->max_recipients = 100;
+  out_limits->max_header_size = 1u << 20;
+  out_limits->max_input_buffer = 256u << 10;
+  out_limits->max_errors = 20;
+}
+
+/* Limits the engine cannot work without: a command must fit the input
+ * buffer, or feed() could never make room for it. */
+static void smtp_server_limits_sane(struct smtp_server_limits *l) {
+  if (l->max_command_line < 16) {
+    l->max_command_line = 16;
+  }
+  if (l->max_text_line < 3) {
+    l->max_text_line = 3;
+  }
+  size_t need = l->max_command_line + l->max_text_line;
+  if (l->max_input_buffer < need) {
+    l->max_input_buffer = need;
+  }
+}
+
+struct smtp_server *smtp_server_new(const struct smtp_server_config *config) {
+  struct smtp_server *s = calloc(1, sizeof(*s));
+  if (s == NULL) {
+    return NULL;
+  }
+  const char *host = config->hostname ? config->hostname : "localhost";
+  s->hostname = strdup(host);
+  if (s->hostname == NULL) {
+    free(s);
+    return NULL;
+  }
+  s->ext = config->extensions & SMTP_EXT_ALL;
+  s->lim = config->limits;
+  smtp_server_limits_sane(&s->lim);
+  s->stats = config->stats;
+  s->state = SMTP_SERVER_STATE_COMMAND;
+  smtp_server_replyf(s, "220 %.255s ESMTP postseal\r\n", s->hostname);
+  if (s->failed) {
+    smtp_server_free(s);
+    return NULL;
+  }
+  return s;
+}
+
+void smtp_server_free(struct smtp_server *s) {
+  if (s == NULL) {
+    return;
+  }
+  smtp_server_envelope_clear(s);
+  free(s->env.rcpts);
+  free(s->helo);
+  free(s->hostname);
+  buf_free(&s->in);
+  buf_free(&s->out);
+  buf_free(&s->body);
+  free(s);
+}
+
+int smtp_server_feed(struct smtp_server *s, const uint8_t *in, size_t in_len) {
+  if (s->state == SMTP_SERVER_STATE_CLOSED || s->failed) {
+    return 0; /* nothing more will be read; drop it */
+  }
+  size_t pending = smtp_server_avail(s);
+  if (in_len > s->lim.max_input_buffer - pending) {
+    return -1;
+  }
+  if (s->in_off > 0 && s->in.cap - s->in.len < in_len) {
+    /* Compact only when the append would not fit: amortised O(1). */
+    memmove(s->in.data, s->in.data + s->in_off, pending);
+    s->in.len = pending;
+    s->in_off = 0;
+  }
+  return buf_append(&s->in, in, in_len);
+}
+
+enum smtp_server_event smtp_server_next(struct smtp_server *s) {
+  for (;;) {
+    if (s->ev_count > 0) {
+      enum smtp_server_event e = s->events[s->ev_head];
+      s->ev_head = (s->ev_head + 1) % SMTP_SERVER_MAX_EVENTS;
+      s->ev_count--;
+      return e;
+    }
+    if (s->failed) {
+      smtp_server_close(s); /* allocation failed; state is unreliable */
+    }
+    if (s->state == SMTP_SERVER_STATE_CLOSED) {
+      return SMTP_SERVER_EV_CLOSE;
+    }
+    if (s->verdict != SMTP_SERVER_VERDICT_NONE) {
+      return SMTP_SERVER_WAIT_VERDICT;
+    }
+    if (!smtp_server_step(s)) {
+      return SMTP_SERVER_NEED_INPUT;
+    }
+  }
+}
+
+/* Takes the owed verdict; calling a verdict with none owed is a bug. */
+static enum smtp_server_verdict
+smtp_server_take_verdict(struct smtp_server *s) {
+  enum smtp_server_verdict v = s->verdict;
+  assert(v != SMTP_SERVER_VERDICT_NONE);
+  s->verdict = SMTP_SERVER_VERDICT_NONE;
+  return v;
+}
+
+void smtp_server_accept(struct smtp_server *s) {
+  switch (smtp_server_take_verdict(s)) {
+  case SMTP_SERVER_VERDICT_MAIL:
+    s->have_mail = 1;
+    smtp_server_reply(s, "250 2.1.0 Ok\r\n");
+    break;
+  case SMTP_SERVER_VERDICT_RCPT:
+    smtp_server_rcpt_commit(s);
+    smtp_server_reply(s, "250 2.1.5 Ok\r\n");
+    break;
+  case SMTP_SERVER_VERDICT_MESSAGE:
+    smtp_server_txn_end(s);
+    smtp_server_reply(s, "250 2.0.0 Ok: queued\r\n");
+    break;
+  case SMTP_SERVER_VERDICT_NONE:
+    break;
+  }
+}
+
+/* Copies host text into a reply, replacing anything that could break the
+ * line (CR, LF, controls) and cutting it short. */
+static void smtp_server_clean_text(char *out, size_t out_cap,
+                                   const char *text) {
+  size_t n = 0;
+  for (; text != NULL && text[n] != '\0' && n + 1 < out_cap; n++) {
+    unsigned char c = (unsigned char)text[n];
+    out[n] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+  }
+  out[n] = '\0';
+}
+
+void smtp_server_reject(struct smtp_server *s, int code, const char *enhanced,
+                        const char *text) {
+  char clean_enh[16], clean_text[400];
+  assert(code >= 400 && code <= 599);
+  switch (smtp_server_take_verdict(s)) {
+  case SMTP_SERVER_VERDICT_MAIL:
+    smtp_server_envelope_clear(s);
+    break;
+  case SMTP_SERVER_VERDICT_RCPT:
+    smtp_server_rcpt_clear(&s->pending);
+    break;
+  case SMTP_SERVER_VERDICT_MESSAGE:
+    smtp_server_txn_end(s);
+    break;
+  case SMTP_SERVER_VERDICT_NONE:
+    break;
+  }
+  smtp_server_clean_text(clean_enh, sizeof(clean_enh),
+                         enhanced ? enhanced
+                                  : (code < 500 ? "4.0.0" : "5.0.0"));
+  smtp_server_clean_text(clean_text, sizeof(clean_text), text);
+  smtp_server_replyf(s, "%d %s %s\r\n", code, clean_enh,
+                     clean_text[0] ? clean_text : "Error");
+}
+
+void smtp_server_reply_queued(struct smtp_server *s, const char *queue_id) {
+  char clean[128];
+  enum smtp_server_verdict v = smtp_server_take_verdict(s);
+  assert(v == SMTP_SERVER_VERDICT_MESSAGE);
+  (void)v;
+  smtp_server_txn_end(s);
+  smtp_server_clean_text(clean, sizeof(clean), queue_id);
+  smtp_server_replyf(s, "250 2.0.0 Ok: queued as %s\r\n", clean);
+}
+
+void smtp_server_output(const struct smtp_server *s, const uint8_t **out,
+                        size_t *out_len) {
+  *out = s->out.data + s->out_off;
+  *out_len = s->out.len - s->out_off;
+}
+
+void smtp_server_output_sent(struct smtp_server *s, size_t n) {
+  assert(n <= s->out.len - s->out_off);
+  s->out_off += n;
+  if (s->out_off == s->out.len) {
+    s->out_off = 0;
+    s->out.len = 0;
+  } else if (s->out_off > s->out.len / 2) {
+    /* Short sends: move the rest down once at least half is dead. */
+    buf_consume(&s->out, s->out_off);
+    s->out_off = 0;
+  }
+}
+
+const char *smtp_server_helo(const struct smtp_server *s) {
+  return s->helo;
+}
+
+const char *smtp_server_protocol(const struct smtp_server *s) {
+  if (s->env.smtputf8) {
+    return "UTF8SMTP";
+  }
+  return s->esmtp ? "ESMTP" : "SMTP";
+}
+
+const struct smtp_envelope *smtp_server_envelope(const struct smtp_server *s) {
+  return &s->env;
+}
+
+const struct smtp_rcpt *smtp_server_pending_rcpt(const struct smtp_server *s) {
+  return s->verdict == SMTP_SERVER_VERDICT_RCPT ? &s->pending : NULL;
+}
+
+void smtp_server_take_body(struct smtp_server *s, struct buf *out_body) {
+  assert(s->verdict == SMTP_SERVER_VERDICT_MESSAGE);
+  buf_move(out_body, &s->body);
+}
+
+enum smtp_server_timeout_class
+smtp_server_timeout_class(const struct smtp_server *s) {
+  if (s->verdict != SMTP_SERVER_VERDICT_NONE ||
+      s->state == SMTP_SERVER_STATE_CLOSED) {
+    return SMTP_TIMEOUT_NONE;
+  }
+  if (s->state != SMTP_SERVER_STATE_COMMAND || s->bdat_active) {
+    return SMTP_TIMEOUT_DATA;
+  }
+  return SMTP_TIMEOUT_COMMAND;
+}
+
+void smtp_server_timeout(struct smtp_server *s) {
+  smtp_server_replyf(s, "421 4.4.2 %.255s Error: timeout exceeded\r\n",
+                     s->hostname);
+  smtp_server_close(s);
+}
+
+void smtp_server_shutdown(struct smtp_server *s) {
+  smtp_server_replyf(s, "421 4.3.2 %.255s Service shutting down\r\n",
+                     s->hostname);
+  smtp_server_close(s);
+}
+
+int smtp_server_is_idle(const struct smtp_server *s) {
+  return s->state == SMTP_SERVER_STATE_COMMAND &&
+         s->verdict == SMTP_SERVER_VERDICT_NONE && !s->have_mail &&
+         !s->skip_line && s->ev_count == 0 && smtp_server_avail(s) == 0;
+}

@@ -1,0 +1,1137 @@
+/* tests/unit/proto/test_smtp_server.c — the SMTP server engine, driven by
+ * scenario scripts: send this, expect these replies and events.
+ *
+ * A script is the client's side of a session. WAIT marks where the client
+ * stops and waits for replies (the harness then runs the engine until it
+ * needs input); NUL stands for a 0 octet. The harness's host accepts
+ * everything except addresses containing "reject" (550 5.7.1) and bodies
+ * containing "REJECTME" (554 5.7.1); messages are queued as "Q1". */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proto/smtp_server.h"
+
+#define CRLF "\r\n"
+#define WAIT "\x01"
+#define NUL "\x02"
+
+#define X10 "xxxxxxxxxx"
+#define X50 X10 X10 X10 X10 X10
+#define X100 X50 X50
+#define X500 X100 X100 X100 X100 X100
+#define X998 X500 X100 X100 X100 X100 X50 X10 X10 X10 X10 "xxxxxxxx"
+#define A10 "aaaaaaaaaa"
+#define A60 A10 A10 A10 A10 A10 A10
+#define L63 A60 "bbb"
+#define L64 A60 "bbbb"
+
+#define EHLO "EHLO client.example" CRLF WAIT
+#define HELO "HELO client.example" CRLF WAIT
+#define MAIL "MAIL FROM:<a@sender.example>" CRLF
+#define RCPT "RCPT TO:<b@rcpt.example>" CRLF
+#define TXN EHLO MAIL RCPT "DATA" CRLF WAIT
+#define R_TXN "220|250|250 2.1.0|250 2.1.5|354"
+#define EV_TXN "HELO MAIL RCPT"
+
+/* ---- harness --------------------------------------------------------- */
+
+struct result {
+  struct buf out;    /* everything the engine sent */
+  char events[4096]; /* event names, space separated */
+  char detail[8192]; /* what the host saw: addresses, bodies */
+  struct buf body;   /* the last message body */
+  int closed;
+};
+
+enum feed_mode { FEED_SEGMENTS, FEED_SPLIT, FEED_BYTES };
+
+struct run {
+  unsigned ext_off; /* extensions switched off */
+  void (*tweak)(struct smtp_server_limits *l);
+  enum feed_mode mode;
+  size_t split_at; /* FEED_SPLIT: script offset of the extra split */
+  struct smtp_server_stats *stats;
+};
+
+static void add_word(char *dst, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_word(char *dst, size_t cap, const char *fmt, ...) {
+  size_t n = strlen(dst);
+  if (n > 0 && n + 1 < cap) {
+    dst[n++] = ' ';
+    dst[n] = '\0';
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(dst + n, cap - n, fmt, ap);
+  va_end(ap);
+}
+
+/* Takes the output in two steps, so partial sends are exercised too. */
+static void collect_output(struct smtp_server *s, struct result *r) {
+  for (int i = 0; i < 2; i++) {
+    const uint8_t *p;
+    size_t n;
+    smtp_server_output(s, &p, &n);
+    size_t take = i == 0 ? n / 2 : n;
+    assert_int_equal(buf_append(&r->out, p, take), 0);
+    smtp_server_output_sent(s, take);
+  }
+}
+
+static void host_message(struct smtp_server *s, struct result *r) {
+  const struct smtp_envelope *e = smtp_server_envelope(s);
+  smtp_server_take_body(s, &r->body);
+  add_word(r->detail, sizeof(r->detail), "MESSAGE from=<%s> rcpts=%zu",
+           e->sender, e->num_rcpts);
+  if (r->body.len < 200) {
+    add_word(r->detail, sizeof(r->detail), "BODY[%.*s]", (int)r->body.len,
+             (const char *)r->body.data);
+  }
+  if (r->body.len > 0 &&
+      memmem(r->body.data, r->body.len, "REJECTME", 8) != NULL) {
+    smtp_server_reject(s, 554, "5.7.1", "Content rejected");
+  } else {
+    smtp_server_reply_queued(s, "Q1");
+  }
+}
+
+/* Plays the host: runs the engine until it needs input, giving verdicts. */
+static void drain(struct smtp_server *s, struct result *r) {
+  for (;;) {
+    enum smtp_server_event ev = smtp_server_next(s);
+    const struct smtp_rcpt *rc;
+    switch (ev) {
+    case SMTP_SERVER_NEED_INPUT:
+      collect_output(s, r);
+      return;
+    case SMTP_SERVER_WAIT_VERDICT:
+      fail_msg("WAIT_VERDICT although every verdict was given");
+      return;
+    case SMTP_SERVER_EV_HELO:
+      add_word(r->events, sizeof(r->events), "HELO");
+      break;
+    case SMTP_SERVER_EV_MAIL:
+      add_word(r->events, sizeof(r->events), "MAIL");
+      add_word(r->detail, sizeof(r->detail), "MAIL <%s>",
+               smtp_server_envelope(s)->sender);
+      if (strstr(smtp_server_envelope(s)->sender, "reject")) {
+        smtp_server_reject(s, 550, "5.7.1", "Sender rejected");
+      } else {
+        smtp_server_accept(s);
+      }
+      break;
+    case SMTP_SERVER_EV_RCPT:
+      rc = smtp_server_pending_rcpt(s);
+      add_word(r->events, sizeof(r->events), "RCPT");
+      add_word(r->detail, sizeof(r->detail), "RCPT %s%s", rc->addr,
+               rc->source_route ? " sr" : "");
+      if (strstr(rc->addr, "reject")) {
+        smtp_server_reject(s, 550, "5.7.1", "Recipient rejected");
+      } else {
+        smtp_server_accept(s);
+      }
+      break;
+    case SMTP_SERVER_EV_MESSAGE:
+      add_word(r->events, sizeof(r->events), "MESSAGE");
+      host_message(s, r);
+      break;
+    case SMTP_SERVER_EV_RSET:
+      add_word(r->events, sizeof(r->events), "RSET");
+      break;
+    case SMTP_SERVER_EV_CLOSE:
+      add_word(r->events, sizeof(r->events), "CLOSE");
+      collect_output(s, r);
+      r->closed = 1;
+      return;
+    }
+  }
+}
+
+/* Feeds like a socket would: at most 64 KiB at a time, waiting (running
+ * the engine) when the input buffer is full. */
+static void feed(struct smtp_server *s, struct result *r, const uint8_t *p,
+                 size_t n) {
+  while (n > 0 && !r->closed) {
+    size_t k = n < 65536 ? n : 65536;
+    if (smtp_server_feed(s, p, k) != 0) {
+      drain(s, r);
+      assert_int_equal(smtp_server_feed(s, p, k), 0);
+    }
+    drain(s, r);
+    p += k;
+    n -= k;
+  }
+}
+
+static void feed_segment(struct smtp_server *s, struct result *r,
+                         const struct run *run, const uint8_t *seg, size_t n,
+                         size_t seg_off) {
+  if (run->mode == FEED_BYTES) {
+    for (size_t i = 0; i < n && !r->closed; i++) {
+      feed(s, r, seg + i, 1);
+    }
+  } else if (run->mode == FEED_SPLIT && run->split_at > seg_off &&
+             run->split_at < seg_off + n) {
+    size_t k = run->split_at - seg_off;
+    feed(s, r, seg, k);
+    feed(s, r, seg + k, n - k);
+  } else {
+    feed(s, r, seg, n);
+  }
+}
+
+static struct smtp_server *new_session(const struct run *run) {
+  struct smtp_server_config cfg = {
+      .hostname = "mx.example",
+      .extensions = SMTP_EXT_ALL & ~run->ext_off,
+      .stats = run->stats,
+  };
+  smtp_server_limits_default(&cfg.limits);
+  if (run->tweak != NULL) {
+    run->tweak(&cfg.limits);
+  }
+  struct smtp_server *s = smtp_server_new(&cfg);
+  assert_non_null(s);
+  return s;
+}
+
+/* Runs one script (len octets, markers included) to its end. */
+static void run_script(const struct run *run, const char *script, size_t len,
+                       struct result *r) {
+  memset(r, 0, sizeof(*r));
+  struct smtp_server *s = new_session(run);
+  drain(s, r);
+  uint8_t *seg = malloc(len + 1);
+  assert_non_null(seg);
+  size_t start = 0;
+  while (start <= len && !r->closed) {
+    const char *mark = memchr(script + start, WAIT[0], len - start);
+    size_t end = mark ? (size_t)(mark - script) : len;
+    for (size_t i = start; i < end; i++) {
+      seg[i - start] = script[i] == NUL[0] ? 0 : (uint8_t)script[i];
+    }
+    feed_segment(s, r, run, seg, end - start, start);
+    start = end + 1;
+  }
+  free(seg);
+  smtp_server_free(s);
+}
+
+static void result_free(struct result *r) {
+  buf_free(&r->out);
+  buf_free(&r->body);
+}
+
+/* Splits the output into reply lines, checking each is "ddd" then SP or
+ * "-", ends in CRLF, and holds no other CR or LF. Returns the final lines
+ * (the "ddd " ones) joined by "|". */
+static void reply_lines(const struct result *r, char *out, size_t cap) {
+  size_t i = 0, n = 0;
+  out[0] = '\0';
+  while (i < r->out.len) {
+    const uint8_t *p = r->out.data + i;
+    const uint8_t *lf = memchr(p, '\n', r->out.len - i);
+    if (lf == NULL || lf == p || lf[-1] != '\r') {
+      fail_msg("output not CRLF-terminated at offset %zu", i);
+    }
+    size_t len = (size_t)(lf - p) - 1;
+    if (len < 4 || p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' ||
+        p[2] < '0' || p[2] > '9' || (p[3] != ' ' && p[3] != '-') ||
+        memchr(p, '\r', len) != NULL) {
+      fail_msg("malformed reply line: %.*s", (int)len, (const char *)p);
+    }
+    if (p[3] == ' ') {
+      n += (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? "|" : "", (int)len,
+                            (const char *)p);
+      assert_true(n < cap);
+    }
+    i = (size_t)(lf - r->out.data) + 1;
+  }
+}
+
+/* Each "|"-separated item of want must prefix the matching reply. */
+static int replies_match(const char *got, const char *want) {
+  for (;;) {
+    const char *g_end = strchr(got, '|');
+    const char *w_end = strchr(want, '|');
+    size_t w_len = w_end ? (size_t)(w_end - want) : strlen(want);
+    size_t g_len = g_end ? (size_t)(g_end - got) : strlen(got);
+    if (w_len > g_len || strncmp(got, want, w_len) != 0) {
+      return 0;
+    }
+    if (w_end == NULL || g_end == NULL) {
+      return w_end == NULL && g_end == NULL;
+    }
+    got = g_end + 1;
+    want = w_end + 1;
+  }
+}
+
+/* ---- scenarios ------------------------------------------------------- */
+
+struct scenario {
+  const char *name;
+  const char *script;
+  const char *replies; /* "|"-separated reply prefixes */
+  const char *events;  /* NULL: not checked */
+  const char *detail;  /* substring of what the host saw; NULL: none */
+  unsigned ext_off;
+  void (*tweak)(struct smtp_server_limits *l);
+};
+
+static void small_header(struct smtp_server_limits *l) {
+  l->max_header_size = 100;
+}
+
+static void small_message(struct smtp_server_limits *l) {
+  l->max_message_size = 100;
+}
+
+static void three_errors(struct smtp_server_limits *l) {
+  l->max_errors = 3;
+}
+
+/* Designated fields, so ext_off and tweak may be left out. */
+#define SC(n, sc, rep, ev, det, ...)                                           \
+  {                                                                            \
+    .name = n, .script = sc, .replies = rep, .events = ev, .detail = det,      \
+    __VA_ARGS__                                                                \
+  }
+
+static const struct scenario scenarios[] = {
+    /* whole sessions */
+    SC("ehlo session",
+       TXN "Subject: hi" CRLF CRLF "Hello" CRLF "." CRLF WAIT "QUIT" CRLF,
+       R_TXN "|250 2.0.0 Ok: queued as Q1|221 2.0.0", EV_TXN " MESSAGE CLOSE",
+       "MESSAGE from=<a@sender.example> rcpts=1 BODY[Subject: hi\r\n\r\nHello"
+       "\r\n]"),
+    SC("helo session",
+       HELO "MAIL FROM:<a@b.example>" CRLF WAIT
+            "RCPT TO:<c@d.example>" CRLF WAIT "DATA" CRLF WAIT "x" CRLF
+            "." CRLF WAIT "QUIT" CRLF,
+       "220|250 mx.example|250 2.1.0|250 2.1.5|354|250 2.0.0|221",
+       "HELO MAIL RCPT MESSAGE CLOSE", "BODY[x\r\n]"),
+    SC("greeting only then quit", "QUIT" CRLF,
+       "220 mx.example ESMTP postseal|221", "CLOSE", NULL),
+    SC("two messages one session",
+       TXN "a" CRLF "." CRLF WAIT MAIL RCPT "DATA" CRLF WAIT "b" CRLF "." CRLF,
+       R_TXN "|250 2.0.0|250 2.1.0|250 2.1.5|354|250 2.0.0",
+       EV_TXN " MESSAGE MAIL RCPT MESSAGE", "BODY[b\r\n]"),
+    SC("lower case verbs and keywords",
+       "ehlo c.example" CRLF WAIT
+       "mail from:<a@b.example> size=10 body=8bitmime" CRLF
+       "rcpt to:<c@d.example> notify=never" CRLF "data" CRLF WAIT "x" CRLF
+       "." CRLF WAIT "quit" CRLF,
+       R_TXN "|250 2.0.0|221", EV_TXN " MESSAGE CLOSE", NULL),
+    SC("two recipients one rejected",
+       EHLO MAIL "RCPT TO:<reject@x.example>" CRLF RCPT "DATA" CRLF WAIT
+                 "x" CRLF "." CRLF,
+       "220|250|250 2.1.0|550 5.7.1|250 2.1.5|354|250 2.0.0",
+       "HELO MAIL RCPT RCPT MESSAGE", "rcpts=1"),
+    SC("message rejected by host", TXN "REJECTME" CRLF "." CRLF WAIT MAIL,
+       R_TXN "|554 5.7.1|250 2.1.0", EV_TXN " MESSAGE MAIL", NULL),
+    SC("sender rejected ends transaction",
+       EHLO "MAIL FROM:<reject@x.example>" CRLF WAIT RCPT,
+       "220|250|550 5.7.1|503 5.5.1", "HELO MAIL", NULL),
+
+    /* sequence */
+    SC("mail before helo", "MAIL FROM:<a@b.example>" CRLF, "220|503 5.5.1", "",
+       NULL),
+    SC("rcpt before mail", EHLO RCPT, "220|250|503 5.5.1", "HELO", NULL),
+    SC("data before mail", EHLO "DATA" CRLF, "220|250|503 5.5.1", "HELO", NULL),
+    SC("data before rcpt", EHLO MAIL WAIT "DATA" CRLF,
+       "220|250|250 2.1.0|503 5.5.1", "HELO MAIL", NULL),
+    SC("data with all recipients rejected",
+       EHLO MAIL "RCPT TO:<reject@x.example>" CRLF "DATA" CRLF,
+       "220|250|250 2.1.0|550 5.7.1|554 5.5.1", "HELO MAIL RCPT", NULL),
+    SC("nested mail", EHLO MAIL WAIT MAIL, "220|250|250 2.1.0|503 5.5.1",
+       "HELO MAIL", NULL),
+    SC("rset aborts transaction", EHLO MAIL RCPT "RSET" CRLF RCPT,
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0|503 5.5.1", "HELO MAIL RCPT RSET",
+       NULL),
+    SC("rset without transaction", EHLO "RSET" CRLF, "220|250|250 2.0.0",
+       "HELO", NULL),
+    SC("rset with argument", EHLO "RSET x" CRLF, "220|250|501 5.5.4", "HELO",
+       NULL),
+    SC("ehlo in transaction resets", EHLO MAIL WAIT EHLO,
+       "220|250|250 2.1.0|250", "HELO MAIL RSET HELO", NULL),
+    SC("helo then ehlo", HELO EHLO MAIL, "220|250|250|250 2.1.0",
+       "HELO HELO MAIL", NULL),
+
+    /* simple commands */
+    SC("noop", "NOOP" CRLF "NOOP anything at all" CRLF,
+       "220|250 2.0.0|250 2.0.0", "", NULL),
+    SC("vrfy", "VRFY root" CRLF "VRFY" CRLF, "220|252 2.5.0|501 5.5.4", "",
+       NULL),
+    SC("help", "HELP" CRLF "HELP MAIL" CRLF, "220|214 2.0.0|214 2.0.0", "",
+       NULL),
+    SC("expn and friends",
+       "EXPN staff" CRLF "STARTTLS" CRLF "AUTH LOGIN" CRLF "ETRN x" CRLF,
+       "220|502 5.5.1|502 5.5.1|502 5.5.1|502 5.5.1", "", NULL),
+    SC("unknown command", "FOO bar" CRLF "MAILX" CRLF CRLF,
+       "220|500 5.5.1|500 5.5.1|500 5.5.1", "", NULL),
+    SC("quit ends input", "QUIT" CRLF WAIT "NOOP" CRLF, "220|221 2.0.0",
+       "CLOSE", NULL),
+    SC("quit with argument", "QUIT now" CRLF, "220|501 5.5.4", "", NULL),
+    SC("helo without name", "HELO" CRLF WAIT "EHLO" CRLF,
+       "220|501 5.5.4|501 5.5.4", "", NULL),
+    SC("ehlo with control octet", "EHLO a\x7f" CRLF, "220|501 5.5.4", "", NULL),
+    SC("trailing white space", EHLO "MAIL FROM:<a@b.example> \t" CRLF,
+       "220|250|250 2.1.0", "HELO MAIL", NULL),
+
+    /* MAIL and RCPT syntax */
+    SC("null sender", EHLO "MAIL FROM:<>" CRLF, "220|250|250 2.1.0",
+       "HELO MAIL", "MAIL <>"),
+    SC("null recipient", EHLO MAIL "RCPT TO:<>" CRLF,
+       "220|250|250 2.1.0|501 5.1.3", "HELO MAIL", NULL),
+    SC("space after colon", EHLO "MAIL FROM: <a@b.example>" CRLF,
+       "220|250|250 2.1.0", "HELO MAIL", "MAIL <a@b.example>"),
+    SC("no brackets",
+       EHLO "MAIL FROM:a@b.example" CRLF MAIL "RCPT TO:c@d.example" CRLF,
+       "220|250|501 5.1.7|250 2.1.0|501 5.1.3", "HELO MAIL", NULL),
+    SC("mail without from", EHLO "MAIL <a@b.example>" CRLF "MAIL" CRLF,
+       "220|250|501 5.5.4|501 5.5.4", "HELO", NULL),
+    SC("rcpt without to", EHLO MAIL "RCPT <a@b.example>" CRLF,
+       "220|250|250 2.1.0|501 5.5.4", "HELO MAIL", NULL),
+    SC("garbage after path", EHLO "MAIL FROM:<a@b.example>x" CRLF,
+       "220|250|501 5.1.7", "HELO", NULL),
+    SC("bad sender domain", EHLO "MAIL FROM:<a@b..example>" CRLF,
+       "220|250|501 5.1.7", "HELO", NULL),
+    SC("bad recipient", EHLO MAIL "RCPT TO:<a b@c.example>" CRLF,
+       "220|250|250 2.1.0|501 5.1.3", "HELO MAIL", NULL),
+    SC("postmaster recipient", EHLO MAIL "RCPT TO:<Postmaster>" CRLF,
+       "220|250|250 2.1.0|250 2.1.5", "HELO MAIL RCPT", "RCPT Postmaster"),
+    SC("postmaster sender refused", EHLO "MAIL FROM:<Postmaster>" CRLF,
+       "220|250|501 5.1.7", "HELO", NULL),
+    SC("address literals",
+       EHLO MAIL "RCPT TO:<u@[192.0.2.1]>" CRLF
+                 "RCPT TO:<u@[IPv6:2001:db8::1]>" CRLF
+                 "RCPT TO:<u@[300.1.1.1]>" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|250 2.1.5|501 5.1.3", NULL,
+       "RCPT u@[IPv6:2001:db8::1]"),
+    SC("local part 64", EHLO MAIL "RCPT TO:<" L64 "@x.example>" CRLF,
+       "220|250|250 2.1.0|250 2.1.5", NULL, NULL),
+    SC("local part 65",
+       EHLO "MAIL FROM:<" L64 "c@x.example>" CRLF MAIL "RCPT TO:<" L64
+            "c@x.example>" CRLF,
+       "220|250|553 5.1.3|250 2.1.0|553 5.1.3", "HELO MAIL", NULL),
+    SC("domain over 255",
+       EHLO MAIL "RCPT TO:<a@" L63 "." L63 "." L63 "." L63 ".abcdef>" CRLF,
+       "220|250|250 2.1.0|553 5.1.3", NULL, NULL),
+    SC("path over 256",
+       EHLO MAIL "RCPT TO:<" L64 "@" L63 "." L63 "." A60 "aa>" CRLF,
+       "220|250|250 2.1.0|553 5.1.3", NULL, NULL),
+    SC("shell metacharacters",
+       EHLO "MAIL FROM:<a`id`@b.example>" CRLF MAIL
+            "RCPT TO:<$HOME@b.example>" CRLF "RCPT TO:<\"a|b\"@b.example>" CRLF
+            "RCPT TO:<\"x$y\"@b.example>" CRLF,
+       "220|250|553 5.1.3|250 2.1.0|553 5.1.3|553 5.1.3|553 5.1.3", "HELO MAIL",
+       NULL),
+    SC("nul in command",
+       EHLO "NOOP" NUL "x" CRLF "MAIL FROM:<a" NUL "@b.example>" CRLF MAIL,
+       "220|250|501 5.5.2|501 5.5.2|250 2.1.0", "HELO MAIL", NULL),
+    SC("bare lf command", "NOOP\nNOOP" CRLF, "220|500 5.5.2|250", "", NULL),
+    SC("bare cr command", "NO\rOP" CRLF "NOOP" CRLF, "220|500 5.5.2|250", "",
+       NULL),
+
+    /* relay probes parse as written; the host decides */
+    SC("percent hack", EHLO MAIL "RCPT TO:<u%ext.example@ours.example>" CRLF,
+       "220|250|250 2.1.0|250 2.1.5", NULL, "RCPT u%ext.example@ours.example"),
+    SC("quoted at", EHLO MAIL "RCPT TO:<\"u@ext.example\"@ours.example>" CRLF,
+       "220|250|250 2.1.0|250 2.1.5", NULL,
+       "RCPT \"u@ext.example\"@ours.example"),
+    SC("source route", EHLO MAIL "RCPT TO:<@ours.example:u@ext.example>" CRLF,
+       "220|250|250 2.1.0|250 2.1.5", NULL, "RCPT u@ext.example sr"),
+    SC("source route list",
+       EHLO MAIL "RCPT TO:<@a.example,@b.example:u@c.example>" CRLF,
+       "220|250|250 2.1.0|250 2.1.5", NULL, "RCPT u@c.example sr"),
+    SC("source route sender", EHLO "MAIL FROM:<@a.example:u@c.example>" CRLF,
+       "220|250|250 2.1.0", NULL, "MAIL <u@c.example>"),
+
+    /* MAIL parameters */
+    SC("size ok", EHLO "MAIL FROM:<a@b.example> SIZE=1000" CRLF,
+       "220|250|250 2.1.0", "HELO MAIL", NULL),
+    SC("size at limit", EHLO "MAIL FROM:<a@b.example> SIZE=10485760" CRLF,
+       "220|250|250 2.1.0", "HELO MAIL", NULL),
+    SC("size over limit",
+       EHLO "MAIL FROM:<a@b.example> SIZE=10485761" CRLF
+            "MAIL FROM:<a@b.example> SIZE=99999999999999999999" CRLF,
+       "220|250|552 5.3.4|552 5.3.4", "HELO", NULL),
+    SC("size bad",
+       EHLO "MAIL FROM:<a@b.example> SIZE=12k" CRLF
+            "MAIL FROM:<a@b.example> SIZE=" CRLF
+            "MAIL FROM:<a@b.example> SIZE" CRLF,
+       "220|250|501 5.5.4|501 5.5.4|501 5.5.4", "HELO", NULL),
+    SC("size not offered", EHLO "MAIL FROM:<a@b.example> SIZE=10" CRLF,
+       "220|250|555 5.5.4", "HELO", NULL, .ext_off = SMTP_EXT_SIZE),
+    SC("params after helo", HELO "MAIL FROM:<a@b.example> SIZE=10" CRLF,
+       "220|250|555 5.5.4", "HELO", NULL),
+    SC("body values",
+       EHLO "MAIL FROM:<a@b.example> BODY=7BIT" CRLF "RSET" CRLF
+            "MAIL FROM:<a@b.example> BODY=8BITMIME" CRLF "RSET" CRLF
+            "MAIL FROM:<a@b.example> BODY=BINARYMIME" CRLF
+            "MAIL FROM:<a@b.example> BODY=9BIT" CRLF,
+       "220|250|250 2.1.0|250|250 2.1.0|250|555 5.5.4|501 5.5.4", NULL, NULL),
+    SC("body not offered", EHLO "MAIL FROM:<a@b.example> BODY=8BITMIME" CRLF,
+       "220|250|555 5.5.4", "HELO", NULL, .ext_off = SMTP_EXT_8BITMIME),
+    SC("auth ignored", EHLO "MAIL FROM:<a@b.example> AUTH=<>" CRLF,
+       "220|250|250 2.1.0", "HELO MAIL", NULL),
+    SC("unknown parameter", EHLO "MAIL FROM:<a@b.example> FOO=bar" CRLF,
+       "220|250|555 5.5.4", "HELO", NULL),
+    SC("duplicate parameter", EHLO "MAIL FROM:<a@b.example> SIZE=1 size=2" CRLF,
+       "220|250|501 5.5.4", "HELO", NULL),
+    SC("several spaces between parameters",
+       EHLO "MAIL FROM:<a@b.example>  SIZE=1   BODY=7BIT" CRLF,
+       "220|250|250 2.1.0", "HELO MAIL", NULL),
+
+    /* SMTPUTF8 (RFC 6531) */
+    SC("utf8 with smtputf8",
+       EHLO "MAIL FROM:<j\xc3\xb6rg@b\xc3\xbc"
+            "cher.example> SMTPUTF8" CRLF "RCPT TO:<\xc3\xa9@x.example>" CRLF,
+       "220|250|250 2.1.0|250 2.1.5", "HELO MAIL RCPT",
+       "RCPT \xc3\xa9@x.example"),
+    SC("utf8 sender without smtputf8",
+       EHLO "MAIL FROM:<j\xc3\xb6rg@x.example>" CRLF, "220|250|553 5.6.7",
+       "HELO", NULL),
+    SC("utf8 recipient without smtputf8",
+       EHLO MAIL "RCPT TO:<\xc3\xa9@x.example>" CRLF,
+       "220|250|250 2.1.0|553 5.6.7", "HELO MAIL", NULL),
+    SC("smtputf8 with value", EHLO "MAIL FROM:<a@b.example> SMTPUTF8=1" CRLF,
+       "220|250|501 5.5.4", "HELO", NULL),
+    SC("smtputf8 not offered", EHLO "MAIL FROM:<a@b.example> SMTPUTF8" CRLF,
+       "220|250|555 5.5.4", "HELO", NULL, .ext_off = SMTP_EXT_SMTPUTF8),
+    SC("malformed utf8", EHLO "MAIL FROM:<\xc3(@x.example> SMTPUTF8" CRLF,
+       "220|250|501 5.1.7", "HELO", NULL),
+
+    /* DSN (RFC 3461) */
+    SC("dsn mail params",
+       EHLO "MAIL FROM:<a@b.example> RET=HDRS ENVID=abc+2Bdef" CRLF
+            "RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE,DELAY "
+            "ORCPT=rfc822;c+40d.example" CRLF,
+       "220|250|250 2.1.0|250 2.1.5", "HELO MAIL RCPT", NULL),
+    SC("dsn bad ret", EHLO "MAIL FROM:<a@b.example> RET=ALL" CRLF,
+       "220|250|501 5.5.4", "HELO", NULL),
+    SC("dsn envid too long",
+       EHLO "MAIL FROM:<a@b.example> ENVID=" X100 "x" CRLF
+            "MAIL FROM:<a@b.example> ENVID=" X100 CRLF,
+       "220|250|501 5.5.4|250 2.1.0", "HELO MAIL", NULL),
+    SC("dsn envid bad xtext",
+       EHLO "MAIL FROM:<a@b.example> ENVID=a+zz" CRLF
+            "MAIL FROM:<a@b.example> ENVID=a+0A" CRLF,
+       "220|250|501 5.5.4|501 5.5.4", "HELO", NULL),
+    SC("dsn notify",
+       EHLO MAIL "RCPT TO:<a@x.example> NOTIFY=NEVER" CRLF
+                 "RCPT TO:<b@x.example> NOTIFY=NEVER,SUCCESS" CRLF
+                 "RCPT TO:<c@x.example> NOTIFY=SOMETIMES" CRLF
+                 "RCPT TO:<d@x.example> NOTIFY=SUCCESS," CRLF
+                 "RCPT TO:<e@x.example> NOTIFY=delay" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|501 5.5.4|501 5.5.4|501 5.5.4|250 2.1.5",
+       NULL, NULL),
+    SC("dsn orcpt",
+       EHLO MAIL "RCPT TO:<a@x.example> ORCPT=rfc822;a+40x.example" CRLF
+                 "RCPT TO:<b@x.example> ORCPT=rfc822" CRLF
+                 "RCPT TO:<c@x.example> ORCPT=;c" CRLF
+                 "RCPT TO:<d@x.example> ORCPT=rfc822;" CRLF
+                 "RCPT TO:<e@x.example> ORCPT=rfc822;a+4" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|501 5.5.4|501 5.5.4|501 5.5.4|501 5.5.4",
+       NULL, NULL),
+    SC("dsn not offered",
+       EHLO "MAIL FROM:<a@b.example> RET=FULL" CRLF MAIL
+            "RCPT TO:<a@x.example> NOTIFY=NEVER" CRLF,
+       "220|250|555 5.5.4|250 2.1.0|555 5.5.4", "HELO MAIL", NULL,
+       .ext_off = SMTP_EXT_DSN),
+    SC("rcpt param on mail", EHLO "MAIL FROM:<a@b.example> NOTIFY=NEVER" CRLF,
+       "220|250|555 5.5.4", "HELO", NULL),
+
+    /* DATA content */
+    SC("dot unstuffing",
+       TXN "..leading" CRLF "mid.dle" CRLF "."
+           "." CRLF "x" CRLF "." CRLF,
+       R_TXN "|250 2.0.0", EV_TXN " MESSAGE",
+       "BODY[.leading\r\nmid.dle\r\n.\r\nx\r\n]"),
+    SC("empty message", TXN "." CRLF, R_TXN "|250 2.0.0", EV_TXN " MESSAGE",
+       "BODY[]"),
+    SC("dot line with text is not the end", TXN ". " CRLF ".x" CRLF "." CRLF,
+       R_TXN "|250 2.0.0", EV_TXN " MESSAGE", "BODY[ \r\nx\r\n]"),
+    SC("text line 1000", TXN X998 CRLF "." CRLF, R_TXN "|250 2.0.0",
+       EV_TXN " MESSAGE", NULL),
+    SC("text line 1001",
+       TXN "a" CRLF X998 "x" CRLF "b" CRLF "." CRLF WAIT "QUIT" CRLF,
+       R_TXN "|500 5.5.2|221", EV_TXN " CLOSE", NULL),
+    SC("text line far too long",
+       TXN X998 X998 X998 X998 CRLF "." CRLF WAIT MAIL,
+       R_TXN "|500 5.5.2|250 2.1.0", EV_TXN " MAIL", NULL),
+    SC("header too large",
+       TXN "Subject: " X100 CRLF CRLF "body" CRLF "." CRLF WAIT "QUIT" CRLF,
+       R_TXN "|552 5.3.4|221", EV_TXN " CLOSE", NULL, .tweak = small_header),
+    SC("header under limit", TXN "Subject: x" CRLF CRLF X100 CRLF "." CRLF,
+       R_TXN "|250 2.0.0", EV_TXN " MESSAGE", NULL, .tweak = small_header),
+    SC("message too big", TXN X100 CRLF "." CRLF WAIT "QUIT" CRLF,
+       R_TXN "|552 5.3.4|221", EV_TXN " CLOSE", NULL, .tweak = small_message),
+    SC("data with argument", EHLO MAIL RCPT "DATA now" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|501 5.5.4", EV_TXN, NULL),
+    SC("8bit body kept", TXN "caf\xc3\xa9" CRLF "." CRLF, R_TXN "|250 2.0.0",
+       EV_TXN " MESSAGE", "BODY[caf\xc3\xa9\r\n]"),
+
+    /* SMTP smuggling: only <CRLF>.<CRLF> ends DATA */
+    SC("smuggle lf dot lf",
+       TXN "x\n.\nMAIL FROM:<e@evil.example>\nRCPT TO:<v@t.example>\nDATA\n"
+           "evil\n.\n" CRLF "." CRLF WAIT "QUIT" CRLF,
+       R_TXN "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("smuggle cr dot cr",
+       TXN "x\r.\rMAIL FROM:<e@evil.example>\r" CRLF "." CRLF WAIT "QUIT" CRLF,
+       R_TXN "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("smuggle lf dot crlf",
+       TXN "x\n.\r\nMAIL FROM:<e@evil.example>\r\n" CRLF "." CRLF WAIT
+           "QUIT" CRLF,
+       R_TXN "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("smuggle crlf dot lf",
+       TXN "x\r\n.\nMAIL FROM:<e@evil.example>\r\n.\r\n" WAIT "QUIT" CRLF,
+       R_TXN "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("smuggle cr dot crlf",
+       TXN "x\r.\r\nMAIL FROM:<e@evil.example>\r\n.\r\n" WAIT "QUIT" CRLF,
+       R_TXN "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("smuggle crlf dot cr cr lf",
+       TXN "x\r\n.\r\r\nMAIL FROM:<e@evil.example>\r\n.\r\n" WAIT "QUIT" CRLF,
+       R_TXN "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("smuggle first line lf dot",
+       TXN ".\nMAIL FROM:<e@evil.example>\r\n.\r\n" WAIT "QUIT" CRLF,
+       R_TXN "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("bare lf in header",
+       TXN "Subject: a\nBcc: b" CRLF CRLF "x" CRLF "." CRLF WAIT "QUIT" CRLF,
+       R_TXN "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+
+    /* pipelining (RFC 2920) */
+    SC("pipelined group",
+       EHLO MAIL RCPT "RCPT TO:<c@rcpt.example>" CRLF
+                      "RCPT TO:<reject@x.example>" CRLF "DATA" CRLF WAIT
+                      "x" CRLF "." CRLF "QUIT" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|250 2.1.5|550 5.7.1|354|250 2.0.0|221",
+       "HELO MAIL RCPT RCPT RCPT MESSAGE CLOSE", "rcpts=2"),
+    SC("commands after final dot",
+       TXN "x" CRLF "." CRLF MAIL "RSET" CRLF "QUIT" CRLF,
+       R_TXN "|250 2.0.0|250 2.1.0|250 2.0.0|221",
+       EV_TXN " MESSAGE MAIL RSET CLOSE", NULL),
+    SC("improper pipelining after ehlo", "EHLO c.example" CRLF MAIL,
+       "220|554 5.5.0", "CLOSE", NULL),
+    SC("improper pipelining after helo", "HELO c.example" CRLF "NOOP" CRLF,
+       "220|554 5.5.0", "CLOSE", NULL),
+    SC("improper pipelining after data",
+       EHLO MAIL RCPT "DATA" CRLF "Subject: x" CRLF "." CRLF,
+       "220|250|250 2.1.0|250 2.1.5|554 5.5.0", EV_TXN " CLOSE", NULL),
+    SC("improper pipelining after refused data",
+       EHLO "DATA" CRLF "MAIL FROM:<e@evil.example>" CRLF, "220|250|554 5.5.0",
+       "HELO CLOSE", NULL),
+
+    /* limits */
+    SC("command line 512", "NOOP " X500 "xxxxx" CRLF, "220|250", "", NULL),
+    SC("command line 513", "NOOP " X500 "xxxxxx" CRLF "NOOP" CRLF,
+       "220|500 5.5.2|250", "", NULL),
+    SC("command line far too long", "NOOP " X500 X500 X500 X500 CRLF EHLO MAIL,
+       "220|500 5.5.2|250|250 2.1.0", "HELO MAIL", NULL),
+    SC("too many errors", "FOO" CRLF "BAR" CRLF "BAZ" CRLF "NOOP" CRLF,
+       "220|500|500|500|421 4.7.0", "CLOSE", NULL, .tweak = three_errors),
+
+    /* BDAT (RFC 3030) */
+    SC("bdat chunks",
+       EHLO MAIL RCPT "BDAT 5" CRLF "HelloBDAT 7" CRLF ", world"
+                      "BDAT 0 LAST" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: 5|250 2.0.0 Ok: 7|"
+       "250 2.0.0 Ok: queued as Q1",
+       EV_TXN " MESSAGE", "BODY[Hello, world]"),
+    SC("bdat last",
+       EHLO MAIL RCPT "BDAT 10 LAST" CRLF "x\r\n.\r\ny\n" NUL "z" WAIT
+                      "QUIT" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: queued|221",
+       EV_TXN " MESSAGE CLOSE", "BODY[x\r\n.\r\ny\n"),
+    SC("bdat 0 last", EHLO MAIL RCPT "bdat 0 last" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: queued", EV_TXN " MESSAGE",
+       "BODY[]"),
+    SC("data after bdat",
+       EHLO MAIL RCPT "BDAT 3" CRLF "abc"
+                      "DATA" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0|503 5.5.1", EV_TXN, NULL),
+    SC("bdat without mail", EHLO "BDAT 4" CRLF "NOOPNOOP" CRLF,
+       "220|250|503 5.5.1|250 2.0.0", "HELO", NULL),
+    SC("bdat without recipients",
+       EHLO MAIL "RCPT TO:<reject@x.example>" CRLF "BDAT 3 LAST" CRLF "abc",
+       "220|250|250 2.1.0|550 5.7.1|554 5.5.1", "HELO MAIL RCPT", NULL),
+    SC("bdat bad syntax",
+       EHLO "BDAT" CRLF "BDAT x" CRLF "BDAT 5 FIRST" CRLF "BDAT -1" CRLF
+            "BDAT 99999999999999999999999" CRLF,
+       "220|250|501 5.5.4|501 5.5.4|501 5.5.4|501 5.5.4|501 5.5.4", "HELO",
+       NULL),
+    SC("bdat not offered", EHLO MAIL RCPT "BDAT 3 LAST" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|502 5.5.1", EV_TXN, NULL,
+       .ext_off = SMTP_EXT_CHUNKING),
+    SC("bdat too big",
+       EHLO MAIL RCPT "BDAT 60" CRLF X50 X10 "BDAT 60 LAST" CRLF X50 X10 WAIT
+                      "QUIT" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0|552 5.3.4|221", EV_TXN " CLOSE",
+       NULL, .tweak = small_message),
+    SC("bdat too big then more chunks",
+       EHLO MAIL RCPT "BDAT 200" CRLF X100 X100 "BDAT 3 LAST" CRLF "abc" WAIT
+                      "NOOP" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|552 5.3.4|503 5.5.1|250", EV_TXN, NULL,
+       .tweak = small_message),
+    SC("rset during bdat",
+       EHLO MAIL RCPT "BDAT 3" CRLF "abc"
+                      "RSET" CRLF,
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0|250 2.0.0", EV_TXN " RSET", NULL),
+    SC("bdat after last",
+       EHLO MAIL RCPT "BDAT 1 LAST" CRLF "a"
+                      "BDAT 1" CRLF "b",
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: queued|503 5.5.1",
+       EV_TXN " MESSAGE", "BODY[a]"),
+};
+
+static void test_scenario(void **state) {
+  const struct scenario *sc = *state;
+  struct run run = {.ext_off = sc->ext_off, .tweak = sc->tweak};
+  struct result r;
+  char got[8192];
+  run_script(&run, sc->script, strlen(sc->script), &r);
+  reply_lines(&r, got, sizeof(got));
+  if (!replies_match(got, sc->replies)) {
+    fail_msg("%s: replies\n got  %s\n want %s", sc->name, got, sc->replies);
+  }
+  if (sc->events != NULL && strcmp(r.events, sc->events) != 0) {
+    fail_msg("%s: events got \"%s\" want \"%s\"", sc->name, r.events,
+             sc->events);
+  }
+  if (sc->detail != NULL && strstr(r.detail, sc->detail) == NULL) {
+    fail_msg("%s: host saw \"%s\", want it to contain \"%s\"", sc->name,
+             r.detail, sc->detail);
+  }
+  result_free(&r);
+}
+
+/* ---- sessions split at every point ----------------------------------- */
+
+/* Compliant clients: each segment is what a client sends before waiting. */
+static const char *const split_sessions[] = {
+    EHLO "MAIL FROM:<a@b.example> SIZE=100 BODY=8BITMIME" CRLF
+         "RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE" CRLF
+         "RCPT TO:<reject@d.example>" CRLF "DATA" CRLF WAIT
+         "Subject: split" CRLF CRLF "..stuffed" CRLF "x\r\n.x" CRLF "" CRLF
+         "." CRLF "RSET" CRLF "NOOP" CRLF "QUIT" CRLF,
+    EHLO MAIL RCPT "BDAT 10" CRLF "0123456789"
+                   "BDAT 6 LAST" CRLF "\r\n.\r\n"
+                   "QUIT" CRLF,
+    TXN "x\n.\r\nMAIL FROM:<e@evil.example>" CRLF "." CRLF "NOOP" CRLF,
+    "NOOP " X500 X100 CRLF "NOOP" CRLF,
+};
+
+static void compare_results(const char *label, size_t at,
+                            const struct result *want,
+                            const struct result *got) {
+  if (got->out.len != want->out.len ||
+      memcmp(got->out.data, want->out.data, got->out.len) != 0) {
+    fail_msg("%s at %zu: output\n got  %.*s\n want %.*s", label, at,
+             (int)got->out.len, (const char *)got->out.data, (int)want->out.len,
+             (const char *)want->out.data);
+  }
+  if (strcmp(got->events, want->events) != 0 ||
+      strcmp(got->detail, want->detail) != 0) {
+    fail_msg("%s at %zu: events/detail\n got  %s / %s\n want %s / %s", label,
+             at, got->events, got->detail, want->events, want->detail);
+  }
+  if (got->body.len != want->body.len ||
+      (got->body.len &&
+       memcmp(got->body.data, want->body.data, got->body.len) != 0)) {
+    fail_msg("%s at %zu: body differs", label, at);
+  }
+}
+
+static void test_split_every_point(void **state) {
+  for (size_t i = 0; i < sizeof(split_sessions) / sizeof(split_sessions[0]);
+       i++) {
+    const char *script = split_sessions[i];
+    size_t len = strlen(script);
+    struct run run = {.mode = FEED_SEGMENTS};
+    struct result want, got;
+    run_script(&run, script, len, &want);
+    assert_true(want.out.len > 0);
+    for (size_t k = 1; k < len; k++) {
+      run.mode = FEED_SPLIT;
+      run.split_at = k;
+      run_script(&run, script, len, &got);
+      compare_results("split", k, &want, &got);
+      result_free(&got);
+    }
+    run.mode = FEED_BYTES;
+    run_script(&run, script, len, &got);
+    compare_results("byte at a time", i, &want, &got);
+    result_free(&got);
+    result_free(&want);
+  }
+}
+
+/* ---- dynamic inputs -------------------------------------------------- */
+
+static void run_buf(const struct run *run, const struct buf *script,
+                    struct result *r, char *got, size_t got_cap) {
+  run_script(run, (const char *)script->data, script->len, r);
+  reply_lines(r, got, got_cap);
+}
+
+static void test_recipient_limit(void **state) {
+  struct buf sc = {0};
+  buf_append_str(&sc, EHLO MAIL);
+  for (int i = 0; i < 101; i++) {
+    buf_printf(&sc, "RCPT TO:<r%d@x.example>" CRLF, i);
+  }
+  buf_append_str(&sc, "DATA" CRLF WAIT "x" CRLF "." CRLF);
+  struct run run = {0};
+  struct result r;
+  static char got[16384];
+  run_buf(&run, &sc, &r, got, sizeof(got));
+  size_t ok = 0;
+  for (const char *p = got; (p = strstr(p, "250 2.1.5")) != NULL; p++) {
+    ok++;
+  }
+  if (ok != 100 || strstr(got, "|452 4.5.3") == NULL ||
+      strstr(r.detail, "rcpts=100") == NULL) {
+    fail_msg("101 recipients: got %zu accepted, replies %s", ok,
+             strstr(got, "|452") ? strstr(got, "|452") : got);
+  }
+  result_free(&r);
+  buf_free(&sc);
+}
+
+static void test_huge_header(void **state) {
+  struct buf sc = {0};
+  buf_append_str(&sc, TXN);
+  while (sc.len < (1u << 20) + 4096) {
+    buf_append_str(&sc, "X-Filler: " X50 X10 CRLF);
+  }
+  buf_append_str(&sc, CRLF "body" CRLF "." CRLF WAIT "QUIT" CRLF);
+  struct run run = {0};
+  struct result r;
+  char got[1024];
+  run_buf(&run, &sc, &r, got, sizeof(got));
+  if (!replies_match(got, R_TXN "|552 5.3.4|221") ||
+      strcmp(r.events, EV_TXN " CLOSE") != 0) {
+    fail_msg("huge header: got %s / %s", got, r.events);
+  }
+  result_free(&r);
+  buf_free(&sc);
+}
+
+/* A 5 MiB message passes whole; memory is the body, not the input. */
+static void test_big_message(void **state) {
+  struct buf sc = {0};
+  buf_append_str(&sc, TXN "Subject: big" CRLF CRLF);
+  size_t body_start = sc.len - strlen("Subject: big" CRLF CRLF);
+  while (sc.len < (5u << 20)) {
+    buf_append_str(&sc, X500 X100 X100 X100 X100 X50 CRLF);
+  }
+  size_t body_len = sc.len - body_start;
+  buf_append_str(&sc, "." CRLF WAIT "QUIT" CRLF);
+  struct run run = {0};
+  struct result r;
+  char got[1024];
+  run_buf(&run, &sc, &r, got, sizeof(got));
+  if (!replies_match(got, R_TXN "|250 2.0.0|221") || r.body.len != body_len ||
+      memcmp(r.body.data, sc.data + body_start, body_len) != 0) {
+    fail_msg("big message: got %s, body %zu want %zu", got, r.body.len,
+             body_len);
+  }
+  result_free(&r);
+  buf_free(&sc);
+}
+
+/* ---- host-facing API ------------------------------------------------- */
+
+static struct smtp_server *api_session(struct smtp_server_stats *stats) {
+  struct run run = {.stats = stats};
+  return new_session(&run);
+}
+
+static void feed_str(struct smtp_server *s, const char *str) {
+  assert_int_equal(smtp_server_feed(s, (const uint8_t *)str, strlen(str)), 0);
+}
+
+static void expect_event(struct smtp_server *s, enum smtp_server_event want,
+                         const char *label) {
+  enum smtp_server_event got = smtp_server_next(s);
+  if (got != want) {
+    fail_msg("%s: event got %d want %d", label, got, want);
+  }
+}
+
+static void test_verdict_wait(void **state) {
+  struct smtp_server *s = api_session(NULL);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  assert_string_equal(smtp_server_helo(s), "c.example");
+  feed_str(s, MAIL RCPT "NOOP" CRLF);
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail");
+  assert_string_equal(smtp_server_envelope(s)->sender, "a@sender.example");
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_NONE);
+  expect_event(s, SMTP_SERVER_WAIT_VERDICT, "waiting 1");
+  expect_event(s, SMTP_SERVER_WAIT_VERDICT, "waiting 2");
+  assert_null(smtp_server_pending_rcpt(s));
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_EV_RCPT, "rcpt");
+  assert_string_equal(smtp_server_pending_rcpt(s)->addr, "b@rcpt.example");
+  smtp_server_reject(s, 450, "4.2.0", "Try\r\nlater");
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "after noop");
+  const uint8_t *out;
+  size_t n;
+  smtp_server_output(s, &out, &n);
+  const char *tail = "250 2.1.0 Ok\r\n450 4.2.0 Try  later\r\n250 2.0.0 Ok\r\n";
+  assert_true(n >= strlen(tail));
+  assert_memory_equal(out + n - strlen(tail), tail, strlen(tail));
+  assert_int_equal(smtp_server_envelope(s)->num_rcpts, 0);
+  smtp_server_free(s);
+}
+
+static void test_envelope_fields(void **state) {
+  struct smtp_server *s = api_session(NULL);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  assert_string_equal(smtp_server_protocol(s), "ESMTP");
+  feed_str(s, "MAIL FROM:<\xc3\xa9@b.example> SIZE=42 BODY=8BITMIME RET=FULL "
+              "ENVID=id+2B1 SMTPUTF8" CRLF
+              "RCPT TO:<@r.example:c@d.example> NOTIFY=FAILURE,DELAY "
+              "ORCPT=rfc822;c+40d.example" CRLF "DATA" CRLF);
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail");
+  const struct smtp_envelope *e = smtp_server_envelope(s);
+  assert_string_equal(e->sender, "\xc3\xa9@b.example");
+  assert_int_equal(e->size_hint, 42);
+  assert_int_equal(e->body, SMTP_BODY_8BITMIME);
+  assert_int_equal(e->ret, SMTP_RET_FULL);
+  assert_string_equal(e->envid, "id+1");
+  assert_int_equal(e->smtputf8, 1);
+  assert_string_equal(smtp_server_protocol(s), "UTF8SMTP");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_EV_RCPT, "rcpt");
+  const struct smtp_rcpt *rc = smtp_server_pending_rcpt(s);
+  assert_string_equal(rc->addr, "c@d.example");
+  assert_int_equal(rc->source_route, 1);
+  assert_int_equal(rc->notify, SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY);
+  assert_string_equal(rc->orcpt, "rfc822;c@d.example");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "354");
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_DATA);
+  assert_int_equal(e->num_rcpts, 1);
+  assert_string_equal(e->rcpts[0].orcpt, "rfc822;c@d.example");
+  feed_str(s, "hi" CRLF "." CRLF);
+  expect_event(s, SMTP_SERVER_EV_MESSAGE, "message");
+  struct buf body = {0};
+  smtp_server_take_body(s, &body);
+  assert_int_equal(body.len, 4);
+  assert_memory_equal(body.data, "hi\r\n", 4);
+  smtp_server_accept(s);
+  assert_null(e->sender);
+  assert_int_equal(e->num_rcpts, 0);
+  assert_string_equal(smtp_server_protocol(s), "ESMTP");
+  assert_int_equal(smtp_server_is_idle(s), 1);
+  buf_free(&body);
+  smtp_server_free(s);
+}
+
+static void test_protocol_helo(void **state) {
+  struct smtp_server *s = api_session(NULL);
+  assert_null(smtp_server_helo(s));
+  assert_string_equal(smtp_server_protocol(s), "SMTP");
+  feed_str(s, "HELO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "helo");
+  assert_string_equal(smtp_server_protocol(s), "SMTP");
+  smtp_server_free(s);
+}
+
+static void test_ehlo_keywords(void **state) {
+  struct smtp_server_config cfg = {.hostname = "mx.example",
+                                   .extensions = SMTP_EXT_PIPELINING |
+                                                 SMTP_EXT_SIZE | SMTP_EXT_DSN};
+  smtp_server_limits_default(&cfg.limits);
+  struct smtp_server *s = smtp_server_new(&cfg);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  const uint8_t *out;
+  size_t n;
+  smtp_server_output(s, &out, &n);
+  const char *want = "220 mx.example ESMTP postseal\r\n"
+                     "250-mx.example\r\n250-PIPELINING\r\n"
+                     "250-SIZE 10485760\r\n250 DSN\r\n";
+  assert_int_equal(n, strlen(want));
+  assert_memory_equal(out, want, n);
+  smtp_server_free(s);
+
+  cfg.extensions = 0;
+  s = smtp_server_new(&cfg);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo bare");
+  smtp_server_output(s, &out, &n);
+  want = "220 mx.example ESMTP postseal\r\n250 mx.example\r\n";
+  assert_int_equal(n, strlen(want));
+  assert_memory_equal(out, want, n);
+  smtp_server_free(s);
+}
+
+static void test_input_limit(void **state) {
+  struct smtp_server *s = api_session(NULL);
+  static uint8_t big[300 << 10];
+  memset(big, 'x', sizeof(big));
+  assert_int_equal(smtp_server_feed(s, big, sizeof(big)), -1);
+  assert_int_equal(smtp_server_feed(s, big, 200 << 10), 0);
+  assert_int_equal(smtp_server_feed(s, big, 100 << 10), -1);
+  /* The long garbage line is refused once and then skipped. */
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "drained");
+  assert_int_equal(smtp_server_feed(s, big, 100 << 10), 0);
+  feed_str(s, CRLF "NOOP" CRLF);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "noop");
+  const uint8_t *out;
+  size_t n;
+  smtp_server_output(s, &out, &n);
+  const char *tail = "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n";
+  assert_true(n >= strlen(tail));
+  assert_memory_equal(out + n - strlen(tail), tail, strlen(tail));
+  smtp_server_free(s);
+}
+
+/* While a verdict is owed, input piles up to the limit, then drains. */
+static void test_input_held_during_verdict(void **state) {
+  struct smtp_server *s = api_session(NULL);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  feed_str(s, MAIL);
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail");
+  size_t fed = 0;
+  while (smtp_server_feed(s, (const uint8_t *)"NOOP" CRLF, 6) == 0) {
+    fed++;
+  }
+  assert_true(fed > 1000);
+  assert_int_equal(smtp_server_is_idle(s), 0);
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "drained");
+  assert_int_equal(smtp_server_feed(s, (const uint8_t *)"NOOP" CRLF, 6), 0);
+  smtp_server_free(s);
+}
+
+static void test_timeouts_and_shutdown(void **state) {
+  struct smtp_server *s = api_session(NULL);
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_COMMAND);
+  assert_int_equal(smtp_server_is_idle(s), 1);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  feed_str(s, MAIL);
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "mail ok");
+  assert_int_equal(smtp_server_is_idle(s), 0);
+  feed_str(s, "NOO");
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "partial");
+  assert_int_equal(smtp_server_is_idle(s), 0);
+  smtp_server_timeout(s);
+  expect_event(s, SMTP_SERVER_EV_CLOSE, "timeout");
+  expect_event(s, SMTP_SERVER_EV_CLOSE, "still closed");
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_NONE);
+  const uint8_t *out;
+  size_t n;
+  smtp_server_output(s, &out, &n);
+  const char *tail = "421 4.4.2 mx.example Error: timeout exceeded\r\n";
+  assert_memory_equal(out + n - strlen(tail), tail, strlen(tail));
+  feed_str(s, "NOOP" CRLF);
+  expect_event(s, SMTP_SERVER_EV_CLOSE, "input ignored");
+  smtp_server_output(s, &out, &n);
+  assert_memory_equal(out + n - strlen(tail), tail, strlen(tail));
+  smtp_server_free(s);
+
+  s = api_session(NULL);
+  smtp_server_shutdown(s);
+  expect_event(s, SMTP_SERVER_EV_CLOSE, "shutdown");
+  smtp_server_output(s, &out, &n);
+  tail = "421 4.3.2 mx.example Service shutting down\r\n";
+  assert_memory_equal(out + n - strlen(tail), tail, strlen(tail));
+  smtp_server_free(s);
+}
+
+static void test_bdat_timeout_class(void **state) {
+  struct smtp_server *s = api_session(NULL);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  feed_str(s, MAIL RCPT "BDAT 4" CRLF "ab");
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_EV_RCPT, "rcpt");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "in chunk");
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_DATA);
+  feed_str(s, "cd");
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "between chunks");
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_DATA);
+  assert_int_equal(smtp_server_is_idle(s), 0);
+  feed_str(s, "BDAT 0 LAST" CRLF);
+  expect_event(s, SMTP_SERVER_EV_MESSAGE, "message");
+  struct buf body = {0};
+  smtp_server_take_body(s, &body);
+  assert_int_equal(body.len, 4);
+  smtp_server_reply_queued(s, "ABC");
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_COMMAND);
+  buf_free(&body);
+  smtp_server_free(s);
+}
+
+static void test_stats(void **state) {
+  struct smtp_server_stats st = {0};
+  struct run run = {.stats = &st};
+  struct result r;
+  const char *script = EHLO MAIL RCPT "NOOP" CRLF "FOO" CRLF "QUIT" CRLF;
+  run_script(&run, script, strlen(script), &r);
+  assert_int_equal(st.commands[SMTP_VERB_EHLO], 1);
+  assert_int_equal(st.commands[SMTP_VERB_MAIL], 1);
+  assert_int_equal(st.commands[SMTP_VERB_RCPT], 1);
+  assert_int_equal(st.commands[SMTP_VERB_NOOP], 1);
+  assert_int_equal(st.commands[SMTP_VERB_UNKNOWN], 1);
+  assert_int_equal(st.commands[SMTP_VERB_QUIT], 1);
+  /* 220, 250 EHLO, 250 MAIL, 250 RCPT, 250 NOOP, 221 */
+  assert_int_equal(st.replies[2], 6);
+  assert_int_equal(st.replies[5], 1);
+  result_free(&r);
+}
+
+int main(void) {
+  static const struct CMUnitTest fixed[] = {
+      cmocka_unit_test(test_split_every_point),
+      cmocka_unit_test(test_recipient_limit),
+      cmocka_unit_test(test_huge_header),
+      cmocka_unit_test(test_big_message),
+      cmocka_unit_test(test_verdict_wait),
+      cmocka_unit_test(test_envelope_fields),
+      cmocka_unit_test(test_protocol_helo),
+      cmocka_unit_test(test_ehlo_keywords),
+      cmocka_unit_test(test_input_limit),
+      cmocka_unit_test(test_input_held_during_verdict),
+      cmocka_unit_test(test_timeouts_and_shutdown),
+      cmocka_unit_test(test_bdat_timeout_class),
+      cmocka_unit_test(test_stats),
+  };
+  size_t num_sc = sizeof(scenarios) / sizeof(scenarios[0]);
+  size_t num_fixed = sizeof(fixed) / sizeof(fixed[0]);
+  struct CMUnitTest *tests = calloc(num_sc + num_fixed, sizeof(*tests));
+  if (tests == NULL) {
+    return 1;
+  }
+  /* One cmocka test per scenario, named by its label. */
+  for (size_t i = 0; i < num_sc; i++) {
+    tests[i].name = scenarios[i].name;
+    tests[i].test_func = test_scenario;
+    tests[i].initial_state = (void *)&scenarios[i];
+  }
+  memcpy(tests + num_sc, fixed, sizeof(fixed));
+  int rc = _cmocka_run_group_tests("smtp_server", tests, num_sc + num_fixed,
+                                   NULL, NULL);
+  free(tests);
+  return rc;
+}
