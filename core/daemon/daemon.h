@@ -1,0 +1,204 @@
+/* core/daemon/daemon.h — postseald's wiring: the per-core io_uring workers,
+ * the SMTP session glue, the metrics endpoint.
+ *
+ * Owns: everything that joins the layers (core runtime, proto engines,
+ * policy verdicts, the spool). This is the only code that sees every layer;
+ * it stays thin: sockets and completions here, decisions in the modules.
+ *
+ * Threads: main() owns signals and configuration reloads; each worker
+ * thread owns one io_uring, its listeners (SO_REUSEPORT), its connections,
+ * its spool writer and its counters. Workers share nothing mutable except
+ * the published config pointer and the stop/reload generation (atomics),
+ * and the counters, which other threads only read (metrics scrape). */
+#ifndef POSTSEAL_CORE_DAEMON_DAEMON_H
+#define POSTSEAL_CORE_DAEMON_DAEMON_H
+
+#include <liburing.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/spool.h"
+#include "proto/http.h"
+#include "proto/smtp_server.h"
+
+#define DAEMON_MAX_WORKERS 64
+#define DAEMON_RECV_BUF_SIZE (16 * 1024)
+#define DAEMON_RECV_BUF_COUNT 1024 /* per worker; power of two */
+#define DAEMON_RING_ENTRIES 4096
+
+enum listener_kind { LISTEN_SMTP, LISTEN_SUBMISSION, LISTEN_METRICS, LISTEN_COUNT };
+
+/* Why a message or command was refused: the label of
+ * postseal_messages_rejected_total. */
+enum reject_reason {
+  REJECT_RELAY_DENIED,
+  REJECT_SPOOL_FULL,
+  REJECT_SPOOL_ERROR,
+  REJECT_SHUTDOWN,
+  REJECT_COUNT,
+};
+
+/* Counters of one worker; only that worker writes them (METRIC_ADD). */
+struct worker_metrics {
+  uint64_t sessions_total[LISTEN_COUNT];
+  uint64_t sessions_active[LISTEN_COUNT];
+  uint64_t sessions_refused; /* over max_sessions */
+  struct smtp_server_stats smtp;
+  uint64_t messages_accepted;
+  uint64_t messages_rejected[REJECT_COUNT];
+  uint64_t rcpts_rejected[REJECT_COUNT];
+  uint64_t bytes_received;
+  uint64_t spool_commits;
+  uint64_t spool_commit_errors;
+  uint64_t queue_messages; /* messages committed by this worker (gauge part) */
+  uint64_t timeouts;
+  struct metric_hist batch_size;     /* records per group commit */
+  struct metric_hist commit_seconds; /* write + fdatasync latency */
+};
+
+extern const struct metric_hist_spec daemon_batch_spec;
+extern const struct metric_hist_spec daemon_latency_spec;
+
+/* An in-flight io_uring operation's kind, kept in the low bits of
+ * user_data; the rest is a pointer to the owning object (16-aligned). */
+enum op_kind {
+  OP_ACCEPT = 1,
+  OP_RECV = 2,
+  OP_SEND = 3,
+  OP_TICK = 4,
+  OP_WAKE = 5,
+  OP_SPOOL_WRITE = 6,
+  OP_SPOOL_SYNC = 7,
+  OP_MASK = 15,
+};
+
+struct worker;
+
+/* One client connection (SMTP or metrics HTTP). Lives in the worker's pool;
+ * freed only when no operation on it is in flight (num_ops == 0), and its
+ * generation changes on reuse so late commits for a closed session are
+ * recognised. */
+struct conn {
+  struct worker *w;
+  struct conn *next_free;
+  struct conn *prev, *next; /* in the worker's live list */
+  uint64_t gen;
+  int fd;
+  enum listener_kind kind;
+  int num_ops;       /* operations in flight */
+  int recv_armed;    /* multishot recv active */
+  int sending;       /* a send is in flight */
+  int closing;       /* close once output is flushed */
+  int shut;          /* shutdown(2) done; waiting for ops to drain */
+  int commit_pending; /* a message sits in the spool batch */
+  int freed;          /* back in the free list */
+  int64_t deadline_ms;
+  struct sockaddr_storage peer;
+  char peer_text[64];
+  uint64_t session_id;
+  char session_text[32];
+  struct smtp_server *smtp; /* SMTP kinds */
+  struct buf http_in;       /* metrics kind */
+  struct buf out;           /* bytes being sent (the kernel reads them) */
+  size_t out_off;
+  struct buf pending;       /* bytes queued while a send is in flight */
+  uint64_t queue_id; /* of the message being committed */
+  size_t message_size;
+  size_t message_rcpts;
+} __attribute__((aligned(16)));
+
+struct listener {
+  int fd;
+  enum listener_kind kind;
+  int armed;
+} __attribute__((aligned(16)));
+
+/* A message waiting for its group commit. */
+struct commit {
+  struct conn *c;
+  uint64_t gen;
+  uint64_t queue_id;
+  struct buf data; /* Received: header + body: what the spool stores */
+  int64_t start_ms;
+};
+
+struct daemon;
+
+struct __attribute__((aligned(64))) worker {
+  struct daemon *d;
+  unsigned index;
+  pthread_t thread;
+  struct io_uring ring;
+  struct io_uring_buf_ring *br;
+  uint8_t *bufs;
+  struct listener listeners[LISTEN_COUNT];
+  int wake_fd;
+  uint64_t wake_value;
+  const struct config *cfg; /* this worker's view; swapped on reload */
+  uint64_t seen_reload_gen;
+  struct spool_writer *spool;
+  int spool_ops;               /* 2 while write+fsync are in flight */
+  int spool_result;            /* first error of the in-flight batch */
+  size_t spool_expect;         /* bytes the in-flight write must write */
+  int64_t spool_start_ms;
+  int64_t spool_start_ns;      /* monotonic, for the latency histogram */
+  size_t spool_batch_count;    /* records reported by the last flush */
+  struct conn *live;           /* live connections */
+  struct conn *free_conns;
+  unsigned num_conns;
+  int stopping;
+  int64_t stop_deadline_ms;
+  int64_t now_ms;
+  struct __kernel_timespec tick_ts;
+  struct worker_metrics m;
+  uint64_t next_session;
+  char *rcpt_scratch;
+};
+
+struct daemon {
+  const char *config_path;
+  struct config *cfg; /* published config (atomic pointer) */
+  uint64_t reload_gen;  /* bumped on SIGHUP after cfg is swapped */
+  int stop;             /* set on SIGTERM/SIGINT */
+  unsigned num_workers;
+  struct worker workers[DAEMON_MAX_WORKERS];
+  uint64_t recovered_messages;
+  uint64_t first_queue_id;
+  int64_t start_ms;
+  struct config *old_cfgs[64]; /* kept until exit: workers may hold them */
+  size_t num_old_cfgs;
+};
+
+/* worker.c */
+int worker_init(struct worker *w, struct daemon *d, unsigned index,
+                char *err, size_t err_len);
+void *worker_main(void *arg);
+void worker_wake(struct worker *w);
+int64_t daemon_now_ms(void);
+int64_t daemon_mono_ns(void);
+
+/* session.c: SMTP glue, called by the worker. */
+int session_start(struct conn *c);
+void session_on_input(struct conn *c, const uint8_t *in, size_t in_len);
+void session_pump(struct conn *c);
+void session_on_commit(struct conn *c, struct commit *cm, int err);
+void session_on_timeout(struct conn *c);
+void session_on_shutdown(struct conn *c);
+void session_free(struct conn *c);
+
+/* conn helpers in worker.c, used by session.c and metrics_http.c */
+void conn_send(struct conn *c, const uint8_t *data, size_t len);
+void conn_close(struct conn *c);
+int worker_spool_add(struct worker *w, struct commit *cm,
+                     const struct spool_message *m);
+
+/* metrics_http.c */
+void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len);
+void metrics_render(struct daemon *d, struct buf *out);
+
+#endif

@@ -1,0 +1,219 @@
+/* core/daemon/main.c — postseald: configuration, recovery, signals, the
+ * worker threads. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "core/daemon/daemon.h"
+#include "core/log.h"
+
+static struct daemon the_daemon;
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: postseald [-c FILE] [--check-config] [--version]\n"
+          "  -c, --config FILE   YAML configuration (default: built-in "
+          "defaults)\n"
+          "      --check-config  validate the configuration and exit\n"
+          "Environment POSTSEAL_* variables override the file; see "
+          "docs/configuration.md.\n");
+}
+
+/* raise_nofile lifts the open-file limit to its hard maximum: every session
+ * is a descriptor, and thousands of idle sessions are normal for a relay. */
+static void raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+/* recover_spool replays the segments before any listener opens: torn tails
+ * are cut, acknowledged messages are counted, queue ids continue above the
+ * largest one found. */
+static int recover_spool(struct daemon *d) {
+  struct spool_scan scan;
+  char err[512] = "";
+  if (spool_scan(d->cfg->spool_dir, 1, &scan, err, sizeof(err)) != 0) {
+    log_msg("error", "spool recovery failed: %s", err);
+    return -1;
+  }
+  uint64_t pending = 0;
+  for (size_t i = 0; i < scan.num_entries; i++) {
+    if (scan.entries[i].num_done < scan.entries[i].num_rcpts) {
+      pending++;
+    }
+  }
+  d->recovered_messages = pending;
+  d->first_queue_id = scan.max_queue_id + 1;
+  struct log_rec r;
+  log_begin(&r, "recovered");
+  log_str(&r, "spool", d->cfg->spool_dir);
+  log_u64(&r, "segments", scan.num_segments);
+  log_u64(&r, "messages", pending);
+  log_u64(&r, "torn_tails", scan.num_torn);
+  log_end(&r);
+  spool_scan_free(&scan);
+  return 0;
+}
+
+static void reload(struct daemon *d) {
+  char err[1024];
+  struct config *cfg = config_load(d->config_path, err, sizeof(err));
+  if (cfg == NULL) {
+    log_msg("error", "reload refused, keeping the running configuration: %s",
+            err);
+    return;
+  }
+  if (d->num_old_cfgs == sizeof(d->old_cfgs) / sizeof(d->old_cfgs[0])) {
+    /* Every worker has long since switched away from the oldest. */
+    config_free(d->old_cfgs[0]);
+    memmove(d->old_cfgs, d->old_cfgs + 1,
+            (d->num_old_cfgs - 1) * sizeof(d->old_cfgs[0]));
+    d->num_old_cfgs--;
+  }
+  d->old_cfgs[d->num_old_cfgs++] = d->cfg;
+  log_set_json(cfg->log_format == CONFIG_LOG_JSON);
+  __atomic_store_n(&d->cfg, cfg, __ATOMIC_RELEASE);
+  __atomic_add_fetch(&d->reload_gen, 1, __ATOMIC_RELEASE);
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    worker_wake(&d->workers[i]);
+  }
+  log_msg("info", "configuration reloaded%s",
+          "; listener and thread changes take effect on restart");
+}
+
+/* serve waits for signals on the main thread; workers never see them. */
+static void serve(struct daemon *d, const sigset_t *set) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(set, &sig) != 0) {
+      continue;
+    }
+    if (sig == SIGHUP) {
+      reload(d);
+      continue;
+    }
+    log_msg("info", "signal %d: draining sessions and stopping", sig);
+    __atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < d->num_workers; i++) {
+      worker_wake(&d->workers[i]);
+    }
+    return;
+  }
+}
+
+static int start_workers(struct daemon *d) {
+  char err[512];
+  d->num_workers = d->cfg->threads;
+  if (d->num_workers > DAEMON_MAX_WORKERS) {
+    d->num_workers = DAEMON_MAX_WORKERS;
+  }
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    if (worker_init(&d->workers[i], d, i, err, sizeof(err)) != 0) {
+      log_msg("error", "%s", err);
+      return -1;
+    }
+  }
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    if (pthread_create(&d->workers[i].thread, NULL, worker_main,
+                       &d->workers[i]) != 0) {
+      log_msg("error", "pthread_create: %s", strerror(errno));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"check-config", no_argument, NULL, 'C'},
+      {"version", no_argument, NULL, 'V'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  struct daemon *d = &the_daemon;
+  int check_only = 0;
+  int opt;
+  while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    switch (opt) {
+    case 'c':
+      d->config_path = optarg;
+      break;
+    case 'C':
+      check_only = 1;
+      break;
+    case 'V':
+      printf("postseald 0.1.0\n");
+      return 0;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind != argc) {
+    usage(stderr);
+    return 2;
+  }
+  log_set_program("postseald");
+  char err[1024];
+  d->cfg = config_load(d->config_path, err, sizeof(err));
+  if (d->cfg == NULL) {
+    fprintf(stderr, "postseald: %s\n", err);
+    return 1;
+  }
+  if (check_only) {
+    printf("%s: configuration OK\n",
+           d->config_path ? d->config_path : "(built-in defaults)");
+    config_free(d->cfg);
+    return 0;
+  }
+  log_set_json(d->cfg->log_format == CONFIG_LOG_JSON);
+  if (d->cfg->open_relay) {
+    log_msg("warning", "open_relay is set: anyone may relay through this "
+                       "server");
+  }
+  raise_nofile();
+  d->start_ms = daemon_now_ms();
+
+  /* Block the signals before any thread exists, so all inherit the mask
+   * and only sigwait() in serve() receives them. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (recover_spool(d) != 0 || start_workers(d) != 0) {
+    log_flush();
+    return 1;
+  }
+  log_msg("info", "postseald ready: smtp=%s submission=%s metrics=%s "
+                  "threads=%u spool=%s",
+          d->cfg->smtp.enabled ? d->cfg->smtp.text : "off",
+          d->cfg->submission.enabled ? d->cfg->submission.text : "off",
+          d->cfg->metrics.enabled ? d->cfg->metrics.text : "off",
+          d->num_workers, d->cfg->spool_dir);
+  serve(d, &set);
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    pthread_join(d->workers[i].thread, NULL);
+  }
+  log_msg("info", "postseald stopped; spool durable");
+  for (size_t i = 0; i < d->num_old_cfgs; i++) {
+    config_free(d->old_cfgs[i]);
+  }
+  config_free(d->cfg);
+  return 0;
+}

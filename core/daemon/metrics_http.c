@@ -1,0 +1,193 @@
+/* core/daemon/metrics_http.c — GET /metrics: every worker's counters summed
+ * at scrape time, in Prometheus text format 0.0.4. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/daemon/daemon.h"
+
+static const char *const verb_names[SMTP_VERB_COUNT] = {
+    "helo", "ehlo", "mail", "rcpt", "data", "bdat",
+    "rset", "noop", "quit", "vrfy", "help", "unknown",
+};
+static const char *const listener_names[LISTEN_COUNT] = {"smtp", "submission",
+                                                         "metrics"};
+static const char *const reject_names[REJECT_COUNT] = {
+    "relay_denied", "spool_full", "spool_error", "shutdown"};
+
+/* Sum of one uint64_t field over all workers, read with relaxed loads. */
+#define SUM(d, field)                                                          \
+  ({                                                                           \
+    uint64_t s_ = 0;                                                           \
+    for (unsigned i_ = 0; i_ < (d)->num_workers; i_++) {                       \
+      s_ += METRIC_GET((d)->workers[i_].m.field);                              \
+    }                                                                          \
+    s_;                                                                        \
+  })
+
+static void render_labelled(struct buf *out, const char *name,
+                            const char *key, const char *value, double v) {
+  char label[128];
+  metric_label(label, sizeof(label), key, value);
+  metric_write_value(out, name, label, v);
+}
+
+static void render_sessions(struct daemon *d, struct buf *out) {
+  metric_write_header(out, "postseal_smtp_sessions_total", "counter",
+                      "SMTP sessions accepted, by listener.");
+  for (int k = 0; k < LISTEN_METRICS; k++) {
+    render_labelled(out, "postseal_smtp_sessions_total", "listener",
+                    listener_names[k], (double)SUM(d, sessions_total[k]));
+  }
+  metric_write_header(out, "postseal_smtp_sessions_active", "gauge",
+                      "SMTP sessions open now, by listener.");
+  for (int k = 0; k < LISTEN_METRICS; k++) {
+    render_labelled(out, "postseal_smtp_sessions_active", "listener",
+                    listener_names[k], (double)(int64_t)SUM(d, sessions_active[k]));
+  }
+  metric_write_header(out, "postseal_smtp_sessions_refused_total", "counter",
+                      "Connections refused because a thread was at its "
+                      "session limit.");
+  metric_write_value(out, "postseal_smtp_sessions_refused_total", NULL,
+                     (double)SUM(d, sessions_refused));
+  metric_write_header(out, "postseal_smtp_timeouts_total", "counter",
+                      "SMTP sessions closed by an RFC 5321 timeout.");
+  metric_write_value(out, "postseal_smtp_timeouts_total", NULL,
+                     (double)SUM(d, timeouts));
+}
+
+static void render_smtp(struct daemon *d, struct buf *out) {
+  metric_write_header(out, "postseal_smtp_commands_total", "counter",
+                      "SMTP commands received, by verb.");
+  for (int v = 0; v < SMTP_VERB_COUNT; v++) {
+    render_labelled(out, "postseal_smtp_commands_total", "verb", verb_names[v],
+                    (double)SUM(d, smtp.commands[v]));
+  }
+  metric_write_header(out, "postseal_smtp_replies_total", "counter",
+                      "SMTP replies sent, by class.");
+  for (int k = 2; k <= 5; k++) {
+    char cls[4] = {(char)('0' + k), 'x', 'x', '\0'};
+    render_labelled(out, "postseal_smtp_replies_total", "class", cls,
+                    (double)SUM(d, smtp.replies[k]));
+  }
+  metric_write_header(out, "postseal_smtp_received_bytes_total", "counter",
+                      "Bytes received on SMTP sessions.");
+  metric_write_value(out, "postseal_smtp_received_bytes_total", NULL,
+                     (double)SUM(d, bytes_received));
+}
+
+static void render_messages(struct daemon *d, struct buf *out) {
+  metric_write_header(out, "postseal_messages_accepted_total", "counter",
+                      "Messages acknowledged with 250 after a durable commit.");
+  metric_write_value(out, "postseal_messages_accepted_total", NULL,
+                     (double)SUM(d, messages_accepted));
+  metric_write_header(out, "postseal_messages_rejected_total", "counter",
+                      "Messages refused at end of data, by reason.");
+  for (int r = 0; r < REJECT_COUNT; r++) {
+    render_labelled(out, "postseal_messages_rejected_total", "reason",
+                    reject_names[r], (double)SUM(d, messages_rejected[r]));
+  }
+  metric_write_header(out, "postseal_recipients_rejected_total", "counter",
+                      "Recipients refused at RCPT, by reason.");
+  for (int r = 0; r < REJECT_COUNT; r++) {
+    render_labelled(out, "postseal_recipients_rejected_total", "reason",
+                    reject_names[r], (double)SUM(d, rcpts_rejected[r]));
+  }
+  metric_write_header(out, "postseal_queue_messages", "gauge",
+                      "Messages in the spool not yet finished.");
+  metric_write_value(out, "postseal_queue_messages", NULL,
+                     (double)(d->recovered_messages + SUM(d, queue_messages)));
+}
+
+static void render_spool(struct daemon *d, struct buf *out) {
+  metric_write_header(out, "postseal_spool_commits_total", "counter",
+                      "Records made durable by group commits.");
+  metric_write_value(out, "postseal_spool_commits_total", NULL,
+                     (double)SUM(d, spool_commits));
+  metric_write_header(out, "postseal_spool_commit_errors_total", "counter",
+                      "Records whose group commit failed (write or fsync).");
+  metric_write_value(out, "postseal_spool_commit_errors_total", NULL,
+                     (double)SUM(d, spool_commit_errors));
+  struct metric_hist batch = {0}, latency = {0};
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    metric_hist_add_into(&batch, &d->workers[i].m.batch_size,
+                         &daemon_batch_spec);
+    metric_hist_add_into(&latency, &d->workers[i].m.commit_seconds,
+                         &daemon_latency_spec);
+  }
+  metric_write_header(out, "postseal_spool_commit_batch_records", "histogram",
+                      "Records per group commit (one write, one fdatasync).");
+  metric_write_hist(out, "postseal_spool_commit_batch_records", NULL, &batch,
+                    &daemon_batch_spec);
+  metric_write_header(out, "postseal_spool_commit_duration_seconds",
+                      "histogram", "Time from write submission to fdatasync "
+                                   "completion of a group commit.");
+  metric_write_hist(out, "postseal_spool_commit_duration_seconds", NULL,
+                    &latency, &daemon_latency_spec);
+}
+
+void metrics_render(struct daemon *d, struct buf *out) {
+  render_sessions(d, out);
+  render_smtp(d, out);
+  render_messages(d, out);
+  render_spool(d, out);
+  metric_write_header(out, "postseal_threads", "gauge",
+                      "Event loop threads (one io_uring each).");
+  metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);
+  metric_write_header(out, "postseal_start_time_seconds", "gauge",
+                      "Start time of the daemon since the Unix epoch.");
+  metric_write_value(out, "postseal_start_time_seconds", NULL,
+                     (double)(d->start_ms / 1000));
+}
+
+static void metrics_respond(struct conn *c, int status, const char *reason,
+                            const char *type, const struct buf *body,
+                            int head_only) {
+  struct buf resp = {0};
+  buf_printf(&resp,
+             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+             "Connection: close\r\n\r\n",
+             status, reason, type, body ? body->len : 0);
+  if (body != NULL && !head_only) {
+    buf_append(&resp, body->data, body->len);
+  }
+  conn_send(c, resp.data, resp.len);
+  buf_free(&resp);
+  conn_close(c);
+}
+
+void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
+  if (buf_append(&c->http_in, in, in_len) != 0) {
+    conn_close(c);
+    return;
+  }
+  struct http_request req;
+  enum http_parse_result rc =
+      http_request_parse((const char *)c->http_in.data, c->http_in.len, &req);
+  if (rc == HTTP_PARSE_NEED_MORE) {
+    return;
+  }
+  const char *text = "text/plain; charset=utf-8";
+  if (rc == HTTP_PARSE_TOO_LARGE) {
+    metrics_respond(c, 431, "Request Header Fields Too Large", text, NULL, 0);
+    return;
+  }
+  if (rc != HTTP_PARSE_DONE) {
+    metrics_respond(c, 400, "Bad Request", text, NULL, 0);
+    return;
+  }
+  int head = strcmp(req.method, "HEAD") == 0;
+  if (!head && strcmp(req.method, "GET") != 0) {
+    metrics_respond(c, 405, "Method Not Allowed", text, NULL, 0);
+    return;
+  }
+  if (strcmp(req.target, "/metrics") != 0 &&
+      strncmp(req.target, "/metrics?", 9) != 0) {
+    metrics_respond(c, 404, "Not Found", text, NULL, 0);
+    return;
+  }
+  struct buf body = {0};
+  metrics_render(c->w->d, &body);
+  metrics_respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
+                  &body, head);
+  buf_free(&body);
+}

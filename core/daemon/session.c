@@ -1,0 +1,327 @@
+/* core/daemon/session.c — glue between a connection and the SMTP engine:
+ * relay verdicts at RCPT, the spool commit at end of message, logs and
+ * counters. Runs on the connection's worker thread. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/daemon/daemon.h"
+#include "core/log.h"
+#include "policy/access.h"
+
+#define SESSION_MAX_STACK_RCPTS 128
+
+int session_start(struct conn *c) {
+  struct worker *w = c->w;
+  const struct config *cfg = w->cfg;
+  struct smtp_server_config sc = {
+      .hostname = cfg->hostname,
+      .extensions = SMTP_EXT_ALL,
+      .stats = &w->m.smtp,
+  };
+  smtp_server_limits_default(&sc.limits);
+  sc.limits.max_message_size = cfg->message_size_limit;
+  sc.limits.max_recipients = cfg->recipient_limit;
+  sc.limits.max_header_size = cfg->header_size_limit;
+  sc.limits.max_errors = cfg->error_limit;
+  c->smtp = smtp_server_new(&sc);
+  if (c->smtp == NULL) {
+    return -1;
+  }
+  c->session_id = ((uint64_t)w->index << 56) | ++w->next_session;
+  /* Thread and sequence: unique per run, short enough to grep. */
+  snprintf(c->session_text, sizeof(c->session_text), "%u.%llu", w->index,
+           (unsigned long long)w->next_session);
+  struct log_rec r;
+  log_begin(&r, "connect");
+  log_str(&r, "session", c->session_text);
+  log_str(&r, "client", c->peer_text);
+  log_str(&r, "listener", c->kind == LISTEN_SMTP ? "smtp" : "submission");
+  log_end(&r);
+  session_pump(c);
+  return 0;
+}
+
+void session_free(struct conn *c) {
+  if (c->smtp == NULL) {
+    return;
+  }
+  struct log_rec r;
+  log_begin(&r, "disconnect");
+  log_str(&r, "session", c->session_text);
+  log_str(&r, "client", c->peer_text);
+  log_end(&r);
+  smtp_server_free(c->smtp);
+  c->smtp = NULL;
+}
+
+/* session_set_deadline arms the RFC 5321 §4.5.3.2 timeout that applies in
+ * the engine's current state. */
+static void session_set_deadline(struct conn *c) {
+  const struct config *cfg = c->w->cfg;
+  switch (smtp_server_timeout_class(c->smtp)) {
+  case SMTP_TIMEOUT_COMMAND:
+    c->deadline_ms = c->w->now_ms + (int64_t)cfg->timeout_command * 1000;
+    break;
+  case SMTP_TIMEOUT_DATA:
+    c->deadline_ms = c->w->now_ms + (int64_t)cfg->timeout_data * 1000;
+    break;
+  case SMTP_TIMEOUT_NONE:
+    c->deadline_ms = 0;
+    break;
+  }
+}
+
+static void session_on_rcpt(struct conn *c) {
+  struct worker *w = c->w;
+  const struct smtp_rcpt *rcpt = smtp_server_pending_rcpt(c->smtp);
+  struct access_verdict v;
+  access_check_rcpt(w->cfg, (const struct sockaddr *)&c->peer, rcpt->addr,
+                    rcpt->source_route, &v);
+  if (v.accept) {
+    smtp_server_accept(c->smtp);
+    return;
+  }
+  smtp_server_reject(c->smtp, v.code, v.enhanced, v.text);
+  METRIC_ADD(w->m.rcpts_rejected[REJECT_RELAY_DENIED], 1);
+  struct log_rec r;
+  log_begin(&r, "reject");
+  log_str(&r, "session", c->session_text);
+  log_str(&r, "client", c->peer_text);
+  log_str(&r, "reason", v.reason);
+  log_str(&r, "from", smtp_server_envelope(c->smtp)->sender);
+  log_str(&r, "to", rcpt->addr);
+  log_end(&r);
+}
+
+/* session_received_header writes the trace header RFC 5321 §4.4 requires
+ * at the top of every message we accept. Peer-supplied text (HELO) is
+ * cleaned so it cannot break the header. */
+static int session_received_header(struct conn *c, struct buf *out,
+                                   const char *qid,
+                                   const struct smtp_envelope *env) {
+  char helo[256];
+  const char *h = smtp_server_helo(c->smtp);
+  size_t n = 0;
+  for (; h != NULL && h[n] != '\0' && n < sizeof(helo) - 1; n++) {
+    unsigned char ch = (unsigned char)h[n];
+    helo[n] = (ch > 0x20 && ch < 0x7f && ch != '(' && ch != ')') ? (char)ch
+                                                                 : '?';
+  }
+  helo[n] = '\0';
+  time_t now = (time_t)(c->w->now_ms / 1000);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  char date[64];
+  strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  int rc = buf_printf(out,
+                      "Received: from %s ([%s])\r\n\tby %s (postseal) with "
+                      "%s id %s",
+                      n ? helo : "unknown", c->peer_text, c->w->cfg->hostname,
+                      smtp_server_protocol(c->smtp), qid);
+  /* "for" only with one recipient: more would disclose the others. */
+  if (env->num_rcpts == 1 && strlen(env->rcpts[0].addr) < 400) {
+    rc |= buf_printf(out, "\r\n\tfor <%s>", env->rcpts[0].addr);
+  }
+  rc |= buf_printf(out, "; %s\r\n", date);
+  return rc;
+}
+
+/* session_on_message stages the finished message for the next group
+ * commit; the 250 goes out only when that commit is durable. */
+static void session_on_message(struct conn *c) {
+  struct worker *w = c->w;
+  const struct smtp_envelope *env = smtp_server_envelope(c->smtp);
+  struct commit *cm = calloc(1, sizeof(*cm));
+  struct spool_rcpt stack_rcpts[SESSION_MAX_STACK_RCPTS];
+  struct spool_rcpt *rcpts = stack_rcpts;
+  if (env->num_rcpts > SESSION_MAX_STACK_RCPTS) {
+    rcpts = calloc(env->num_rcpts, sizeof(*rcpts));
+  }
+  if (cm == NULL || rcpts == NULL) {
+    goto fail;
+  }
+  cm->c = c;
+  cm->gen = c->gen;
+  cm->queue_id = spool_writer_new_id(w->spool, w->now_ms);
+  char qid[SPOOL_QUEUE_ID_LEN + 1];
+  spool_queue_id_format(cm->queue_id, qid);
+  struct buf body = {0};
+  smtp_server_take_body(c->smtp, &body);
+  int rc = session_received_header(c, &cm->data, qid, env);
+  rc |= buf_append(&cm->data, body.data, body.len);
+  buf_free(&body);
+  if (rc != 0) {
+    goto fail;
+  }
+  for (size_t i = 0; i < env->num_rcpts; i++) {
+    rcpts[i].addr = env->rcpts[i].addr;
+    rcpts[i].notify = env->rcpts[i].notify;
+    rcpts[i].orcpt = env->rcpts[i].orcpt;
+  }
+  struct spool_message m = {
+      .queue_id = cm->queue_id,
+      .arrival_ms = w->now_ms,
+      .sender = env->sender,
+      .envid = env->envid,
+      .ret = (uint8_t)env->ret,
+      .body_type = (uint8_t)env->body,
+      .smtputf8 = (uint8_t)env->smtputf8,
+      .client_addr = c->peer_text,
+      .helo = smtp_server_helo(c->smtp) ? smtp_server_helo(c->smtp) : "",
+      .num_rcpts = env->num_rcpts,
+      .rcpts = rcpts,
+      .body = cm->data.data,
+      .body_len = cm->data.len,
+  };
+  if (worker_spool_add(w, cm, &m) != 0) {
+    goto fail;
+  }
+  c->commit_pending = 1;
+  c->queue_id = cm->queue_id;
+  c->message_size = cm->data.len;
+  c->message_rcpts = env->num_rcpts;
+  if (rcpts != stack_rcpts) {
+    free(rcpts);
+  }
+  return;
+fail:
+  if (cm != NULL) {
+    buf_free(&cm->data);
+    free(cm);
+  }
+  if (rcpts != stack_rcpts) {
+    free(rcpts);
+  }
+  METRIC_ADD(w->m.messages_rejected[REJECT_SPOOL_ERROR], 1);
+  smtp_server_reject(c->smtp, 451, "4.3.0", "Local error in processing");
+}
+
+/* session_move_output hands the engine's queued replies to the socket. */
+static void session_move_output(struct conn *c) {
+  const uint8_t *out;
+  size_t out_len;
+  smtp_server_output(c->smtp, &out, &out_len);
+  if (out_len > 0) {
+    conn_send(c, out, out_len);
+    smtp_server_output_sent(c->smtp, out_len);
+  }
+}
+
+void session_pump(struct conn *c) {
+  if (c->smtp == NULL || c->shut || c->closing) {
+    return;
+  }
+  for (;;) {
+    enum smtp_server_event ev = smtp_server_next(c->smtp);
+    if (ev == SMTP_SERVER_NEED_INPUT || ev == SMTP_SERVER_WAIT_VERDICT) {
+      break;
+    }
+    if (ev == SMTP_SERVER_EV_MAIL) {
+      smtp_server_accept(c->smtp);
+    } else if (ev == SMTP_SERVER_EV_RCPT) {
+      session_on_rcpt(c);
+    } else if (ev == SMTP_SERVER_EV_MESSAGE) {
+      session_on_message(c);
+    } else if (ev == SMTP_SERVER_EV_CLOSE) {
+      session_move_output(c);
+      conn_close(c);
+      return;
+    }
+  }
+  session_move_output(c);
+  session_set_deadline(c);
+  if (c->w->stopping && smtp_server_is_idle(c->smtp) && !c->commit_pending) {
+    session_on_shutdown(c);
+  }
+}
+
+void session_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
+  if (smtp_server_feed(c->smtp, in, in_len) != 0) {
+    /* More pipelined input than any waiting client may send (RFC 2920
+     * clients wait for the reply to DATA and to the end of data). */
+    static const char msg[] = "421 4.7.0 Too much pipelined input\r\n";
+    session_move_output(c);
+    conn_send(c, (const uint8_t *)msg, sizeof(msg) - 1);
+    conn_close(c);
+    return;
+  }
+  session_pump(c);
+}
+
+static const char *session_commit_status(int err, int *out_code,
+                                         const char **out_enhanced) {
+  if (err == -ENOSPC || err == -EDQUOT) {
+    *out_code = 452;
+    *out_enhanced = "4.3.1";
+    return "Insufficient system storage, try again later";
+  }
+  *out_code = 451;
+  *out_enhanced = "4.3.0";
+  return "Local error in processing, try again later";
+}
+
+void session_on_commit(struct conn *c, struct commit *cm, int err) {
+  struct worker *w = c->w;
+  c->commit_pending = 0;
+  char qid[SPOOL_QUEUE_ID_LEN + 1];
+  spool_queue_id_format(cm->queue_id, qid);
+  struct log_rec r;
+  if (err == 0) {
+    METRIC_ADD(w->m.messages_accepted, 1);
+    METRIC_ADD(w->m.queue_messages, 1);
+    log_begin(&r, "queued");
+    log_str(&r, "qid", qid);
+    log_str(&r, "session", c->session_text);
+    log_str(&r, "client", c->peer_text);
+    log_str(&r, "from", smtp_server_envelope(c->smtp)->sender);
+    log_u64(&r, "size", cm->data.len);
+    log_u64(&r, "nrcpt", c->message_rcpts);
+    log_end(&r);
+  } else {
+    int spool_full = (err == -ENOSPC || err == -EDQUOT);
+    METRIC_ADD(w->m.messages_rejected[spool_full ? REJECT_SPOOL_FULL
+                                                 : REJECT_SPOOL_ERROR],
+               1);
+    log_begin(&r, "reject");
+    log_str(&r, "qid", qid);
+    log_str(&r, "session", c->session_text);
+    log_str(&r, "client", c->peer_text);
+    log_str(&r, "reason", spool_full ? "spool_full" : "spool_error");
+    log_str(&r, "error", strerror(-err));
+    log_end(&r);
+  }
+  if (c->shut) {
+    return; /* the client left; a committed message is still delivered */
+  }
+  if (err == 0) {
+    smtp_server_reply_queued(c->smtp, qid);
+  } else {
+    int code;
+    const char *enhanced;
+    const char *text = session_commit_status(err, &code, &enhanced);
+    smtp_server_reject(c->smtp, code, enhanced, text);
+  }
+  session_pump(c);
+}
+
+void session_on_timeout(struct conn *c) {
+  if (c->commit_pending) {
+    return; /* our own disk is slow: not the client's fault; wait */
+  }
+  smtp_server_timeout(c->smtp);
+  session_pump(c);
+}
+
+void session_on_shutdown(struct conn *c) {
+  if (c->commit_pending || c->smtp == NULL) {
+    return; /* answered when the commit lands; pump then closes it */
+  }
+  if (smtp_server_is_idle(c->smtp) ||
+      c->w->now_ms >= c->w->stop_deadline_ms) {
+    smtp_server_shutdown(c->smtp);
+    session_pump(c);
+  }
+}

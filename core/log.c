@@ -1,0 +1,191 @@
+/* core/log.c — event lines; see log.h. */
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_THREAD_BUF (64 * 1024)
+
+static int log_json;
+static const char *log_program = "postseal";
+static __thread char log_buf[LOG_THREAD_BUF];
+static __thread size_t log_buf_len;
+
+void log_set_json(int json) {
+  log_json = json;
+}
+
+void log_set_program(const char *name) {
+  log_program = name;
+}
+
+/* log_put appends raw bytes, marking the record truncated when full (the
+ * last 5 bytes are kept free for the closing "...}\n"). */
+static void log_put(struct log_rec *r, const char *s, size_t n) {
+  size_t room = LOG_LINE_MAX - 8 - r->len;
+  if (r->len > LOG_LINE_MAX - 8) {
+    room = 0;
+  }
+  if (n > room) {
+    n = room;
+    r->truncated = 1;
+  }
+  memcpy(r->line + r->len, s, n);
+  r->len += n;
+}
+
+/* log_put_json_string writes s as a JSON string body (RFC 8259 §7). */
+static void log_put_json_string(struct log_rec *r, const char *s) {
+  for (; *s != '\0'; s++) {
+    unsigned char c = (unsigned char)*s;
+    char esc[8];
+    if (c == '"' || c == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      log_put(r, esc, 2);
+    } else if (c < 0x20 || c == 0x7f) {
+      snprintf(esc, sizeof(esc), "\\u%04x", c);
+      log_put(r, esc, 6);
+    } else {
+      log_put(r, (const char *)&c, 1);
+    }
+  }
+}
+
+/* log_put_plain_value quotes values with spaces, quotes or control bytes,
+ * so a peer cannot forge fields (e.g. a HELO of "x qid=..."). */
+static void log_put_plain_value(struct log_rec *r, const char *s) {
+  int quote = (*s == '\0');
+  for (const char *p = s; *p != '\0'; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c <= 0x20 || c == '"' || c == '=' || c == 0x7f || c == '\\') {
+      quote = 1;
+      break;
+    }
+  }
+  if (!quote) {
+    log_put(r, s, strlen(s));
+    return;
+  }
+  log_put(r, "\"", 1);
+  log_put_json_string(r, s);
+  log_put(r, "\"", 1);
+}
+
+void log_begin(struct log_rec *r, const char *event) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  struct tm tm;
+  gmtime_r(&tv.tv_sec, &tm);
+  char ts[40];
+  size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
+  r->len = 0;
+  r->truncated = 0;
+  if (log_json) {
+    log_put(r, "{\"ts\":\"", 7);
+    log_put(r, ts, strlen(ts));
+    log_put(r, "\",\"event\":\"", 11);
+    log_put_json_string(r, event);
+    log_put(r, "\"", 1);
+  } else {
+    log_put(r, ts, strlen(ts));
+    log_put(r, " ", 1);
+    log_put(r, log_program, strlen(log_program));
+    log_put(r, ": event=", 8);
+    log_put(r, event, strlen(event));
+  }
+}
+
+void log_str(struct log_rec *r, const char *key, const char *value) {
+  if (value == NULL) {
+    value = "";
+  }
+  if (log_json) {
+    log_put(r, ",\"", 2);
+    log_put(r, key, strlen(key));
+    log_put(r, "\":\"", 3);
+    log_put_json_string(r, value);
+    log_put(r, "\"", 1);
+  } else {
+    log_put(r, " ", 1);
+    log_put(r, key, strlen(key));
+    log_put(r, "=", 1);
+    log_put_plain_value(r, value);
+  }
+}
+
+void log_u64(struct log_rec *r, const char *key, uint64_t value) {
+  char num[24];
+  int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)value);
+  log_put(r, log_json ? ",\"" : " ", log_json ? 2 : 1);
+  log_put(r, key, strlen(key));
+  log_put(r, log_json ? "\":" : "=", log_json ? 2 : 1);
+  log_put(r, num, (size_t)n);
+}
+
+void log_i64(struct log_rec *r, const char *key, int64_t value) {
+  char num[24];
+  int n = snprintf(num, sizeof(num), "%lld", (long long)value);
+  log_put(r, log_json ? ",\"" : " ", log_json ? 2 : 1);
+  log_put(r, key, strlen(key));
+  log_put(r, log_json ? "\":" : "=", log_json ? 2 : 1);
+  log_put(r, num, (size_t)n);
+}
+
+/* log_write_all writes to stderr, retrying short writes and EINTR. */
+static void log_write_all(const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(STDERR_FILENO, p, n);
+    if (w < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return; /* nowhere left to report a logging failure */
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+void log_end(struct log_rec *r) {
+  if (r->truncated) {
+    memcpy(r->line + r->len, "...", 3);
+    r->len += 3;
+  }
+  if (log_json) {
+    r->line[r->len++] = '}';
+  }
+  r->line[r->len++] = '\n';
+  if (log_buf_len + r->len > LOG_THREAD_BUF) {
+    log_flush();
+  }
+  memcpy(log_buf + log_buf_len, r->line, r->len);
+  log_buf_len += r->len;
+}
+
+void log_flush(void) {
+  if (log_buf_len > 0) {
+    log_write_all(log_buf, log_buf_len);
+    log_buf_len = 0;
+  }
+}
+
+void log_msg(const char *level, const char *fmt, ...) {
+  char text[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof(text), fmt, ap);
+  va_end(ap);
+  struct log_rec r;
+  log_begin(&r, "msg");
+  log_str(&r, "level", level);
+  log_str(&r, "text", text);
+  log_end(&r);
+  log_flush();
+}
