@@ -26,7 +26,8 @@ double metric_hist_sum(const struct metric_hist *h) {
   return sum;
 }
 
-void metric_hist_add_into(struct metric_hist *dst, const struct metric_hist *src,
+void metric_hist_add_into(struct metric_hist *dst,
+                          const struct metric_hist *src,
                           const struct metric_hist_spec *spec) {
   for (size_t i = 0; i <= spec->num_bounds; i++) {
     dst->buckets[i] += METRIC_GET(src->buckets[i]);

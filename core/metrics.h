@@ -16,7 +16,8 @@
 #include "core/buf.h"
 
 #define METRIC_ADD(field, n)                                                   \
-  __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), \
+  __atomic_store_n(&(field),                                                   \
+                   __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n),          \
                    __ATOMIC_RELAXED)
 #define METRIC_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
@@ -42,7 +43,8 @@ double metric_hist_sum(const struct metric_hist *h);
 void metric_hist_observe(struct metric_hist *h,
                          const struct metric_hist_spec *spec, double v);
 /* metric_hist_add_into sums src into dst (scrape side). */
-void metric_hist_add_into(struct metric_hist *dst, const struct metric_hist *src,
+void metric_hist_add_into(struct metric_hist *dst,
+                          const struct metric_hist *src,
                           const struct metric_hist_spec *spec);
 
 /* Exposition. metric_write_header writes # HELP and # TYPE once per name;
@@ -56,7 +58,6 @@ int metric_write_hist(struct buf *out, const char *name, const char *labels,
                       const struct metric_hist *h,
                       const struct metric_hist_spec *spec);
 /* metric_label_escape writes `key="value"` with \\, \" and \n escaped. */
-int metric_label(char *out, size_t out_len, const char *key,
-                 const char *value);
+int metric_label(char *out, size_t out_len, const char *key, const char *value);
 
 #endif

@@ -81,8 +81,8 @@ static int http_check_field(const char *line, size_t len) {
     return -1;
   }
   if (name_len == 14 && strncasecmp(line, "content-length", 14) == 0) {
-    return (v_len >= 1 && v[0] == '0' && (v_len == 1 || v[1] == ' ' ||
-                                          v[1] == '\t'))
+    return (v_len >= 1 && v[0] == '0' &&
+            (v_len == 1 || v[1] == ' ' || v[1] == '\t'))
                ? 0
                : -1;
   }
@@ -91,9 +91,8 @@ static int http_check_field(const char *line, size_t len) {
 
 enum http_parse_result http_request_parse(const char *in, size_t in_len,
                                           struct http_request *out) {
-  size_t head_len = http_find_head_end(in, in_len < HTTP_MAX_HEAD + 3
-                                               ? in_len
-                                               : HTTP_MAX_HEAD + 3);
+  size_t head_len = http_find_head_end(
+      in, in_len < HTTP_MAX_HEAD + 3 ? in_len : HTTP_MAX_HEAD + 3);
   if (head_len == 0) {
     return in_len > HTTP_MAX_HEAD ? HTTP_PARSE_TOO_LARGE : HTTP_PARSE_NEED_MORE;
   }

@@ -31,7 +31,12 @@
 #define DAEMON_RECV_BUF_COUNT 1024 /* per worker; power of two */
 #define DAEMON_RING_ENTRIES 4096
 
-enum listener_kind { LISTEN_SMTP, LISTEN_SUBMISSION, LISTEN_METRICS, LISTEN_COUNT };
+enum listener_kind {
+  LISTEN_SMTP,
+  LISTEN_SUBMISSION,
+  LISTEN_METRICS,
+  LISTEN_COUNT
+};
 
 /* Why a message or command was refused: the label of
  * postseal_messages_rejected_total. */
@@ -90,11 +95,11 @@ struct conn {
   uint64_t gen;
   int fd;
   enum listener_kind kind;
-  int num_ops;       /* operations in flight */
-  int recv_armed;    /* multishot recv active */
-  int sending;       /* a send is in flight */
-  int closing;       /* close once output is flushed */
-  int shut;          /* shutdown(2) done; waiting for ops to drain */
+  int num_ops;        /* operations in flight */
+  int recv_armed;     /* multishot recv active */
+  int sending;        /* a send is in flight */
+  int closing;        /* close once output is flushed */
+  int shut;           /* shutdown(2) done; waiting for ops to drain */
   int commit_pending; /* a message sits in the spool batch */
   int freed;          /* back in the free list */
   int64_t deadline_ms;
@@ -106,8 +111,8 @@ struct conn {
   struct buf http_in;       /* metrics kind */
   struct buf out;           /* bytes being sent (the kernel reads them) */
   size_t out_off;
-  struct buf pending;       /* bytes queued while a send is in flight */
-  uint64_t queue_id; /* of the message being committed */
+  struct buf pending; /* bytes queued while a send is in flight */
+  uint64_t queue_id;  /* of the message being committed */
   size_t message_size;
   size_t message_rcpts;
 } __attribute__((aligned(16)));
@@ -142,13 +147,13 @@ struct __attribute__((aligned(64))) worker {
   const struct config *cfg; /* this worker's view; swapped on reload */
   uint64_t seen_reload_gen;
   struct spool_writer *spool;
-  int spool_ops;               /* 2 while write+fsync are in flight */
-  int spool_result;            /* first error of the in-flight batch */
-  size_t spool_expect;         /* bytes the in-flight write must write */
+  int spool_ops;       /* 2 while write+fsync are in flight */
+  int spool_result;    /* first error of the in-flight batch */
+  size_t spool_expect; /* bytes the in-flight write must write */
   int64_t spool_start_ms;
-  int64_t spool_start_ns;      /* monotonic, for the latency histogram */
-  size_t spool_batch_count;    /* records reported by the last flush */
-  struct conn *live;           /* live connections */
+  int64_t spool_start_ns;   /* monotonic, for the latency histogram */
+  size_t spool_batch_count; /* records reported by the last flush */
+  struct conn *live;        /* live connections */
   struct conn *free_conns;
   unsigned num_conns;
   int stopping;
@@ -162,9 +167,9 @@ struct __attribute__((aligned(64))) worker {
 
 struct daemon {
   const char *config_path;
-  struct config *cfg; /* published config (atomic pointer) */
-  uint64_t reload_gen;  /* bumped on SIGHUP after cfg is swapped */
-  int stop;             /* set on SIGTERM/SIGINT */
+  struct config *cfg;  /* published config (atomic pointer) */
+  uint64_t reload_gen; /* bumped on SIGHUP after cfg is swapped */
+  int stop;            /* set on SIGTERM/SIGINT */
   unsigned num_workers;
   struct worker workers[DAEMON_MAX_WORKERS];
   uint64_t recovered_messages;
@@ -175,8 +180,8 @@ struct daemon {
 };
 
 /* worker.c */
-int worker_init(struct worker *w, struct daemon *d, unsigned index,
-                char *err, size_t err_len);
+int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
+                size_t err_len);
 void *worker_main(void *arg);
 void worker_wake(struct worker *w);
 int64_t daemon_now_ms(void);

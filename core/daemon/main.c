@@ -15,13 +15,12 @@
 static struct daemon the_daemon;
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: postseald [-c FILE] [--check-config] [--version]\n"
-          "  -c, --config FILE   YAML configuration (default: built-in "
-          "defaults)\n"
-          "      --check-config  validate the configuration and exit\n"
-          "Environment POSTSEAL_* variables override the file; see "
-          "docs/configuration.md.\n");
+  fprintf(f, "usage: postseald [-c FILE] [--check-config] [--version]\n"
+             "  -c, --config FILE   YAML configuration (default: built-in "
+             "defaults)\n"
+             "      --check-config  validate the configuration and exit\n"
+             "Environment POSTSEAL_* variables override the file; see "
+             "docs/configuration.md.\n");
 }
 
 /* raise_nofile lifts the open-file limit to its hard maximum: every session
@@ -200,8 +199,9 @@ int main(int argc, char **argv) {
     log_flush();
     return 1;
   }
-  log_msg("info", "postseald ready: smtp=%s submission=%s metrics=%s "
-                  "threads=%u spool=%s",
+  log_msg("info",
+          "postseald ready: smtp=%s submission=%s metrics=%s "
+          "threads=%u spool=%s",
           d->cfg->smtp.enabled ? d->cfg->smtp.text : "off",
           d->cfg->submission.enabled ? d->cfg->submission.text : "off",
           d->cfg->metrics.enabled ? d->cfg->metrics.text : "off",

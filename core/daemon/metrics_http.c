@@ -24,8 +24,8 @@ static const char *const reject_names[REJECT_COUNT] = {
     s_;                                                                        \
   })
 
-static void render_labelled(struct buf *out, const char *name,
-                            const char *key, const char *value, double v) {
+static void render_labelled(struct buf *out, const char *name, const char *key,
+                            const char *value, double v) {
   char label[128];
   metric_label(label, sizeof(label), key, value);
   metric_write_value(out, name, label, v);
@@ -42,7 +42,8 @@ static void render_sessions(struct daemon *d, struct buf *out) {
                       "SMTP sessions open now, by listener.");
   for (int k = 0; k < LISTEN_METRICS; k++) {
     render_labelled(out, "postseal_smtp_sessions_active", "listener",
-                    listener_names[k], (double)(int64_t)SUM(d, sessions_active[k]));
+                    listener_names[k],
+                    (double)(int64_t)SUM(d, sessions_active[k]));
   }
   metric_write_header(out, "postseal_smtp_sessions_refused_total", "counter",
                       "Connections refused because a thread was at its "
@@ -119,8 +120,9 @@ static void render_spool(struct daemon *d, struct buf *out) {
   metric_write_hist(out, "postseal_spool_commit_batch_records", NULL, &batch,
                     &daemon_batch_spec);
   metric_write_header(out, "postseal_spool_commit_duration_seconds",
-                      "histogram", "Time from write submission to fdatasync "
-                                   "completion of a group commit.");
+                      "histogram",
+                      "Time from write submission to fdatasync "
+                      "completion of a group commit.");
   metric_write_hist(out, "postseal_spool_commit_duration_seconds", NULL,
                     &latency, &daemon_latency_spec);
 }

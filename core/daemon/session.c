@@ -107,8 +107,8 @@ static int session_received_header(struct conn *c, struct buf *out,
   size_t n = 0;
   for (; h != NULL && h[n] != '\0' && n < sizeof(helo) - 1; n++) {
     unsigned char ch = (unsigned char)h[n];
-    helo[n] = (ch > 0x20 && ch < 0x7f && ch != '(' && ch != ')') ? (char)ch
-                                                                 : '?';
+    helo[n] =
+        (ch > 0x20 && ch < 0x7f && ch != '(' && ch != ')') ? (char)ch : '?';
   }
   helo[n] = '\0';
   time_t now = (time_t)(c->w->now_ms / 1000);
@@ -319,8 +319,7 @@ void session_on_shutdown(struct conn *c) {
   if (c->commit_pending || c->smtp == NULL) {
     return; /* answered when the commit lands; pump then closes it */
   }
-  if (smtp_server_is_idle(c->smtp) ||
-      c->w->now_ms >= c->w->stop_deadline_ms) {
+  if (smtp_server_is_idle(c->smtp) || c->w->now_ms >= c->w->stop_deadline_ms) {
     smtp_server_shutdown(c->smtp);
     session_pump(c);
   }

@@ -23,8 +23,8 @@ const struct metric_hist_spec daemon_batch_spec = {
 
 const struct metric_hist_spec daemon_latency_spec = {
     .num_bounds = 12,
-    .bounds = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5,
-               1, 5},
+    .bounds = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1,
+               5},
 };
 
 int64_t daemon_now_ms(void) {
@@ -146,8 +146,7 @@ static void worker_arm_tick(struct worker *w) {
 
 static void worker_arm_wake(struct worker *w) {
   struct io_uring_sqe *sqe = worker_sqe(w);
-  io_uring_prep_read(sqe, w->wake_fd, &w->wake_value, sizeof(w->wake_value),
-                     0);
+  io_uring_prep_read(sqe, w->wake_fd, &w->wake_value, sizeof(w->wake_value), 0);
   io_uring_sqe_set_data64(sqe, op_tag(w, OP_WAKE));
 }
 

@@ -84,6 +84,7 @@ class Daemon:
         self.proc = None
         self.log_path = os.path.join(self.tmp, "postseald.log")
         self.ready_seen = 0
+        self.last_rc = None
 
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
@@ -135,6 +136,7 @@ class Daemon:
             raise RuntimeError("postseald did not stop on SIGTERM")
         self.log.close()
         self.proc = None
+        self.last_rc = rc
         return rc
 
     def kill9(self):
@@ -180,9 +182,29 @@ class Daemon:
     def __enter__(self):
         return self.start()
 
+    def sanitizer_reports(self):
+        """ASan/UBSan/LSan findings in the daemon's output (the sanitizer
+        build runs every integration test)."""
+        log = self.read_log()
+        marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                 "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
+        return [m for m in marks if m in log]
+
     def __exit__(self, *exc):
         if exc[0] is not None and self.proc is not None:
             self.dump_log()
+        if self.proc is not None:
+            try:
+                self.stop()
+            except RuntimeError:
+                pass
+        findings = self.sanitizer_reports()
+        rc = self.last_rc
+        if exc[0] is None and (findings or rc not in (0, None)):
+            self.dump_log()
+            self.cleanup()
+            raise AssertionError(f"postseald exit status {rc}, sanitizer "
+                                 f"findings {findings}")
         self.cleanup()
         return False
 

@@ -133,7 +133,6 @@ def test_check_config():
                            capture_output=True, text=True, env=d.env)
         check(r.returncode != 0, "bad port refused")
         check(f"{bad}:3:" in r.stderr, f"error names file:line: {r.stderr}")
-        d.cleanup()
 
 
 def test_env_overrides_and_json_logs():

@@ -47,8 +47,7 @@ static void test_table(void **state) {
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const struct http_case *c = &cases[i];
     struct http_request req;
-    enum http_parse_result got =
-        http_request_parse(c->in, strlen(c->in), &req);
+    enum http_parse_result got = http_request_parse(c->in, strlen(c->in), &req);
     if (got != c->want) {
       fail_msg("%s: got %d, want %d", c->label, got, c->want);
     }
@@ -62,7 +61,8 @@ static void test_table(void **state) {
 /* Every proper prefix of a complete head needs more; the whole parses. */
 static void test_every_split(void **state) {
   (void)state;
-  const char *in = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n";
+  const char *in =
+      "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n";
   size_t n = strlen(in);
   struct http_request req;
   for (size_t i = 0; i < n; i++) {
