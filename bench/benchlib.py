@@ -1,0 +1,599 @@
+#!/usr/bin/python3
+"""Helpers for bench/ingress.sh (loopback only, everything bounded).
+
+  benchlib.py freeport
+  benchlib.py waitsmtp PORT TIMEOUT_S
+  benchlib.py cpu {proc|tree} PID            -> clock ticks (see below)
+  benchlib.py rss PID                        -> VmRSS in KiB
+  benchlib.py run --mode {proc|tree} --pid PID --log FILE -- CMD...
+  benchlib.py idle --pid PID --port PORT --count N [--hold S]
+  benchlib.py report --runs RUNS.jsonl --meta META.json --md OUT.md
+
+CPU accounting (/proc/PID/stat, fields counted from after the ")" of comm):
+  proc: utime+stime of PID (all its threads).
+  tree: PID's utime+stime+cutime+cstime (cutime/cstime = children that have
+        exited and been reaped) + utime+stime+cutime+cstime of every live
+        descendant.  For a Postfix master this is master + smtpd/cleanup/
+        trivial-rewrite/qmgr/... alive now + those already gone.
+"""
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    rest = data[data.rindex(b")") + 2:].split()
+    # rest[0] = state (field 3); utime = field 14 -> rest[11]
+    return {
+        "ppid": int(rest[1]),
+        "utime": int(rest[11]), "stime": int(rest[12]),
+        "cutime": int(rest[13]), "cstime": int(rest[14]),
+    }
+
+
+def cpu_proc(pid):
+    s = stat_fields(pid)
+    return s["utime"] + s["stime"]
+
+
+def cpu_tree(root):
+    # live processes and their parents
+    parent = {}
+    stats = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            s = stat_fields(int(d))
+        except (OSError, ValueError):
+            continue
+        parent[int(d)] = s["ppid"]
+        stats[int(d)] = s
+    if root not in stats:
+        raise SystemExit(f"benchlib: process {root} is gone")
+    children = {}
+    for p, pp in parent.items():
+        children.setdefault(pp, []).append(p)
+    total, nproc, todo = 0, 0, [root]
+    while todo:
+        p = todo.pop()
+        s = stats[p]
+        total += s["utime"] + s["stime"] + s["cutime"] + s["cstime"]
+        nproc += 1
+        todo.extend(children.get(p, []))
+    return total, nproc
+
+
+def system_ticks():
+    """(busy, total) clock ticks of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)      # idle + iowait
+    total = sum(v[:8])                              # guest time is already in user
+    return total - idle, total
+
+
+def all_procs():
+    """pid -> (comm, ppid, utime+stime ticks, starttime) for every process."""
+    d = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                data = f.read()
+            i = data.rindex(b")")
+            rest = data[i + 2:].split()
+            d[int(p)] = (data[data.index(b"(") + 1:i].decode(errors="replace"), int(rest[1]),
+                         int(rest[11]) + int(rest[12]), int(rest[19]))
+        except (OSError, ValueError):
+            continue
+    return d
+
+
+def descendants(procs, root):
+    kids = {}
+    for p, (_, pp, _, _) in procs.items():
+        kids.setdefault(pp, []).append(p)
+    out, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def foreign_cpu(before, after, exclude, kernel=False):
+    """Processes other than ours that used CPU between two all_procs() snapshots.
+    kernel=False: user-space processes only; kernel=True: kernel threads only
+    (children of kthreadd, pid 2), e.g. the ext4/block workers doing I/O for the server."""
+    res = []
+    for p, (comm, pp, t, st) in after.items():
+        if p in exclude or p == os.getpid():
+            continue
+        if (p == 2 or pp == 2) != kernel:
+            continue
+        t0 = before[p][2] if p in before and before[p][3] == st else 0
+        if t - t0 >= 1:
+            res.append((t - t0, comm.split("-")[0] if kernel else comm, p))
+    res.sort(reverse=True)
+    return [{"pid": p, "comm": c, "cpu_s": t / CLK_TCK} for t, c, p in res]
+
+
+def wait_idle(max_busy_pct, timeout, exclude_root=None):
+    """Wait until the machine's busy CPU over 1 s is below max_busy_pct; return (ok, waited_s, last_pct, hogs)."""
+    t0 = time.monotonic()
+    pct, hogs = 100.0, []
+    while True:
+        a, pa = system_ticks(), all_procs()
+        time.sleep(1.0)
+        b, pb = system_ticks(), all_procs()
+        pct = 100.0 * (b[0] - a[0]) / max(1, b[1] - a[1])
+        if pct <= max_busy_pct:
+            return True, time.monotonic() - t0, pct, []
+        excl = descendants(pb, exclude_root) if exclude_root else set()
+        hogs = foreign_cpu(pa, pb, excl)
+        if time.monotonic() - t0 > timeout:
+            return False, time.monotonic() - t0, pct, hogs
+
+
+def cpu(mode, pid):
+    if mode == "proc":
+        return cpu_proc(pid), 1
+    return cpu_tree(pid)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise SystemExit("benchlib: no VmRSS")
+
+
+def cmd_freeport(_a):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+    s.close()
+
+
+def cmd_waitsmtp(a):
+    deadline = time.monotonic() + a.timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", a.port), timeout=2) as s:
+                line = s.makefile("rb").readline()
+                if line.startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return 0
+                last = line
+        except OSError as e:
+            last = e
+        time.sleep(0.1)
+    print(f"benchlib: no SMTP greeting on 127.0.0.1:{a.port}: {last}", file=sys.stderr)
+    return 1
+
+
+def cmd_waitidle(a):
+    ok, waited, pct, hogs = wait_idle(a.max_busy, a.timeout)
+    print(json.dumps({"ok": ok, "waited_s": round(waited, 1), "busy_pct": round(pct, 1), "hogs": hogs}))
+    return 0 if ok else 1
+
+
+def cmd_cpu(a):
+    t, n = cpu(a.mode, a.pid)
+    print(t, n)
+
+
+def cmd_rss(a):
+    print(rss_kib(a.pid))
+
+
+def cmd_run(a):
+    """Run CMD, report wall time, its rusage and the server's CPU delta."""
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    idle_ok, waited, idle_pct, hogs = wait_idle(a.max_busy, a.idle_timeout, a.pid)
+    procs0 = all_procs()
+    before, n_before = cpu(a.mode, a.pid)
+    sys0 = system_ticks()
+    with open(a.log, "wb") as log:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+    sys1 = system_ticks()
+    procs1 = all_procs()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    # let exiting server processes be reaped so their time lands in cutime
+    time.sleep(a.settle)
+    alive = True
+    try:
+        after, n_after = cpu(a.mode, a.pid)
+    except SystemExit:
+        alive, after, n_after = False, before, 0
+    ours = descendants(procs1, a.pid) | descendants(procs0, a.pid) | {p.pid}
+    foreign = foreign_cpu(procs0, procs1, ours)
+    kthreads = foreign_cpu(procs0, procs1, ours, kernel=True)
+    machine_s = (sys1[0] - sys0[0]) / CLK_TCK
+    print(json.dumps({
+        "idle_before_ok": idle_ok, "idle_wait_s": round(waited, 1), "idle_busy_pct": round(idle_pct, 1),
+        "idle_hogs": hogs,
+        "foreign_procs": foreign[:5],
+        "kernel_threads_cpu_s": sum(f["cpu_s"] for f in kthreads),
+        "foreign_cpu_s": sum(f["cpu_s"] for f in foreign),
+        "rc": p.returncode,
+        "wall_s": wall,
+        "client_cpu_s": ru.ru_utime + ru.ru_stime,
+        "server_ticks": after - before,
+        "server_cpu_s": (after - before) / CLK_TCK,
+        "server_procs_before": n_before,
+        "server_procs_after": n_after,
+        "server_alive": alive,
+        "machine_busy_pct": round(100.0 * (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1]), 1),
+        "machine_busy_cpu_s": (sys1[0] - sys0[0]) / CLK_TCK,
+    }))
+
+
+def cmd_idle(a):
+    """Open COUNT idle sessions (greeting + EHLO), measure PID's VmRSS."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = a.count + 256
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(want, soft)), hard))
+    time.sleep(0.2)
+    rss0 = rss_kib(a.pid)
+    socks, errors = [], []
+    t0 = time.perf_counter()
+    deadline = t0 + a.timeout
+    ok = 0
+
+    def open_batch(k):
+        nonlocal ok
+        batch = []
+        for i in range(k):
+            if time.perf_counter() > deadline:
+                errors.append("time limit reached while connecting")
+                break
+            try:
+                s = socket.create_connection(("127.0.0.1", a.port), timeout=10)
+                s.sendall(b"EHLO idle.bench.test\r\n")   # pipelined after the greeting
+                batch.append(s)
+            except OSError as e:
+                errors.append(f"connect {len(socks) + i}: {e}")
+                break
+        # read greeting + EHLO reply from every session of the batch
+        for s in batch:
+            try:
+                f = s.makefile("rb")
+                g = f.readline()
+                if not g.startswith(b"220"):
+                    raise OSError(f"greeting {g!r}")
+                while True:
+                    line = f.readline()
+                    if not line:
+                        raise OSError("closed")
+                    if line[3:4] != b"-":
+                        break
+                if line.startswith(b"250"):
+                    ok += 1
+                else:
+                    raise OSError(f"EHLO {line!r}")
+            except OSError as e:
+                if len(errors) < 10:
+                    errors.append(str(e))
+        socks.extend(batch)
+
+    half = a.count // 2
+    open_batch(half)
+    ok_half = ok
+    time.sleep(0.3)
+    rss_half = rss_kib(a.pid)
+    open_batch(a.count - half)
+    setup_s = time.perf_counter() - t0
+    time.sleep(a.hold)
+    rss1 = rss_kib(a.pid)
+    for s in socks:
+        try:
+            s.sendall(b"QUIT\r\n")
+        except OSError:
+            pass
+    for s in socks:
+        s.close()
+    time.sleep(1.0)
+    rss2 = rss_kib(a.pid)
+    print(json.dumps({
+        "sessions_requested": a.count,
+        "sessions_open": ok,
+        "setup_s": round(setup_s, 3),
+        "rss_before_kib": rss0,
+        "rss_idle_kib": rss1,
+        "rss_after_close_kib": rss2,
+        "kib_per_session": round((rss1 - rss0) / ok, 2) if ok else None,
+        "rss_half_kib": rss_half, "sessions_half": ok_half,
+        "kib_per_session_marginal": round((rss1 - rss_half) / (ok - ok_half), 2) if ok > ok_half else None,
+        "errors": errors[:10],
+    }))
+    return 0 if ok == a.count else 1
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(v, nd=0):
+    if v is None:
+        return "n/a"
+    return f"{v:,.{nd}f}"
+
+
+def summarize(vals):
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def cmd_report(a):
+    meta = json.load(open(a.meta))
+    runs = [json.loads(l) for l in open(a.runs) if l.strip()]
+    sizes = sorted({r["size"] for r in runs})
+    servers = ["postseald", "postfix"]
+    summary = {"meta": {k: meta[k] for k in meta if k not in ("commands", "notes", "postseald_config", "postfix_main_cf", "postfix_master_cf", "latency", "idle", "problems", "warnings")}, "ingress": [], "problems": []}
+    for r in runs:
+        if r.get("problems"):
+            summary["problems"].extend(f"{r['server']} size={r['size']} rep={r['rep']}: {p}" for p in r["problems"])
+    for p in meta.get("problems", []):
+        summary["problems"].append(p)
+
+    rows = []
+    for size in sizes:
+        row = {"size": size}
+        for srv in servers:
+            rs = [r for r in runs if r["server"] == srv and r["size"] == size]
+            if not rs:
+                row[srv] = None
+                continue
+            row[srv] = {
+                "messages": rs[0]["n"],
+                "sessions": rs[0]["sessions"],
+                "reps": len(rs),
+                "msg_per_s": summarize([r["n"] / r["wall_s"] for r in rs]),
+                "cpu_ms_per_msg": summarize([r["server_cpu_s"] * 1000.0 / r["n"] for r in rs]),
+                "client_cpu_ms_per_msg": summarize([r["client_cpu_s"] * 1000.0 / r["n"] for r in rs]),
+                "counts_ok": all(r["count_delta"] == r["n"] for r in rs),
+                "smtp_source_ok": all(r["rc"] == 0 for r in rs),
+            }
+        ps, pf = row.get("postseald"), row.get("postfix")
+        if ps and pf:
+            row["throughput_ratio"] = ps["msg_per_s"]["median"] / pf["msg_per_s"]["median"]
+            row["cpu_ratio"] = ps["cpu_ms_per_msg"]["median"] / pf["cpu_ms_per_msg"]["median"] \
+                if pf["cpu_ms_per_msg"]["median"] else None
+        rows.append(row)
+    summary["ingress"] = rows
+    summary["warnings"] = meta.get("warnings", [])
+    summary["latency"] = meta.get("latency")
+    summary["idle_memory"] = meta.get("idle")
+
+    def thr(x):
+        if not x:
+            return "n/a"
+        m = x["msg_per_s"]
+        return f"{fmt(m['median'])} ({fmt(m['min'])}–{fmt(m['max'])})"
+
+    def cpu_s(x):
+        if not x:
+            return "n/a"
+        m = x["cpu_ms_per_msg"]
+        return f"{fmt(m['median'], 3)} ({fmt(m['min'], 3)}–{fmt(m['max'], 3)})"
+
+    L = []
+    L.append(f"# SMTP ingress: postseald vs Postfix {meta.get('postfix_version', '')} — {meta['date']}")
+    L.append("")
+    if meta.get("smoke"):
+        L.append("**Smoke run** (one size, small N, one repetition, postseald only): "
+                 "numbers are a sanity check, not a measurement.")
+        L.append("")
+    L.append("Generated by `bench/ingress.sh`. \"Accepted\" means the server answered the final "
+             "`.` of DATA with 250, which both servers only do after the message is on stable "
+             "storage (postseald: group-committed `fdatasync`; Postfix: `fsync` of the queue file "
+             "by cleanup(8)).")
+    L.append("")
+    L.append("## Machine and versions")
+    L.append("")
+    for k, label in [("date", "date (UTC)"), ("nproc", "nproc"), ("cpu_model", "CPU"),
+                     ("kernel", "kernel"), ("debian", "Debian"), ("memory", "memory"),
+                     ("filesystem", "spool/queue filesystem"), ("fdatasync_ms", "fdatasync of 1 KiB append, mean ms (this disk)"),
+                     ("postseald_rev", "postseald git rev"), ("postseald_tree", "postseald working tree"),
+                     ("postseald_binary", "postseald binary"),
+                     ("postfix_version", "Postfix mail_version"), ("smtp_source", "load tool"),
+                     ("python", "python3")]:
+        if k in meta:
+            L.append(f"- {label}: {meta[k]}")
+    L.append("")
+    L.append("## Results")
+    L.append("")
+    L.append(f"Load: `smtp-source -s {meta['sessions']}` (50 concurrent sessions, one message per "
+             "connection, one recipient), message size as listed, "
+             f"{meta['reps']} repetition(s) per cell after a warm-up run; msg/s = N / wall time of "
+             "smtp-source; median (min–max). CPU ms/msg = server CPU (user+system) during the run / N. "
+             "Ratios are postseald / Postfix (throughput: higher is better for postseald; "
+             "CPU: lower is better for postseald).")
+    L.append("")
+    L.append("| size | N | postseald msg/s | Postfix msg/s | ratio | postseald CPU ms/msg | Postfix CPU ms/msg | ratio |")
+    L.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        ps, pf = row.get("postseald"), row.get("postfix")
+        n = (ps or pf)["messages"]
+        tr = f"{row['throughput_ratio']:.2f}×" if row.get("throughput_ratio") else "n/a"
+        cr = f"{row['cpu_ratio']:.2f}×" if row.get("cpu_ratio") else "n/a"
+        L.append(f"| {row['size']} B | {n} | {thr(ps)} | {thr(pf)} | {tr} | {cpu_s(ps)} | {cpu_s(pf)} | {cr} |")
+    L.append("")
+    L.append("Load tool CPU (smtp-source user+system, ms/msg, median): " + "; ".join(
+        f"{row['size']} B: postseald run {fmt(row['postseald']['client_cpu_ms_per_msg']['median'], 3) if row.get('postseald') else 'n/a'}, "
+        f"Postfix run {fmt(row['postfix']['client_cpu_ms_per_msg']['median'], 3) if row.get('postfix') else 'n/a'}"
+        for row in rows) + ".")
+    L.append("")
+    L.append(f"Every run was checked: messages in the spool/hold queue after the run minus before == N. "
+             + ("**All counts matched.**" if not any(
+                 "count" in p for p in summary["problems"]) else "**MISMATCHES — see Problems.**"))
+    L.append("")
+    L.append("### Per run")
+    L.append("")
+    L.append("Machine busy = all CPUs, non-idle time from /proc/stat over the run (100% = both cores busy); "
+             "kernel threads = kworker/ksoftirqd/jbd2... (mostly I/O and network work done on behalf of the server, "
+             "not charged to it); other processes = user-space processes not part of the benchmark (a shared "
+             "machine). Time in interrupts and steal is in machine CPU s only.")
+    L.append("")
+    L.append("| server | size | rep | N | wall s | msg/s | server CPU s | CPU ms/msg | smtp-source CPU s | kernel threads CPU s | other processes CPU s | machine CPU s | machine busy | queued Δ | smtp-source rc |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in runs:
+        L.append(f"| {r['server']} | {r['size']} | {r['rep']} | {r['n']} | {r['wall_s']:.2f} | "
+                 f"{r['n'] / r['wall_s']:,.0f} | {r['server_cpu_s']:.2f} | "
+                 f"{r['server_cpu_s'] * 1000 / r['n']:.3f} | {r['client_cpu_s']:.2f} | "
+                 f"{r.get('kernel_threads_cpu_s', 0):.2f} | "
+                 f"{r.get('foreign_cpu_s', 0):.2f}{' (' + ', '.join(x['comm'] for x in r.get('foreign_procs', [])) + ')' if r.get('foreign_procs') else ''} | "
+                 f"{r.get('machine_busy_cpu_s', 0):.2f} | {r.get('machine_busy_pct', 0):.0f}% | "
+                 f"{r['count_delta']} | {r['rc']} |")
+    L.append("")
+    lat = meta.get("latency")
+    L.append("## Latency: end of DATA to 250 (postseald)")
+    L.append("")
+    if lat:
+        e = lat["eod_to_250_ms"]
+        L.append(f"`bench/latency.py`: {lat['sessions']} persistent sessions (threads, PIPELINING for "
+                 f"MAIL/RCPT/DATA), {lat['size']} B messages, target {lat['target_rate']:,.0f} msg/s "
+                 f"({meta.get('latency_basis', '')}), {lat['duration_s']:g} s. Achieved "
+                 f"{lat['achieved_rate']:,.0f} msg/s, {lat['messages_ok']} messages accepted, "
+                 f"{lat['messages_rejected']} rejected, {lat['sessions_failed']} sessions failed.")
+        L.append("")
+        L.append("| p50 | p90 | p99 | p99.9 | max |")
+        L.append("| ---: | ---: | ---: | ---: | ---: |")
+        L.append(f"| {e['p50']} ms | {e['p90']} ms | {e['p99']} ms | {e['p999']} ms | {e['max']} ms |")
+        L.append("")
+        L.append(f"Scheduling lag of the client (message start after its due time): p50 "
+                 f"{lat['start_lag_ms']['p50']} ms, p99 {lat['start_lag_ms']['p99']} ms, max "
+                 f"{lat['start_lag_ms']['max']} ms. The times include the Python client's own "
+                 "wake-up and parsing delay (GIL, 2 cores shared with the server), so they are an "
+                 "upper bound on the server's.")
+        if lat.get("errors"):
+            L.append("")
+            L.append("Client errors: " + "; ".join(f"`{x}`" for x in lat["errors"]))
+    else:
+        L.append("not measured")
+    L.append("")
+    idle = meta.get("idle")
+    L.append("## Memory per idle session (postseald)")
+    L.append("")
+    if idle:
+        L.append(f"{idle['sessions_open']} of {idle['sessions_requested']} connections opened, each after "
+                 f"greeting + EHLO, held idle; postseald VmRSS {idle['rss_before_kib']:,} KiB before, "
+                 f"{idle['rss_idle_kib']:,} KiB with them open, {idle['rss_after_close_kib']:,} KiB 1 s "
+                 f"after closing. **{idle['kib_per_session']} KiB per idle session** (RSS delta / sessions, on a fresh "
+                 "daemon that had served no traffic, so one-time lazy allocations are included); "
+                 f"marginal cost between {idle.get('sessions_half')} and {idle['sessions_open']} sessions "
+                 f"(RSS {idle.get('rss_half_kib', 0):,} → {idle['rss_idle_kib']:,} KiB): "
+                 f"**{idle.get('kib_per_session_marginal')} KiB per session**. Kernel socket buffers are not in "
+                 "RSS and not counted. RSS is not given back after the sessions close (allocator keeps it); "
+                 "a second round of sessions reuses it without growth, so this is not a leak.")
+        if idle.get("errors"):
+            L.append("")
+            L.append("Errors: " + "; ".join(f"`{x}`" for x in idle["errors"]))
+    else:
+        L.append("not measured")
+    L.append("")
+    L.append("## Problems")
+    L.append("")
+    if summary["problems"]:
+        for p in summary["problems"]:
+            L.append(f"- **{p}**")
+    else:
+        L.append("None: every smtp-source run exited 0, every count matched, the servers stayed up.")
+    L.append("")
+    if meta.get("warnings"):
+        L.append("## Warnings (measurement quality)")
+        L.append("")
+        for w in meta["warnings"]:
+            L.append(f"- {w}")
+        L.append("")
+    L.append("## Set-up and caveats")
+    L.append("")
+    for n in meta.get("notes", []):
+        L.append(f"- {n}")
+    L.append("")
+    L.append("## Commands run")
+    L.append("")
+    L.append("```")
+    L.extend(meta.get("commands", []))
+    L.append("```")
+    L.append("")
+    if meta.get("postseald_config"):
+        L.append("postseald configuration:")
+        L.append("")
+        L.append("```yaml")
+        L.append(meta["postseald_config"].rstrip())
+        L.append("```")
+        L.append("")
+    if meta.get("postfix_main_cf"):
+        L.append("Postfix main.cf (private instance):")
+        L.append("")
+        L.append("```")
+        L.append(meta["postfix_main_cf"].rstrip())
+        L.append("```")
+        L.append("")
+        L.append("Postfix master.cf (private instance):")
+        L.append("")
+        L.append("```")
+        L.append(meta["postfix_master_cf"].rstrip())
+        L.append("```")
+        L.append("")
+    with open(a.md, "w") as f:
+        f.write("\n".join(L))
+    summary["results_file"] = a.md
+    print(json.dumps(summary, indent=None))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="sub", required=True)
+    sub.add_parser("freeport")
+    p = sub.add_parser("waitsmtp"); p.add_argument("port", type=int); p.add_argument("timeout", type=float)
+    p = sub.add_parser("cpu"); p.add_argument("mode", choices=["proc", "tree"]); p.add_argument("pid", type=int)
+    p = sub.add_parser("rss"); p.add_argument("pid", type=int)
+    p = sub.add_parser("waitidle")
+    p.add_argument("--max-busy", type=float, default=10.0)
+    p.add_argument("--timeout", type=float, default=300.0)
+    p = sub.add_parser("run")
+    p.add_argument("--mode", choices=["proc", "tree"], required=True)
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--log", required=True)
+    p.add_argument("--settle", type=float, default=1.0)
+    p.add_argument("--max-busy", type=float, default=10.0, help="wait until the machine is below this %% busy")
+    p.add_argument("--idle-timeout", type=float, default=300.0)
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = sub.add_parser("idle")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--count", type=int, default=5000)
+    p.add_argument("--hold", type=float, default=1.0)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p = sub.add_parser("report")
+    p.add_argument("--runs", required=True)
+    p.add_argument("--meta", required=True)
+    p.add_argument("--md", required=True)
+    a = ap.parse_args()
+    fn = {"freeport": cmd_freeport, "waitsmtp": cmd_waitsmtp, "cpu": cmd_cpu, "rss": cmd_rss,
+          "run": cmd_run, "waitidle": cmd_waitidle, "idle": cmd_idle, "report": cmd_report}[a.sub]
+    return fn(a) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
