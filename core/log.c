@@ -120,22 +120,25 @@ void log_str(struct log_rec *r, const char *key, const char *value) {
   }
 }
 
-void log_u64(struct log_rec *r, const char *key, uint64_t value) {
-  char num[24];
-  int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)value);
+/* log_num appends an unquoted number field. */
+static void log_num(struct log_rec *r, const char *key, const char *num,
+                    size_t num_len) {
   log_put(r, log_json ? ",\"" : " ", log_json ? 2 : 1);
   log_put(r, key, strlen(key));
   log_put(r, log_json ? "\":" : "=", log_json ? 2 : 1);
-  log_put(r, num, (size_t)n);
+  log_put(r, num, num_len);
+}
+
+void log_u64(struct log_rec *r, const char *key, uint64_t value) {
+  char num[24];
+  int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)value);
+  log_num(r, key, num, (size_t)n);
 }
 
 void log_i64(struct log_rec *r, const char *key, int64_t value) {
   char num[24];
   int n = snprintf(num, sizeof(num), "%lld", (long long)value);
-  log_put(r, log_json ? ",\"" : " ", log_json ? 2 : 1);
-  log_put(r, key, strlen(key));
-  log_put(r, log_json ? "\":" : "=", log_json ? 2 : 1);
-  log_put(r, num, (size_t)n);
+  log_num(r, key, num, (size_t)n);
 }
 
 /* log_write_all writes to stderr, retrying short writes and EINTR. */
