@@ -24,6 +24,13 @@
  * counter (the clock is passed in; after recovery ids start above the
  * largest id found).
  *
+ * Reclamation: nothing is ever deleted from a segment; a whole segment is
+ * deleted by the repairing scan at start-up (spool_scan with repair) once
+ * nothing in it is needed any more (rules at spool_scan below). Sequence
+ * numbers: spool_writer_open takes the next one above the largest segment
+ * file name of its thread, so the high-water mark is the newest segment
+ * itself, which reclamation never deletes (no separate state file).
+ *
  * Thread: a spool_writer belongs to one thread. Readers (recovery, the CLI)
  * may run while writers append: they stop at the first incomplete record.
  * Limits: SPOOL_MAX_RECORD payload; SPOOL_BATCH_MAX_IOV iovecs per batch. */
@@ -164,6 +171,12 @@ int spool_segment_header_encode(struct buf *out, unsigned thread_index,
  * if malformed or of an unknown version. */
 int spool_segment_header_decode(const uint8_t *payload, size_t payload_len,
                                 struct spool_segment_header *out);
+/* spool_segment_name_parse: 1 if name is a segment file name
+ * "<thread:2 hex>-<seq:8 hex>.seg" (lowercase), setting out_thread and
+ * out_seq; else 0. The writer and reclamation agree through it on which
+ * files hold a thread's sequence numbers. */
+int spool_segment_name_parse(const char *name, unsigned *out_thread,
+                             uint32_t *out_seq);
 /* spool_segment_write_header writes the SEGMENT record at offset 0 of fd
  * and fsyncs fd (the caller fsyncs the directory). Returns the bytes
  * written, or -1 with errno. */
@@ -276,12 +289,13 @@ struct spool_done_key {
 };
 
 struct spool_scan {
-  struct spool_entry *entries; /* every MESSAGE found, sorted by queue id */
+  struct spool_entry *entries; /* every MESSAGE kept, sorted by queue id */
   size_t num_entries;
-  uint64_t max_queue_id;
-  size_t num_segments;
+  uint64_t max_queue_id;        /* of every MESSAGE read, reclaimed ones too */
+  size_t num_segments;          /* segment files read, reclaimed ones too */
   size_t num_torn;              /* segments whose tail was torn */
-  struct spool_done_key *dones; /* distinct, sorted; only for entries found */
+  size_t num_reclaimed;         /* segments deleted as finished (repair only) */
+  struct spool_done_key *dones; /* distinct, sorted; only for entries kept */
   size_t num_dones;
 };
 
@@ -295,6 +309,25 @@ struct spool_scan {
  * complete header (empty: created, never synced) is torn and empty; repair
  * removes it. A segment whose first record is valid but not a known
  * SEGMENT header is never touched: the scan fails (EPROTO).
+ * Repair also reclaims finished segments: after every segment was read
+ * (and nothing failed), the segments are grouped so that a MESSAGE record
+ * and every DONE record naming its queue id (and every MESSAGE with the same
+ * id) land in one group, transitively. A group is deleted as a whole
+ * (unlink, then fsync of <dir>/seg, segment by segment) when
+ *   - every MESSAGE in it has a DONE for each of its recipients, and
+ *   - none of its segments is the newest surviving segment of its thread
+ *     (the writer's sequence high-water mark; see above), and every one has
+ *     a segment file name (spool_segment_name_parse); others are not ours
+ *     to delete.
+ * So a DONE is never deleted while its MESSAGE stays (the recipient would
+ * be delivered again), and no DONE survives its MESSAGE (a later message
+ * reusing the queue id after a clock step back would inherit it). A DONE
+ * naming no MESSAGE found links nothing and goes with its segment.
+ * Reclaimed messages and their DONE keys are left out of `out` (counted in
+ * num_reclaimed). Hazard: a crash in the middle of deleting a group whose
+ * segments hold DONEs for each other's messages may leave a finished
+ * MESSAGE without some DONEs; those recipients are delivered again (at
+ * least once, never lost).
  * Repair must run before any writer opens on `dir` (it may remove a
  * segment a writer is creating). */
 int spool_scan(const char *dir, int repair, struct spool_scan *out, char *err,

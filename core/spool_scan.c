@@ -4,9 +4,15 @@
  * Reads with pread into a window, never mmap: a writer may truncate a
  * segment after a failed batch while the CLI reads it, and touching an
  * mmap'd page past the new end would raise SIGBUS. A read that comes up
- * short is treated like a torn tail. */
+ * short is treated like a torn tail.
+ *
+ * Reclamation (repair only) runs after every segment was read: segments
+ * are joined in groups with a union-find over their indexes in the sorted
+ * name list, a group is kept if anything in it is still needed, and every
+ * other segment is unlinked. */
 #include "core/spool.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +34,24 @@ struct seg_reader {
   uint64_t win_off;
 };
 
+/* What reclamation needs to know about one segment file. */
+struct seg_info {
+  size_t parent; /* union-find: segments that must go together */
+  unsigned thread;
+  uint32_t seq;
+  uint8_t named;       /* spool_segment_name_parse accepted the name */
+  uint8_t removed;     /* headerless: already removed by repair */
+  uint8_t has_message; /* holds at least one MESSAGE */
+  uint8_t keep;        /* on a group's root: the group stays */
+  uint8_t reclaimed;
+};
+
+/* A DONE record as read, with the index of the segment holding it. */
+struct scan_done {
+  struct spool_done_key key;
+  size_t seg;
+};
+
 /* Everything a scan collects before it is sorted into struct spool_scan. */
 struct scan_state {
   const char *dir;
@@ -36,7 +60,11 @@ struct scan_state {
   size_t err_len;
   struct spool_scan *out;
   size_t cap_entries;
-  struct spool_done_key *dones;
+  char **names; /* segment file names, sorted */
+  struct seg_info *segs;
+  size_t num_segs;
+  size_t cur_seg; /* index of the segment being read */
+  struct scan_done *dones;
   size_t num_dones;
   size_t cap_dones;
   struct buf rcpt_storage;
@@ -139,6 +167,7 @@ static int scan_add_entry(struct scan_state *s, const char *seg, uint64_t off,
   e->record_len = record_len;
   e->num_rcpts = m->num_rcpts;
   e->body_len = m->body_len;
+  s->segs[s->cur_seg].has_message = 1;
   if (m->queue_id > out->max_queue_id) {
     out->max_queue_id = m->queue_id;
   }
@@ -148,15 +177,17 @@ static int scan_add_entry(struct scan_state *s, const char *seg, uint64_t off,
 static int scan_add_done(struct scan_state *s, const struct spool_done *d) {
   if (s->num_dones == s->cap_dones) {
     size_t cap = s->cap_dones ? s->cap_dones * 2 : 256;
-    struct spool_done_key *k = realloc(s->dones, cap * sizeof *k);
+    struct scan_done *k = realloc(s->dones, cap * sizeof *k);
     if (k == NULL) {
       return scan_fail(s, ENOMEM, "out of memory");
     }
     s->dones = k;
     s->cap_dones = cap;
   }
-  s->dones[s->num_dones++] =
-      (struct spool_done_key){d->queue_id, d->rcpt_index};
+  s->dones[s->num_dones++] = (struct scan_done){
+      .key = {d->queue_id, d->rcpt_index},
+      .seg = s->cur_seg,
+  };
   return 0;
 }
 
@@ -278,6 +309,7 @@ static int scan_segment(struct scan_state *s, int seg_dirfd, const char *seg) {
     s->out->num_torn++;
     if (s->repair) {
       rc = scan_cut(s, seg_dirfd, &r, seg, good);
+      s->segs[s->cur_seg].removed = rc == 0 && good == 0;
     }
   }
   close(r.fd);
@@ -355,57 +387,235 @@ static int done_cmp(const void *a, const void *b) {
   return x->rcpt_index < y->rcpt_index ? -1 : x->rcpt_index > y->rcpt_index;
 }
 
-/* scan_finish sorts entries, keeps each distinct DONE (queue id, recipient)
- * that names a recipient of a message found, and counts them per entry. */
-static void scan_finish(struct scan_state *s) {
-  struct spool_scan *out = s->out;
-  if (out->num_entries > 1) {
-    qsort(out->entries, out->num_entries, sizeof *out->entries, entry_cmp);
+/* raw_done_cmp orders DONE records as read by (queue id, recipient). */
+static int raw_done_cmp(const void *a, const void *b) {
+  return done_cmp(&((const struct scan_done *)a)->key,
+                  &((const struct scan_done *)b)->key);
+}
+
+/* seg_find returns the first index of the union-find group of segment i
+ * (its root), halving paths on the way. */
+static size_t seg_find(struct seg_info *segs, size_t i) {
+  while (segs[i].parent != i) {
+    segs[i].parent = segs[segs[i].parent].parent;
+    i = segs[i].parent;
   }
-  if (s->num_dones > 1) {
-    qsort(s->dones, s->num_dones, sizeof *s->dones, done_cmp);
+  return i;
+}
+
+static void seg_union(struct seg_info *segs, size_t a, size_t b) {
+  a = seg_find(segs, a);
+  b = seg_find(segs, b);
+  if (a != b) {
+    segs[b].parent = a;
+  }
+}
+
+/* seg_of returns the index of the segment an entry was read from. */
+static size_t seg_of(const struct scan_state *s, const struct spool_entry *e) {
+  const char *key = e->segment;
+  char **hit = bsearch(&key, s->names, s->num_segs, sizeof *s->names, name_cmp);
+  assert(hit != NULL && "entry from a segment that was not listed");
+  return (size_t)(hit - s->names);
+}
+
+/* reclaim_group joins each MESSAGE's segment with the segments of the
+ * other MESSAGEs of its queue id and of every DONE naming it: they are
+ * deleted together or not at all. Entries and raw DONEs are sorted. */
+static void reclaim_group(struct scan_state *s) {
+  const struct spool_scan *out = s->out;
+  for (size_t i = 1; i < out->num_entries; i++) {
+    if (out->entries[i].queue_id == out->entries[i - 1].queue_id) {
+      seg_union(s->segs, seg_of(s, &out->entries[i - 1]),
+                seg_of(s, &out->entries[i]));
+    }
+  }
+  for (size_t i = 0; i < s->num_dones; i++) {
+    const struct spool_entry *e =
+        spool_scan_find(out, s->dones[i].key.queue_id);
+    if (e != NULL) {
+      seg_union(s->segs, s->dones[i].seg, seg_of(s, e));
+    }
+  }
+}
+
+/* scan_collect_dones keeps each distinct DONE (queue id, recipient) that
+ * names a recipient of an entry, into out->dones. Raw DONEs are sorted. */
+static int scan_collect_dones(struct scan_state *s) {
+  struct spool_scan *out = s->out;
+  out->dones = malloc((s->num_dones ? s->num_dones : 1) * sizeof *out->dones);
+  if (out->dones == NULL) {
+    return scan_fail(s, ENOMEM, "out of memory");
   }
   size_t kept = 0;
   for (size_t i = 0; i < s->num_dones; i++) {
-    const struct spool_done_key *k = &s->dones[i];
-    if (kept > 0 && done_cmp(&s->dones[kept - 1], k) == 0) {
+    const struct spool_done_key *k = &s->dones[i].key;
+    if (kept > 0 && done_cmp(&out->dones[kept - 1], k) == 0) {
       continue;
     }
     const struct spool_entry *e = spool_scan_find(out, k->queue_id);
     if (e == NULL || k->rcpt_index >= e->num_rcpts) {
       continue;
     }
-    s->dones[kept++] = *k;
+    out->dones[kept++] = *k;
   }
-  out->dones = s->dones;
   out->num_dones = kept;
-  s->dones = NULL;
+  return 0;
+}
+
+/* scan_count_dones sets each entry's num_done from out->dones. */
+static void scan_count_dones(struct spool_scan *out) {
   size_t j = 0;
   for (size_t i = 0; i < out->num_entries; i++) {
     struct spool_entry *e = &out->entries[i];
-    while (j < kept && out->dones[j].queue_id < e->queue_id) {
+    while (j < out->num_dones && out->dones[j].queue_id < e->queue_id) {
       j++;
     }
     size_t n = 0;
-    while (j + n < kept && out->dones[j + n].queue_id == e->queue_id) {
+    while (j + n < out->num_dones &&
+           out->dones[j + n].queue_id == e->queue_id) {
       n++;
     }
     e->num_done = n;
   }
 }
 
-static int scan_dir(struct scan_state *s, int seg_dirfd) {
-  char **names = NULL;
-  size_t num = 0;
-  int rc = list_segments(s, seg_dirfd, &names, &num);
-  for (size_t i = 0; i < num; i++) {
-    if (rc == 0) {
-      rc = scan_segment(s, seg_dirfd, names[i]);
-    }
-    free(names[i]);
+/* reclaim_mark_keep marks the groups that must stay: those holding a
+ * thread's newest segment (the sequence high-water mark), a file whose name
+ * is not a segment name, or a message with a recipient not yet done. */
+static void reclaim_mark_keep(struct scan_state *s) {
+  size_t newest[256]; /* per thread: 2 hex digits in the name */
+  for (size_t t = 0; t < 256; t++) {
+    newest[t] = SIZE_MAX;
   }
-  free(names);
+  for (size_t i = 0; i < s->num_segs; i++) {
+    const struct seg_info *g = &s->segs[i];
+    if (!g->named) {
+      s->segs[seg_find(s->segs, i)].keep = 1;
+    } else if (!g->removed) {
+      newest[g->thread] = i; /* names sort by thread, then sequence */
+    }
+  }
+  for (size_t t = 0; t < 256; t++) {
+    if (newest[t] != SIZE_MAX) {
+      s->segs[seg_find(s->segs, newest[t])].keep = 1;
+    }
+  }
+  for (size_t i = 0; i < s->out->num_entries; i++) {
+    const struct spool_entry *e = &s->out->entries[i];
+    if (e->num_done < e->num_rcpts) {
+      s->segs[seg_find(s->segs, seg_of(s, e))].keep = 1;
+    }
+  }
+}
+
+/* reclaim_unlink deletes every segment of a group not kept, those holding
+ * MESSAGE records first: in a group without cross references a crash then
+ * leaves DONEs without their MESSAGE (harmless), not the other way round. */
+static int reclaim_unlink(struct scan_state *s, int seg_dirfd) {
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t i = 0; i < s->num_segs; i++) {
+      struct seg_info *g = &s->segs[i];
+      if (g->removed || s->segs[seg_find(s->segs, i)].keep ||
+          g->has_message != (pass == 0)) {
+        continue;
+      }
+      if (unlinkat(seg_dirfd, s->names[i], 0) != 0 || fsync(seg_dirfd) != 0) {
+        return scan_fail(s, errno, "seg/%s: reclaim: %s", s->names[i],
+                         strerror(errno));
+      }
+      g->reclaimed = 1;
+      s->out->num_reclaimed++;
+    }
+  }
+  return 0;
+}
+
+/* reclaim_drop leaves the entries of reclaimed segments, and the DONE keys
+ * naming them, out of the result. A group holds every entry with its queue
+ * id, so no DONE key of a kept entry goes. */
+static void reclaim_drop(struct scan_state *s) {
+  struct spool_scan *out = s->out;
+  size_t n = 0;
+  for (size_t i = 0; i < out->num_entries; i++) {
+    if (!s->segs[seg_of(s, &out->entries[i])].reclaimed) {
+      out->entries[n++] = out->entries[i];
+    }
+  }
+  out->num_entries = n;
+  n = 0;
+  for (size_t i = 0; i < out->num_dones; i++) {
+    if (spool_scan_find(out, out->dones[i].queue_id) != NULL) {
+      out->dones[n++] = out->dones[i];
+    }
+  }
+  out->num_dones = n;
+}
+
+/* scan_finish sorts entries and DONEs, counts them per entry and, with
+ * repair, reclaims finished segments. */
+static int scan_finish(struct scan_state *s, int seg_dirfd) {
+  struct spool_scan *out = s->out;
+  if (out->num_entries > 1) {
+    qsort(out->entries, out->num_entries, sizeof *out->entries, entry_cmp);
+  }
+  if (s->num_dones > 1) {
+    qsort(s->dones, s->num_dones, sizeof *s->dones, raw_done_cmp);
+  }
+  if (s->repair) {
+    reclaim_group(s);
+  }
+  if (scan_collect_dones(s) != 0) {
+    return -1;
+  }
+  scan_count_dones(out);
+  if (!s->repair) {
+    return 0;
+  }
+  reclaim_mark_keep(s);
+  if (reclaim_unlink(s, seg_dirfd) != 0) {
+    return -1;
+  }
+  reclaim_drop(s);
+  return 0;
+}
+
+/* scan_segs_init sets up the reclamation record of every listed segment. */
+static int scan_segs_init(struct scan_state *s) {
+  s->segs = calloc(s->num_segs ? s->num_segs : 1, sizeof *s->segs);
+  if (s->segs == NULL) {
+    return scan_fail(s, ENOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < s->num_segs; i++) {
+    struct seg_info *g = &s->segs[i];
+    g->parent = i;
+    g->named =
+        (uint8_t)spool_segment_name_parse(s->names[i], &g->thread, &g->seq);
+  }
+  return 0;
+}
+
+static int scan_dir(struct scan_state *s, int seg_dirfd) {
+  int rc = list_segments(s, seg_dirfd, &s->names, &s->num_segs);
+  if (rc == 0) {
+    rc = scan_segs_init(s);
+  }
+  for (size_t i = 0; rc == 0 && i < s->num_segs; i++) {
+    s->cur_seg = i;
+    rc = scan_segment(s, seg_dirfd, s->names[i]);
+  }
   return rc;
+}
+
+/* scan_state_free releases what the scan kept for itself. */
+static void scan_state_free(struct scan_state *s) {
+  for (size_t i = 0; i < s->num_segs; i++) {
+    free(s->names[i]);
+  }
+  free(s->names);
+  free(s->segs);
+  free(s->dones);
+  buf_free(&s->rcpt_storage);
 }
 
 int spool_scan(const char *dir, int repair, struct spool_scan *out, char *err,
@@ -425,14 +635,13 @@ int spool_scan(const char *dir, int repair, struct spool_scan *out, char *err,
     return scan_fail(&s, errno, "%s: %s", path, strerror(errno));
   }
   int rc = scan_dir(&s, seg_dirfd);
-  close(seg_dirfd);
-  buf_free(&s.rcpt_storage);
   if (rc == 0) {
-    scan_finish(&s);
+    rc = scan_finish(&s, seg_dirfd);
   }
-  free(s.dones);
+  int saved = errno;
+  close(seg_dirfd);
+  scan_state_free(&s);
   if (rc != 0) {
-    int saved = errno;
     spool_scan_free(out);
     errno = saved;
   }

@@ -110,9 +110,8 @@ static void segment_name(char out[SPOOL_SEGMENT_NAME_MAX], unsigned thread,
   snprintf(out, SPOOL_SEGMENT_NAME_MAX, "%02x-%08x.seg", thread, seq);
 }
 
-/* segment_name_parse: 1 if name is "<2 hex>-<8 hex>.seg", lowercase. */
-static int segment_name_parse(const char *name, unsigned *out_thread,
-                              uint32_t *out_seq) {
+int spool_segment_name_parse(const char *name, unsigned *out_thread,
+                             uint32_t *out_seq) {
   if (strlen(name) != 15 || name[2] != '-' || strcmp(name + 11, ".seg")) {
     return 0;
   }
@@ -154,7 +153,7 @@ static int max_segment_seq(int dirfd, unsigned thread, uint32_t *out_seq,
   while ((de = readdir(d)) != NULL) {
     unsigned t;
     uint32_t seq;
-    if (segment_name_parse(de->d_name, &t, &seq) && t == thread &&
+    if (spool_segment_name_parse(de->d_name, &t, &seq) && t == thread &&
         (!*out_found || seq > *out_seq)) {
       *out_seq = seq;
       *out_found = 1;

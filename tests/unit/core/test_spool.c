@@ -1050,6 +1050,285 @@ static void test_scan_done_counting(void **state) {
   tmpdir_remove(dir);
 }
 
+/* ---- reclamation ---- */
+
+/* One segment file of a reclamation case: its name and its records after
+ * the header, as tokens "M<x><n>" (MESSAGE x with n recipients) and
+ * "D<x><r>" (DONE for recipient r of x); x is a letter naming a queue id. */
+struct seg_spec {
+  const char *name;
+  const char *recs;
+};
+
+#define RECLAIM_MAX_SEGS 5
+
+struct reclaim_case {
+  const char *label;
+  struct seg_spec segs[RECLAIM_MAX_SEGS];
+  const char *kept; /* per segment: '1' kept by a repair scan, '0' reclaimed */
+  size_t want_entries;
+  size_t want_dones;
+};
+
+static const struct reclaim_case reclaim_cases[] = {
+    {"fully done segment is reclaimed",
+     {{"00-00000001.seg", "MA2 DA0 DA1"}, {"00-00000002.seg", ""}},
+     "01",
+     0,
+     0},
+    {"one pending recipient keeps the segment",
+     {{"00-00000001.seg", "MA2 DA1"}, {"00-00000002.seg", ""}},
+     "11",
+     1,
+     1},
+    {"DONE for a message pending elsewhere keeps the segment",
+     {{"00-00000001.seg", "MA1 DA0 DB0"},
+      {"00-00000002.seg", ""},
+      {"01-00000001.seg", "MB2"},
+      {"01-00000002.seg", ""}},
+     "1111",
+     2,
+     2},
+    {"DONE for a finished message whose segment stays is kept",
+     {{"00-00000001.seg", "MA1 MC1"},
+      {"00-00000002.seg", "DA0"},
+      {"00-00000003.seg", ""}},
+     "111",
+     2,
+     1},
+    {"newest segment of a thread is kept though finished",
+     {{"00-00000001.seg", "MA1 DA0"}},
+     "1",
+     1,
+     1},
+    {"only the newest of a thread's finished segments is kept",
+     {{"00-00000001.seg", "MA1 DA0"},
+      {"00-00000002.seg", "MB1 DB0"},
+      {"00-00000007.seg", "MC1 DC0"}},
+     "001",
+     1,
+     1},
+    {"message whose DONE is in the newest segment waits",
+     {{"00-00000001.seg", "MA1"}, {"00-00000002.seg", "DA0"}},
+     "11",
+     1,
+     1},
+    {"DONE in another thread's newest segment keeps the message",
+     {{"00-00000001.seg", "MA1"},
+      {"00-00000002.seg", ""},
+      {"01-00000004.seg", "DA0"}},
+     "111",
+     1,
+     1},
+    {"segments finishing each other go together",
+     {{"00-00000001.seg", "MA1 DB0"},
+      {"00-00000002.seg", ""},
+      {"01-00000001.seg", "MB1 DA0"},
+      {"01-00000002.seg", ""}},
+     "0101",
+     0,
+     0},
+    {"group reaching a pending message stays whole",
+     {{"00-00000001.seg", "MA1 DB0"},
+      {"00-00000002.seg", "DA0 MC2 DC0"},
+      {"01-00000001.seg", "MB1 DC1"},
+      {"01-00000002.seg", "MD1"}},
+     "1111",
+     4,
+     4},
+    {"DONE for an unknown message goes with its segment",
+     {{"00-00000001.seg", "DZ0 DZ3"}, {"00-00000002.seg", ""}},
+     "01",
+     0,
+     0},
+    {"empty old segments are reclaimed",
+     {{"00-00000001.seg", ""},
+      {"00-00000002.seg", ""},
+      {"00-00000003.seg", ""}},
+     "001",
+     0,
+     0},
+    {"duplicate DONEs and a DONE past the recipients",
+     {{"00-00000001.seg", "MA2 DA0 DA0 DA1 DA9"}, {"00-00000002.seg", ""}},
+     "01",
+     0,
+     0},
+    {"a file without a segment name is never reclaimed",
+     {{"00-00000001.seg", "DA0"}, {"00-00000002.seg", ""}, {"old.seg", "MA1"}},
+     "111",
+     1,
+     1},
+};
+
+static uint64_t reclaim_id(char letter) {
+  return ID(1000 + (letter - 'A'), 0, 7);
+}
+
+/* reclaim_write_segment writes one segment file of a case. */
+static void reclaim_write_segment(const char *dir, const struct seg_spec *sp) {
+  unsigned thread = 0;
+  uint32_t seq = 99;
+  (void)spool_segment_name_parse(sp->name, &thread, &seq);
+  struct buf b = {0};
+  assert_int_equal(spool_segment_header_encode(&b, thread, seq), 0);
+  for (const char *p = sp->recs; *p != '\0';) {
+    if (*p == ' ') {
+      p++;
+      continue;
+    }
+    char kind = p[0], letter = p[1];
+    char *end;
+    unsigned long n = strtoul(p + 2, &end, 10);
+    p = end;
+    if (kind == 'M') {
+      struct msg_case c = {"m", "a@b", NULL, n, NULL, 5, 0, NULL};
+      struct msg_fixture f;
+      fixture_make(&f, &c, reclaim_id(letter));
+      assert_int_equal(spool_message_encode(&b, &f.m), 0);
+      fixture_free(&f);
+    } else {
+      assert_int_equal(kind, 'D');
+      struct spool_done d = {reclaim_id(letter), (uint32_t)n,
+                             SPOOL_OUTCOME_DELIVERED, 1};
+      assert_int_equal(spool_done_encode(&b, &d), 0);
+    }
+  }
+  file_write(dir, sp->name, b.data, b.len);
+  buf_free(&b);
+}
+
+static int seg_exists(const char *dir, const char *name) {
+  char path[256];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/seg/%s", dir, name);
+  return stat(path, &st) == 0;
+}
+
+/* reclaim_check_scan scans and checks the counts of a case. */
+static void reclaim_check_scan(const char *label, const char *dir, int repair,
+                               size_t want_reclaimed, size_t want_entries,
+                               size_t want_dones) {
+  struct spool_scan scan;
+  char err[256] = "";
+  if (spool_scan(dir, repair, &scan, err, sizeof err) != 0) {
+    fail_msg("%s: scan: %s", label, err);
+  }
+  CHECK(label, scan.num_reclaimed, want_reclaimed);
+  CHECK(label, scan.num_entries, want_entries);
+  CHECK(label, scan.num_dones, want_dones);
+  for (size_t i = 0; i < scan.num_entries; i++) {
+    CHECK(label, seg_exists(dir, scan.entries[i].segment), 1);
+  }
+  spool_scan_free(&scan);
+}
+
+/* reclaim_check_next_seq: a writer opened now must take a sequence number
+ * above every one the case had for that thread. */
+static void reclaim_check_next_seq(const char *label, const char *dir,
+                                   const struct reclaim_case *c) {
+  for (size_t i = 0; i < RECLAIM_MAX_SEGS && c->segs[i].name; i++) {
+    unsigned thread, t;
+    uint32_t seq, max_seq = 0;
+    if (!spool_segment_name_parse(c->segs[i].name, &thread, &seq)) {
+      continue;
+    }
+    for (size_t j = 0; j < RECLAIM_MAX_SEGS && c->segs[j].name; j++) {
+      if (spool_segment_name_parse(c->segs[j].name, &t, &seq) && t == thread &&
+          seq > max_seq) {
+        max_seq = seq;
+      }
+    }
+    struct spool_writer *w = spool_writer_open(dir, thread, 0);
+    assert_non_null(w);
+    char want[SPOOL_SEGMENT_NAME_MAX];
+    snprintf(want, sizeof want, "%02x-%08x.seg", thread, max_seq + 1);
+    if (strcmp(spool_writer_segment(w), want) != 0) {
+      fail_msg("%s: writer segment: got %s, want %s", label,
+               spool_writer_segment(w), want);
+    }
+    spool_writer_close(w);
+    char path[256];
+    snprintf(path, sizeof path, "%s/seg/%s", dir, want);
+    assert_int_equal(unlink(path), 0);
+  }
+}
+
+static void test_scan_reclaim(void **state) {
+  for (size_t i = 0; i < NUM(reclaim_cases); i++) {
+    const struct reclaim_case *c = &reclaim_cases[i];
+    char dir[64], path[128];
+    tmpdir_make(dir);
+    snprintf(path, sizeof path, "%s/seg", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    size_t num = 0, num_gone = 0, all_entries = 0;
+    for (; num < RECLAIM_MAX_SEGS && c->segs[num].name; num++) {
+      reclaim_write_segment(dir, &c->segs[num]);
+      num_gone += c->kept[num] == '0';
+      for (const char *p = c->segs[num].recs; (p = strchr(p, 'M')); p++) {
+        all_entries++;
+      }
+    }
+    CHECK(c->label, strlen(c->kept), num);
+    /* The CLI's read-only scan sees everything and deletes nothing. */
+    struct spool_scan scan;
+    assert_int_equal(spool_scan(dir, 0, &scan, NULL, 0), 0);
+    CHECK(c->label, scan.num_reclaimed, 0);
+    CHECK(c->label, scan.num_entries, all_entries);
+    spool_scan_free(&scan);
+    CHECK(c->label, count_segments(dir), num);
+
+    reclaim_check_scan(c->label, dir, 1, num_gone, c->want_entries,
+                       c->want_dones);
+    for (size_t k = 0; k < num; k++) {
+      if (seg_exists(dir, c->segs[k].name) != (c->kept[k] == '1')) {
+        fail_msg("%s: %s: got %s, want %s", c->label, c->segs[k].name,
+                 c->kept[k] == '1' ? "reclaimed" : "kept",
+                 c->kept[k] == '1' ? "kept" : "reclaimed");
+      }
+    }
+    /* Stable: nothing more to reclaim, the same result read-only. */
+    reclaim_check_scan(c->label, dir, 1, 0, c->want_entries, c->want_dones);
+    reclaim_check_scan(c->label, dir, 0, 0, c->want_entries, c->want_dones);
+    reclaim_check_next_seq(c->label, dir, c);
+    tmpdir_remove(dir);
+  }
+}
+
+/* A repair scan that fails (a foreign segment) reclaims nothing, and the
+ * ids of reclaimed messages still raise max_queue_id. */
+static void test_scan_reclaim_edges(void **state) {
+  char dir[64], path[128];
+  tmpdir_make(dir);
+  snprintf(path, sizeof path, "%s/seg", dir);
+  assert_int_equal(mkdir(path, 0700), 0);
+  static const struct seg_spec segs[] = {
+      {"00-00000001.seg", "MA1 DA0 MB1 DB0"},
+      {"00-00000002.seg", ""},
+  };
+  for (size_t i = 0; i < NUM(segs); i++) {
+    reclaim_write_segment(dir, &segs[i]);
+  }
+  struct buf done = {0};
+  encode_record(1, &done);
+  file_write(dir, "02-00000001.seg", done.data, done.len);
+  struct spool_scan scan;
+  char err[256] = "";
+  CHECK("foreign segment", spool_scan(dir, 1, &scan, err, sizeof err), -1);
+  CHECK("nothing reclaimed", seg_exists(dir, segs[0].name), 1);
+  snprintf(path, sizeof path, "%s/seg/02-00000001.seg", dir);
+  assert_int_equal(unlink(path), 0);
+
+  assert_int_equal(spool_scan(dir, 1, &scan, err, sizeof err), 0);
+  CHECK("reclaimed", scan.num_reclaimed, 1);
+  CHECK("segments read", scan.num_segments, 2);
+  CHECK("entries", scan.num_entries, 0);
+  CHECK("max id of reclaimed", scan.max_queue_id, reclaim_id('B'));
+  CHECK("gone", seg_exists(dir, segs[0].name), 0);
+  spool_scan_free(&scan);
+  buf_free(&done);
+  tmpdir_remove(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_queue_id_format_parse),
@@ -1071,6 +1350,8 @@ int main(void) {
       cmocka_unit_test(test_scan_flipped_last_record),
       cmocka_unit_test(test_scan_empty_segments),
       cmocka_unit_test(test_scan_done_counting),
+      cmocka_unit_test(test_scan_reclaim),
+      cmocka_unit_test(test_scan_reclaim_edges),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
