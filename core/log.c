@@ -27,13 +27,15 @@ void log_set_program(const char *name) {
 /* log_put appends raw bytes, marking the record truncated when full (the
  * last 5 bytes are kept free for the closing "...}\n"). */
 static void log_put(struct log_rec *r, const char *s, size_t n) {
-  size_t room = LOG_LINE_MAX - 8 - r->len;
-  if (r->len > LOG_LINE_MAX - 8) {
-    room = 0;
+  if (r->truncated) {
+    return; /* everything after the cut is dropped */
   }
+  size_t room = r->len < LOG_LINE_MAX - 8 ? LOG_LINE_MAX - 8 - r->len : 0;
   if (n > room) {
-    n = room;
     r->truncated = 1;
+    /* Short pieces (escapes, quotes) go in whole or not at all, so a cut
+     * line is still valid JSON once log_end closes it. */
+    n = n <= 8 ? 0 : room;
   }
   memcpy(r->line + r->len, s, n);
   r->len += n;
@@ -87,6 +89,7 @@ void log_begin(struct log_rec *r, const char *event) {
   snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
   r->len = 0;
   r->truncated = 0;
+  r->in_string = 0;
   if (log_json) {
     log_put(r, "{\"ts\":\"", 7);
     log_put(r, ts, strlen(ts));
@@ -110,8 +113,12 @@ void log_str(struct log_rec *r, const char *key, const char *value) {
     log_put(r, ",\"", 2);
     log_put(r, key, strlen(key));
     log_put(r, "\":\"", 3);
+    r->in_string = 1;
     log_put_json_string(r, value);
-    log_put(r, "\"", 1);
+    if (!r->truncated) {
+      log_put(r, "\"", 1);
+      r->in_string = 0;
+    }
   } else {
     log_put(r, " ", 1);
     log_put(r, key, strlen(key));
@@ -157,11 +164,15 @@ static void log_write_all(const char *p, size_t n) {
 }
 
 void log_end(struct log_rec *r) {
+  /* LOG_LINE_MAX - 8 bytes at most were used: room for ..."}\n. */
   if (r->truncated) {
     memcpy(r->line + r->len, "...", 3);
     r->len += 3;
   }
   if (log_json) {
+    if (r->in_string) {
+      r->line[r->len++] = '"';
+    }
     r->line[r->len++] = '}';
   }
   r->line[r->len++] = '\n';

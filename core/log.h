@@ -20,6 +20,7 @@ struct log_rec {
   char line[LOG_LINE_MAX];
   size_t len;
   int truncated;
+  int in_string; /* JSON: inside a value string (to close a cut line) */
 };
 
 /* log_set_json selects the format for every thread (set before threads). */

@@ -29,10 +29,13 @@ double metric_hist_sum(const struct metric_hist *h) {
 void metric_hist_add_into(struct metric_hist *dst,
                           const struct metric_hist *src,
                           const struct metric_hist_spec *spec) {
+  /* The count is the buckets' sum, not src->count: the owner updates them
+   * one after another, and a scrape between must still be consistent. */
   for (size_t i = 0; i <= spec->num_bounds; i++) {
-    dst->buckets[i] += METRIC_GET(src->buckets[i]);
+    uint64_t n = METRIC_GET(src->buckets[i]);
+    dst->buckets[i] += n;
+    dst->count += n;
   }
-  dst->count += METRIC_GET(src->count);
   double sum = metric_hist_sum(dst) + metric_hist_sum(src);
   memcpy(&dst->sum_bits, &sum, sizeof(sum));
 }

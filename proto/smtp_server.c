@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/metrics.h" /* METRIC_ADD: a scrape reads the counters */
 #include "proto/smtp_addr.h"
 
 enum smtp_server_state {
@@ -87,7 +88,7 @@ struct smtp_server {
 
 static void smtp_server_count_reply(struct smtp_server *s, char code0) {
   if (s->stats != NULL && code0 >= '2' && code0 <= '5') {
-    s->stats->replies[code0 - '0']++;
+    METRIC_ADD(s->stats->replies[code0 - '0'], 1);
   }
 }
 
@@ -936,7 +937,7 @@ static void smtp_server_command(struct smtp_server *s, const uint8_t *line,
   size_t verb_len = sp ? (size_t)(sp - line) : n;
   const struct smtp_server_cmd *c = smtp_server_lookup(line, verb_len);
   if (s->stats != NULL) {
-    s->stats->commands[c ? c->verb : SMTP_VERB_UNKNOWN]++;
+    METRIC_ADD(s->stats->commands[c ? c->verb : SMTP_VERB_UNKNOWN], 1);
   }
   if (c == NULL) {
     smtp_server_error(s, "500 5.5.1 Error: command not recognized\r\n");

@@ -30,6 +30,15 @@
 #define DAEMON_RECV_BUF_SIZE (16 * 1024)
 #define DAEMON_RECV_BUF_COUNT 1024 /* per worker; power of two */
 #define DAEMON_RING_ENTRIES 4096
+#define DAEMON_CQ_ENTRIES 32768
+/* Output queued to a client that does not read: above HIGH we stop reading
+ * its input (recv cancelled) and stop running its commands; below LOW we
+ * start again. */
+#define DAEMON_SEND_HIGH (64 * 1024)
+#define DAEMON_SEND_LOW (16 * 1024)
+/* How long a closing connection may take to flush its last replies. */
+#define DAEMON_CLOSE_LINGER_MS 10000
+#define DAEMON_CLOSE_LINGER_STOPPING_MS 2000
 
 enum listener_kind {
   LISTEN_SMTP,
@@ -102,6 +111,8 @@ struct conn {
   int shut;           /* shutdown(2) done; waiting for ops to drain */
   int commit_pending; /* a message sits in the spool batch */
   int freed;          /* back in the free list */
+  int paused;         /* input stopped: recv cancelled (backpressure) */
+  struct buf held;    /* received bytes the engine could not take yet */
   int64_t deadline_ms;
   struct sockaddr_storage peer;
   char peer_text[64];
@@ -145,7 +156,8 @@ struct __attribute__((aligned(64))) worker {
   int wake_fd;
   uint64_t wake_value;
   const struct config *cfg; /* this worker's view; swapped on reload */
-  uint64_t seen_reload_gen;
+  uint64_t seen_reload_gen; /* published (atomic): main frees old configs
+                               only once every worker has moved past them */
   struct spool_writer *spool;
   int spool_ops;       /* 2 while write+fsync are in flight */
   int spool_result;    /* first error of the in-flight batch */
@@ -157,6 +169,7 @@ struct __attribute__((aligned(64))) worker {
   struct conn *free_conns;
   unsigned num_conns;
   int stopping;
+  int exited; /* set (atomic) when worker_main returns */
   int64_t stop_deadline_ms;
   int64_t now_ms;
   struct __kernel_timespec tick_ts;
@@ -170,12 +183,15 @@ struct daemon {
   struct config *cfg;  /* published config (atomic pointer) */
   uint64_t reload_gen; /* bumped on SIGHUP after cfg is swapped */
   int stop;            /* set on SIGTERM/SIGINT */
+  int force;  /* a second SIGTERM/SIGINT: close sessions now */
+  int failed; /* a worker could not start: exit non-zero */
   unsigned num_workers;
   struct worker workers[DAEMON_MAX_WORKERS];
   uint64_t recovered_messages;
   uint64_t first_queue_id;
   int64_t start_ms;
-  struct config *old_cfgs[64]; /* kept until exit: workers may hold them */
+  struct config *old_cfgs[64]; /* replaced configs a worker may still use */
+  uint64_t old_cfg_gens[64];    /* reload_gen at which each was replaced */
   size_t num_old_cfgs;
 };
 
@@ -199,6 +215,12 @@ void session_free(struct conn *c);
 /* conn helpers in worker.c, used by session.c and metrics_http.c */
 void conn_send(struct conn *c, const uint8_t *data, size_t len);
 void conn_close(struct conn *c);
+void conn_maybe_free(struct conn *c);
+/* Bytes queued to the client and not yet sent. */
+size_t conn_unsent(const struct conn *c);
+/* Stop / restart reading from the client (backpressure). */
+void conn_pause(struct conn *c);
+void conn_resume(struct conn *c);
 int worker_spool_add(struct worker *w, struct commit *cm,
                      const struct spool_message *m);
 

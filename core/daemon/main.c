@@ -57,27 +57,50 @@ static int recover_spool(struct daemon *d) {
   log_u64(&r, "segments", scan.num_segments);
   log_u64(&r, "messages", pending);
   log_u64(&r, "torn_tails", scan.num_torn);
+  log_u64(&r, "reclaimed_segments", scan.num_reclaimed);
   log_end(&r);
   spool_scan_free(&scan);
   return 0;
 }
 
+/* free_retired_configs frees the replaced configurations that no worker
+ * can still be using: each worker publishes the reload generation it has
+ * switched to. */
+static void free_retired_configs(struct daemon *d) {
+  uint64_t oldest = UINT64_MAX;
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    uint64_t seen =
+        __atomic_load_n(&d->workers[i].seen_reload_gen, __ATOMIC_ACQUIRE);
+    oldest = seen < oldest ? seen : oldest;
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < d->num_old_cfgs; i++) {
+    if (d->old_cfg_gens[i] <= oldest) {
+      config_free(d->old_cfgs[i]);
+    } else {
+      d->old_cfgs[kept] = d->old_cfgs[i];
+      d->old_cfg_gens[kept++] = d->old_cfg_gens[i];
+    }
+  }
+  d->num_old_cfgs = kept;
+}
+
 static void reload(struct daemon *d) {
   char err[1024];
+  free_retired_configs(d);
+  if (d->num_old_cfgs == sizeof(d->old_cfgs) / sizeof(d->old_cfgs[0])) {
+    log_msg("error", "reload refused: a worker has not yet switched to an "
+                     "earlier configuration; try again");
+    return;
+  }
   struct config *cfg = config_load(d->config_path, err, sizeof(err));
   if (cfg == NULL) {
     log_msg("error", "reload refused, keeping the running configuration: %s",
             err);
     return;
   }
-  if (d->num_old_cfgs == sizeof(d->old_cfgs) / sizeof(d->old_cfgs[0])) {
-    /* Every worker has long since switched away from the oldest. */
-    config_free(d->old_cfgs[0]);
-    memmove(d->old_cfgs, d->old_cfgs + 1,
-            (d->num_old_cfgs - 1) * sizeof(d->old_cfgs[0]));
-    d->num_old_cfgs--;
-  }
-  d->old_cfgs[d->num_old_cfgs++] = d->cfg;
+  d->old_cfgs[d->num_old_cfgs] = d->cfg;
+  d->old_cfg_gens[d->num_old_cfgs++] = d->reload_gen + 1;
   log_set_json(cfg->log_format == CONFIG_LOG_JSON);
   __atomic_store_n(&d->cfg, cfg, __ATOMIC_RELEASE);
   __atomic_add_fetch(&d->reload_gen, 1, __ATOMIC_RELEASE);
@@ -88,23 +111,44 @@ static void reload(struct daemon *d) {
           "; listener and thread changes take effect on restart");
 }
 
-/* serve waits for signals on the main thread; workers never see them. */
+/* workers_running counts workers whose thread has not finished. */
+static unsigned workers_running(struct daemon *d) {
+  unsigned n = 0;
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    n += !__atomic_load_n(&d->workers[i].exited, __ATOMIC_ACQUIRE);
+  }
+  return n;
+}
+
+/* serve waits for signals on the main thread; workers never see them. A
+ * first SIGTERM/SIGINT drains; a second one closes sessions at once. */
 static void serve(struct daemon *d, const sigset_t *set) {
+  const struct timespec poll = {.tv_sec = 0, .tv_nsec = 200 * 1000 * 1000};
   for (;;) {
-    int sig = 0;
-    if (sigwait(set, &sig) != 0) {
+    int sig = sigtimedwait(set, NULL, &poll);
+    if (sig < 0) {
+      if (__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE) &&
+          workers_running(d) == 0) {
+        return;
+      }
       continue;
     }
     if (sig == SIGHUP) {
       reload(d);
       continue;
     }
-    log_msg("info", "signal %d: draining sessions and stopping", sig);
-    __atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
+    if (!__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE)) {
+      log_msg("info", "signal %d: draining sessions and stopping (again to "
+                      "close them now)",
+              sig);
+      __atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
+    } else {
+      log_msg("info", "signal %d: closing sessions now", sig);
+      __atomic_store_n(&d->force, 1, __ATOMIC_RELEASE);
+    }
     for (unsigned i = 0; i < d->num_workers; i++) {
       worker_wake(&d->workers[i]);
     }
-    return;
   }
 }
 
@@ -209,6 +253,11 @@ int main(int argc, char **argv) {
   serve(d, &set);
   for (unsigned i = 0; i < d->num_workers; i++) {
     pthread_join(d->workers[i].thread, NULL);
+  }
+  if (__atomic_load_n(&d->failed, __ATOMIC_ACQUIRE)) {
+    log_msg("error", "postseald stopped: a worker failed to start");
+    log_flush();
+    return 1;
   }
   log_msg("info", "postseald stopped; spool durable");
   for (size_t i = 0; i < d->num_old_cfgs; i++) {

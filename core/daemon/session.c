@@ -210,11 +210,39 @@ static void session_move_output(struct conn *c) {
   }
 }
 
+/* session_feed_held gives the engine what it could not take before.
+ * Returns 1 when nothing is held any more. */
+static int session_feed_held(struct conn *c) {
+  if (c->held.len == 0) {
+    return 1;
+  }
+  if (smtp_server_feed(c->smtp, c->held.data, c->held.len) != 0) {
+    return 0; /* still waiting for a verdict with a full input buffer */
+  }
+  buf_reset(&c->held);
+  return 1;
+}
+
+/* session_output_blocked: 1 when the client has not read enough of our
+ * replies; running more of its commands would only queue more. */
+static int session_output_blocked(const struct conn *c) {
+  const uint8_t *out;
+  size_t out_len;
+  smtp_server_output(c->smtp, &out, &out_len);
+  return conn_unsent(c) + out_len > DAEMON_SEND_HIGH;
+}
+
 void session_pump(struct conn *c) {
   if (c->smtp == NULL || c->shut || c->closing) {
     return;
   }
+  int all_fed = session_feed_held(c);
+  int blocked = 0;
   for (;;) {
+    if (session_output_blocked(c)) {
+      blocked = 1;
+      break;
+    }
     enum smtp_server_event ev = smtp_server_next(c->smtp);
     if (ev == SMTP_SERVER_NEED_INPUT || ev == SMTP_SERVER_WAIT_VERDICT) {
       break;
@@ -233,21 +261,35 @@ void session_pump(struct conn *c) {
   }
   session_move_output(c);
   session_set_deadline(c);
+  if (all_fed && !blocked && c->held.len == 0) {
+    all_fed = session_feed_held(c);
+  }
+  /* Backpressure: read again only when the engine took everything and
+   * the client keeps up with our replies. */
+  if (!all_fed || blocked) {
+    conn_pause(c);
+  } else if (conn_unsent(c) < DAEMON_SEND_LOW) {
+    conn_resume(c);
+  }
   if (c->w->stopping && smtp_server_is_idle(c->smtp) && !c->commit_pending) {
     session_on_shutdown(c);
   }
 }
 
 void session_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
-  if (smtp_server_feed(c->smtp, in, in_len) != 0) {
-    /* More pipelined input than any waiting client may send (RFC 2920
-     * clients wait for the reply to DATA and to the end of data). */
-    static const char msg[] = "421 4.7.0 Too much pipelined input\r\n";
-    session_move_output(c);
-    conn_send(c, (const uint8_t *)msg, sizeof(msg) - 1);
+  if (c->held.len == 0 && !c->paused &&
+      smtp_server_feed(c->smtp, in, in_len) == 0) {
+    session_pump(c);
+    return;
+  }
+  /* The engine is full (a verdict is owed) or the client does not read
+   * its replies: keep the bytes and stop reading. Only the few buffers
+   * already in flight can still arrive, so `held` stays small. */
+  if (buf_append(&c->held, in, in_len) != 0) {
     conn_close(c);
     return;
   }
+  conn_pause(c);
   session_pump(c);
 }
 
@@ -294,7 +336,8 @@ void session_on_commit(struct conn *c, struct commit *cm, int err) {
     log_end(&r);
   }
   if (c->shut) {
-    return; /* the client left; a committed message is still delivered */
+    return; /* the client left; a committed message is still delivered
+               (the worker frees the connection after this returns) */
   }
   if (err == 0) {
     smtp_server_reply_queued(c->smtp, qid);

@@ -47,8 +47,15 @@ static uint64_t op_tag(void *owner, enum op_kind kind) {
  * queue is full (it never stays full: completions are reaped every turn). */
 static struct io_uring_sqe *worker_sqe(struct worker *w) {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-  while (sqe == NULL) {
-    io_uring_submit(&w->ring);
+  for (int tries = 0; sqe == NULL; tries++) {
+    int rc = io_uring_submit(&w->ring);
+    if (rc < 0 && tries > 1000) {
+      /* Completions are reaped before dispatch, so the kernel always has
+       * room to post; a ring that still refuses is broken. */
+      log_msg("error", "io_uring_submit: %s", strerror(-rc));
+      log_flush();
+      abort();
+    }
     sqe = io_uring_get_sqe(&w->ring);
   }
   return sqe;
@@ -154,11 +161,17 @@ static void worker_arm_wake(struct worker *w) {
  * (fewer interrupts of the loop) and falls back on older kernels. */
 static int worker_ring_init(struct worker *w) {
   struct io_uring_params p = {0};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  /* A CQ well above the SQ: every connection's multishot recv can post
+   * while the loop is busy. */
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+            IORING_SETUP_CQSIZE;
+  p.cq_entries = DAEMON_CQ_ENTRIES;
   if (io_uring_queue_init_params(DAEMON_RING_ENTRIES, &w->ring, &p) == 0) {
     return 0;
   }
   memset(&p, 0, sizeof(p));
+  p.flags = IORING_SETUP_CQSIZE;
+  p.cq_entries = DAEMON_CQ_ENTRIES;
   return io_uring_queue_init_params(DAEMON_RING_ENTRIES, &w->ring, &p);
 }
 
@@ -241,7 +254,7 @@ static void conn_arm_recv(struct conn *c) {
 
 /* conn_maybe_free releases a closed connection once nothing refers to it:
  * no operation in flight and no message waiting in the spool batch. */
-static void conn_maybe_free(struct conn *c) {
+void conn_maybe_free(struct conn *c) {
   struct worker *w = c->w;
   if (c->freed || !c->shut || c->num_ops > 0 || c->commit_pending) {
     return;
@@ -255,6 +268,7 @@ static void conn_maybe_free(struct conn *c) {
   buf_free(&c->http_in);
   buf_free(&c->out);
   buf_free(&c->pending);
+  buf_free(&c->held);
   if (c->prev != NULL) {
     c->prev->next = c->next;
   } else {
@@ -313,9 +327,42 @@ void conn_send(struct conn *c, const uint8_t *data, size_t len) {
 }
 
 void conn_close(struct conn *c) {
+  if (!c->closing) {
+    /* The last replies get a bounded time to leave: a client that never
+     * reads must not keep the connection (or a shutdown) alive. */
+    c->deadline_ms = c->w->now_ms + (c->w->stopping
+                                         ? DAEMON_CLOSE_LINGER_STOPPING_MS
+                                         : DAEMON_CLOSE_LINGER_MS);
+  }
   c->closing = 1;
   if (!c->sending) {
     conn_shutdown(c);
+  }
+}
+
+size_t conn_unsent(const struct conn *c) {
+  return c->out.len - c->out_off + c->pending.len;
+}
+
+void conn_pause(struct conn *c) {
+  if (c->paused || c->shut) {
+    return;
+  }
+  c->paused = 1;
+  if (c->recv_armed) {
+    struct io_uring_sqe *sqe = worker_sqe(c->w);
+    io_uring_prep_cancel64(sqe, op_tag(c, OP_RECV), 0);
+    io_uring_sqe_set_data64(sqe, 0);
+  }
+}
+
+void conn_resume(struct conn *c) {
+  if (!c->paused || c->shut || c->closing) {
+    return;
+  }
+  c->paused = 0;
+  if (!c->recv_armed) {
+    conn_arm_recv(c);
   }
 }
 
@@ -329,7 +376,13 @@ static void worker_on_accept(struct worker *w, struct listener *l, int res,
       return;
     }
     log_msg("warning", "accept: %s", strerror(-res));
-    return; /* re-armed by the next tick: EMFILE and friends pass */
+    if (!l->armed && res != -EMFILE && res != -ENFILE && res != -ENOMEM) {
+      worker_arm_accept(w, l);
+    }
+    return; /* out of descriptors: the next tick re-arms */
+  }
+  if (!l->armed && !w->stopping) {
+    worker_arm_accept(w, l); /* the kernel ended the multishot */
   }
   if (w->stopping) {
     close(res);
@@ -389,10 +442,12 @@ static void worker_on_recv(struct worker *w, struct conn *c, int res,
     }
     worker_return_buf(w, bid);
   }
-  if (res == 0 || (res < 0 && res != -ENOBUFS)) {
+  if (res == -ECANCELED && c->paused) {
+    /* conn_pause() stopped reading; conn_resume() re-arms. */
+  } else if (res == 0 || (res < 0 && res != -ENOBUFS)) {
     conn_close(c); /* peer closed or reset: nothing more to say to it */
     conn_shutdown(c);
-  } else if (!c->recv_armed && !c->shut) {
+  } else if (!c->recv_armed && !c->shut && !c->paused) {
     conn_arm_recv(c); /* the kernel ended the multishot (e.g. ENOBUFS) */
   }
   conn_maybe_free(c);
@@ -418,6 +473,10 @@ static void worker_on_send(struct conn *c, int res) {
     } else if (c->closing) {
       conn_shutdown(c);
     }
+    if (c->kind != LISTEN_METRICS && !c->closing && c->paused &&
+        conn_unsent(c) < DAEMON_SEND_LOW) {
+      session_pump(c); /* the client read its replies: run what waits */
+    }
   }
   conn_maybe_free(c);
 }
@@ -434,6 +493,7 @@ static void worker_spool_done(void *cookie, int err, void *arg) {
   struct conn *c = cm->c;
   if (c != NULL && c->gen == cm->gen) {
     session_on_commit(c, cm, err);
+    conn_maybe_free(c); /* the client may have left while we committed */
   }
   buf_free(&cm->data);
   free(cm);
@@ -465,6 +525,12 @@ static void worker_spool_kick(struct worker *w) {
   }
   if (rc == 0) {
     return;
+  }
+  /* The write and its fdatasync must reach the kernel in one submission:
+   * a link is cut at a submission boundary, and an unlinked fsync could
+   * complete before the write, acknowledging data not yet durable. */
+  if (io_uring_sq_space_left(&w->ring) < 2) {
+    io_uring_submit(&w->ring);
   }
   struct io_uring_sqe *sqe = worker_sqe(w);
   io_uring_prep_writev(sqe, f.fd, f.iov, (unsigned)f.num_iov, f.offset);
@@ -509,8 +575,9 @@ static void worker_on_spool(struct worker *w, enum op_kind kind, int res) {
 static void worker_check_reload(struct worker *w) {
   uint64_t gen = __atomic_load_n(&w->d->reload_gen, __ATOMIC_ACQUIRE);
   if (gen != w->seen_reload_gen) {
-    w->seen_reload_gen = gen;
     w->cfg = __atomic_load_n(&w->d->cfg, __ATOMIC_ACQUIRE);
+    /* Published after the switch: main may then free the old config. */
+    __atomic_store_n(&w->seen_reload_gen, gen, __ATOMIC_RELEASE);
   }
 }
 
@@ -543,10 +610,17 @@ static void worker_on_tick(struct worker *w) {
   if (__atomic_load_n(&w->d->stop, __ATOMIC_ACQUIRE)) {
     worker_begin_stop(w);
   }
-  int force = w->stopping && w->now_ms >= w->stop_deadline_ms;
+  int force = w->stopping && (w->now_ms >= w->stop_deadline_ms ||
+                              __atomic_load_n(&w->d->force, __ATOMIC_ACQUIRE));
   for (struct conn *c = w->live, *next; c != NULL; c = next) {
     next = c->next;
     if (c->shut) {
+      continue;
+    }
+    if (c->closing) {
+      if (force || w->now_ms >= c->deadline_ms) {
+        conn_shutdown(c); /* its last replies would not leave: give up */
+      }
       continue;
     }
     if (force || (c->deadline_ms != 0 && w->now_ms >= c->deadline_ms)) {
@@ -612,6 +686,8 @@ void *worker_main(void *arg) {
   struct worker *w = arg;
   if (worker_ring_init(w) != 0 || worker_setup_bufs(w) != 0) {
     log_msg("error", "worker %u: io_uring set-up failed", w->index);
+    __atomic_store_n(&w->d->failed, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
     kill(getpid(), SIGTERM); /* main's sigwait() then stops every worker */
     return NULL;
   }
@@ -626,12 +702,13 @@ void *worker_main(void *arg) {
     io_uring_submit_and_wait(&w->ring, 1);
     w->now_ms = daemon_now_ms();
     struct io_uring_cqe *cqe;
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&w->ring, head, cqe) {
-      worker_dispatch(w, cqe);
-      n++;
+    /* Each completion is copied and released before it is handled, so the
+     * CQ has room for whatever the handler's submissions post. */
+    while (io_uring_peek_cqe(&w->ring, &cqe) == 0) {
+      struct io_uring_cqe copy = *cqe;
+      io_uring_cqe_seen(&w->ring, cqe);
+      worker_dispatch(w, &copy);
     }
-    io_uring_cq_advance(&w->ring, n);
     worker_spool_kick(w);
     log_flush();
   }
@@ -642,5 +719,6 @@ void *worker_main(void *arg) {
   }
   spool_writer_close(w->spool);
   log_flush();
+  __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
   return NULL;
 }
