@@ -29,6 +29,18 @@ POSTSEAL = os.path.join(BUILD, "postseal")
 SKIP = 77
 
 
+def _sanitized():
+    try:
+        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+            return "POSTSEAL_SANITIZE:BOOL=ON" in f.read()
+    except OSError:
+        return False
+
+
+# ASan keeps freed memory in quarantine: memory bounds need more slack.
+SANITIZED = _sanitized()
+
+
 def free_port():
     """A port that was free a moment ago on 127.0.0.1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
