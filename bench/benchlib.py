@@ -421,8 +421,12 @@ def cmd_report(a):
     L.append("")
     L.append("## Results")
     L.append("")
-    L.append(f"Load: `smtp-source -s {meta['sessions']}` (50 concurrent sessions, one message per "
-             "connection, one recipient), message size as listed, "
+    reuse = meta.get("reuse", False)
+    L.append(f"Load: `smtp-source{' -d' if reuse else ''} -s {meta['sessions']}` "
+             f"({meta['sessions']} concurrent sessions, "
+             + ("connections reused for many messages (-d), " if reuse else
+                "one message per connection, ")
+             + "one recipient), message size as listed, "
              f"{meta['reps']} repetition(s) per cell after a warm-up run; msg/s = N / wall time of "
              "smtp-source; median (min–max). CPU ms/msg = server CPU (user+system) during the run / N. "
              "Ratios are postseald / Postfix (throughput: higher is better for postseald; "

@@ -20,6 +20,7 @@
 #   -n N                 messages per run, every size (default 20000)
 #   --reps R             repetitions per cell (default 3)
 #   --sessions S         smtp-source -s (default 50)
+#   --reuse              smtp-source -d: many messages per connection
 #   --no-postfix         skip Postfix
 #   --no-latency         skip the latency probe
 #   --no-idle            skip the idle-memory probe
@@ -46,6 +47,7 @@ IDLE_SESSIONS=5000
 LAT_DURATION=10
 LAT_SESSIONS=50
 SMOKE=0
+REUSE=0
 OUT=""
 KEEP=0
 RUN_TIMEOUT=600        # hard limit for one smtp-source run, seconds
@@ -59,6 +61,7 @@ while [ $# -gt 0 ]; do
         -n) N=$2; shift ;;
         --reps) REPS=$2; shift ;;
         --sessions) SESSIONS=$2; shift ;;
+        --reuse) REUSE=1 ;;
         --no-postfix) DO_POSTFIX=0 ;;
         --no-latency) DO_LATENCY=0 ;;
         --no-idle) DO_IDLE=0 ;;
@@ -294,6 +297,7 @@ run_load() {
     else port=$PF_PORT; pid=$PF_MASTER; mode=tree; fi
     log=$TMP/smtp-source-$server-$size-$rep.log; : > "$log"
     local cmd=(smtp-source -s "$SESSIONS" -m "$n" -l "$size" -f a@bench.test -t b@bench.example "127.0.0.1:$port")
+    [ "$REUSE" = 1 ] && cmd=(smtp-source -d "${cmd[@]:1}")
     record "timeout -k 5 $RUN_TIMEOUT ${cmd[*]}    # $server size=$size rep=$rep"
     if [ "$server" = postseald ]; then before=$(postseald_count); else before=$(postfix_count); fi
     res=$($LIB run --mode "$mode" --pid "$pid" --log "$log" --idle-timeout "$IDLE_TIMEOUT" -- timeout -k 5 "$RUN_TIMEOUT" "${cmd[@]}") || {
@@ -474,6 +478,7 @@ meta = {
     "smtp_source": "smtp-source (Postfix " + sh("postconf -d mail_version 2>/dev/null | sed 's/.*= //'") + ")",
     "python": platform.python_version(),
     "sessions": $SESSIONS,
+    "reuse": $( [ "$REUSE" = 1 ] && echo True || echo False ),
     "reps": $REPS,
     "latency_basis": "$LAT_BASIS",
     "commands": open(os.path.join(t, "commands.txt")).read().splitlines(),
