@@ -350,20 +350,27 @@ void session_on_commit(struct conn *c, struct commit *cm, int err) {
   session_pump(c);
 }
 
+/* session_close_now sends what the engine queued (its 421) and closes,
+ * even when the client is not reading: the close linger bounds that. */
+static void session_close_now(struct conn *c) {
+  session_move_output(c);
+  conn_close(c);
+}
+
 void session_on_timeout(struct conn *c) {
   if (c->commit_pending) {
     return; /* our own disk is slow: not the client's fault; wait */
   }
   smtp_server_timeout(c->smtp);
-  session_pump(c);
+  session_close_now(c);
 }
 
 void session_on_shutdown(struct conn *c) {
-  if (c->commit_pending || c->smtp == NULL) {
+  if (c->commit_pending || c->smtp == NULL || c->closing) {
     return; /* answered when the commit lands; pump then closes it */
   }
   if (smtp_server_is_idle(c->smtp) || c->w->now_ms >= c->w->stop_deadline_ms) {
     smtp_server_shutdown(c->smtp);
-    session_pump(c);
+    session_close_now(c);
   }
 }
