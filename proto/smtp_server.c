@@ -40,11 +40,13 @@ enum smtp_server_verdict {
 struct smtp_server_msg {
   size_t total;      /* octets received (before dot-unstuffing) */
   size_t header_len; /* octets of the header section so far */
+  size_t line_len;   /* octets of the current line so far; 0 at its start */
   const char *bad;   /* first reason to reject it (a reply), or NULL */
   int in_header;     /* no empty line seen yet */
-  int prev_crlf;     /* the previous line ended in CRLF (DATA counts) */
-  int long_line;     /* discarding the rest of an over-long line */
-  int long_last_cr;  /* the discarded part ended in CR */
+  int prev_crlf;     /* the previous line ended in CRLF (DATA's end needs
+                        it) */
+  int last_cr;       /* the last octet was a CR: bare unless a LF follows,
+                        maybe in the next read or BDAT chunk */
 };
 
 struct smtp_server {
@@ -996,8 +998,9 @@ static int smtp_server_step_command(struct smtp_server *s) {
   return 1;
 }
 
-/* Marks the message bad: it will be refused with `reply` at its end, and
- * nothing more of it is stored (memory stays bounded). */
+/* Marks the message bad: it will be refused with `reply` (after DATA's end,
+ * or after the BDAT chunk in which this was found), and nothing more of it
+ * is stored (memory stays bounded). */
 static void smtp_server_msg_bad(struct smtp_server *s, const char *reply) {
   if (s->msg.bad == NULL) {
     s->msg.bad = reply;
@@ -1013,33 +1016,135 @@ static void smtp_server_msg_store(struct smtp_server *s, const uint8_t *p,
   }
 }
 
-/* Checks one complete DATA line (LF included) against the limits of
- * RFC 5321 §4.5.3.1.6 and §2.3.8 (CR and LF only as CRLF). */
-static void smtp_server_data_line(struct smtp_server *s, const uint8_t *line,
-                                  size_t n) {
-  struct smtp_server_msg *m = &s->msg;
-  int crlf = n >= 2 && line[n - 2] == '\r';
+/* ---- body scanner (DATA and BDAT) ------------------------------------ */
+
+/* How body octets arrive; one scanner checks both. Without BINARYMIME a
+ * BDAT body is the same text as a DATA body (RFC 3030 §2), only counted
+ * instead of dot-stuffed. */
+enum smtp_server_scan_mode {
+  SMTP_SERVER_SCAN_DATA, /* dot-stuffed, ends at <CRLF>.<CRLF> (§4.5.2) */
+  SMTP_SERVER_SCAN_BDAT, /* chunk octets as they are; "." is not special */
+};
+
+/* Which rule a piece of a line breaks, or NULL. The piece p[0..n), n > 0,
+ * holds a LF only as its last octet (`ends`; `crlf` if a CR, maybe the
+ * last octet of the previous piece, precedes it); m still describes the
+ * octets before it, which may have ended in a CR (a line can be split
+ * anywhere: between reads, between BDAT chunks). Rules: RFC 5321 §2.3.8
+ * (CR and LF only as CRLF), §4.5.3.1.6 (line length), SIZE, header size. */
+static inline const char *
+smtp_server_piece_check(const struct smtp_server_msg *m,
+                        const struct smtp_server_limits *l, const uint8_t *p,
+                        size_t n, int ends, int crlf) {
+  /* Octets that may hold no CR: all but a CR before the LF, or a last CR
+   * the next piece must complete. */
+  size_t text =
+      ends ? n - 1 - (size_t)(crlf && n >= 2) : n - (size_t)(p[n - 1] == '\r');
+  if ((ends && !crlf) || (m->last_cr && p[0] != '\n') ||
+      memchr(p, '\r', text) != NULL) {
+    return "550 5.6.0 Error: bare <CR> or <LF> in message\r\n";
+  }
+  /* Without its LF yet, the line will be at least one octet longer. */
+  if (m->line_len + n + (size_t)!ends > l->max_text_line) {
+    return "500 5.5.2 Error: line too long\r\n";
+  }
+  if (n > l->max_message_size - m->total) {
+    return "552 5.3.4 Error: message size exceeds fixed limit\r\n";
+  }
+  if (m->in_header && n > l->max_header_size - m->header_len) {
+    return "552 5.3.4 Error: message header size exceeds limit\r\n";
+  }
+  return NULL;
+}
+
+/* Checks one piece of a line (see smtp_server_piece_check) and moves m
+ * past it. Once the message is bad only line ends are tracked, which DATA
+ * still needs to find its end. */
+static inline void smtp_server_scan_piece(struct smtp_server_msg *m,
+                                          const struct smtp_server_limits *l,
+                                          const uint8_t *p, size_t n,
+                                          int ends) {
+  int crlf = ends && (n >= 2 ? p[n - 2] == '\r' : m->last_cr);
   if (m->bad == NULL) {
-    size_t text = n - (crlf ? 2 : 1);
+    m->bad = smtp_server_piece_check(m, l, p, n, ends, crlf);
     m->total += n;
-    if (!crlf || memchr(line, '\r', text) != NULL) {
-      smtp_server_msg_bad(s, "550 5.6.0 Error: bare <CR> or <LF> in "
-                             "message\r\n");
-    } else if (n > s->lim.max_text_line) {
-      smtp_server_msg_bad(s, "500 5.5.2 Error: line too long\r\n");
-    } else if (m->total > s->lim.max_message_size) {
-      smtp_server_msg_bad(s, "552 5.3.4 Error: message size exceeds fixed "
-                             "limit\r\n");
-    } else if (m->in_header) {
-      m->in_header = text > 0;
-      m->header_len += n;
-      if (m->header_len > s->lim.max_header_size) {
-        smtp_server_msg_bad(s, "552 5.3.4 Error: message header size "
-                               "exceeds limit\r\n");
-      }
-    }
+    m->header_len += m->in_header ? n : 0;
+  }
+  if (!ends) {
+    m->line_len += n;
+    m->last_cr = p[n - 1] == '\r';
+    return;
+  }
+  if (m->line_len + n == 2 && crlf) {
+    m->in_header = 0; /* the empty line ends the header section */
   }
   m->prev_crlf = crlf;
+  m->line_len = 0;
+  m->last_cr = 0;
+}
+
+/* Scans body octets p[0..n): splits them at LF with memchr, checks every
+ * piece and stores runs of good octets with one copy each. DATA mode also
+ * drops the stuffed dot (RFC 5321 §4.5.2) and stops after <CRLF>.<CRLF>,
+ * setting *out_end; it leaves a line start of "." or ".\r" for the next
+ * call. BDAT mode takes all n. Returns the octets consumed. The state is
+ * worked on in a local copy: this loop runs once per line. */
+static size_t smtp_server_scan(struct smtp_server *s,
+                               enum smtp_server_scan_mode mode,
+                               const uint8_t *p, size_t n, int *out_end) {
+  struct smtp_server_msg m = s->msg;
+  const uint8_t *cur = p, *end = p + n, *run = p;
+  *out_end = 0;
+  while (cur < end) {
+    if (mode == SMTP_SERVER_SCAN_DATA && m.line_len == 0 && cur[0] == '.') {
+      size_t left = (size_t)(end - cur);
+      if (left == 1 || (left == 2 && cur[1] == '\r')) {
+        break; /* could still be the end of the data */
+      }
+      if (m.bad == NULL) {
+        smtp_server_msg_store(s, run, (size_t)(cur - run));
+      }
+      if (left >= 3 && cur[1] == '\r' && cur[2] == '\n' && m.prev_crlf) {
+        *out_end = 1;
+        run = cur = cur + 3;
+        break;
+      }
+      run = cur + 1; /* counted as received, not stored */
+    }
+    const uint8_t *lf = memchr(cur, '\n', (size_t)(end - cur));
+    if (lf == NULL) {
+      smtp_server_scan_piece(&m, &s->lim, cur, (size_t)(end - cur), 0);
+      cur = end;
+      break;
+    }
+    smtp_server_scan_piece(&m, &s->lim, cur, (size_t)(lf + 1 - cur), 1);
+    cur = lf + 1;
+  }
+  if (m.bad == NULL) {
+    smtp_server_msg_store(s, run, (size_t)(cur - run));
+  } else if (s->msg.bad == NULL) {
+    smtp_server_msg_bad(s, m.bad);
+  }
+  s->msg = m;
+  return (size_t)(cur - p);
+}
+
+/* The BDAT message is complete: a CR ending it is bare; a last line
+ * without CRLF gets one, checked like received octets, so the host always
+ * gets CRLF-terminated lines, as after DATA (RFC 5322 allows the missing
+ * CRLF; the next hop's DATA needs it before its final dot). */
+static void smtp_server_scan_end(struct smtp_server *s) {
+  static const uint8_t crlf[2] = {'\r', '\n'};
+  if (s->msg.bad != NULL || s->msg.line_len == 0) {
+    return;
+  }
+  if (s->msg.last_cr) {
+    smtp_server_msg_bad(s, "550 5.6.0 Error: bare <CR> or <LF> in "
+                           "message\r\n");
+    return;
+  }
+  int done;
+  (void)smtp_server_scan(s, SMTP_SERVER_SCAN_BDAT, crlf, sizeof(crlf), &done);
 }
 
 /* The body is complete: refuse it now, or hand it to the host. */
@@ -1054,64 +1159,22 @@ static void smtp_server_msg_done(struct smtp_server *s) {
   smtp_server_owe(s, SMTP_SERVER_VERDICT_MESSAGE, SMTP_SERVER_EV_MESSAGE);
 }
 
-/* Skips the rest of a line longer than the input we may hold. Returns the
- * position after it, or `end` if it goes on. */
-static const uint8_t *smtp_server_skip_long(struct smtp_server *s,
-                                            const uint8_t *cur,
-                                            const uint8_t *end) {
-  const uint8_t *lf = memchr(cur, '\n', (size_t)(end - cur));
-  if (lf == NULL) {
-    s->msg.long_last_cr = end[-1] == '\r';
-    return end;
-  }
-  s->msg.prev_crlf = lf > cur ? lf[-1] == '\r' : s->msg.long_last_cr;
-  s->msg.long_line = 0;
-  return lf + 1;
-}
-
-/* DATA: whole lines only, so <CRLF>.<CRLF> is recognised across any split
- * of the input. Unmodified runs of lines are stored with one copy; only a
- * dot-stuffed line breaks a run (RFC 5321 §4.5.2). */
+/* DATA: scans what has arrived; only <CRLF>.<CRLF> ends it, recognised
+ * across any split of the input. */
 static int smtp_server_step_data(struct smtp_server *s) {
-  const uint8_t *start = smtp_server_input(s);
-  const uint8_t *end = start + smtp_server_avail(s);
-  const uint8_t *cur = start, *run = start;
-  while (cur < end) {
-    if (s->msg.long_line) {
-      cur = run = smtp_server_skip_long(s, cur, end);
-      continue;
-    }
-    const uint8_t *lf = memchr(cur, '\n', (size_t)(end - cur));
-    if (lf == NULL) {
-      if ((size_t)(end - cur) >= s->lim.max_text_line) {
-        smtp_server_msg_bad(s, "500 5.5.2 Error: line too long\r\n");
-        s->msg.long_line = 1;
-        s->msg.prev_crlf = 0;
-        s->msg.long_last_cr = end[-1] == '\r';
-        cur = run = end;
-      }
-      break;
-    }
-    size_t n = (size_t)(lf - cur) + 1;
-    if (cur[0] == '.') {
-      if (n == 3 && cur[1] == '\r' && s->msg.prev_crlf) {
-        smtp_server_msg_store(s, run, (size_t)(cur - run));
-        smtp_server_consume(s, (size_t)(cur - start) + 3);
-        smtp_server_msg_done(s);
-        return 1;
-      }
-      smtp_server_msg_store(s, run, (size_t)(cur - run));
-      run = cur + 1;
-    }
-    smtp_server_data_line(s, cur, n);
-    cur = lf + 1;
+  int done;
+  size_t used = smtp_server_scan(s, SMTP_SERVER_SCAN_DATA, smtp_server_input(s),
+                                 smtp_server_avail(s), &done);
+  smtp_server_consume(s, used);
+  if (done) {
+    smtp_server_msg_done(s);
   }
-  smtp_server_msg_store(s, run, (size_t)(cur - run));
-  smtp_server_consume(s, (size_t)(cur - start));
-  return cur != start;
+  return used > 0;
 }
 
-/* A BDAT chunk has been read: reply for it (RFC 3030 §2). */
+/* A BDAT chunk has been read: reply for it (RFC 3030 §2). A message found
+ * bad is refused at this chunk, ending the transaction; chunks already
+ * pipelined after it are read and refused with 503. */
 static void smtp_server_chunk_done(struct smtp_server *s) {
   s->state = SMTP_SERVER_STATE_COMMAND;
   if (s->chunk_err != NULL) {
@@ -1120,6 +1183,9 @@ static void smtp_server_chunk_done(struct smtp_server *s) {
     smtp_server_error(s, reply);
     return;
   }
+  if (s->chunk_last) {
+    smtp_server_scan_end(s);
+  }
   if (s->chunk_last || s->msg.bad != NULL) {
     smtp_server_msg_done(s);
     return;
@@ -1127,7 +1193,8 @@ static void smtp_server_chunk_done(struct smtp_server *s) {
   smtp_server_replyf(s, "250 2.0.0 Ok: %zu octets received\r\n", s->chunk_size);
 }
 
-/* CHUNK: copies (or discards) up to chunk_left octets as one block. */
+/* CHUNK: scans (or discards) up to chunk_left octets as one block; the
+ * chunk's octets are consumed whatever they hold, never read as commands. */
 static int smtp_server_step_chunk(struct smtp_server *s) {
   size_t avail = smtp_server_avail(s);
   if (s->chunk_left > 0 && avail == 0) {
@@ -1135,13 +1202,11 @@ static int smtp_server_step_chunk(struct smtp_server *s) {
   }
   size_t take = avail < s->chunk_left ? avail : s->chunk_left;
   if (s->chunk_err == NULL && s->msg.bad == NULL) {
-    if (take > s->lim.max_message_size - s->msg.total) {
-      smtp_server_msg_bad(s, "552 5.3.4 Error: message size exceeds fixed "
-                             "limit\r\n");
-    } else {
-      s->msg.total += take;
-      smtp_server_msg_store(s, smtp_server_input(s), take);
-    }
+    int done;
+    size_t used = smtp_server_scan(s, SMTP_SERVER_SCAN_BDAT,
+                                   smtp_server_input(s), take, &done);
+    assert(used == take && !done);
+    (void)used;
   }
   smtp_server_consume(s, take);
   s->chunk_left -= take;

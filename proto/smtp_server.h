@@ -28,13 +28,29 @@
  *
  * Limits (struct smtp_server_limits) are checked before data is
  * interpreted; each violation gets the RFC reply code: command line > 512
- * octets (500 5.5.2, session continues), text line > 1000 (message rejected
- * 500 5.5.2 at its end), SIZE (552 5.3.4), recipients (452 4.5.3), header
- * section (552 5.3.4). Only <CRLF>.<CRLF> ends DATA; a bare CR or LF anywhere
- * in the data rejects the message with 550 5.6.0 after its end, so smuggled
- * commands never become a message. Bytes pipelined after a command that must
- * end a group (EHLO, HELO, DATA; RFC 2920 §3.1) close the session with
- * 554 5.5.0. Too many errors (limits.max_errors) close with 421 4.7.0.
+ * octets (500 5.5.2, session continues), recipients (452 4.5.3).
+ *
+ * Message content: DATA and BDAT bodies pass one scanner with the same
+ * rules, since without BINARYMIME (not offered) a BDAT body is the same
+ * CRLF-line text as a DATA body (RFC 3030 §2): text line > 1000 octets
+ * incl. CRLF (500 5.5.2), a CR or LF not part of a CRLF (550 5.6.0),
+ * header section (552 5.3.4), SIZE (552 5.3.4). Only <CRLF>.<CRLF> ends
+ * DATA, and a bad DATA message is refused after that end, so smuggled
+ * commands never become a message nor run. BDAT octets are counted, not
+ * dot-stuffed, and "." lines are plain text; lines, CRLFs and the header's
+ * empty line may be split across chunks (a CR ending one chunk and a LF
+ * starting the next make a CRLF). A bad BDAT message is refused in reply to
+ * the chunk in which it is first known bad (a CR ending a chunk is judged
+ * by the next chunk's first octet, or at LAST), and the transaction ends:
+ * chunks the client pipelined after it are still read by their counts and
+ * refused 503 5.5.1, never taken as commands. A bad message never gives
+ * EV_MESSAGE. A BDAT message whose last line lacks CRLF gets one appended
+ * (checked against the limits like received octets), so a body always
+ * ends in CRLF or is empty.
+ *
+ * Bytes pipelined after a command that must end a group (EHLO, HELO,
+ * DATA; RFC 2920 §3.1) close the session with 554 5.5.0. Too many errors
+ * (limits.max_errors) close with 421 4.7.0.
  *
  * Thread: one session belongs to one thread. Pointers returned by getters
  * stay valid until the next call of feed/next/accept/reject/reply_queued. */
@@ -195,8 +211,8 @@ const struct smtp_envelope *smtp_server_envelope(const struct smtp_server *s);
 /* The recipient of the EV_RCPT awaiting its verdict; NULL if none. */
 const struct smtp_rcpt *smtp_server_pending_rcpt(const struct smtp_server *s);
 /* smtp_server_take_body moves the complete body (as received, dot-unstuffed,
- * CRLF line ends) into out_body, which the caller then owns. Only during
- * EV_MESSAGE, before its verdict. */
+ * CRLF line ends; see "Message content") into out_body, which the caller
+ * then owns. Only during EV_MESSAGE, before its verdict. */
 void smtp_server_take_body(struct smtp_server *s, struct buf *out_body);
 
 enum smtp_server_timeout_class

@@ -9,7 +9,9 @@
  * always whole reply lines
  * ("ddd" SP/"-" text CRLF); no verdict is asked twice; a message comes
  * with a sender, at least one recipient and a body within the size limit;
- * input never stays stuck once verdicts are given. */
+ * a body, by DATA or BDAT, is CRLF lines (no other CR or LF, ending in
+ * CRLF unless empty) within the line and header limits; input never stays
+ * stuck once verdicts are given. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -59,6 +61,33 @@ static void fuzz_verdict(struct fuzz_host *h) {
   }
 }
 
+/* The content rules hold for every message handed over: CR and LF only as
+ * CRLF, lines (CRLF included) and the header section within the limits. */
+static void fuzz_check_body(const struct fuzz_host *h) {
+  const uint8_t *p = h->body.data;
+  size_t n = h->body.len, i = 0, header = 0;
+  int in_header = 1;
+  while (i < n) {
+    const uint8_t *lf = memchr(p + i, '\n', n - i);
+    if (lf == NULL) {
+      abort(); /* the last line lacks its CRLF */
+    }
+    size_t len = (size_t)(lf - (p + i)) + 1;
+    if (len < 2 || lf[-1] != '\r' || memchr(p + i, '\r', len - 2) != NULL ||
+        len > h->lim.max_text_line) {
+      abort();
+    }
+    if (in_header) {
+      header += len;
+      in_header = len > 2;
+    }
+    i += len;
+  }
+  if (header > h->lim.max_header_size) {
+    abort();
+  }
+}
+
 static void fuzz_message(struct fuzz_host *h) {
   const struct smtp_envelope *e = smtp_server_envelope(h->s);
   if (e->sender == NULL || e->num_rcpts == 0) {
@@ -68,6 +97,7 @@ static void fuzz_message(struct fuzz_host *h) {
   if (h->body.len > h->lim.max_message_size) {
     abort();
   }
+  fuzz_check_body(h);
   buf_reset(&h->body);
   if (h->turn++ % 3 == 0) {
     smtp_server_reply_queued(h->s, "4Fz0q");

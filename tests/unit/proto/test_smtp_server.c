@@ -39,6 +39,20 @@
 #define TXN EHLO MAIL RCPT "DATA" CRLF WAIT
 #define R_TXN "220|250|250 2.1.0|250 2.1.5|354"
 #define EV_TXN "HELO MAIL RCPT"
+#define R_BDAT "220|250|250 2.1.0|250 2.1.5"
+
+/* Pipelined BDAT: a message whose CRLFs and header/body separator are split
+ * between chunks, then one refused at its second chunk (a LF opening it
+ * follows a complete line: bare), with a chunk already sent after it. */
+#define BDAT_SPLIT_SESSION                                                     \
+  EHLO MAIL RCPT "BDAT 11" CRLF "Subject: s\r"                                 \
+                 "BDAT 2" CRLF "\n\r"                                          \
+                 "BDAT 15" CRLF "\nline one\r\nline"                           \
+                 "BDAT 6 LAST" CRLF " two\r\n" MAIL RCPT "BDAT 3" CRLF "a\r\n" \
+                 "BDAT 2" CRLF "\nb"                                           \
+                 "BDAT 2 LAST" CRLF "c\r"                                      \
+                 "QUIT" CRLF
+#define BDAT_SPLIT_BODY "Subject: s\r\n\r\nline one\r\nline two\r\n"
 
 /* ---- harness --------------------------------------------------------- */
 
@@ -642,16 +656,16 @@ static const struct scenario scenarios[] = {
 
     /* BDAT (RFC 3030) */
     SC("bdat chunks",
-       EHLO MAIL RCPT "BDAT 5" CRLF "HelloBDAT 7" CRLF ", world"
+       EHLO MAIL RCPT "BDAT 5" CRLF "HelloBDAT 9" CRLF ", world" CRLF
                       "BDAT 0 LAST" CRLF,
-       "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: 5|250 2.0.0 Ok: 7|"
+       "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: 5|250 2.0.0 Ok: 9|"
        "250 2.0.0 Ok: queued as Q1",
-       EV_TXN " MESSAGE", "BODY[Hello, world]"),
+       EV_TXN " MESSAGE", "BODY[Hello, world\r\n]"),
     SC("bdat last",
-       EHLO MAIL RCPT "BDAT 10 LAST" CRLF "x\r\n.\r\ny\n" NUL "z" WAIT
+       EHLO MAIL RCPT "BDAT 11 LAST" CRLF "x\r\n.\r\ny" NUL "z\r\n" WAIT
                       "QUIT" CRLF,
        "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: queued|221",
-       EV_TXN " MESSAGE CLOSE", "BODY[x\r\n.\r\ny\n"),
+       EV_TXN " MESSAGE CLOSE", "BODY[x\r\n.\r\ny"),
     SC("bdat 0 last", EHLO MAIL RCPT "bdat 0 last" CRLF,
        "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: queued", EV_TXN " MESSAGE",
        "BODY[]"),
@@ -687,10 +701,87 @@ static const struct scenario scenarios[] = {
                       "RSET" CRLF,
        "220|250|250 2.1.0|250 2.1.5|250 2.0.0|250 2.0.0", EV_TXN " RSET", NULL),
     SC("bdat after last",
-       EHLO MAIL RCPT "BDAT 1 LAST" CRLF "a"
-                      "BDAT 1" CRLF "b",
+       EHLO MAIL RCPT "BDAT 3 LAST" CRLF "a" CRLF "BDAT 1" CRLF "b",
        "220|250|250 2.1.0|250 2.1.5|250 2.0.0 Ok: queued|503 5.5.1",
-       EV_TXN " MESSAGE", "BODY[a]"),
+       EV_TXN " MESSAGE", "BODY[a\r\n]"),
+
+    /* BDAT content: the text rules of DATA across chunk boundaries, no
+     * dot-stuffing (RFC 3030 §2 without BINARYMIME) */
+    SC("bdat bare lf",
+       EHLO MAIL RCPT "BDAT 5 LAST" CRLF "a\nb" CRLF WAIT "QUIT" CRLF,
+       R_BDAT "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("bdat bare cr",
+       EHLO MAIL RCPT "BDAT 5 LAST" CRLF "a\rb" CRLF WAIT "QUIT" CRLF,
+       R_BDAT "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("bdat lf starting a chunk",
+       EHLO MAIL RCPT "BDAT 3" CRLF "a" CRLF "BDAT 2" CRLF "\nb"
+                      "BDAT 3 LAST" CRLF "c" CRLF WAIT "QUIT" CRLF,
+       R_BDAT "|250 2.0.0 Ok: 3|550 5.6.0|503 5.5.1|221", EV_TXN " CLOSE",
+       NULL),
+    SC("bdat cr ending a chunk then text",
+       EHLO MAIL RCPT "BDAT 2" CRLF "a\r"
+                      "BDAT 3 LAST" CRLF "b" CRLF WAIT "QUIT" CRLF,
+       R_BDAT "|250 2.0.0 Ok: 2|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("bdat cr ending the message",
+       EHLO MAIL RCPT "BDAT 2 LAST" CRLF "a\r" WAIT "QUIT" CRLF,
+       R_BDAT "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("bdat crlf split across chunks",
+       EHLO MAIL RCPT "BDAT 11" CRLF "Subject: x\r"
+                      "BDAT 2" CRLF "\n\r"
+                      "BDAT 7 LAST" CRLF "\nbody" CRLF,
+       R_BDAT "|250 2.0.0 Ok: 11|250 2.0.0 Ok: 2|250 2.0.0 Ok: queued",
+       EV_TXN " MESSAGE", "BODY[Subject: x\r\n\r\nbody\r\n]"),
+    SC("bdat smuggling",
+       EHLO MAIL RCPT "BDAT 36 LAST" CRLF "x\n.\nMAIL FROM:<e@evil.example>\n"
+                      "DATA\n" WAIT "QUIT" CRLF,
+       R_BDAT "|550 5.6.0|221", EV_TXN " CLOSE", NULL),
+    SC("bdat dot lines kept",
+       EHLO MAIL RCPT "BDAT 10 LAST" CRLF "." CRLF ".." CRLF "." CRLF,
+       R_BDAT "|250 2.0.0 Ok: queued", EV_TXN " MESSAGE",
+       "BODY[.\r\n..\r\n.\r\n]"),
+    SC("bdat line 1000 split across chunks",
+       EHLO MAIL RCPT "BDAT 998" CRLF X998 "BDAT 2 LAST" CRLF CRLF,
+       R_BDAT "|250 2.0.0 Ok: 998|250 2.0.0 Ok: queued", EV_TXN " MESSAGE",
+       NULL),
+    SC("bdat line 1001 split across chunks",
+       EHLO MAIL RCPT "BDAT 998" CRLF X998 "BDAT 3 LAST" CRLF "x" CRLF WAIT
+                      "QUIT" CRLF,
+       R_BDAT "|250 2.0.0 Ok: 998|500 5.5.2|221", EV_TXN " CLOSE", NULL),
+    SC("bdat long line refused at its chunk",
+       EHLO MAIL RCPT "BDAT 1000" CRLF X998 "xx"
+                      "BDAT 2 LAST" CRLF CRLF WAIT "QUIT" CRLF,
+       R_BDAT "|500 5.5.2|503 5.5.1|221", EV_TXN " CLOSE", NULL),
+    SC("bdat header over limit across chunks",
+       EHLO MAIL RCPT "BDAT 59" CRLF "Subject: " X50
+                      "BDAT 60 LAST" CRLF X50 CRLF CRLF "body" CRLF WAIT
+                      "QUIT" CRLF,
+       R_BDAT "|250 2.0.0 Ok: 59|552 5.3.4|221", EV_TXN " CLOSE", NULL,
+       .tweak = small_header),
+    SC("bdat header under limit across chunks",
+       EHLO MAIL RCPT "BDAT 12" CRLF "Subject: x" CRLF
+                      "BDAT 104 LAST" CRLF CRLF X100 CRLF,
+       R_BDAT "|250 2.0.0 Ok: 12|250 2.0.0 Ok: queued", EV_TXN " MESSAGE", NULL,
+       .tweak = small_header),
+    SC("bdat last line without crlf",
+       EHLO MAIL RCPT "BDAT 3" CRLF "a" CRLF "BDAT 5 LAST" CRLF "Hello",
+       R_BDAT "|250 2.0.0 Ok: 3|250 2.0.0 Ok: queued", EV_TXN " MESSAGE",
+       "BODY[a\r\nHello\r\n]"),
+    SC("bdat last line of 998 without crlf",
+       EHLO MAIL RCPT "BDAT 998 LAST" CRLF X998 WAIT "BDAT 999" CRLF X998 "x",
+       R_BDAT "|250 2.0.0 Ok: queued|503 5.5.1", EV_TXN " MESSAGE", NULL),
+    SC("bdat last line of 999 without crlf",
+       EHLO MAIL RCPT "BDAT 999 LAST" CRLF X998 "x", R_BDAT "|500 5.5.2",
+       EV_TXN, NULL),
+    SC("bdat pipelined chunks", BDAT_SPLIT_SESSION,
+       R_BDAT "|250 2.0.0 Ok: 11|250 2.0.0 Ok: 2|250 2.0.0 Ok: 15|"
+              "250 2.0.0 Ok: queued|250 2.1.0|250 2.1.5|250 2.0.0 Ok: 3|"
+              "550 5.6.0|503 5.5.1|221",
+       EV_TXN " MESSAGE MAIL RCPT CLOSE", "BODY[" BDAT_SPLIT_BODY "]"),
+    SC("bdat bad message then next transaction",
+       EHLO MAIL RCPT "BDAT 4 LAST" CRLF "a\nb\n" WAIT MAIL RCPT
+                      "BDAT 3 LAST" CRLF "c" CRLF,
+       R_BDAT "|550 5.6.0|250 2.1.0|250 2.1.5|250 2.0.0 Ok: queued",
+       EV_TXN " MAIL RCPT MESSAGE", "BODY[c\r\n]"),
 };
 
 static void test_scenario(void **state) {
@@ -727,6 +818,7 @@ static const char *const split_sessions[] = {
                    "BDAT 6 LAST" CRLF "\r\n.\r\n"
                    "QUIT" CRLF,
     TXN "x\n.\r\nMAIL FROM:<e@evil.example>" CRLF "." CRLF "NOOP" CRLF,
+    BDAT_SPLIT_SESSION,
     "NOOP " X500 X100 CRLF "NOOP" CRLF,
 };
 
@@ -847,6 +939,40 @@ static void test_big_message(void **state) {
   }
   result_free(&r);
   buf_free(&sc);
+}
+
+/* A BDAT message cut into chunks of 1..13 octets (so CRLFs, long lines
+ * and the header/body separator fall across chunk boundaries) is accepted,
+ * and its body is the concatenation of the chunks. */
+static void test_bdat_body_concatenation(void **state) {
+  struct buf msg = {0}, sc = {0};
+  buf_append_str(&msg, "Subject: chunks" CRLF "X-Long: " X500 X100 CRLF CRLF);
+  for (int i = 0; i < 20; i++) {
+    buf_printf(&msg, "line %d" CRLF "%s" CRLF CRLF ".%s" CRLF, i, X998,
+               i % 2 ? "." : "");
+  }
+  buf_append_str(&sc, EHLO MAIL RCPT);
+  for (size_t off = 0, k = 1; off < msg.len; off += k, k = k % 13 + 1) {
+    size_t n = msg.len - off < k ? msg.len - off : k;
+    int last = off + n == msg.len;
+    buf_printf(&sc, "BDAT %zu%s" CRLF, n, last ? " LAST" : "");
+    buf_append(&sc, msg.data + off, n);
+  }
+  buf_append_str(&sc, WAIT "QUIT" CRLF);
+  struct run run = {0};
+  struct result r;
+  static char got[1 << 20];
+  run_buf(&run, &sc, &r, got, sizeof(got));
+  const char *tail = strrchr(got, '|');
+  if (strstr(got, "|5") != NULL || strstr(got, "|4") != NULL ||
+      strcmp(r.events, EV_TXN " MESSAGE CLOSE") != 0 || r.body.len != msg.len ||
+      memcmp(r.body.data, msg.data, msg.len) != 0) {
+    fail_msg("bdat concatenation: events %s, body %zu want %zu, last %s",
+             r.events, r.body.len, msg.len, tail ? tail : got);
+  }
+  result_free(&r);
+  buf_free(&sc);
+  buf_free(&msg);
 }
 
 /* ---- host-facing API ------------------------------------------------- */
@@ -1068,7 +1194,7 @@ static void test_bdat_timeout_class(void **state) {
   smtp_server_accept(s);
   expect_event(s, SMTP_SERVER_NEED_INPUT, "in chunk");
   assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_DATA);
-  feed_str(s, "cd");
+  feed_str(s, CRLF);
   expect_event(s, SMTP_SERVER_NEED_INPUT, "between chunks");
   assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_DATA);
   assert_int_equal(smtp_server_is_idle(s), 0);
@@ -1107,6 +1233,7 @@ int main(void) {
       cmocka_unit_test(test_recipient_limit),
       cmocka_unit_test(test_huge_header),
       cmocka_unit_test(test_big_message),
+      cmocka_unit_test(test_bdat_body_concatenation),
       cmocka_unit_test(test_verdict_wait),
       cmocka_unit_test(test_envelope_fields),
       cmocka_unit_test(test_protocol_helo),
