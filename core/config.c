@@ -35,6 +35,10 @@
 #define CONFIG_MAX_TIMEOUT 86400
 #define CONFIG_MAX_SHUTDOWN 3600
 #define CONFIG_MAX_PATH 4096
+#define CONFIG_MAX_CONCURRENCY 1000
+#define CONFIG_MAX_MSGS_PER_CONN 100000
+#define CONFIG_MAX_RETRY (7 * 86400)
+#define CONFIG_MAX_LIFETIME (90 * 86400)
 #define CONFIG_MAX_DOMAIN 253
 #define CONFIG_MSG_LEN 256
 #define CONFIG_KEY_LEN 64
@@ -412,6 +416,45 @@ static const struct setting timeout_settings[] = {
      .max = CONFIG_MAX_SHUTDOWN},
 };
 
+static const struct setting delivery_settings[] = {
+    {.name = "concurrency",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_concurrency),
+     .min = 1,
+     .max = CONFIG_MAX_CONCURRENCY},
+    {.name = "messages_per_connection",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_messages_per_connection),
+     .min = 1,
+     .max = CONFIG_MAX_MSGS_PER_CONN},
+    {.name = "retry_initial",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_retry_initial),
+     .min = 1,
+     .max = CONFIG_MAX_RETRY},
+    {.name = "retry_max",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_retry_max),
+     .min = 1,
+     .max = CONFIG_MAX_RETRY},
+    {.name = "max_lifetime",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_max_lifetime),
+     .min = 1,
+     .max = CONFIG_MAX_LIFETIME},
+    {.name = "connect_timeout",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_connect_timeout),
+     .min = 1,
+     .max = CONFIG_MAX_TIMEOUT},
+};
+
 static const struct setting top_settings[] = {
     {.name = "hostname",
      .env = "POSTSEAL_HOSTNAME",
@@ -475,12 +518,17 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_MAPPING,
      .sub = timeout_settings,
      .num_sub = ARRAY_LEN(timeout_settings)},
+    {.name = "delivery",
+     .shape = SHAPE_MAPPING,
+     .sub = delivery_settings,
+     .num_sub = ARRAY_LEN(delivery_settings)},
 };
 
 /* load_mapping tracks the keys seen in a 32-bit mask. */
 _Static_assert(ARRAY_LEN(top_settings) <= 32 &&
                    ARRAY_LEN(limit_settings) <= 32 &&
                    ARRAY_LEN(timeout_settings) <= 32 &&
+                   ARRAY_LEN(delivery_settings) <= 32 &&
                    ARRAY_LEN(listen_settings) <= 32,
                "setting tables must fit the seen mask");
 
@@ -515,6 +563,12 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->timeout_command = 300;
   c->timeout_data = 180;
   c->timeout_shutdown = 10;
+  c->delivery_concurrency = 10;
+  c->delivery_messages_per_connection = 100;
+  c->delivery_retry_initial = 60;
+  c->delivery_retry_max = 3600;
+  c->delivery_max_lifetime = 5 * 86400;
+  c->delivery_connect_timeout = 30;
   c->hostname = strdup(default_hostname(host, sizeof(host)));
   c->spool_dir = strdup("spool");
   c->relayhost = strdup("");

@@ -30,16 +30,16 @@ struct config_listen {
 enum config_log_format { CONFIG_LOG_PLAIN, CONFIG_LOG_JSON };
 
 struct config {
-  char *path;      /* file loaded, or NULL for defaults */
-  char *hostname;  /* default: gethostname() */
+  char *path;       /* file loaded, or NULL for defaults */
+  char *hostname;   /* default: gethostname() */
   unsigned threads; /* default: online CPUs */
 
   struct config_listen smtp;       /* default 127.0.0.1:2525 */
   struct config_listen submission; /* default 127.0.0.1:2587 */
   struct config_listen metrics;    /* default 127.0.0.1:9425 */
 
-  char *spool_dir;                 /* default "spool" */
-  char *relayhost;                 /* "" = MX routing; "[host]:port" = no MX */
+  char *spool_dir; /* default "spool" */
+  char *relayhost; /* "" = MX routing; "[host]:port" = no MX */
   enum config_log_format log_format;
 
   /* Relay access (policy/access.h): clients in mynetworks may relay; any
@@ -47,23 +47,31 @@ struct config {
    * set explicitly (and is logged loudly) to relay for everyone. */
   struct cidr mynetworks[CONFIG_MAX_LIST]; /* default 127.0.0.0/8, ::1/128 */
   size_t num_mynetworks;
-  char *local_domains[CONFIG_MAX_LIST];    /* default: "localhost" */
+  char *local_domains[CONFIG_MAX_LIST]; /* default: "localhost" */
   size_t num_local_domains;
   char *relay_domains[CONFIG_MAX_LIST];
   size_t num_relay_domains;
-  int open_relay;                          /* default 0 */
+  int open_relay; /* default 0 */
 
   /* Limits (RFC 5321 4.5.3.1 minimums are enforced as lower bounds). */
-  size_t message_size_limit;   /* default 10 MiB (SIZE) */
-  size_t recipient_limit;      /* default 100 */
-  size_t header_size_limit;    /* default 1 MiB */
-  unsigned error_limit;        /* default 20 */
-  unsigned max_sessions;       /* per thread, default 10000 */
+  size_t message_size_limit; /* default 10 MiB (SIZE) */
+  size_t recipient_limit;    /* default 100 */
+  size_t header_size_limit;  /* default 1 MiB */
+  unsigned error_limit;      /* default 20 */
+  unsigned max_sessions;     /* per thread, default 10000 */
 
   /* Timeouts in seconds (RFC 5321 4.5.3.2). */
-  unsigned timeout_command;    /* default 300 */
-  unsigned timeout_data;       /* default 180 (per data block) */
-  unsigned timeout_shutdown;   /* default 10: SIGTERM grace for sessions */
+  unsigned timeout_command;  /* default 300 */
+  unsigned timeout_data;     /* default 180 (per data block) */
+  unsigned timeout_shutdown; /* default 10: SIGTERM grace for sessions */
+
+  /* Outbound delivery (core/daemon/delivery.c). Times in seconds. */
+  unsigned delivery_concurrency;             /* per thread, default 10 */
+  unsigned delivery_messages_per_connection; /* default 100 */
+  unsigned delivery_retry_initial;           /* default 60 */
+  unsigned delivery_retry_max;               /* default 3600 */
+  unsigned delivery_max_lifetime;            /* default 5 days */
+  unsigned delivery_connect_timeout;         /* default 30 */
 };
 
 /* config_load reads `path` (NULL: defaults only), then the environment.

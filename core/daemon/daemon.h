@@ -1,5 +1,6 @@
 /* core/daemon/daemon.h — postseald's wiring: the per-core io_uring workers,
- * the SMTP session glue, the metrics endpoint.
+ * the SMTP session glue, outbound delivery (delivery.c), the metrics
+ * endpoint.
  *
  * Owns: everything that joins the layers (core runtime, proto engines,
  * policy verdicts, the spool). This is the only code that sees every layer;
@@ -24,6 +25,7 @@
 #include "core/metrics.h"
 #include "core/spool.h"
 #include "proto/http.h"
+#include "proto/smtp_client.h"
 #include "proto/smtp_server.h"
 
 #define DAEMON_MAX_WORKERS 64
@@ -57,6 +59,15 @@ enum reject_reason {
   REJECT_COUNT,
 };
 
+/* Outcome of one delivery attempt for one recipient: the label of
+ * postseal_delivery_attempts_total. */
+enum dlv_result {
+  DLV_DELIVERED,
+  DLV_DEFERRED,
+  DLV_BOUNCED,
+  DLV_RESULT_COUNT,
+};
+
 /* Counters of one worker; only that worker writes them (METRIC_ADD). */
 struct worker_metrics {
   uint64_t sessions_total[LISTEN_COUNT];
@@ -69,14 +80,21 @@ struct worker_metrics {
   uint64_t bytes_received;
   uint64_t spool_commits;
   uint64_t spool_commit_errors;
-  uint64_t queue_messages; /* messages committed by this worker (gauge part) */
+  uint64_t queue_messages; /* messages this worker owns, not yet finished
+                              (gauge part; rises at commit and recovery,
+                              falls when the last DONE is durable) */
   uint64_t timeouts;
-  struct metric_hist batch_size;     /* records per group commit */
-  struct metric_hist commit_seconds; /* write + fdatasync latency */
+  struct metric_hist batch_size;           /* records per group commit */
+  struct metric_hist commit_seconds;       /* write + fdatasync latency */
+  uint64_t dlv_attempts[DLV_RESULT_COUNT]; /* per recipient */
+  uint64_t dlv_conns_opened;
+  uint64_t dlv_conns_reused;      /* a message sent on an already used conn */
+  struct metric_hist dlv_seconds; /* queued -> delivered */
 };
 
 extern const struct metric_hist_spec daemon_batch_spec;
 extern const struct metric_hist_spec daemon_latency_spec;
+extern const struct metric_hist_spec daemon_delivery_spec;
 
 /* An in-flight io_uring operation's kind, kept in the low bits of
  * user_data; the rest is a pointer to the owning object (16-aligned). */
@@ -88,15 +106,24 @@ enum op_kind {
   OP_WAKE = 5,
   OP_SPOOL_WRITE = 6,
   OP_SPOOL_SYNC = 7,
+  OP_CONNECT = 8, /* outbound delivery connection */
   OP_MASK = 15,
 };
 
-struct worker;
+/* op_tag: the user_data of an operation on `owner` (16-aligned). */
+static inline uint64_t op_tag(void *owner, enum op_kind kind) {
+  return (uint64_t)(uintptr_t)owner | (uint64_t)kind;
+}
 
-/* One client connection (SMTP or metrics HTTP). Lives in the worker's pool;
- * freed only when no operation on it is in flight (num_ops == 0), and its
- * generation changes on reuse so late commits for a closed session are
- * recognised. */
+struct worker;
+struct dlv_msg;
+struct dlv_conn;
+
+/* One connection: inbound SMTP or metrics HTTP (accepted), or outbound
+ * SMTP to the next hop (outbound = 1, kind unused, dlv set). Lives in the
+ * worker's pool; freed only when no operation on it is in flight (num_ops ==
+ * 0), and its generation changes on reuse so late commits for a closed session
+ * are recognised. */
 struct conn {
   struct worker *w;
   struct conn *next_free;
@@ -126,6 +153,9 @@ struct conn {
   uint64_t queue_id;  /* of the message being committed */
   size_t message_size;
   size_t message_rcpts;
+  int outbound;         /* a delivery connection (delivery.c) */
+  int connecting;       /* OP_CONNECT in flight */
+  struct dlv_conn *dlv; /* outbound kind */
 } __attribute__((aligned(16)));
 
 struct listener {
@@ -134,13 +164,19 @@ struct listener {
   int armed;
 } __attribute__((aligned(16)));
 
-/* A message waiting for its group commit. */
+/* A record waiting for its group commit: a MESSAGE from a session (c,
+ * msg), or a DONE from delivery (done_for). rec_len is the record's size
+ * in the segment, so the worker can tell where each record of a batch
+ * lies (records are written in staging order). */
 struct commit {
   struct conn *c;
   uint64_t gen;
   uint64_t queue_id;
   struct buf data; /* Received: header + body: what the spool stores */
   int64_t start_ms;
+  uint64_t rec_len;
+  struct dlv_msg *msg;      /* MESSAGE: queued for delivery once durable */
+  struct dlv_msg *done_for; /* DONE: the message whose recipient finished */
 };
 
 struct daemon;
@@ -176,6 +212,19 @@ struct __attribute__((aligned(64))) worker {
   struct worker_metrics m;
   uint64_t next_session;
   char *rcpt_scratch;
+  /* Where the in-flight batch starts, so each record's offset is known. */
+  char spool_batch_seg[SPOOL_SEGMENT_NAME_MAX];
+  uint64_t spool_batch_off;
+  /* Delivery (delivery.c): messages this worker owns. */
+  struct dlv_msg *dlv_ready_head, *dlv_ready_tail; /* due now, FIFO */
+  size_t dlv_num_ready;
+  struct dlv_msg *dlv_waiting; /* deferred until their next_ms */
+  struct conn *dlv_idle;       /* outbound conns waiting for a message */
+  unsigned dlv_num_conns;      /* outbound connections open */
+  unsigned dlv_num_starting;   /* of those, not yet ready for a message */
+  size_t dlv_body_bytes;       /* bodies held in memory */
+  uint64_t dlv_seed;           /* jitter */
+  int64_t dlv_next_connect_ms; /* no new connect before (after a failure) */
 };
 
 struct daemon {
@@ -183,15 +232,15 @@ struct daemon {
   struct config *cfg;  /* published config (atomic pointer) */
   uint64_t reload_gen; /* bumped on SIGHUP after cfg is swapped */
   int stop;            /* set on SIGTERM/SIGINT */
-  int force;  /* a second SIGTERM/SIGINT: close sessions now */
-  int failed; /* a worker could not start: exit non-zero */
+  int force;           /* a second SIGTERM/SIGINT: close sessions now */
+  int failed;          /* a worker could not start: exit non-zero */
   unsigned num_workers;
   struct worker workers[DAEMON_MAX_WORKERS];
   uint64_t recovered_messages;
   uint64_t first_queue_id;
   int64_t start_ms;
   struct config *old_cfgs[64]; /* replaced configs a worker may still use */
-  uint64_t old_cfg_gens[64];    /* reload_gen at which each was replaced */
+  uint64_t old_cfg_gens[64];   /* reload_gen at which each was replaced */
   size_t num_old_cfgs;
 };
 
@@ -223,6 +272,33 @@ void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);
 int worker_spool_add(struct worker *w, struct commit *cm,
                      const struct spool_message *m);
+
+/* delivery.c: the outbound queue and its connections (see there). */
+struct dlv_msg *delivery_msg_new(const struct spool_message *m);
+void delivery_msg_free(struct dlv_msg *m);
+/* The MESSAGE record's length in the segment (head + body). */
+uint64_t delivery_msg_record_len(const struct dlv_msg *m);
+void delivery_on_committed(struct worker *w, struct dlv_msg *m,
+                           struct buf *body, const char *segment,
+                           uint64_t offset);
+void delivery_on_done_durable(struct worker *w, struct dlv_msg *m, int err);
+int delivery_recover(struct worker *w, const struct spool_scan *scan,
+                     const struct spool_entry *e);
+void delivery_schedule(struct worker *w);
+void delivery_tick(struct worker *w);
+void delivery_on_connect(struct conn *c, int res);
+void delivery_on_input(struct conn *c, const uint8_t *in, size_t in_len);
+void delivery_pump(struct conn *c);
+void delivery_on_eof(struct conn *c);
+void delivery_conn_tick(struct conn *c, int force);
+void delivery_conn_free(struct conn *c);
+void delivery_free_all(struct worker *w);
+int delivery_idle(const struct worker *w);
+uint64_t delivery_done_record_len(void);
+/* conn helpers for delivery.c */
+struct conn *conn_new_outbound(struct worker *w, int fd);
+void conn_start_recv(struct conn *c);
+struct io_uring_sqe *worker_get_sqe(struct worker *w);
 
 /* metrics_http.c */
 void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len);

@@ -36,7 +36,7 @@ static void raise_nofile(void) {
 /* recover_spool replays the segments before any listener opens: torn tails
  * are cut, acknowledged messages are counted, queue ids continue above the
  * largest one found. */
-static int recover_spool(struct daemon *d) {
+static int recover_spool(struct daemon *d, struct spool_scan *out_scan) {
   struct spool_scan scan;
   char err[512] = "";
   if (spool_scan(d->cfg->spool_dir, 1, &scan, err, sizeof(err)) != 0) {
@@ -59,8 +59,20 @@ static int recover_spool(struct daemon *d) {
   log_u64(&r, "torn_tails", scan.num_torn);
   log_u64(&r, "reclaimed_segments", scan.num_reclaimed);
   log_end(&r);
-  spool_scan_free(&scan);
+  *out_scan = scan;
   return 0;
+}
+
+/* queue_recovered hands every unfinished message to the worker that owns
+ * it (queue_id % workers), with the recipients that have no DONE yet. */
+static void queue_recovered(struct daemon *d, const struct spool_scan *scan) {
+  for (size_t i = 0; i < scan->num_entries; i++) {
+    const struct spool_entry *e = &scan->entries[i];
+    if (e->num_done >= e->num_rcpts) {
+      continue;
+    }
+    delivery_recover(&d->workers[e->queue_id % d->num_workers], scan, e);
+  }
 }
 
 /* free_retired_configs frees the replaced configurations that no worker
@@ -138,8 +150,9 @@ static void serve(struct daemon *d, const sigset_t *set) {
       continue;
     }
     if (!__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE)) {
-      log_msg("info", "signal %d: draining sessions and stopping (again to "
-                      "close them now)",
+      log_msg("info",
+              "signal %d: draining sessions and stopping (again to "
+              "close them now)",
               sig);
       __atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
     } else {
@@ -152,7 +165,7 @@ static void serve(struct daemon *d, const sigset_t *set) {
   }
 }
 
-static int start_workers(struct daemon *d) {
+static int start_workers(struct daemon *d, const struct spool_scan *scan) {
   char err[512];
   d->num_workers = d->cfg->threads;
   if (d->num_workers > DAEMON_MAX_WORKERS) {
@@ -164,6 +177,7 @@ static int start_workers(struct daemon *d) {
       return -1;
     }
   }
+  queue_recovered(d, scan);
   for (unsigned i = 0; i < d->num_workers; i++) {
     if (pthread_create(&d->workers[i].thread, NULL, worker_main,
                        &d->workers[i]) != 0) {
@@ -239,7 +253,14 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  if (recover_spool(d) != 0 || start_workers(d) != 0) {
+  struct spool_scan scan;
+  if (recover_spool(d, &scan) != 0) {
+    log_flush();
+    return 1;
+  }
+  int rc = start_workers(d, &scan);
+  spool_scan_free(&scan);
+  if (rc != 0) {
     log_flush();
     return 1;
   }

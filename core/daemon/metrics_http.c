@@ -96,7 +96,35 @@ static void render_messages(struct daemon *d, struct buf *out) {
   metric_write_header(out, "postseal_queue_messages", "gauge",
                       "Messages in the spool not yet finished.");
   metric_write_value(out, "postseal_queue_messages", NULL,
-                     (double)(d->recovered_messages + SUM(d, queue_messages)));
+                     (double)(int64_t)SUM(d, queue_messages));
+}
+
+static void render_delivery(struct daemon *d, struct buf *out) {
+  static const char *const results[DLV_RESULT_COUNT] = {"delivered", "deferred",
+                                                        "bounced"};
+  metric_write_header(out, "postseal_delivery_attempts_total", "counter",
+                      "Delivery attempt outcomes, per recipient.");
+  for (int r = 0; r < DLV_RESULT_COUNT; r++) {
+    render_labelled(out, "postseal_delivery_attempts_total", "result",
+                    results[r], (double)SUM(d, dlv_attempts[r]));
+  }
+  metric_write_header(out, "postseal_delivery_connections_total", "counter",
+                      "Outbound connections opened, and messages sent on an "
+                      "already used connection (reused).");
+  render_labelled(out, "postseal_delivery_connections_total", "kind", "opened",
+                  (double)SUM(d, dlv_conns_opened));
+  render_labelled(out, "postseal_delivery_connections_total", "kind", "reused",
+                  (double)SUM(d, dlv_conns_reused));
+  struct metric_hist h = {0};
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    metric_hist_add_into(&h, &d->workers[i].m.dlv_seconds,
+                         &daemon_delivery_spec);
+  }
+  metric_write_header(out, "postseal_delivery_duration_seconds", "histogram",
+                      "Time from queueing to delivery, per recipient "
+                      "delivered.");
+  metric_write_hist(out, "postseal_delivery_duration_seconds", NULL, &h,
+                    &daemon_delivery_spec);
 }
 
 static void render_spool(struct daemon *d, struct buf *out) {
@@ -132,6 +160,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_smtp(d, out);
   render_messages(d, out);
   render_spool(d, out);
+  render_delivery(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
                       "Event loop threads (one io_uring each).");
   metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);

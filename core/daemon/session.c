@@ -176,6 +176,12 @@ static void session_on_message(struct conn *c) {
       .body = cm->data.data,
       .body_len = cm->data.len,
   };
+  /* The delivery queue's copy of the envelope, queued once durable. */
+  cm->msg = delivery_msg_new(&m);
+  if (cm->msg == NULL) {
+    goto fail;
+  }
+  cm->rec_len = delivery_msg_record_len(cm->msg);
   if (worker_spool_add(w, cm, &m) != 0) {
     goto fail;
   }
@@ -189,6 +195,7 @@ static void session_on_message(struct conn *c) {
   return;
 fail:
   if (cm != NULL) {
+    delivery_msg_free(cm->msg);
     buf_free(&cm->data);
     free(cm);
   }
@@ -313,7 +320,6 @@ void session_on_commit(struct conn *c, struct commit *cm, int err) {
   struct log_rec r;
   if (err == 0) {
     METRIC_ADD(w->m.messages_accepted, 1);
-    METRIC_ADD(w->m.queue_messages, 1);
     log_begin(&r, "queued");
     log_str(&r, "qid", qid);
     log_str(&r, "session", c->session_text);

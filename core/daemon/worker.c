@@ -39,10 +39,6 @@ int64_t daemon_mono_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static uint64_t op_tag(void *owner, enum op_kind kind) {
-  return (uint64_t)(uintptr_t)owner | (uint64_t)kind;
-}
-
 /* worker_sqe returns a submission slot, submitting to make room if the
  * queue is full (it never stays full: completions are reaped every turn). */
 static struct io_uring_sqe *worker_sqe(struct worker *w) {
@@ -59,6 +55,10 @@ static struct io_uring_sqe *worker_sqe(struct worker *w) {
     sqe = io_uring_get_sqe(&w->ring);
   }
   return sqe;
+}
+
+struct io_uring_sqe *worker_get_sqe(struct worker *w) {
+  return worker_sqe(w);
 }
 
 /* ---- set-up ---- */
@@ -201,6 +201,7 @@ int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
     snprintf(err, err_len, "spool %s: %s", d->cfg->spool_dir, strerror(errno));
     return -1;
   }
+  w->dlv_seed = (uint64_t)daemon_mono_ns() ^ ((uint64_t)index << 32);
   w->wake_fd = eventfd(0, EFD_CLOEXEC);
   if (w->wake_fd < 0) {
     snprintf(err, err_len, "eventfd: %s", strerror(errno));
@@ -261,7 +262,9 @@ void conn_maybe_free(struct conn *c) {
   }
   c->freed = 1; /* callers may still hold c for the rest of their event */
   close(c->fd);
-  if (c->kind != LISTEN_METRICS) {
+  if (c->outbound) {
+    delivery_conn_free(c);
+  } else if (c->kind != LISTEN_METRICS) {
     session_free(c);
     METRIC_ADD(w->m.sessions_active[c->kind], -1);
   }
@@ -326,13 +329,30 @@ void conn_send(struct conn *c, const uint8_t *data, size_t len) {
   conn_flush(c);
 }
 
+/* conn_new_outbound registers a socket we connect ourselves (delivery). */
+struct conn *conn_new_outbound(struct worker *w, int fd) {
+  struct conn *c = conn_alloc(w);
+  if (c == NULL) {
+    return NULL;
+  }
+  c->fd = fd;
+  c->outbound = 1;
+  return c;
+}
+
+void conn_start_recv(struct conn *c) {
+  if (!c->recv_armed && !c->shut) {
+    conn_arm_recv(c);
+  }
+}
+
 void conn_close(struct conn *c) {
   if (!c->closing) {
     /* The last replies get a bounded time to leave: a client that never
      * reads must not keep the connection (or a shutdown) alive. */
-    c->deadline_ms = c->w->now_ms + (c->w->stopping
-                                         ? DAEMON_CLOSE_LINGER_STOPPING_MS
-                                         : DAEMON_CLOSE_LINGER_MS);
+    c->deadline_ms =
+        c->w->now_ms + (c->w->stopping ? DAEMON_CLOSE_LINGER_STOPPING_MS
+                                       : DAEMON_CLOSE_LINGER_MS);
   }
   c->closing = 1;
   if (!c->sending) {
@@ -432,7 +452,11 @@ static void worker_on_recv(struct worker *w, struct conn *c, int res,
   if (res > 0) {
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
     const uint8_t *data = w->bufs + (size_t)bid * DAEMON_RECV_BUF_SIZE;
-    if (!c->shut && !c->closing) {
+    if (c->outbound) {
+      if (!c->shut) {
+        delivery_on_input(c, data, (size_t)res);
+      }
+    } else if (!c->shut && !c->closing) {
       if (c->kind == LISTEN_METRICS) {
         metrics_on_input(c, data, (size_t)res);
       } else {
@@ -445,6 +469,9 @@ static void worker_on_recv(struct worker *w, struct conn *c, int res,
   if (res == -ECANCELED && c->paused) {
     /* conn_pause() stopped reading; conn_resume() re-arms. */
   } else if (res == 0 || (res < 0 && res != -ENOBUFS)) {
+    if (c->outbound && !c->freed) {
+      delivery_on_eof(c); /* the engine defers what was open */
+    }
     conn_close(c); /* peer closed or reset: nothing more to say to it */
     conn_shutdown(c);
   } else if (!c->recv_armed && !c->shut && !c->paused) {
@@ -473,8 +500,10 @@ static void worker_on_send(struct conn *c, int res) {
     } else if (c->closing) {
       conn_shutdown(c);
     }
-    if (c->kind != LISTEN_METRICS && !c->closing && c->paused &&
-        conn_unsent(c) < DAEMON_SEND_LOW) {
+    if (c->outbound && !c->closing && !c->shut) {
+      delivery_pump(c); /* the engine produces more body as output drains */
+    } else if (!c->outbound && c->kind != LISTEN_METRICS && !c->closing &&
+               c->paused && conn_unsent(c) < DAEMON_SEND_LOW) {
       session_pump(c); /* the client read its replies: run what waits */
     }
   }
@@ -490,10 +519,26 @@ static void worker_spool_done(void *cookie, int err, void *arg) {
   if (err != 0) {
     METRIC_ADD(w->m.spool_commit_errors, 1);
   }
+  /* Records lie in the segment in staging order from the batch start. */
+  uint64_t offset = w->spool_batch_off;
+  w->spool_batch_off += cm->rec_len;
+  if (cm->done_for != NULL) {
+    delivery_on_done_durable(w, cm->done_for, err);
+    free(cm);
+    w->spool_batch_count++;
+    return;
+  }
   struct conn *c = cm->c;
   if (c != NULL && c->gen == cm->gen) {
     session_on_commit(c, cm, err);
     conn_maybe_free(c); /* the client may have left while we committed */
+  }
+  if (cm->msg != NULL) {
+    if (err == 0) {
+      delivery_on_committed(w, cm->msg, &cm->data, w->spool_batch_seg, offset);
+    } else {
+      delivery_msg_free(cm->msg);
+    }
   }
   buf_free(&cm->data);
   free(cm);
@@ -526,6 +571,9 @@ static void worker_spool_kick(struct worker *w) {
   if (rc == 0) {
     return;
   }
+  snprintf(w->spool_batch_seg, sizeof(w->spool_batch_seg), "%s",
+           spool_writer_segment(w->spool));
+  w->spool_batch_off = f.offset;
   /* The write and its fdatasync must reach the kernel in one submission:
    * a link is cut at a submission boundary, and an unlinked fsync could
    * complete before the write, acknowledging data not yet durable. */
@@ -598,7 +646,7 @@ static void worker_begin_stop(struct worker *w) {
   }
   for (struct conn *c = w->live, *next; c != NULL; c = next) {
     next = c->next;
-    if (c->kind != LISTEN_METRICS) {
+    if (!c->outbound && c->kind != LISTEN_METRICS) {
       session_on_shutdown(c);
     }
   }
@@ -615,6 +663,10 @@ static void worker_on_tick(struct worker *w) {
   for (struct conn *c = w->live, *next; c != NULL; c = next) {
     next = c->next;
     if (c->shut) {
+      continue;
+    }
+    if (c->outbound && !c->closing) {
+      delivery_conn_tick(c, force);
       continue;
     }
     if (c->closing) {
@@ -637,6 +689,7 @@ static void worker_on_tick(struct worker *w) {
       worker_arm_accept(w, &w->listeners[k]);
     }
   }
+  delivery_tick(w);
   worker_spool_kick(w); /* retry after a failed rotation */
 }
 
@@ -666,6 +719,9 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
     if (__atomic_load_n(&w->d->stop, __ATOMIC_ACQUIRE)) {
       worker_begin_stop(w);
     }
+    break;
+  case OP_CONNECT:
+    delivery_on_connect(owner, cqe->res);
     break;
   case OP_SPOOL_WRITE:
   case OP_SPOOL_SYNC:
@@ -709,6 +765,7 @@ void *worker_main(void *arg) {
       io_uring_cqe_seen(&w->ring, cqe);
       worker_dispatch(w, &copy);
     }
+    delivery_schedule(w);
     worker_spool_kick(w);
     log_flush();
   }
@@ -718,6 +775,7 @@ void *worker_main(void *arg) {
     }
   }
   spool_writer_close(w->spool);
+  delivery_free_all(w);
   log_flush();
   __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
   return NULL;

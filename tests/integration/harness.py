@@ -41,11 +41,31 @@ def _sanitized():
 SANITIZED = _sanitized()
 
 
-def free_port():
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Reservation sockets, held for the life of the test process. postseald
+# binds with SO_REUSEPORT, so a port that was merely free a moment ago
+# could be bound by two daemons of tests running in parallel (ctest -j)
+# and connections would cross between them. A socket bound here with
+# SO_REUSEPORT (never listening) lets our daemon bind the port too, while
+# the kernel hands the port to no other bind(0).
+_reserved = []
+
+
+def free_port(reserve=False):
+    """A free loopback port. With reserve (ports postseald will bind with
+    SO_REUSEPORT), it stays reserved for this test process; servers that
+    bind exclusively (smtp-sink, Python sinks) take an unreserved one, and
+    a clash there fails loudly instead of sharing the port."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if reserve:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    if reserve:
+        _reserved.append(s)
+    else:
+        s.close()
+    return port
 
 
 def wait_port(port, timeout=10.0):
@@ -70,9 +90,9 @@ class Daemon:
                  env=None):
         self.tmp = tempfile.mkdtemp(prefix="postseal-test-")
         self.spool = spool_dir or os.path.join(self.tmp, "spool")
-        self.smtp_port = free_port()
-        self.submission_port = free_port()
-        self.metrics_port = free_port()
+        self.smtp_port = free_port(reserve=True)
+        self.submission_port = free_port(reserve=True)
+        self.metrics_port = free_port(reserve=True)
         self.threads = threads
         self.config_path = os.path.join(self.tmp, "postseald.yaml")
         nets = mynetworks if mynetworks is not None else ["127.0.0.0/8"]
@@ -296,3 +316,157 @@ def run_tests(tests):
         sys.stdout.flush()
     print(f"{len(tests) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+class SmtpSink:
+    """A scripted SMTP server on 127.0.0.1 for delivery tests (the next hop).
+
+    rcpt_reply(addr) -> None (250) or (code, "x.y.z text"): the RCPT answer.
+    delay: seconds to wait before answering end of data (a slow server).
+    Every accepted message is kept in .messages as (sender, [rcpts], data).
+    Handles PIPELINING by reading commands one line at a time. Each
+    connection is a thread; stop() closes the listener and waits for them.
+    """
+
+    def __init__(self, port=None, rcpt_reply=None, delay=0.0):
+        import threading
+        self.port = port or free_port()
+        self.rcpt_reply = rcpt_reply
+        self.delay = delay
+        self.messages = []
+        self.lock = threading.Lock()
+        self.threads = []
+        self.sessions = 0
+        self.stopping = False
+        self.sock = None
+        self.socks = []
+
+    def start(self):
+        import threading
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        t = threading.Thread(target=self._accept_loop, daemon=True)
+        t.start()
+        self.threads.append(t)
+        return self
+
+    def _accept_loop(self):
+        import threading
+        while not self.stopping:
+            try:
+                s, _ = self.sock.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.sessions += 1
+                self.socks.append(s)
+            t = threading.Thread(target=self._session, args=(s,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _session(self, s):
+        s.settimeout(30)
+        f = s.makefile("rb")
+        try:
+            self._dialogue(s, f)
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                f.close()
+                s.close()
+            except OSError:
+                pass
+
+    def _dialogue(self, s, f):
+        s.sendall(b"220 sink.test ESMTP\r\n")
+        sender, rcpts = None, []
+        for _ in range(100000):
+            line = f.readline(4096)
+            if not line:
+                return
+            cmd = line.decode("utf-8", "replace").strip()
+            verb = cmd[:4].upper()
+            if verb == "EHLO":
+                s.sendall(b"250-sink.test\r\n250-PIPELINING\r\n"
+                          b"250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")
+            elif verb == "HELO":
+                s.sendall(b"250 sink.test\r\n")
+            elif verb == "MAIL":
+                sender = cmd[10:].split(">")[0].lstrip("<")
+                rcpts = []
+                s.sendall(b"250 2.1.0 Ok\r\n")
+            elif verb == "RCPT":
+                addr = cmd[8:].split(">")[0].lstrip("<")
+                r = self.rcpt_reply(addr) if self.rcpt_reply else None
+                if r is None:
+                    rcpts.append(addr)
+                    s.sendall(b"250 2.1.5 Ok\r\n")
+                else:
+                    s.sendall(f"{r[0]} {r[1]}\r\n".encode())
+            elif verb == "DATA":
+                if not rcpts:
+                    s.sendall(b"554 5.5.1 No valid recipients\r\n")
+                    continue
+                s.sendall(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                data = []
+                for _ in range(10000000):
+                    dl = f.readline(65536)
+                    if not dl or dl == b".\r\n":
+                        break
+                    data.append(dl[1:] if dl.startswith(b".") else dl)
+                if self.delay:
+                    time.sleep(self.delay)
+                with self.lock:
+                    self.messages.append((sender, list(rcpts), b"".join(data)))
+                s.sendall(b"250 2.0.0 Ok: queued\r\n")
+            elif verb == "RSET":
+                sender, rcpts = None, []
+                s.sendall(b"250 2.0.0 Ok\r\n")
+            elif verb == "NOOP":
+                s.sendall(b"250 2.0.0 Ok\r\n")
+            elif verb == "QUIT":
+                s.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                s.sendall(b"502 5.5.2 Command not recognized\r\n")
+
+    def count(self):
+        with self.lock:
+            return len(self.messages)
+
+    def stop(self):
+        self.stopping = True
+        if self.sock is not None:
+            self.sock.close()
+        with self.lock:
+            for s in self.socks:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for t in self.threads:
+            t.join(timeout=5)
+
+
+def wait_until(pred, timeout, step=0.1):
+    """Polls pred() until it is true or timeout seconds pass; returns it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
+def metric_value(text, name):
+    """The value of one sample line `name value` in a metrics page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None

@@ -121,6 +121,12 @@ static void test_defaults(void **state) {
   assert_int_equal(c->timeout_command, 300);
   assert_int_equal(c->timeout_data, 180);
   assert_int_equal(c->timeout_shutdown, 10);
+  assert_int_equal(c->delivery_concurrency, 10);
+  assert_int_equal(c->delivery_messages_per_connection, 100);
+  assert_int_equal(c->delivery_retry_initial, 60);
+  assert_int_equal(c->delivery_retry_max, 3600);
+  assert_int_equal(c->delivery_max_lifetime, 5 * 86400);
+  assert_int_equal(c->delivery_connect_timeout, 30);
   config_free(c);
 }
 
@@ -151,7 +157,14 @@ static const char full_yaml[] =
     "timeouts:\n"
     "  command: 60\n"
     "  data: 120\n"
-    "  shutdown: 0\n";
+    "  shutdown: 0\n"
+    "delivery:\n"
+    "  concurrency: 4\n"
+    "  messages_per_connection: 7\n"
+    "  retry_initial: 5\n"
+    "  retry_max: 50\n"
+    "  max_lifetime: 3600\n"
+    "  connect_timeout: 9\n";
 
 static void test_full_file(void **state) {
   char path[256];
@@ -187,6 +200,12 @@ static void test_full_file(void **state) {
   assert_int_equal(c->timeout_command, 60);
   assert_int_equal(c->timeout_data, 120);
   assert_int_equal(c->timeout_shutdown, 0);
+  assert_int_equal(c->delivery_concurrency, 4);
+  assert_int_equal(c->delivery_messages_per_connection, 7);
+  assert_int_equal(c->delivery_retry_initial, 5);
+  assert_int_equal(c->delivery_retry_max, 50);
+  assert_int_equal(c->delivery_max_lifetime, 3600);
+  assert_int_equal(c->delivery_connect_timeout, 9);
   config_free(c);
 }
 
@@ -291,6 +310,17 @@ static const struct file_err_case file_err_cases[] = {
      "timeouts.command: 0 is out of range"},
     {"shutdown too long", "timeouts:\n  shutdown: 3601\n", 2,
      "timeouts.shutdown"},
+    {"delivery concurrency zero", "delivery:\n  concurrency: 0\n", 2,
+     "delivery.concurrency: 0 is out of range"},
+    {"delivery per connection zero",
+     "delivery:\n  messages_per_connection: 0\n", 2,
+     "delivery.messages_per_connection"},
+    {"delivery retry zero", "delivery:\n  retry_initial: 0\n", 2,
+     "delivery.retry_initial: 0 is out of range"},
+    {"delivery lifetime too long", "delivery:\n  max_lifetime: 7776001\n", 2,
+     "delivery.max_lifetime"},
+    {"delivery unknown key", "delivery:\n  retries: 3\n", 2,
+     "unknown key \"retries\""},
     {"bool not true/false", "open_relay: yes\n", 1,
      "open_relay: \"yes\" is not true or false"},
     {"bool quoted", "open_relay: \"true\"\n", 1, "got a quoted string"},
