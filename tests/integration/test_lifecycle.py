@@ -136,7 +136,7 @@ def test_check_config():
 
 
 def test_env_overrides_and_json_logs():
-    port, mport = free_port(), free_port()
+    port, mport = free_port(reserve=True), free_port(reserve=True)
     d = Daemon(env={"POSTSEAL_SMTP_LISTEN": f"127.0.0.1:{port}",
                     "POSTSEAL_METRICS_LISTEN": f"127.0.0.1:{mport}",
                     "POSTSEAL_LOG_FORMAT": "json", "POSTSEAL_THREADS": "1"})
