@@ -204,6 +204,7 @@ struct __attribute__((aligned(64))) worker {
   struct conn *live;        /* live connections */
   struct conn *free_conns;
   unsigned num_conns;
+  unsigned num_inbound; /* accepted sessions: limits.sessions_per_thread */
   int stopping;
   int exited; /* set (atomic) when worker_main returns */
   int64_t stop_deadline_ms;
@@ -229,6 +230,7 @@ struct __attribute__((aligned(64))) worker {
 
 struct daemon {
   const char *config_path;
+  char *spool_dir;     /* the spool opened at start; a reload cannot move it */
   struct config *cfg;  /* published config (atomic pointer) */
   uint64_t reload_gen; /* bumped on SIGHUP after cfg is swapped */
   int stop;            /* set on SIGTERM/SIGINT */

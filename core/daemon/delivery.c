@@ -224,8 +224,8 @@ int delivery_recover(struct worker *w, const struct spool_scan *scan,
   struct buf storage = {0}, rcpt_storage = {0};
   struct spool_message m;
   struct dlv_msg *dm = NULL;
-  if (spool_read_message(w->d->cfg->spool_dir, e, &storage, &m,
-                         &rcpt_storage) == 0) {
+  if (spool_read_message(w->d->spool_dir, e, &storage, &m, &rcpt_storage) ==
+      0) {
     dm = delivery_msg_new(&m);
   }
   buf_free(&storage);
@@ -384,7 +384,10 @@ static void dlv_after_attempt(struct worker *w, struct dlv_msg *m) {
     m->attempts++;
     dlv_drop_body(w, m); /* re-read from the spool next time */
     int64_t age = w->now_ms - m->loc.arrival_ms;
-    if (age >= (int64_t)w->cfg->delivery_max_lifetime * 1000) {
+    /* Without a relayhost nothing was tried (MX routing is not built yet):
+     * that is our gap, not the destination's, so such mail never expires. */
+    int tried = w->cfg->relayhost[0] != '\0';
+    if (tried && age >= (int64_t)w->cfg->delivery_max_lifetime * 1000) {
       struct smtp_reply r;
       smtp_reply_set(&r, 450, "4.4.7", "message expired");
       for (size_t i = 0; i < m->num_rcpts; i++) {
@@ -457,7 +460,7 @@ static int dlv_prepare(struct worker *w, struct dlv_conn *dc,
   } else {
     /* Blocking pread on the loop thread: see the contract above. */
     struct spool_message sm;
-    if (spool_read_message(w->cfg->spool_dir, &m->loc, &dc->storage, &sm,
+    if (spool_read_message(w->d->spool_dir, &m->loc, &dc->storage, &sm,
                            &dc->rcpt_storage) != 0) {
       return -1;
     }
@@ -652,7 +655,10 @@ void delivery_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
   struct dlv_conn *dc = c->dlv;
   if (smtp_client_feed(dc->cl, in, in_len) != 0) {
     delivery_pump(c); /* consume what is buffered, then try again */
-    if (c->freed || smtp_client_feed(dc->cl, in, in_len) != 0) {
+    if (c->freed) {
+      return; /* the pump closed and freed the connection (and dc) */
+    }
+    if (smtp_client_feed(dc->cl, in, in_len) != 0) {
       smtp_client_eof(dc->cl); /* the server floods us: end the session */
     }
   }

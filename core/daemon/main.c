@@ -39,7 +39,7 @@ static void raise_nofile(void) {
 static int recover_spool(struct daemon *d, struct spool_scan *out_scan) {
   struct spool_scan scan;
   char err[512] = "";
-  if (spool_scan(d->cfg->spool_dir, 1, &scan, err, sizeof(err)) != 0) {
+  if (spool_scan(d->spool_dir, 1, &scan, err, sizeof(err)) != 0) {
     log_msg("error", "spool recovery failed: %s", err);
     return -1;
   }
@@ -110,6 +110,12 @@ static void reload(struct daemon *d) {
     log_msg("error", "reload refused, keeping the running configuration: %s",
             err);
     return;
+  }
+  if (strcmp(cfg->spool_dir, d->spool_dir) != 0) {
+    log_msg("warning",
+            "spool_dir changed to %s: it takes effect on restart; "
+            "the spool stays %s",
+            cfg->spool_dir, d->spool_dir);
   }
   d->old_cfgs[d->num_old_cfgs] = d->cfg;
   d->old_cfg_gens[d->num_old_cfgs++] = d->reload_gen + 1;
@@ -254,7 +260,8 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   struct spool_scan scan;
-  if (recover_spool(d, &scan) != 0) {
+  d->spool_dir = strdup(d->cfg->spool_dir);
+  if (d->spool_dir == NULL || recover_spool(d, &scan) != 0) {
     log_flush();
     return 1;
   }
@@ -285,5 +292,6 @@ int main(int argc, char **argv) {
     config_free(d->old_cfgs[i]);
   }
   config_free(d->cfg);
+  free(d->spool_dir);
   return 0;
 }

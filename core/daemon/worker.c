@@ -196,7 +196,7 @@ int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
       return -1;
     }
   }
-  w->spool = spool_writer_open(d->cfg->spool_dir, index, d->first_queue_id);
+  w->spool = spool_writer_open(d->spool_dir, index, d->first_queue_id);
   if (w->spool == NULL) {
     snprintf(err, err_len, "spool %s: %s", d->cfg->spool_dir, strerror(errno));
     return -1;
@@ -281,6 +281,9 @@ void conn_maybe_free(struct conn *c) {
     c->next->prev = c->prev;
   }
   w->num_conns--;
+  if (!c->outbound) {
+    w->num_inbound--;
+  }
   c->gen++;
   c->next_free = w->free_conns;
   w->free_conns = c;
@@ -408,7 +411,7 @@ static void worker_on_accept(struct worker *w, struct listener *l, int res,
     close(res);
     return;
   }
-  if (w->num_conns >= w->cfg->max_sessions) {
+  if (w->num_inbound >= w->cfg->max_sessions) {
     static const char busy[] = "421 4.7.0 Too many sessions, try later\r\n";
     ssize_t n = send(res, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)n;
@@ -423,6 +426,7 @@ static void worker_on_accept(struct worker *w, struct listener *l, int res,
   }
   c->fd = res;
   c->kind = l->kind;
+  w->num_inbound++; /* outbound (delivery) connections have their own cap */
   int one = 1;
   setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   socklen_t slen = sizeof(c->peer);
