@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "core/daemon/daemon.h"
+#include "proto/dsn.h"
 #include "core/log.h"
 
 #define DLV_BODY_BUDGET ((size_t)64 << 20) /* per worker */
@@ -55,7 +56,11 @@ struct dlv_rcpt {
   char *orcpt;
   unsigned notify;
   uint32_t index; /* in the spooled MESSAGE record */
-  int done;       /* a DONE record was staged */
+  int done;       /* a DONE record was staged (or is, with the bounce) */
+  /* Bounced in this attempt: its DONE is staged after the DSN that
+   * reports it, so the DSN is durable no later than the DONE. */
+  struct smtp_reply *bounce;
+  char bounce_relay[300];
 };
 
 struct dlv_msg {
@@ -108,6 +113,7 @@ void delivery_msg_free(struct dlv_msg *m) {
   for (size_t i = 0; i < m->num_rcpts; i++) {
     free(m->rcpts[i].addr);
     free(m->rcpts[i].orcpt);
+    free(m->rcpts[i].bounce);
   }
   free(m->rcpts);
   free(m->sender);
@@ -312,15 +318,39 @@ static void dlv_log(struct worker *w, const struct dlv_msg *m,
   log_str(&r, "dsn", dsn);
   log_str(&r, "status", status);
   if (res == DLV_BOUNCED) {
-    /* The DSN itself (RFC 3464) is later work; a bounce is never
-     * bounced (RFC 5321 §6.1): the null sender gets none. */
-    log_str(&r, "report", m->sender[0] ? "not_sent_yet" : "none_null_sender");
+    /* A bounce is never bounced (RFC 5321 §6.1); NOTIFY may refuse one
+     * (RFC 3461 §4.1). */
+    int asked = rc->notify == 0 || (rc->notify & SMTP_NOTIFY_FAILURE);
+    log_str(&r, "report",
+            !m->sender[0] ? "none_null_sender"
+            : asked       ? "dsn"
+                          : "none_notify");
   }
   log_end(&r);
   METRIC_ADD(w->m.dlv_attempts[res], 1);
   if (res == DLV_DELIVERED) {
     metric_hist_observe(&w->m.dlv_seconds, &daemon_delivery_spec,
                         ms > 0 ? (double)ms / 1000.0 : 0.0);
+  }
+}
+
+static void dlv_stage_done(struct worker *w, struct dlv_msg *m,
+                           struct dlv_rcpt *rc, enum dlv_result res);
+
+/* dlv_relay_host keeps the host of a "host:port" or "[v6]:port" relay
+ * text, for the DSN's Remote-MTA. */
+static void dlv_relay_host(const char *relay, char *out, size_t out_len) {
+  snprintf(out, out_len, "%s", relay ? relay : "");
+  if (out[0] == '[') {
+    char *end = strchr(out, ']');
+    size_t n = end ? (size_t)(end - out - 1) : 0;
+    memmove(out, out + 1, n);
+    out[n] = '\0';
+    return;
+  }
+  char *colon = strrchr(out, ':');
+  if (colon != NULL) {
+    *colon = '\0';
   }
 }
 
@@ -336,6 +366,20 @@ static void dlv_finish_rcpt(struct worker *w, struct dlv_msg *m, size_t i,
   dlv_log(w, m, rc, res, relay, reply);
   rc->done = 1;
   m->num_open--;
+  if (res == DLV_BOUNCED) {
+    rc->bounce = malloc(sizeof(*rc->bounce));
+    if (rc->bounce != NULL) {
+      *rc->bounce = *reply;
+      dlv_relay_host(relay, rc->bounce_relay, sizeof(rc->bounce_relay));
+      return; /* dlv_flush_bounces stages the DSN, then the DONE */
+    }
+  }
+  dlv_stage_done(w, m, rc, res);
+}
+
+/* dlv_stage_done stages the DONE record of a finished recipient. */
+static void dlv_stage_done(struct worker *w, struct dlv_msg *m,
+                           struct dlv_rcpt *rc, enum dlv_result res) {
   struct commit *cm = calloc(1, sizeof(*cm));
   struct spool_done d = {
       .queue_id = m->loc.queue_id,
@@ -360,6 +404,179 @@ static void dlv_finish_rcpt(struct worker *w, struct dlv_msg *m, size_t i,
   m->pending_dones++;
 }
 
+/* dlv_dsn_original finds the original message for a DSN: the body in
+ * memory, or the spool record (a blocking read; bounces are rare). */
+static int dlv_dsn_original(struct worker *w, struct dlv_msg *m,
+                            struct buf *storage, struct buf *rcpt_storage,
+                            const uint8_t **out, size_t *out_len) {
+  if (m->body.len > 0) {
+    *out = m->body.data;
+    *out_len = m->body.len;
+    return 0;
+  }
+  struct spool_message sm;
+  if (spool_read_message(w->d->spool_dir, &m->loc, storage, &sm,
+                         rcpt_storage) != 0 ||
+      sm.queue_id != m->loc.queue_id) {
+    return -1;
+  }
+  *out = sm.body;
+  *out_len = sm.body_len;
+  return 0;
+}
+
+/* dlv_fill_dsn_rcpt describes one bounced recipient for the DSN. */
+static void dlv_fill_dsn_rcpt(const struct dlv_rcpt *rc, int64_t now_ms,
+                              struct dsn_rcpt *out) {
+  const struct smtp_reply *r = rc->bounce;
+  *out = (struct dsn_rcpt){
+      .final_recipient = rc->addr,
+      .original_recipient = rc->orcpt,
+      .action = DSN_ACTION_FAILED,
+      .status = r->enhanced[0]       ? r->enhanced
+                : r->code / 100 == 4 ? "4.0.0"
+                                     : "5.0.0",
+      .remote_mta = rc->bounce_relay[0] ? rc->bounce_relay : NULL,
+      .diag_code = r->local ? 0 : r->code,
+      .diag_text = r->text,
+      .last_attempt_ms = now_ms,
+  };
+}
+
+/* dlv_queue_dsn builds the RFC 3464 report for the recipients of m that
+ * bounced in this attempt and stages it as a new message from <> to the
+ * sender, ahead of their DONE records. Returns 0, -1 when it could not be
+ * queued now (memory, spool), -2 when no report can ever be built. */
+static int dlv_queue_dsn(struct worker *w, struct dlv_msg *m) {
+  struct dsn_rcpt *dr = calloc(m->num_rcpts, sizeof(*dr));
+  struct commit *cm = calloc(1, sizeof(*cm));
+  struct buf storage = {0}, rcpt_storage = {0};
+  int rc = -1;
+  size_t n = 0;
+  for (size_t i = 0; dr != NULL && i < m->num_rcpts; i++) {
+    const struct dlv_rcpt *r = &m->rcpts[i];
+    if (r->bounce != NULL &&
+        (r->notify == 0 || (r->notify & SMTP_NOTIFY_FAILURE))) {
+      dlv_fill_dsn_rcpt(r, w->now_ms, &dr[n++]);
+    }
+  }
+  if (dr == NULL || cm == NULL) {
+    goto out;
+  }
+  if (n == 0) {
+    rc = 0; /* NOTIFY=NEVER (or without FAILURE) for all of them */
+    goto out;
+  }
+  const uint8_t *orig = NULL;
+  size_t orig_len = 0;
+  int have_orig =
+      dlv_dsn_original(w, m, &storage, &rcpt_storage, &orig, &orig_len) == 0;
+  uint64_t qid = spool_writer_new_id(w->spool, w->now_ms);
+  struct dsn_info info;
+  struct dsn_report rep = {
+      .reporting_mta = w->cfg->hostname,
+      .envid = m->envid,
+      .original_sender = m->sender,
+      .smtputf8 = m->smtputf8,
+      .arrival_ms = m->loc.arrival_ms,
+      .now_ms = w->now_ms,
+      .unique = qid,
+      .ret = m->ret == SMTP_RET_FULL ? DSN_RET_FULL : DSN_RET_HDRS,
+      .original = have_orig ? orig : NULL,
+      .original_len = have_orig ? orig_len : 0,
+      .max_original_len = w->cfg->message_size_limit / 2,
+      .rcpts = dr,
+      .num_rcpts = n,
+  };
+  if (dsn_build(&cm->data, &info, &rep) != 0) {
+    rc = -2; /* the report cannot be made (e.g. a sender we cannot write) */
+    goto out;
+  }
+  struct spool_rcpt to = {.addr = m->sender, .notify = SMTP_NOTIFY_NEVER};
+  struct spool_message sm = {
+      .queue_id = qid,
+      .arrival_ms = w->now_ms,
+      .sender = "", /* RFC 3464 §2: a DSN goes out from the null path */
+      .body_type = info.body_8bit ? SMTP_BODY_8BITMIME : SMTP_BODY_7BIT,
+      .smtputf8 = (uint8_t)info.smtputf8,
+      .client_addr = "local",
+      .helo = "",
+      .num_rcpts = 1,
+      .rcpts = &to,
+      .body = cm->data.data,
+      .body_len = cm->data.len,
+  };
+  cm->queue_id = qid;
+  cm->msg = delivery_msg_new(&sm);
+  if (cm->msg == NULL) {
+    goto out;
+  }
+  cm->rec_len = delivery_msg_record_len(cm->msg);
+  if (worker_spool_add(w, cm, &sm) != 0) {
+    delivery_msg_free(cm->msg);
+    goto out;
+  }
+  struct log_rec lr;
+  log_begin(&lr, "bounce_queued");
+  log_str(&lr, "qid", cm->msg->qid);
+  log_str(&lr, "orig_qid", m->qid);
+  log_str(&lr, "to", m->sender);
+  log_u64(&lr, "nrcpt", n);
+  log_end(&lr);
+  cm = NULL; /* the group commit owns it now */
+  rc = 0;
+out:
+  if (cm != NULL) {
+    buf_free(&cm->data);
+    free(cm);
+  }
+  free(dr);
+  buf_free(&storage);
+  buf_free(&rcpt_storage);
+  return rc;
+}
+
+/* dlv_flush_bounces reports this attempt's bounces to the sender (unless
+ * it is <>) and then stages their DONE records. If the DSN cannot be
+ * queued, the recipients stay open and are tried again later: a bounce is
+ * never finished without its report. */
+static void dlv_flush_bounces(struct worker *w, struct dlv_msg *m) {
+  int any = 0;
+  for (size_t i = 0; i < m->num_rcpts; i++) {
+    any |= m->rcpts[i].bounce != NULL;
+  }
+  if (!any) {
+    return;
+  }
+  int res = m->sender[0] == '\0' ? 0 : dlv_queue_dsn(w, m);
+  int queued = res != -1;
+  if (res == -2) {
+    log_msg("error",
+            "qid=%s: no bounce report can be built for sender %s; "
+            "the bounce is logged only",
+            m->qid, m->sender);
+  } else if (!queued) {
+    log_msg("error",
+            "qid=%s: cannot queue the bounce report now; "
+            "recipients stay queued and are retried",
+            m->qid);
+  }
+  for (size_t i = 0; i < m->num_rcpts; i++) {
+    struct dlv_rcpt *rc = &m->rcpts[i];
+    if (rc->bounce == NULL) {
+      continue;
+    }
+    free(rc->bounce);
+    rc->bounce = NULL;
+    if (queued) {
+      dlv_stage_done(w, m, rc, DLV_BOUNCED);
+    } else {
+      rc->done = 0;
+      m->num_open++;
+    }
+  }
+}
+
 /* dlv_backoff_ms: retry_initial * 2^(attempts-1), at most retry_max,
  * then +-20% jitter so a burst of deferrals does not retry in lockstep. */
 static int64_t dlv_backoff_ms(struct worker *w, unsigned attempts) {
@@ -380,6 +597,7 @@ static int64_t dlv_backoff_ms(struct worker *w, unsigned attempts) {
  * (waiting for its DONEs), expired (the rest bounced), or deferred. */
 static void dlv_after_attempt(struct worker *w, struct dlv_msg *m) {
   m->in_flight = 0;
+  dlv_flush_bounces(w, m); /* before the body may be dropped */
   if (m->num_open > 0) {
     m->attempts++;
     dlv_drop_body(w, m); /* re-read from the spool next time */
@@ -393,6 +611,7 @@ static void dlv_after_attempt(struct worker *w, struct dlv_msg *m) {
       for (size_t i = 0; i < m->num_rcpts; i++) {
         dlv_finish_rcpt(w, m, i, DLV_BOUNCED, NULL, &r);
       }
+      dlv_flush_bounces(w, m);
     } else {
       m->next_ms = w->now_ms + dlv_backoff_ms(w, m->attempts);
       m->next = w->dlv_waiting;

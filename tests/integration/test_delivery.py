@@ -163,7 +163,9 @@ def test_expiry_bounces():
               f"expired messages leave the queue: {d.queue()}")
         log = d.read_log()
         check(re.search(r"event=bounced .*to=x@example.net .*dsn=4\.4\.7 "
-                        r".*report=not_sent_yet", log), "x expired")
+                        r".*report=dsn", log), "x expired, reported")
+        check(re.search(r"event=bounce_queued .*to=a@example.org", log),
+              "a DSN was queued for the sender of x")
         check(re.search(r"event=bounced .*to=y@example.net .*dsn=4\.4\.7 "
                         r".*report=none_null_sender", log),
               "a bounce is never bounced")
@@ -245,7 +247,21 @@ def test_per_recipient_outcomes():
                                   if "temp@example.net" in r)
             check(temp_deliveries == 1, f"temp delivered once: "
                                         f"{temp_deliveries}")
-            check(count(log, "delivered") == 2, "two delivered lines")
+            # ok, temp, and the DSN reporting perm to the sender.
+            check(count(log, "delivered") == 3, "three delivered lines")
+            check(re.search(r"event=bounce_queued ", log), "DSN queued")
+            dsns = [data for frm, _, data in sink.messages if frm == ""]
+            check(len(dsns) == 1, f"one DSN reached the next hop: {len(dsns)}")
+            import email
+            rep = email.message_from_bytes(dsns[0] if isinstance(dsns[0], bytes)
+                                           else dsns[0].encode())
+            check(rep.get_content_type() == "multipart/report" and
+                  rep.get_param("report-type") == "delivery-status",
+                  f"RFC 3464 report: {rep.get_content_type()}")
+            status = rep.get_payload()[1].as_string()
+            check("Final-Recipient: rfc822; perm@example.net" in status and
+                  "Status: 5.1.1" in status and "Action: failed" in status,
+                  f"delivery-status names perm: {status[:400]}")
             check(count(log, "bounced") == 1, "one bounced line")
             text = d.metrics()
             check(metric_value(text, 'postseal_delivery_attempts_total'
