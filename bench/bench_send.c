@@ -21,12 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "core/bufring.h"
 #include "bench/bench_client.h"
 
 #define SEND_BUF_SIZE 4096
@@ -91,8 +91,8 @@ struct sconn {
 struct send_run {
   const struct send_opts *o;
   struct io_uring ring;
-  struct io_uring_buf_ring *br;
-  uint8_t *bufs;
+  int ring_ok;         /* the io_uring was set up */
+  struct bufring bufs; /* multishot recv buffers (group 0) */
   struct sockaddr_storage addr;
   socklen_t addr_len;
   struct sconn *conns;
@@ -519,14 +519,10 @@ static void sconn_on_recv(struct sconn *c, int res, unsigned flags) {
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
     if (!c->shut) {
       c->last_io = bench_now_ns();
-      bench_client_feed(&c->bc, r->bufs + (size_t)bid * SEND_BUF_SIZE,
-                        (size_t)res);
+      bench_client_feed(&c->bc, bufring_data(&r->bufs, bid), (size_t)res);
       sconn_pump(c);
     }
-    io_uring_buf_ring_add(r->br, r->bufs + (size_t)bid * SEND_BUF_SIZE,
-                          SEND_BUF_SIZE, (unsigned short)bid,
-                          io_uring_buf_ring_mask(SEND_BUF_COUNT), 0);
-    io_uring_buf_ring_advance(r->br, 1);
+    bufring_return(&r->bufs, bid);
   }
   int64_t now = bench_now_ns();
   if (res == 0 || (res < 0 && res != -ENOBUFS)) {
@@ -630,30 +626,10 @@ static int send_ring_init(struct send_run *r) {
       return -1;
     }
   }
-  size_t ring_size = SEND_BUF_COUNT * sizeof(struct io_uring_buf);
-  void *mem = mmap(NULL, ring_size, PROT_READ | PROT_WRITE,
-                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (mem == MAP_FAILED) {
-    return -1;
-  }
-  r->br = mem;
-  io_uring_buf_ring_init(r->br);
-  struct io_uring_buf_reg reg = {
-      .ring_addr = (uint64_t)(uintptr_t)mem,
-      .ring_entries = SEND_BUF_COUNT,
-      .bgid = 0,
-  };
-  r->bufs = malloc((size_t)SEND_BUF_COUNT * SEND_BUF_SIZE);
-  if (r->bufs == NULL || io_uring_register_buf_ring(&r->ring, &reg, 0) != 0) {
-    return -1;
-  }
-  int mask = io_uring_buf_ring_mask(SEND_BUF_COUNT);
-  for (int i = 0; i < SEND_BUF_COUNT; i++) {
-    io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * SEND_BUF_SIZE,
-                          SEND_BUF_SIZE, (unsigned short)i, mask, i);
-  }
-  io_uring_buf_ring_advance(r->br, SEND_BUF_COUNT);
-  return 0;
+  r->ring_ok = 1;
+  return bufring_init(&r->bufs, &r->ring, SEND_BUF_COUNT, SEND_BUF_SIZE, 0) == 0
+             ? 0
+             : -1;
 }
 
 /* send_wait_ns: how long the loop may sleep: until the next tick, or the
@@ -1035,11 +1011,10 @@ static void send_cleanup(struct send_run *r) {
   hdr_cleanup(&r->h_ehlo);
   hdr_cleanup(&r->h_data);
   hdr_cleanup(&r->h_msg);
-  if (r->br != NULL) {
+  if (r->ring_ok) {
+    bufring_free(&r->bufs, &r->ring);
     io_uring_queue_exit(&r->ring);
-    munmap(r->br, SEND_BUF_COUNT * sizeof(struct io_uring_buf));
   }
-  free(r->bufs);
   free(r->conns);
   free(r->idle);
 }

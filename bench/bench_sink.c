@@ -20,10 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "core/bufring.h"
 #include "proto/smtp_server.h"
 
 #define SINK_BUF_SIZE (16 * 1024)
@@ -86,8 +86,7 @@ struct sink_worker {
   unsigned index;
   const struct sink_opts *o;
   struct io_uring ring;
-  struct io_uring_buf_ring *br;
-  uint8_t *bufs;
+  struct bufring bufs; /* multishot recv buffers (group 0) */
   int listen_fd, accept_armed;
   int wake_fd;
   uint64_t wake_value;
@@ -165,44 +164,6 @@ static int sink_ring_init(struct sink_worker *w) {
   p.flags = IORING_SETUP_CQSIZE;
   p.cq_entries = SINK_CQ_ENTRIES;
   return io_uring_queue_init_params(SINK_RING_ENTRIES, &w->ring, &p);
-}
-
-static int sink_setup_bufs(struct sink_worker *w) {
-  size_t ring_size = SINK_BUF_COUNT * sizeof(struct io_uring_buf);
-  void *mem = mmap(NULL, ring_size, PROT_READ | PROT_WRITE,
-                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (mem == MAP_FAILED) {
-    return -errno;
-  }
-  w->br = mem;
-  io_uring_buf_ring_init(w->br);
-  struct io_uring_buf_reg reg = {
-      .ring_addr = (uint64_t)(uintptr_t)mem,
-      .ring_entries = SINK_BUF_COUNT,
-      .bgid = 0,
-  };
-  int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
-  if (rc != 0) {
-    return rc;
-  }
-  w->bufs = malloc((size_t)SINK_BUF_COUNT * SINK_BUF_SIZE);
-  if (w->bufs == NULL) {
-    return -ENOMEM;
-  }
-  int mask = io_uring_buf_ring_mask(SINK_BUF_COUNT);
-  for (int i = 0; i < SINK_BUF_COUNT; i++) {
-    io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * SINK_BUF_SIZE,
-                          SINK_BUF_SIZE, (unsigned short)i, mask, i);
-  }
-  io_uring_buf_ring_advance(w->br, SINK_BUF_COUNT);
-  return 0;
-}
-
-static void sink_return_buf(struct sink_worker *w, unsigned bid) {
-  io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * SINK_BUF_SIZE,
-                        SINK_BUF_SIZE, (unsigned short)bid,
-                        io_uring_buf_ring_mask(SINK_BUF_COUNT), 0);
-  io_uring_buf_ring_advance(w->br, 1);
 }
 
 static void sink_arm_accept(struct sink_worker *w) {
@@ -518,7 +479,7 @@ static void sink_on_recv(struct sink_worker *w, struct sink_conn *c, int res,
   }
   if (res > 0) {
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-    const uint8_t *data = w->bufs + (size_t)bid * SINK_BUF_SIZE;
+    const uint8_t *data = bufring_data(&w->bufs, bid);
     w->st.bytes += (uint64_t)res;
     if (!c->shut && !c->closing) {
       if (c->held.len == 0 &&
@@ -531,7 +492,7 @@ static void sink_on_recv(struct sink_worker *w, struct sink_conn *c, int res,
         sink_pump(c);
       }
     }
-    sink_return_buf(w, bid);
+    bufring_return(&w->bufs, bid);
   }
   if (res == 0 || (res < 0 && res != -ENOBUFS)) {
     sink_shutdown(c);
@@ -623,7 +584,9 @@ static void *sink_worker_main(void *arg) {
   struct sink_worker *w = arg;
   /* The ring is made here: a single-issuer ring belongs to the thread
    * that creates it. */
-  int ok = sink_ring_init(w) == 0 && sink_setup_bufs(w) == 0;
+  int ok =
+      sink_ring_init(w) == 0 &&
+      bufring_init(&w->bufs, &w->ring, SINK_BUF_COUNT, SINK_BUF_SIZE, 0) == 0;
   __atomic_store_n(&w->ready, ok ? 1 : -1, __ATOMIC_RELEASE);
   if (!ok) {
     return NULL;
@@ -827,8 +790,7 @@ static unsigned sink_start_workers(const struct sink_opts *o,
 
 static void sink_worker_cleanup(struct sink_worker *w) {
   io_uring_queue_exit(&w->ring);
-  munmap(w->br, SINK_BUF_COUNT * sizeof(struct io_uring_buf));
-  free(w->bufs);
+  bufring_free(&w->bufs, NULL);
   close(w->listen_fd);
   close(w->wake_fd);
   for (struct sink_conn *c = w->free_conns, *next; c != NULL; c = next) {

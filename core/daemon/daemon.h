@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "core/buf.h"
+#include "core/bufring.h"
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/spool.h"
@@ -186,8 +187,7 @@ struct __attribute__((aligned(64))) worker {
   unsigned index;
   pthread_t thread;
   struct io_uring ring;
-  struct io_uring_buf_ring *br;
-  uint8_t *bufs;
+  struct bufring bufs; /* multishot recv buffers (group 0) */
   struct listener listeners[LISTEN_COUNT];
   int wake_fd;
   uint64_t wake_value;

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,47 +61,6 @@ struct io_uring_sqe *worker_get_sqe(struct worker *w) {
 }
 
 /* ---- set-up ---- */
-
-/* worker_setup_bufs registers the provided-buffer ring that multishot recv
- * draws from (group 0). */
-static int worker_setup_bufs(struct worker *w) {
-  size_t ring_size = DAEMON_RECV_BUF_COUNT * sizeof(struct io_uring_buf);
-  void *mem = mmap(NULL, ring_size, PROT_READ | PROT_WRITE,
-                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (mem == MAP_FAILED) {
-    return -errno;
-  }
-  w->br = mem;
-  io_uring_buf_ring_init(w->br);
-  struct io_uring_buf_reg reg = {
-      .ring_addr = (uint64_t)(uintptr_t)mem,
-      .ring_entries = DAEMON_RECV_BUF_COUNT,
-      .bgid = 0,
-  };
-  int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
-  if (rc != 0) {
-    return rc;
-  }
-  w->bufs = malloc((size_t)DAEMON_RECV_BUF_COUNT * DAEMON_RECV_BUF_SIZE);
-  if (w->bufs == NULL) {
-    return -ENOMEM;
-  }
-  int mask = io_uring_buf_ring_mask(DAEMON_RECV_BUF_COUNT);
-  for (int i = 0; i < DAEMON_RECV_BUF_COUNT; i++) {
-    io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * DAEMON_RECV_BUF_SIZE,
-                          DAEMON_RECV_BUF_SIZE, (unsigned short)i, mask, i);
-  }
-  io_uring_buf_ring_advance(w->br, DAEMON_RECV_BUF_COUNT);
-  return 0;
-}
-
-/* worker_return_buf gives a provided buffer back to the kernel. */
-static void worker_return_buf(struct worker *w, unsigned bid) {
-  io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * DAEMON_RECV_BUF_SIZE,
-                        DAEMON_RECV_BUF_SIZE, (unsigned short)bid,
-                        io_uring_buf_ring_mask(DAEMON_RECV_BUF_COUNT), 0);
-  io_uring_buf_ring_advance(w->br, 1);
-}
 
 /* listener_open binds one SO_REUSEPORT socket, so every worker has its own
  * accept queue for the same address and the kernel spreads connections. */
@@ -455,7 +413,7 @@ static void worker_on_recv(struct worker *w, struct conn *c, int res,
   }
   if (res > 0) {
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-    const uint8_t *data = w->bufs + (size_t)bid * DAEMON_RECV_BUF_SIZE;
+    const uint8_t *data = bufring_data(&w->bufs, bid);
     if (c->outbound) {
       if (!c->shut) {
         delivery_on_input(c, data, (size_t)res);
@@ -468,7 +426,7 @@ static void worker_on_recv(struct worker *w, struct conn *c, int res,
         session_on_input(c, data, (size_t)res);
       }
     }
-    worker_return_buf(w, bid);
+    bufring_return(&w->bufs, bid);
   }
   if (res == -ECANCELED && c->paused) {
     /* conn_pause() stopped reading; conn_resume() re-arms. */
@@ -744,7 +702,9 @@ static int worker_done(struct worker *w) {
 
 void *worker_main(void *arg) {
   struct worker *w = arg;
-  if (worker_ring_init(w) != 0 || worker_setup_bufs(w) != 0) {
+  if (worker_ring_init(w) != 0 ||
+      bufring_init(&w->bufs, &w->ring, DAEMON_RECV_BUF_COUNT,
+                   DAEMON_RECV_BUF_SIZE, 0) != 0) {
     log_msg("error", "worker %u: io_uring set-up failed", w->index);
     __atomic_store_n(&w->d->failed, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
@@ -780,6 +740,8 @@ void *worker_main(void *arg) {
   }
   spool_writer_close(w->spool);
   delivery_free_all(w);
+  bufring_free(&w->bufs, &w->ring);
+  io_uring_queue_exit(&w->ring);
   log_flush();
   __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
   return NULL;
