@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Helpers for bench/ingress.sh (loopback only, everything bounded).
+"""Helpers for bench/ingress.sh and bench/relay.sh (loopback only, everything bounded).
 
   benchlib.py freeport
   benchlib.py waitsmtp PORT TIMEOUT_S
@@ -8,6 +8,9 @@
   benchlib.py run --mode {proc|tree} --pid PID --log FILE -- CMD...
   benchlib.py idle --pid PID --port PORT --count N [--hold S]
   benchlib.py report --runs RUNS.jsonl --meta META.json --md OUT.md
+  benchlib.py relayrun --mode {proc|tree|none} [--pid PID] --sink-pid SPID --sink-out FILE
+                       --expect N [--queue-cmd CMD] --log FILE -- CMD...
+  benchlib.py relayreport --runs RUNS.jsonl --meta META.json --md OUT.md
 
 CPU accounting (/proc/PID/stat, fields counted from after the ")" of comm):
   proc: utime+stime of PID (all its threads).
@@ -565,6 +568,349 @@ def cmd_report(a):
     print(json.dumps(summary, indent=None))
 
 
+# ---------------------------------------------------------------- relay (bench/relay.sh)
+
+def sink_counts(path):
+    """Last complete counter record of `smtp-sink -c` (records "sess=S quit=Q mesg=M"
+    separated by \\r) -> (sess, mesg), or (0, 0) before the first record."""
+    import re
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 512))
+            data = f.read()
+    except OSError:
+        return 0, 0
+    for rec in reversed(data.split(b"\r")[:-1]):       # the last element is unterminated
+        m = re.fullmatch(rb"\n?sess=(\d+) quit=(\d+) mesg=(\d+)\n?", rec)
+        if m:
+            return int(m.group(1)), int(m.group(3))
+    return 0, 0
+
+
+def queue_count(cmd):
+    """Run CMD (a shell-free command line), count the non-empty lines it prints; None on failure."""
+    import shlex
+    try:
+        r = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
+    return sum(1 for l in r.stdout.splitlines() if l.strip())
+
+
+def cmd_relayrun(a):
+    """Run CMD (the load: smtp-source) and time it until the sink has counted --expect
+    more messages; then wait for the relay's queue to drain and report counts and CPU."""
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    relay = a.pid if a.mode != "none" else None
+    idle_ok, waited, idle_pct, hogs = wait_idle(a.max_busy, a.idle_timeout, relay or a.sink_pid)
+    q_before = queue_count(a.queue_cmd) if a.queue_cmd else 0
+    _, c0 = sink_counts(a.sink_out)
+    procs0 = all_procs()
+    relay0 = cpu(a.mode, relay)[0] if relay else 0
+    sink0 = cpu_tree(a.sink_pid)[0]
+    sys0 = system_ticks()
+    t_src = t_done = None
+    status, ru = None, None
+    timed_out = stalled = False
+    with open(a.log, "wb") as log:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        last_c, last_progress = c0, t0
+        sys1 = procs1 = None
+        while True:
+            now = time.perf_counter()
+            if t_src is None:
+                pid, st, r = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    t_src, status, ru = now, st, r
+            _, c = sink_counts(a.sink_out)
+            if c != last_c:
+                last_c, last_progress = c, now
+            if t_done is None and c - c0 >= a.expect:
+                t_done = now
+                sys1, procs1 = system_ticks(), all_procs()
+            if t_done is not None and t_src is not None:
+                break
+            if now - t0 > a.timeout:
+                timed_out = True
+                break
+            if now - last_progress > a.stall and (t_src is not None or now - t0 > a.stall):
+                stalled = True
+                break
+            time.sleep(a.poll)
+        if t_src is None:               # timed out or stalled while smtp-source still runs
+            p.kill()
+            _, status, ru = os.wait4(p.pid, 0)
+            t_src = time.perf_counter()
+    if sys1 is None:
+        sys1, procs1 = system_ticks(), all_procs()
+    rc = os.waitstatus_to_exitcode(status)
+    _, c_done = sink_counts(a.sink_out)
+    # the relay's queue must drain: postseald removes a message once its DONE records are
+    # durable, Postfix once qmgr has seen the delivery status
+    t_drain0 = time.perf_counter()
+    q_after = queue_count(a.queue_cmd) if a.queue_cmd else 0
+    while q_after != 0 and time.perf_counter() - t_drain0 < a.drain_timeout:
+        time.sleep(0.2)
+        q_after = queue_count(a.queue_cmd)
+    drain_s = time.perf_counter() - t_drain0
+    time.sleep(a.settle)                # late duplicates; exiting Postfix children get reaped
+    _, c_final = sink_counts(a.sink_out)
+    alive = True
+    relay1 = relay0
+    if relay:
+        try:
+            relay1 = cpu(a.mode, relay)[0]
+        except SystemExit:
+            alive = False
+    try:
+        sink1 = cpu_tree(a.sink_pid)[0]
+    except SystemExit:
+        sink1 = sink0
+    ours = descendants(procs1, p.pid) | {p.pid} | descendants(procs1, a.sink_pid) | descendants(procs0, a.sink_pid)
+    if relay:
+        ours |= descendants(procs1, relay) | descendants(procs0, relay)
+    foreign = foreign_cpu(procs0, procs1, ours)
+    kthreads = foreign_cpu(procs0, procs1, ours, kernel=True)
+    wall = (t_done - t0) if t_done is not None else None
+    print(json.dumps({
+        "idle_before_ok": idle_ok, "idle_wait_s": round(waited, 1), "idle_busy_pct": round(idle_pct, 1),
+        "idle_hogs": hogs,
+        "foreign_procs": foreign[:5],
+        "kernel_threads_cpu_s": sum(f["cpu_s"] for f in kthreads),
+        "foreign_cpu_s": sum(f["cpu_s"] for f in foreign),
+        "rc": rc,
+        "wall_s": wall,                               # first connection .. sink has N
+        "ingress_s": t_src - t0,                      # first connection .. smtp-source done
+        "timed_out": timed_out, "stalled": stalled,
+        "stalled_at": (c_done - c0) if (timed_out or stalled) else None,
+        "delivered_at_done": c_done - c0,
+        "delivered": c_final - c0,
+        "duplicates": max(0, c_final - c0 - a.expect),
+        "queue_before": q_before, "queue_after": q_after, "drain_s": round(drain_s, 2),
+        "client_cpu_s": ru.ru_utime + ru.ru_stime,
+        "server_cpu_s": (relay1 - relay0) / CLK_TCK,
+        "sink_cpu_s": (sink1 - sink0) / CLK_TCK,
+        "server_alive": alive,
+        "machine_busy_pct": round(100.0 * (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1]), 1),
+        "machine_busy_cpu_s": (sys1[0] - sys0[0]) / CLK_TCK,
+    }))
+
+
+def cmd_relayreport(a):
+    meta = json.load(open(a.meta))
+    runs = [json.loads(l) for l in open(a.runs) if l.strip()]
+    sizes = sorted({r["size"] for r in runs})
+    servers = ["direct", "postseald", "postfix"]
+    tgt_pct, tgt_cpu = meta.get("target_pct", 60.0), meta.get("target_cpu_ms", 0.2)
+    summary = {"meta": {k: meta[k] for k in meta if k not in (
+        "commands", "notes", "postseald_config", "postfix_main_cf", "postfix_master_cf",
+        "problems", "warnings")}, "relay": [], "problems": list(meta.get("problems", []))}
+    ok_runs = lambda rs: [r for r in rs if r.get("wall_s")]
+    rows = []
+    for size in sizes:
+        row = {"size": size}
+        for srv in servers:
+            rs = [r for r in runs if r["server"] == srv and r["size"] == size]
+            if not rs:
+                row[srv] = None
+                continue
+            good = ok_runs(rs)
+            row[srv] = {
+                "messages": rs[0]["n"], "sessions": rs[0]["sessions"], "reps": len(rs),
+                "completed": len(good),
+                "msg_per_s": summarize([r["n"] / r["wall_s"] for r in good]),
+                "ingress_msg_per_s": summarize([r["n"] / r["ingress_s"] for r in good]),
+                "cpu_ms_per_msg": summarize([r["server_cpu_s"] * 1000.0 / r["n"] for r in good]) if srv != "direct" else None,
+                "sink_cpu_ms_per_msg": summarize([r["sink_cpu_s"] * 1000.0 / r["n"] for r in good]),
+                "client_cpu_ms_per_msg": summarize([r["client_cpu_s"] * 1000.0 / r["n"] for r in good]),
+                "counts_ok": all(r["delivered"] == r["n"] and r["queue_after"] == 0 for r in rs),
+                "duplicates": sum(r["duplicates"] for r in rs),
+                "smtp_source_ok": all(r["rc"] == 0 for r in rs),
+            }
+        d = row.get("direct")
+        for srv in ("postseald", "postfix"):
+            x = row.get(srv)
+            if x and x["msg_per_s"] and d and d["msg_per_s"]:
+                x["pct_of_direct"] = 100.0 * x["msg_per_s"]["median"] / d["msg_per_s"]["median"]
+        ps, pf = row.get("postseald"), row.get("postfix")
+        if ps and pf and ps["msg_per_s"] and pf["msg_per_s"]:
+            row["throughput_ratio"] = ps["msg_per_s"]["median"] / pf["msg_per_s"]["median"]
+            row["cpu_ratio"] = ps["cpu_ms_per_msg"]["median"] / pf["cpu_ms_per_msg"]["median"] \
+                if pf["cpu_ms_per_msg"]["median"] else None
+        if ps and ps["msg_per_s"]:
+            row["target_met"] = {
+                "pct_of_direct": (ps["pct_of_direct"] >= tgt_pct) if "pct_of_direct" in ps else None,
+                "cpu_ms_per_msg": ps["cpu_ms_per_msg"]["median"] <= tgt_cpu}
+        rows.append(row)
+    summary["relay"] = rows
+    summary["warnings"] = meta.get("warnings", [])
+
+    def thr(x, key="msg_per_s"):
+        if not x or not x.get(key):
+            return "n/a"
+        m = x[key]
+        return f"{fmt(m['median'])} ({fmt(m['min'])}–{fmt(m['max'])})"
+
+    def cpu_s(x):
+        if not x or not x.get("cpu_ms_per_msg"):
+            return "n/a"
+        m = x["cpu_ms_per_msg"]
+        return f"{fmt(m['median'], 3)} ({fmt(m['min'], 3)}–{fmt(m['max'], 3)})"
+
+    def pct(x):
+        return f"{x['pct_of_direct']:.0f}%" if x and "pct_of_direct" in x else "n/a"
+
+    L = []
+    L.append(f"# SMTP relay end to end: postseald vs Postfix {meta.get('postfix_version', '')} — {meta['date']}")
+    L.append("")
+    if meta.get("smoke"):
+        L.append("**Smoke run** (one size, small N, one repetition, postseald only, no idle wait): "
+                 "numbers are a sanity check, not a measurement.")
+        L.append("")
+    L.append("Generated by `bench/relay.sh`. Path: `smtp-source` → relay → Postfix `smtp-sink` "
+             "(all on 127.0.0.1). A run is timed from the start of smtp-source (its first "
+             "connection) until the sink's message counter (`smtp-sink -c`) has gone up by N. "
+             "\"direct\" is smtp-source → smtp-sink with no relay: the ceiling of this load "
+             "generator and sink on this machine.")
+    L.append("")
+    L.append("## Machine and versions")
+    L.append("")
+    for k, label in [("date", "date (UTC)"), ("nproc", "nproc"), ("cpu_model", "CPU"),
+                     ("kernel", "kernel"), ("debian", "Debian"), ("memory", "memory"),
+                     ("filesystem", "spool/queue filesystem"), ("fdatasync_ms", "fdatasync of 1 KiB append, mean ms (this disk)"),
+                     ("postseald_rev", "postseald git rev"), ("postseald_tree", "postseald working tree"),
+                     ("postseald_binary", "postseald binary"),
+                     ("postfix_version", "Postfix mail_version"), ("smtp_source", "load tool and sink"),
+                     ("python", "python3")]:
+        if k in meta:
+            L.append(f"- {label}: {meta[k]}")
+    L.append("")
+    L.append("## Results")
+    L.append("")
+    L.append(f"Load: `smtp-source -s {meta['sessions']} -m N -l SIZE` ({meta['sessions']} concurrent "
+             "sessions, one message per connection, one recipient). "
+             f"{meta['reps']} repetition(s) per cell after a warm-up run; median (min–max). "
+             "End-to-end msg/s = N / (first connection → sink has N). Relay CPU ms/msg = relay CPU "
+             "(user+system) from the start of the run until its queue is empty again, / N "
+             "(receiving, queueing and relaying). % of direct = median relay rate / median direct "
+             "rate at the same size, measured in this same invocation. Ratios are postseald / Postfix.")
+    L.append("")
+    L.append("| size | N | direct msg/s | postseald msg/s | Postfix msg/s | ratio | postseald % of direct | Postfix % of direct | postseald CPU ms/msg | Postfix CPU ms/msg | CPU ratio |")
+    L.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        d, ps, pf = row.get("direct"), row.get("postseald"), row.get("postfix")
+        n = (ps or pf or d)["messages"]
+        tr = f"{row['throughput_ratio']:.2f}×" if row.get("throughput_ratio") else "n/a"
+        cr = f"{row['cpu_ratio']:.2f}×" if row.get("cpu_ratio") else "n/a"
+        L.append(f"| {row['size']} B | {n} | {thr(d)} | {thr(ps)} | {thr(pf)} | {tr} | {pct(ps)} | {pct(pf)} | {cpu_s(ps)} | {cpu_s(pf)} | {cr} |")
+    L.append("")
+    tl = []
+    for row in rows:
+        t = row.get("target_met")
+        if not t:
+            continue
+        ps = row["postseald"]
+        a1 = "n/a (no direct run)" if t["pct_of_direct"] is None else \
+            f"{ps['pct_of_direct']:.0f}% {'✔' if t['pct_of_direct'] else '✘'}"
+        a2 = f"{ps['cpu_ms_per_msg']['median']:.3f} ms {'✔' if t['cpu_ms_per_msg'] else '✘'}"
+        tl.append(f"{row['size']} B: {a1}, {a2}")
+    if tl:
+        L.append(f"Delivery-issue targets for postseald (≥ {tgt_pct:g}% of direct, ≤ {tgt_cpu:g} ms CPU per "
+                 "relayed message): " + "; ".join(tl) + ".")
+        L.append("")
+    L.append("Ingress rate (N / smtp-source wall time; the relay may accept faster than it delivers), "
+             "median msg/s: " + "; ".join(
+                 f"{row['size']} B: " + ", ".join(f"{s} {fmt(row[s]['ingress_msg_per_s']['median'])}"
+                                                 for s in servers if row.get(s) and row[s].get("ingress_msg_per_s"))
+                 for row in rows) + ".")
+    L.append("")
+    L.append("Sink CPU (smtp-sink, ms/msg, median): " + "; ".join(
+        f"{row['size']} B: " + ", ".join(f"{s} {fmt(row[s]['sink_cpu_ms_per_msg']['median'], 3)}"
+                                        for s in servers if row.get(s) and row[s].get("sink_cpu_ms_per_msg"))
+        for row in rows) + ". Load tool CPU (smtp-source, ms/msg, median): " + "; ".join(
+        f"{row['size']} B: " + ", ".join(f"{s} {fmt(row[s]['client_cpu_ms_per_msg']['median'], 3)}"
+                                        for s in servers if row.get(s) and row[s].get("client_cpu_ms_per_msg"))
+        for row in rows) + ".")
+    L.append("")
+    allok = all(r["delivered"] == r["n"] and r["queue_after"] == 0 and r.get("wall_s") for r in runs)
+    L.append("Every run was checked: the sink's counter went up by exactly N (more = duplicates), and "
+             "the relay's queue was empty afterwards (postseald: `postseal queue list --json`; Postfix: "
+             "no file under incoming/active/deferred/hold/maildrop). "
+             + ("**All counts matched, no duplicates, every queue drained.**" if allok
+                else "**MISMATCHES — see Problems.**"))
+    L.append("")
+    L.append("### Per run")
+    L.append("")
+    L.append("e2e s = first connection → sink has N; ingress s = smtp-source wall time; drain s = time "
+             "after the sink had N until the relay's queue listed empty (includes the time of the listing "
+             "command). Machine busy and CPU figures as in ingress.sh (kernel threads = kworker/ksoftirqd/"
+             "jbd2..., other processes = not part of the benchmark), over the e2e interval.")
+    L.append("")
+    L.append("| path | size | rep | N | e2e s | e2e msg/s | ingress s | drain s | relay CPU s | relay CPU ms/msg | sink CPU s | smtp-source CPU s | kernel threads CPU s | other processes CPU s | machine busy | delivered | dup | queue after | rc |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in runs:
+        w = r.get("wall_s")
+        e2e = f"{w:.2f}" if w else ("TIMEOUT" if r.get("timed_out") else "STALLED")
+        rate = f"{r['n'] / w:,.0f}" if w else "n/a"
+        rcpu = f"{r['server_cpu_s']:.2f}" if r["server"] != "direct" else "–"
+        rcpum = f"{r['server_cpu_s'] * 1000 / r['n']:.3f}" if r["server"] != "direct" else "–"
+        other = f"{r.get('foreign_cpu_s', 0):.2f}"
+        if r.get("foreign_procs"):
+            other += " (" + ", ".join(x["comm"] for x in r["foreign_procs"]) + ")"
+        qa = r["queue_after"] if r["queue_after"] is not None else "ERR"
+        L.append(f"| {r['server']} | {r['size']} | {r['rep']} | {r['n']} | {e2e} | {rate} | "
+                 f"{r['ingress_s']:.2f} | {r['drain_s']:.2f} | {rcpu} | {rcpum} | "
+                 f"{r['sink_cpu_s']:.2f} | {r['client_cpu_s']:.2f} | {r.get('kernel_threads_cpu_s', 0):.2f} | "
+                 f"{other} | {r.get('machine_busy_pct', 0):.0f}% | {r['delivered']} | {r['duplicates']} | "
+                 f"{qa} | {r['rc']} |")
+    L.append("")
+    L.append("## Problems")
+    L.append("")
+    if summary["problems"]:
+        for p in summary["problems"]:
+            L.append(f"- **{p}**")
+    else:
+        L.append("None: every smtp-source run exited 0, the sink counted exactly N every time, every relay "
+                 "queue drained, the servers stayed up.")
+    L.append("")
+    if meta.get("warnings"):
+        L.append("## Warnings (measurement quality)")
+        L.append("")
+        for w in meta["warnings"]:
+            L.append(f"- {w}")
+        L.append("")
+    L.append("## Set-up and caveats")
+    L.append("")
+    for n in meta.get("notes", []):
+        L.append(f"- {n}")
+    L.append("")
+    L.append("## Commands run")
+    L.append("")
+    L.append("```")
+    L.extend(meta.get("commands", []))
+    L.append("```")
+    L.append("")
+    for key, title, lang in [("postseald_config", "postseald configuration:", "yaml"),
+                             ("postfix_main_cf", "Postfix main.cf (private instance):", ""),
+                             ("postfix_master_cf", "Postfix master.cf (private instance):", "")]:
+        if meta.get(key):
+            L.append(title)
+            L.append("")
+            L.append("```" + lang)
+            L.append(meta[key].rstrip())
+            L.append("```")
+            L.append("")
+    with open(a.md, "w") as f:
+        f.write("\n".join(L))
+    summary["results_file"] = a.md
+    print(json.dumps(summary, indent=None))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="sub", required=True)
@@ -593,9 +939,31 @@ def main():
     p.add_argument("--runs", required=True)
     p.add_argument("--meta", required=True)
     p.add_argument("--md", required=True)
+    p = sub.add_parser("relayrun")
+    p.add_argument("--mode", choices=["proc", "tree", "none"], required=True,
+                   help="relay CPU accounting; none = no relay (direct to the sink)")
+    p.add_argument("--pid", type=int, default=0, help="relay process (postseald, or Postfix master)")
+    p.add_argument("--sink-pid", type=int, required=True)
+    p.add_argument("--sink-out", required=True, help="stdout of smtp-sink -c")
+    p.add_argument("--expect", type=int, required=True, help="messages the sink must receive")
+    p.add_argument("--queue-cmd", default="", help="command listing the relay's queue, one line per message")
+    p.add_argument("--log", required=True)
+    p.add_argument("--timeout", type=float, default=600.0, help="whole run, seconds")
+    p.add_argument("--stall", type=float, default=120.0, help="give up after this long without a delivery")
+    p.add_argument("--drain-timeout", type=float, default=60.0)
+    p.add_argument("--poll", type=float, default=0.005)
+    p.add_argument("--settle", type=float, default=1.0)
+    p.add_argument("--max-busy", type=float, default=10.0)
+    p.add_argument("--idle-timeout", type=float, default=300.0)
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = sub.add_parser("relayreport")
+    p.add_argument("--runs", required=True)
+    p.add_argument("--meta", required=True)
+    p.add_argument("--md", required=True)
     a = ap.parse_args()
     fn = {"freeport": cmd_freeport, "waitsmtp": cmd_waitsmtp, "cpu": cmd_cpu, "rss": cmd_rss,
-          "run": cmd_run, "waitidle": cmd_waitidle, "idle": cmd_idle, "report": cmd_report}[a.sub]
+          "run": cmd_run, "waitidle": cmd_waitidle, "idle": cmd_idle, "report": cmd_report,
+          "relayrun": cmd_relayrun, "relayreport": cmd_relayreport}[a.sub]
     return fn(a) or 0
 
 
