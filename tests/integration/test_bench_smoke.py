@@ -1,5 +1,5 @@
-"""The benchmark harness keeps working as the daemon changes: a short
-bench/ingress.sh --smoke run (postseald only, 2,000 messages, no
+"""The benchmark harnesses keep working as the daemon changes: a short
+bench/ingress.sh --smoke run (and bench/relay.sh --smoke) (postseald only, 2,000 messages, no
 thresholds) must finish, count every message in the spool, and print its
 JSON summary."""
 
@@ -29,5 +29,21 @@ def test_ingress_smoke():
           "a rate was measured")
 
 
+def test_relay_smoke():
+    """bench/relay.sh --smoke: smtp-source -> postseald -> smtp-sink, 2,000
+    messages, every one counted at the sink, none twice, queue empty."""
+    env = dict(os.environ, POSTSEALD=os.path.join(BUILD, "postseald"),
+               POSTSEAL_CLI=os.path.join(BUILD, "postseal"))
+    r = subprocess.run(["bash", os.path.join(SOURCE, "bench", "relay.sh"),
+                        "--smoke"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    check(r.returncode == 0, f"relay smoke exit 0: {r.stderr[-2000:]}")
+    summary = json.loads(r.stdout)
+    check(summary["problems"] == [], f"no problems: {summary['problems']}")
+    run = summary["relay"][0]["postseald"]
+    check(run["counts_ok"] and run["duplicates"] == 0 and run["completed"] == 1,
+          f"all 2,000 relayed once: {run}")
+
+
 if __name__ == "__main__":
-    sys.exit(run_tests([test_ingress_smoke]))
+    sys.exit(run_tests([test_ingress_smoke, test_relay_smoke]))
