@@ -30,12 +30,9 @@
 #   --keep               keep the scratch directory
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
-LIB="/usr/bin/python3 $BENCH_DIR/benchlib.py"
-PY=/usr/bin/python3
+BENCH_NAME=ingress
+. "$(dirname "$0")/common.sh"
 
-POSTSEALD=${POSTSEALD:-$REPO/build/postseald}
 SIZES="1024 4096 65536"
 N=20000
 REPS=3
@@ -52,8 +49,6 @@ OUT=""
 KEEP=0
 RUN_TIMEOUT=600        # hard limit for one smtp-source run, seconds
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
@@ -69,7 +64,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --keep) KEEP=1 ;;
         -h|--help) usage; exit 0 ;;
-        *) echo "ingress.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+        *) die "unknown argument '$1' (try --help)" ;;
     esac
     shift
 done
@@ -78,118 +73,21 @@ if [ "$SMOKE" = 1 ]; then
     SIZES=1024; N=2000; REPS=1; DO_POSTFIX=0
     IDLE_SESSIONS=500; LAT_DURATION=2; LAT_SESSIONS=10; RUN_TIMEOUT=60
 fi
-for v in "$N" "$REPS" "$SESSIONS" "$IDLE_SESSIONS"; do
-    [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge 1 ] || { echo "ingress.sh: bad number '$v'" >&2; exit 2; }
-done
-[ "$N" -le 1000000 ] || { echo "ingress.sh: -n at most 1000000" >&2; exit 2; }
+check_numbers "$N" "$REPS" "$SESSIONS" "$IDLE_SESSIONS"
+[ "$N" -le 1000000 ] || die "-n at most 1000000"
 
-case "$POSTSEALD" in /*) ;; *) POSTSEALD=$PWD/$POSTSEALD ;; esac
-POSTSEAL_CLI=${POSTSEAL_CLI:-$(dirname "$POSTSEALD")/postseal}
-[ -x "$POSTSEALD" ] || { echo "ingress.sh: no postseald at $POSTSEALD (build it, or set POSTSEALD)" >&2; exit 2; }
-[ -x "$POSTSEAL_CLI" ] || { echo "ingress.sh: no postseal CLI at $POSTSEAL_CLI (set POSTSEAL_CLI)" >&2; exit 2; }
-command -v smtp-source >/dev/null || { echo "ingress.sh: smtp-source not found (apt-get install postfix)" >&2; exit 2; }
-if [ "$DO_POSTFIX" = 1 ]; then
-    command -v postfix >/dev/null || { echo "ingress.sh: postfix not found" >&2; exit 2; }
-    [ "$(id -u)" = 0 ] || { echo "ingress.sh: a private Postfix instance needs root (or use --no-postfix)" >&2; exit 2; }
-    id postfix >/dev/null 2>&1 || { echo "ingress.sh: no 'postfix' user" >&2; exit 2; }
-fi
+resolve_postseald
+check_postseald_bin
+require_smtp_tool smtp-source
+if [ "$DO_POSTFIX" = 1 ]; then require_postfix_instance; fi
 
 # the idle probe needs ~IDLE_SESSIONS fds in the client and in the daemon (child of this shell)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_SESSIONS + 512)) ]; then
-    echo "ingress.sh: ulimit -n is $(ulimit -n), too low for $IDLE_SESSIONS idle sessions" >&2; exit 2
+    die "ulimit -n is $(ulimit -n), too low for $IDLE_SESSIONS idle sessions"
 fi
 
-# Waiting for an idle machine makes measurements fair on a shared box; a
-# smoke run (CI, tests running beside it) only checks that the harness works.
-IDLE_TIMEOUT=300
-[ "$SMOKE" = 1 ] && IDLE_TIMEOUT=0
-
-DATE=$(date -u +%Y-%m-%d)
-[ -n "$OUT" ] || { [ "$SMOKE" = 1 ] || OUT=$BENCH_DIR/results/ingress-$DATE.md; }
-
-TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/postseal-bench.XXXXXX")
-chmod 755 "$TMP"                       # Postfix daemons (user postfix) must traverse it
-[ -n "$OUT" ] || OUT=$TMP/ingress-smoke-$DATE.md
-: > "$TMP/runs.jsonl"; : > "$TMP/commands.txt"; : > "$TMP/problems.txt"; : > "$TMP/notes.txt"; : > "$TMP/warnings.txt"
-
-PS_PID=""; PF_ETC=""; PF_MASTER=""
-log() { echo "[ingress $(date +%T)] $*" >&2; }
-problem() { echo "$*" >> "$TMP/problems.txt"; log "PROBLEM: $*"; }
-note() { echo "$*" >> "$TMP/notes.txt"; }
-warn() { echo "$*" >> "$TMP/warnings.txt"; log "WARNING: $*"; }
-record() { echo "$*" >> "$TMP/commands.txt"; }
-
-stop_postseald() {
-    [ -n "$PS_PID" ] || return 0
-    local pid=$PS_PID rc=0 i
-    PS_PID=""
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            problem "postseald (pid $pid) still running 20 s after SIGTERM; sent SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || rc=$?
-    if [ "$rc" != 0 ]; then
-        problem "postseald (pid $pid) exited with status $rc on shutdown (>128 = killed by signal $((rc - 128)))"
-    fi
-}
-
-stop_postfix() {
-    [ -n "$PF_ETC" ] || return 0
-    local etc=$PF_ETC master=$PF_MASTER i
-    PF_ETC=""; PF_MASTER=""
-    postfix -c "$etc" stop >/dev/null 2>&1 || true
-    if [ -n "$master" ]; then
-        for i in $(seq 1 150); do kill -0 "$master" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$master" 2>/dev/null; then
-            postfix -c "$etc" abort >/dev/null 2>&1 || true
-            sleep 1
-            kill -0 "$master" 2>/dev/null && kill -KILL "$master" 2>/dev/null || true
-        fi
-    fi
-}
-
-cleanup() {
-    set +e
-    stop_postseald
-    stop_postfix
-    if [ "$KEEP" = 1 ]; then log "scratch directory kept: $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-freeport() { $LIB freeport; }
-
-# ------------------------------------------------------------------ postseald
-
-PS_SPOOL=""; PS_PORT=""; PS_LOG=""
-start_postseald() {   # $1 = label
-    local dir=$TMP/postseald-$1 mport
-    mkdir -p "$dir"
-    PS_PORT=$(freeport); mport=$(freeport)
-    PS_SPOOL=$dir/spool; PS_LOG=$dir/postseald.log
-    cat > "$dir/postseald.yaml" <<EOF
-hostname: bench.test
-threads: 2
-listen: {smtp: "127.0.0.1:$PS_PORT", submission: "", metrics: "127.0.0.1:$mport"}
-spool_dir: $PS_SPOOL
-mynetworks: [127.0.0.0/8]
-EOF
-    cp "$dir/postseald.yaml" "$TMP/postseald.yaml"
-    record "$POSTSEALD -c $dir/postseald.yaml 2>$PS_LOG &"
-    "$POSTSEALD" -c "$dir/postseald.yaml" > "$PS_LOG" 2>&1 &
-    PS_PID=$!
-    if ! $LIB waitsmtp "$PS_PORT" 15; then
-        problem "postseald did not come up on 127.0.0.1:$PS_PORT; log: $(tail -3 "$PS_LOG" | tr '\n' ' ')"
-        stop_postseald
-        return 1
-    fi
-    log "postseald pid $PS_PID on 127.0.0.1:$PS_PORT, spool $PS_SPOOL"
-}
+setup_scratch postseal-bench
 
 postseald_count() {
     local out
@@ -200,14 +98,8 @@ postseald_count() {
 
 # ------------------------------------------------------------------ Postfix
 
-PF_PORT=""; PF_DIR=""
-start_postfix() {     # $1 = label
-    PF_DIR=$TMP/postfix-$1
-    local etc=$PF_DIR/etc i out
-    mkdir -p "$etc" "$PF_DIR/queue" "$PF_DIR/data"
-    chown postfix:postfix "$PF_DIR/data"
-    PF_PORT=$(freeport)
-    cat > "$etc/main.cf" <<EOF
+postfix_main_cf() {
+    cat <<EOF
 # private benchmark instance: loopback only, every message put on HOLD, no delivery
 compatibility_level = 3.6
 queue_directory = $PF_DIR/queue
@@ -233,47 +125,6 @@ maillog_file = $PF_DIR/maillog
 maillog_file_prefixes = $PF_DIR
 biff = no
 EOF
-    if [ -n "${POSTFIX_EXTRA:-}" ]; then     # experiments only, e.g. POSTFIX_EXTRA='in_flow_delay = 0'
-        printf '# POSTFIX_EXTRA from the environment\n%s\n' "$POSTFIX_EXTRA" >> "$etc/main.cf"
-    fi
-    cat > "$etc/master.cf" <<EOF
-127.0.0.1:$PF_PORT inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-    cp "$etc/main.cf" "$TMP/main.cf"; cp "$etc/master.cf" "$TMP/master.cf"
-    record "postfix -c $etc start"
-    # postfix(1) reports errors only on a terminal: give it one with script(1) if we can
-    if command -v script >/dev/null; then
-        out=$(script -qec "postfix -c $etc start" /dev/null 2>&1) || {
-            problem "postfix start failed: $(echo "$out" | tr '\r\n' '  ')"; return 1; }
-    else
-        postfix -c "$etc" start || { problem "postfix start failed (see $PF_DIR/maillog)"; return 1; }
-    fi
-    PF_ETC=$etc
-    for i in $(seq 1 50); do [ -s "$PF_DIR/queue/pid/master.pid" ] && break; sleep 0.1; done
-    PF_MASTER=$(tr -dc 0-9 < "$PF_DIR/queue/pid/master.pid" 2>/dev/null || true)
-    if [ -z "$PF_MASTER" ] || ! $LIB waitsmtp "$PF_PORT" 15; then
-        problem "Postfix did not come up on 127.0.0.1:$PF_PORT; maillog: $(tail -3 "$PF_DIR/maillog" 2>/dev/null | tr '\n' ' ')"
-        stop_postfix
-        return 1
-    fi
-    log "Postfix master pid $PF_MASTER on 127.0.0.1:$PF_PORT, $PF_DIR"
 }
 
 postfix_count() {   # messages in the hold queue
@@ -372,23 +223,8 @@ bench_server() {   # SERVER SIZE
 
 # ------------------------------------------------------------------ machine info
 
-BUILD_INFO="$("$POSTSEALD" --version 2>&1 | head -1)"
-if [ -f "$(dirname "$POSTSEALD")/CMakeCache.txt" ]; then
-    BUILD_INFO="$BUILD_INFO, $(grep -m1 '^CMAKE_BUILD_TYPE:' "$(dirname "$POSTSEALD")/CMakeCache.txt" | sed 's/.*=/CMAKE_BUILD_TYPE=/')"
-fi
-record "# postseald: $POSTSEALD ($BUILD_INFO)"
-log "scratch $TMP; postseald $POSTSEALD; sizes $SIZES; N=$N; reps=$REPS; sessions=$SESSIONS"
-FSYNC_MS=$($PY - "$TMP" <<'EOF'
-import os, sys, time
-p = os.path.join(sys.argv[1], "fsync.test")
-fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-t = time.perf_counter()
-for _ in range(200):
-    os.write(fd, b"x" * 1024); os.fdatasync(fd)
-print("%.3f" % ((time.perf_counter() - t) / 200 * 1000))
-os.close(fd); os.unlink(p)
-EOF
-)
+postseald_build_info
+bench_prelude
 
 # ------------------------------------------------------------------ the runs
 
@@ -450,56 +286,16 @@ note "CPU is /proc utime+stime in clock ticks (1/$(getconf CLK_TCK) s). Kernel w
 note "Before every run the script waits (up to 300 s) until the whole machine is below 10% busy over 1 s, so that other work on a shared machine (builds, fuzzers) does not skew a run; CPU used by other processes during a run is shown per run and flagged under Warnings."
 note "fdatasync on this disk is fast (see 'fdatasync mean' above: a virtual disk with a volatile write cache). On a disk with slow flushes, the per-message fsync of Postfix and the group commit of postseald would diverge much further."
 
-$PY - "$TMP" <<EOF
-import json, os, platform, subprocess
-t = "$TMP"
-def sh(c):
-    try: return subprocess.run(c, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception: return ""
-cpu = ""
-for l in open("/proc/cpuinfo"):
-    if l.startswith("model name"):
-        cpu = l.split(":", 1)[1].strip(); break
-meta = {
-    "date": sh("date -u '+%Y-%m-%d %H:%M:%SZ'"),
-    "smoke": $SMOKE == 1,
-    "nproc": sh("nproc"),
-    "cpu_model": cpu,
-    "kernel": platform.release(),
-    "debian": sh("cat /etc/debian_version"),
-    "memory": sh("free -h | awk '/^Mem:/{print \$2}'") + " RAM",
-    "filesystem": sh("df -T '$TMP' | awk 'NR==2{print \$1\" \"\$2}'"),
-    "fdatasync_ms": "$FSYNC_MS",
-    "postseald_rev": sh("git -C '$REPO' rev-parse --short HEAD"),
+write_meta <<EOF
     "postseald_tree": (lambda st: ("not clean, the binary may include uncommitted or untracked sources: " + ", ".join(l[3:] for l in st[:12]) + (" ..." if len(st) > 12 else "")) if st else "clean")(
         [l for l in sh("git -C '$REPO' status --porcelain -- . ':(exclude)bench'").splitlines() if l.strip()]),
     "postseald_binary": "$POSTSEALD ($BUILD_INFO)",
-    "postfix_version": sh("postconf -d mail_version 2>/dev/null | sed 's/.*= //'") if $DO_POSTFIX == 1 else "not run",
-    "smtp_source": "smtp-source (Postfix " + sh("postconf -d mail_version 2>/dev/null | sed 's/.*= //'") + ")",
+    "postfix_version": pfv if $DO_POSTFIX == 1 else "not run",
+    "smtp_source": "smtp-source (Postfix " + pfv + ")",
     "python": platform.python_version(),
     "sessions": $SESSIONS,
     "reuse": $( [ "$REUSE" = 1 ] && echo True || echo False ),
     "reps": $REPS,
     "latency_basis": "$LAT_BASIS",
-    "commands": open(os.path.join(t, "commands.txt")).read().splitlines(),
-    "problems": open(os.path.join(t, "problems.txt")).read().splitlines(),
-    "notes": open(os.path.join(t, "notes.txt")).read().splitlines(),
-    "warnings": open(os.path.join(t, "warnings.txt")).read().splitlines(),
-}
-for k, f in [("latency", "latency.json"), ("idle", "idle.json")]:
-    p = os.path.join(t, f)
-    if os.path.exists(p):
-        meta[k] = json.load(open(p))
-for k, f in [("postseald_config", "postseald.yaml"), ("postfix_main_cf", "main.cf"), ("postfix_master_cf", "master.cf")]:
-    p = os.path.join(t, f)
-    if os.path.exists(p):
-        meta[k] = open(p).read()
-json.dump(meta, open(os.path.join(t, "meta.json"), "w"))
 EOF
-mkdir -p "$(dirname "$OUT")"
-$LIB report --runs "$TMP/runs.jsonl" --meta "$TMP/meta.json" --md "$OUT"
-log "results: $OUT"
-if [ -s "$TMP/problems.txt" ]; then
-    log "$(wc -l < "$TMP/problems.txt") PROBLEM(S):"; sed 's/^/    /' "$TMP/problems.txt" >&2
-    exit 1
-fi
+finish report

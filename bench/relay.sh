@@ -38,12 +38,9 @@
 #   --keep               keep the scratch directory
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
-LIB="/usr/bin/python3 $BENCH_DIR/benchlib.py"
-PY=/usr/bin/python3
+BENCH_NAME=relay
+. "$(dirname "$0")/common.sh"
 
-POSTSEALD=${POSTSEALD:-$REPO/build/postseald}
 SIZES="1024 4096 65536"
 N=20000
 REPS=3
@@ -61,8 +58,6 @@ PF_PROCESS_LIMIT=200
 TARGET_PCT=60          # the delivery issue's targets for postseald
 TARGET_CPU_MS=0.2
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
@@ -77,7 +72,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --keep) KEEP=1 ;;
         -h|--help) usage; exit 0 ;;
-        *) echo "relay.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+        *) die "unknown argument '$1' (try --help)" ;;
     esac
     shift
 done
@@ -86,87 +81,27 @@ if [ "$SMOKE" = 1 ]; then
     SIZES=1024; N=2000; REPS=1; DO_POSTFIX=0; DO_DIRECT=0; DO_POSTSEALD=1
     RUN_TIMEOUT=60; STALL=30; DRAIN_TIMEOUT=30
 fi
-for v in "$N" "$REPS" "$SESSIONS" "$RUN_TIMEOUT"; do
-    [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge 1 ] || { echo "relay.sh: bad number '$v'" >&2; exit 2; }
-done
+check_numbers "$N" "$REPS" "$SESSIONS" "$RUN_TIMEOUT"
 for v in $SIZES; do
-    [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge 1 ] || { echo "relay.sh: bad size '$v'" >&2; exit 2; }
+    [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge 1 ] || die "bad size '$v'"
 done
-[ "$N" -le 1000000 ] || { echo "relay.sh: -n at most 1000000" >&2; exit 2; }
-[ "$RUN_TIMEOUT" -le 3600 ] || { echo "relay.sh: --run-timeout at most 3600" >&2; exit 2; }
+[ "$N" -le 1000000 ] || die "-n at most 1000000"
+[ "$RUN_TIMEOUT" -le 3600 ] || die "--run-timeout at most 3600"
 
-case "$POSTSEALD" in /*) ;; *) POSTSEALD=$PWD/$POSTSEALD ;; esac
-POSTSEAL_CLI=${POSTSEAL_CLI:-$(dirname "$POSTSEALD")/postseal}
-if [ "$DO_POSTSEALD" = 1 ]; then
-    [ -x "$POSTSEALD" ] || { echo "relay.sh: no postseald at $POSTSEALD (build it, or set POSTSEALD)" >&2; exit 2; }
-    [ -x "$POSTSEAL_CLI" ] || { echo "relay.sh: no postseal CLI at $POSTSEAL_CLI (set POSTSEAL_CLI)" >&2; exit 2; }
-fi
-command -v smtp-source >/dev/null || { echo "relay.sh: smtp-source not found (apt-get install postfix)" >&2; exit 2; }
-command -v smtp-sink >/dev/null || { echo "relay.sh: smtp-sink not found (apt-get install postfix)" >&2; exit 2; }
-if [ "$DO_POSTFIX" = 1 ]; then
-    command -v postfix >/dev/null || { echo "relay.sh: postfix not found" >&2; exit 2; }
-    [ "$(id -u)" = 0 ] || { echo "relay.sh: a private Postfix instance needs root (or use --no-postfix)" >&2; exit 2; }
-    id postfix >/dev/null 2>&1 || { echo "relay.sh: no 'postfix' user" >&2; exit 2; }
-fi
+resolve_postseald
+if [ "$DO_POSTSEALD" = 1 ]; then check_postseald_bin; fi
+require_smtp_tool smtp-source
+require_smtp_tool smtp-sink
+if [ "$DO_POSTFIX" = 1 ]; then require_postfix_instance; fi
 # smtp-sink refuses to run as root without -u
 SINK_USER=()
 if [ "$(id -u)" = 0 ]; then
     if id postfix >/dev/null 2>&1; then SINK_USER=(-u postfix); else SINK_USER=(-u nobody); fi
 fi
 
-# Waiting for an idle machine makes measurements fair on a shared box; a
-# smoke run (CI, tests running beside it) only checks that the harness works.
-IDLE_TIMEOUT=300
-[ "$SMOKE" = 1 ] && IDLE_TIMEOUT=0
+setup_scratch postseal-relaybench
 
-DATE=$(date -u +%Y-%m-%d)
-[ -n "$OUT" ] || { [ "$SMOKE" = 1 ] || OUT=$BENCH_DIR/results/relay-$DATE.md; }
-
-TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/postseal-relaybench.XXXXXX")
-chmod 755 "$TMP"                       # Postfix daemons (user postfix) must traverse it
-[ -n "$OUT" ] || OUT=$TMP/relay-smoke-$DATE.md
-: > "$TMP/runs.jsonl"; : > "$TMP/commands.txt"; : > "$TMP/problems.txt"; : > "$TMP/notes.txt"; : > "$TMP/warnings.txt"
-
-PS_PID=""; PF_ETC=""; PF_MASTER=""; SINK_PID=""
-log() { echo "[relay $(date +%T)] $*" >&2; }
-problem() { echo "$*" >> "$TMP/problems.txt"; log "PROBLEM: $*"; }
-note() { echo "$*" >> "$TMP/notes.txt"; }
-warn() { echo "$*" >> "$TMP/warnings.txt"; log "WARNING: $*"; }
-record() { echo "$*" >> "$TMP/commands.txt"; }
-
-stop_postseald() {
-    [ -n "$PS_PID" ] || return 0
-    local pid=$PS_PID rc=0 i
-    PS_PID=""
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            problem "postseald (pid $pid) still running 20 s after SIGTERM; sent SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || rc=$?
-    if [ "$rc" != 0 ]; then
-        problem "postseald (pid $pid) exited with status $rc on shutdown (>128 = killed by signal $((rc - 128)))"
-    fi
-}
-
-stop_postfix() {
-    [ -n "$PF_ETC" ] || return 0
-    local etc=$PF_ETC master=$PF_MASTER i
-    PF_ETC=""; PF_MASTER=""
-    postfix -c "$etc" stop >/dev/null 2>&1 || true
-    if [ -n "$master" ]; then
-        for i in $(seq 1 150); do kill -0 "$master" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$master" 2>/dev/null; then
-            postfix -c "$etc" abort >/dev/null 2>&1 || true
-            sleep 1
-            kill -0 "$master" 2>/dev/null && kill -KILL "$master" 2>/dev/null || true
-        fi
-    fi
-}
-
+SINK_PID=""
 stop_sink() {
     [ -n "$SINK_PID" ] || return 0
     local pid=$SINK_PID i
@@ -176,18 +111,10 @@ stop_sink() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+cleanup_extra() { stop_sink; }
 
-cleanup() {
-    set +e
-    stop_postseald
-    stop_postfix
-    stop_sink
-    if [ "$KEEP" = 1 ]; then log "scratch directory kept: $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-freeport() { $LIB freeport; }
+# the postseald and Postfix "up" log lines name the cell's sink
+start_log_suffix() { printf ', relayhost [127.0.0.1]:%s' "$SINK_PORT"; }
 
 # ------------------------------------------------------------------ the sink
 
@@ -211,46 +138,20 @@ start_sink() {     # $1 = label
 
 # ------------------------------------------------------------------ postseald
 
-PS_SPOOL=""; PS_PORT=""; PS_LOG=""
-start_postseald() {   # $1 = label
-    local dir=$TMP/postseald-$1 mport
-    mkdir -p "$dir"
-    PS_PORT=$(freeport); mport=$(freeport)
-    PS_SPOOL=$dir/spool; PS_LOG=$dir/postseald.log
-    cat > "$dir/postseald.yaml" <<EOF
-hostname: bench.test
-threads: 2
-listen: {smtp: "127.0.0.1:$PS_PORT", submission: "", metrics: "127.0.0.1:$mport"}
-spool_dir: $PS_SPOOL
-mynetworks: [127.0.0.0/8]
+postseald_yaml_extra() {
+    cat <<EOF
 # the one next hop: this cell's smtp-sink
 relayhost: "[127.0.0.1]:$SINK_PORT"
 EOF
     if [ -n "${POSTSEALD_EXTRA:-}" ]; then
-        printf '# POSTSEALD_EXTRA from the environment\n%s\n' "$POSTSEALD_EXTRA" >> "$dir/postseald.yaml"
+        printf '# POSTSEALD_EXTRA from the environment\n%s\n' "$POSTSEALD_EXTRA"
     fi
-    cp "$dir/postseald.yaml" "$TMP/postseald.yaml"
-    record "$POSTSEALD -c $dir/postseald.yaml 2>$PS_LOG &"
-    "$POSTSEALD" -c "$dir/postseald.yaml" > "$PS_LOG" 2>&1 &
-    PS_PID=$!
-    if ! $LIB waitsmtp "$PS_PORT" 15; then
-        problem "postseald did not come up on 127.0.0.1:$PS_PORT; log: $(tail -3 "$PS_LOG" | tr '\n' ' ')"
-        stop_postseald
-        return 1
-    fi
-    log "postseald pid $PS_PID on 127.0.0.1:$PS_PORT, spool $PS_SPOOL, relayhost [127.0.0.1]:$SINK_PORT"
 }
 
 # ------------------------------------------------------------------ Postfix
 
-PF_PORT=""; PF_DIR=""
-start_postfix() {     # $1 = label
-    PF_DIR=$TMP/postfix-$1
-    local etc=$PF_DIR/etc i out
-    mkdir -p "$etc" "$PF_DIR/queue" "$PF_DIR/data"
-    chown postfix:postfix "$PF_DIR/data"
-    PF_PORT=$(freeport)
-    cat > "$etc/main.cf" <<EOF
+postfix_main_cf() {
+    cat <<EOF
 # private benchmark instance: loopback only; relays everything to ONE next hop, the
 # benchmark's smtp-sink, and never sends mail of its own (no bounces, no notices)
 compatibility_level = 3.6
@@ -290,51 +191,16 @@ maillog_file = $PF_DIR/maillog
 maillog_file_prefixes = $PF_DIR
 biff = no
 EOF
-    if [ -n "${POSTFIX_EXTRA:-}" ]; then     # experiments only, e.g. POSTFIX_EXTRA='in_flow_delay = 0'
-        printf '# POSTFIX_EXTRA from the environment\n%s\n' "$POSTFIX_EXTRA" >> "$etc/main.cf"
-    fi
-    cat > "$etc/master.cf" <<EOF
-127.0.0.1:$PF_PORT inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-    cp "$etc/main.cf" "$TMP/main.cf"; cp "$etc/master.cf" "$TMP/master.cf"
-    record "postfix -c $etc start"
-    # postfix(1) reports errors only on a terminal: give it one with script(1) if we can
-    if command -v script >/dev/null; then
-        out=$(script -qec "postfix -c $etc start" /dev/null 2>&1) || {
-            problem "postfix start failed: $(echo "$out" | tr '\r\n' '  ')"; return 1; }
-    else
-        postfix -c "$etc" start || { problem "postfix start failed (see $PF_DIR/maillog)"; return 1; }
-    fi
-    PF_ETC=$etc
-    for i in $(seq 1 50); do [ -s "$PF_DIR/queue/pid/master.pid" ] && break; sleep 0.1; done
-    PF_MASTER=$(tr -dc 0-9 < "$PF_DIR/queue/pid/master.pid" 2>/dev/null || true)
-    if [ -z "$PF_MASTER" ] || ! $LIB waitsmtp "$PF_PORT" 15; then
-        problem "Postfix did not come up on 127.0.0.1:$PF_PORT; maillog: $(tail -3 "$PF_DIR/maillog" 2>/dev/null | tr '\n' ' ')"
-        stop_postfix
-        return 1
-    fi
+}
+
+# master.cf: the smtp client, for the relay
+PF_MASTER_EXTRA="smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp"
+
+postfix_after_start() {
+    local i
     # the directories the queue-empty check lists must exist
     for i in $(seq 1 50); do [ -d "$PF_DIR/queue/incoming" ] && [ -d "$PF_DIR/queue/hold" ] && break; sleep 0.1; done
-    log "Postfix master pid $PF_MASTER on 127.0.0.1:$PF_PORT, $PF_DIR, relayhost [127.0.0.1]:$SINK_PORT"
 }
 
 # ------------------------------------------------------------------ one load run
@@ -474,25 +340,8 @@ bench_path() {   # PATH SIZE
 # ------------------------------------------------------------------ machine info
 
 BUILD_INFO="not run"
-if [ "$DO_POSTSEALD" = 1 ]; then
-    BUILD_INFO="$("$POSTSEALD" --version 2>&1 | head -1)"
-    if [ -f "$(dirname "$POSTSEALD")/CMakeCache.txt" ]; then
-        BUILD_INFO="$BUILD_INFO, $(grep -m1 '^CMAKE_BUILD_TYPE:' "$(dirname "$POSTSEALD")/CMakeCache.txt" | sed 's/.*=/CMAKE_BUILD_TYPE=/')"
-    fi
-    record "# postseald: $POSTSEALD ($BUILD_INFO)"
-fi
-log "scratch $TMP; postseald $POSTSEALD; sizes $SIZES; N=$N; reps=$REPS; sessions=$SESSIONS"
-FSYNC_MS=$($PY - "$TMP" <<'EOF'
-import os, sys, time
-p = os.path.join(sys.argv[1], "fsync.test")
-fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-t = time.perf_counter()
-for _ in range(200):
-    os.write(fd, b"x" * 1024); os.fdatasync(fd)
-print("%.3f" % ((time.perf_counter() - t) / 200 * 1000))
-os.close(fd); os.unlink(p)
-EOF
-)
+if [ "$DO_POSTSEALD" = 1 ]; then postseald_build_info; fi
+bench_prelude
 
 # ------------------------------------------------------------------ the runs
 
@@ -513,28 +362,7 @@ note "Relay CPU: postseald = its process utime+stime; Postfix = master + every l
 note "Before every run the script waits (up to $IDLE_TIMEOUT s) until the whole machine is below 10% busy over 1 s; CPU used by other processes during a run is shown per run and flagged under Warnings."
 note "The direct rate is the ceiling of this load generator + sink pair on this machine (smtp-source and smtp-sink alone), not of the network path; a relay does at least twice the SMTP work per message on the same cores, so 50% of direct is not a bad figure on a 2-core machine."
 
-$PY - "$TMP" <<EOF
-import json, os, platform, subprocess
-t = "$TMP"
-def sh(c):
-    try: return subprocess.run(c, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception: return ""
-cpu = ""
-for l in open("/proc/cpuinfo"):
-    if l.startswith("model name"):
-        cpu = l.split(":", 1)[1].strip(); break
-pfv = sh("postconf -d mail_version 2>/dev/null | sed 's/.*= //'")
-meta = {
-    "date": sh("date -u '+%Y-%m-%d %H:%M:%SZ'"),
-    "smoke": $SMOKE == 1,
-    "nproc": sh("nproc"),
-    "cpu_model": cpu,
-    "kernel": platform.release(),
-    "debian": sh("cat /etc/debian_version"),
-    "memory": sh("free -h | awk '/^Mem:/{print \$2}'") + " RAM",
-    "filesystem": sh("df -T '$TMP' | awk 'NR==2{print \$1\" \"\$2}'"),
-    "fdatasync_ms": "$FSYNC_MS",
-    "postseald_rev": sh("git -C '$REPO' rev-parse --short HEAD"),
+write_meta <<EOF
     "postseald_tree": (lambda st: ("not clean, the binary may include uncommitted or untracked sources: " + ", ".join(l[3:] for l in st[:12]) + (" ..." if len(st) > 12 else "")) if st else "clean")(
         [l for l in subprocess.run("git -C '$REPO' status --porcelain -- . ':(exclude)bench'", shell=True, capture_output=True, text=True, timeout=10).stdout.splitlines() if l.strip()]),
     "postseald_binary": "$POSTSEALD ($BUILD_INFO)",
@@ -545,21 +373,5 @@ meta = {
     "reps": $REPS,
     "target_pct": $TARGET_PCT,
     "target_cpu_ms": $TARGET_CPU_MS,
-    "commands": open(os.path.join(t, "commands.txt")).read().splitlines(),
-    "problems": open(os.path.join(t, "problems.txt")).read().splitlines(),
-    "notes": open(os.path.join(t, "notes.txt")).read().splitlines(),
-    "warnings": open(os.path.join(t, "warnings.txt")).read().splitlines(),
-}
-for k, f in [("postseald_config", "postseald.yaml"), ("postfix_main_cf", "main.cf"), ("postfix_master_cf", "master.cf")]:
-    p = os.path.join(t, f)
-    if os.path.exists(p):
-        meta[k] = open(p).read()
-json.dump(meta, open(os.path.join(t, "meta.json"), "w"))
 EOF
-mkdir -p "$(dirname "$OUT")"
-$LIB relayreport --runs "$TMP/runs.jsonl" --meta "$TMP/meta.json" --md "$OUT"
-log "results: $OUT"
-if [ -s "$TMP/problems.txt" ]; then
-    log "$(wc -l < "$TMP/problems.txt") PROBLEM(S):"; sed 's/^/    /' "$TMP/problems.txt" >&2
-    exit 1
-fi
+finish relayreport
