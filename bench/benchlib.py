@@ -517,51 +517,8 @@ def cmd_report(a):
     else:
         L.append("not measured")
     L.append("")
-    L.append("## Problems")
-    L.append("")
-    if summary["problems"]:
-        for p in summary["problems"]:
-            L.append(f"- **{p}**")
-    else:
-        L.append("None: every smtp-source run exited 0, every count matched, the servers stayed up.")
-    L.append("")
-    if meta.get("warnings"):
-        L.append("## Warnings (measurement quality)")
-        L.append("")
-        for w in meta["warnings"]:
-            L.append(f"- {w}")
-        L.append("")
-    L.append("## Set-up and caveats")
-    L.append("")
-    for n in meta.get("notes", []):
-        L.append(f"- {n}")
-    L.append("")
-    L.append("## Commands run")
-    L.append("")
-    L.append("```")
-    L.extend(meta.get("commands", []))
-    L.append("```")
-    L.append("")
-    if meta.get("postseald_config"):
-        L.append("postseald configuration:")
-        L.append("")
-        L.append("```yaml")
-        L.append(meta["postseald_config"].rstrip())
-        L.append("```")
-        L.append("")
-    if meta.get("postfix_main_cf"):
-        L.append("Postfix main.cf (private instance):")
-        L.append("")
-        L.append("```")
-        L.append(meta["postfix_main_cf"].rstrip())
-        L.append("```")
-        L.append("")
-        L.append("Postfix master.cf (private instance):")
-        L.append("")
-        L.append("```")
-        L.append(meta["postfix_master_cf"].rstrip())
-        L.append("```")
-        L.append("")
+    report_tail(L, summary, meta,
+                "None: every smtp-source run exited 0, every count matched, the servers stayed up.")
     with open(a.md, "w") as f:
         f.write("\n".join(L))
     summary["results_file"] = a.md
@@ -869,14 +826,25 @@ def cmd_relayreport(a):
                  f"{other} | {r.get('machine_busy_pct', 0):.0f}% | {r['delivered']} | {r['duplicates']} | "
                  f"{qa} | {r['rc']} |")
     L.append("")
+    report_tail(L, summary, meta,
+                ("None: every smtp-source run exited 0, the sink counted exactly N every time, every relay "
+                 "queue drained, the servers stayed up."))
+    with open(a.md, "w") as f:
+        f.write("\n".join(L))
+    summary["results_file"] = a.md
+    print(json.dumps(summary, indent=None))
+
+
+def report_tail(L, summary, meta, none_text):
+    """Problems, warnings, notes, commands and configurations: the closing
+    sections every results file has."""
     L.append("## Problems")
     L.append("")
     if summary["problems"]:
         for p in summary["problems"]:
             L.append(f"- **{p}**")
     else:
-        L.append("None: every smtp-source run exited 0, the sink counted exactly N every time, every relay "
-                 "queue drained, the servers stayed up.")
+        L.append(none_text)
     L.append("")
     if meta.get("warnings"):
         L.append("## Warnings (measurement quality)")
@@ -905,10 +873,6 @@ def cmd_relayreport(a):
             L.append(meta[key].rstrip())
             L.append("```")
             L.append("")
-    with open(a.md, "w") as f:
-        f.write("\n".join(L))
-    summary["results_file"] = a.md
-    print(json.dumps(summary, indent=None))
 
 
 def main():
