@@ -220,6 +220,16 @@ static int set_path(struct config *c, const struct setting *s, const char *v,
   return replace_str(field(c, s->off), v, n, msg, msg_len);
 }
 
+/* set_path_or_empty: a path, or "" to switch the feature off. */
+static int set_path_or_empty(struct config *c, const struct setting *s,
+                             const char *v, char *msg, size_t msg_len) {
+  size_t n = strlen(v);
+  if (n >= CONFIG_MAX_PATH) {
+    return msgf(msg, msg_len, "longer than %d bytes", CONFIG_MAX_PATH - 1);
+  }
+  return replace_str(field(c, s->off), v, n, msg, msg_len);
+}
+
 static int set_relayhost(struct config *c, const struct setting *s,
                          const char *v, char *msg, size_t msg_len) {
   char host[256];
@@ -231,6 +241,78 @@ static int set_relayhost(struct config *c, const struct setting *s,
                 "\"%.80s\" is not [host]:port, [host], host:port or host", v);
   }
   return replace_str(field(c, s->off), v, strlen(v), msg, msg_len);
+}
+
+static int add_transport(struct config *c, const struct setting *s,
+                         const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  if (c->num_transports >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  if (c->transports == NULL) {
+    c->transports = calloc(CONFIG_MAX_LIST, sizeof(*c->transports));
+    if (c->transports == NULL) {
+      return msgf(msg, msg_len, "out of memory");
+    }
+  }
+  if (route_entry_parse(v, &c->transports[c->num_transports], msg, msg_len) !=
+      0) {
+    return -1;
+  }
+  c->num_transports++;
+  return 0;
+}
+
+static void clear_transports(struct config *c, const struct setting *s) {
+  (void)s;
+  c->num_transports = 0;
+}
+
+static int set_local_transport(struct config *c, const struct setting *s,
+                               const char *v, char *msg, size_t msg_len) {
+  struct route r;
+  if (route_parse(v, &r, msg, msg_len) != 0) {
+    return -1;
+  }
+  if (replace_str(field(c, s->off), v, strlen(v), msg, msg_len) != 0) {
+    return -1;
+  }
+  c->local_transport = r;
+  return 0;
+}
+
+static int add_dns_server(struct config *c, const struct setting *s,
+                          const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  char host[256];
+  uint16_t port;
+  unsigned char addr[16];
+  if (c->num_dns_servers >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  if (hostport_parse(v, host, sizeof(host), &port) != 0 ||
+      (inet_pton(AF_INET, host, addr) != 1 &&
+       inet_pton(AF_INET6, host, addr) != 1)) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not ip:port or [ipv6]:port (a name server "
+                "is an address, not a name)",
+                v);
+  }
+  c->dns_servers[c->num_dns_servers] = strdup(v);
+  if (c->dns_servers[c->num_dns_servers] == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
+  c->num_dns_servers++;
+  return 0;
+}
+
+static void clear_dns_servers(struct config *c, const struct setting *s) {
+  (void)s;
+  for (size_t i = 0; i < c->num_dns_servers; i++) {
+    free(c->dns_servers[i]);
+    c->dns_servers[i] = NULL;
+  }
+  c->num_dns_servers = 0;
 }
 
 static int set_listen(struct config *c, const struct setting *s, const char *v,
@@ -453,6 +535,44 @@ static const struct setting delivery_settings[] = {
      FIELD(delivery_connect_timeout),
      .min = 1,
      .max = CONFIG_MAX_TIMEOUT},
+    {.name = "destination_concurrency",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_dest_concurrency),
+     .min = 1,
+     .max = CONFIG_MAX_CONCURRENCY},
+    {.name = "destination_rate",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_dest_rate),
+     .min = 0,
+     .max = 1000000},
+    {.name = "delay_warning",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(delivery_delay_warning),
+     .min = 0,
+     .max = CONFIG_MAX_LIFETIME},
+};
+
+static const struct setting dns_settings[] = {
+    {.name = "servers",
+     .env = "POSTSEAL_DNS_SERVERS",
+     .shape = SHAPE_LIST,
+     .set = add_dns_server,
+     .clear = clear_dns_servers},
+    {.name = "timeout_ms",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(dns_timeout_ms),
+     .min = 100,
+     .max = 60000},
+    {.name = "tries",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(dns_tries),
+     .min = 1,
+     .max = 10},
 };
 
 static const struct setting top_settings[] = {
@@ -522,6 +642,25 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_MAPPING,
      .sub = delivery_settings,
      .num_sub = ARRAY_LEN(delivery_settings)},
+    {.name = "transports",
+     .env = "POSTSEAL_TRANSPORTS",
+     .shape = SHAPE_LIST,
+     .set = add_transport,
+     .clear = clear_transports},
+    {.name = "local_transport",
+     .env = "POSTSEAL_LOCAL_TRANSPORT",
+     .shape = SHAPE_STRING,
+     .set = set_local_transport,
+     FIELD(local_transport_text)},
+    {.name = "dns",
+     .shape = SHAPE_MAPPING,
+     .sub = dns_settings,
+     .num_sub = ARRAY_LEN(dns_settings)},
+    {.name = "control_socket",
+     .env = "POSTSEAL_CONTROL_SOCKET",
+     .shape = SHAPE_STRING,
+     .set = set_path_or_empty,
+     FIELD(control_socket)},
 };
 
 /* load_mapping tracks the keys seen in a 32-bit mask. */
@@ -529,6 +668,7 @@ _Static_assert(ARRAY_LEN(top_settings) <= 32 &&
                    ARRAY_LEN(limit_settings) <= 32 &&
                    ARRAY_LEN(timeout_settings) <= 32 &&
                    ARRAY_LEN(delivery_settings) <= 32 &&
+                   ARRAY_LEN(dns_settings) <= 32 &&
                    ARRAY_LEN(listen_settings) <= 32,
                "setting tables must fit the seen mask");
 
@@ -569,6 +709,18 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->delivery_retry_max = 3600;
   c->delivery_max_lifetime = 5 * 86400;
   c->delivery_connect_timeout = 30;
+  c->delivery_dest_concurrency = 10;
+  c->delivery_dest_rate = 0;
+  c->delivery_delay_warning = 4 * 3600;
+  c->dns_timeout_ms = 2000;
+  c->dns_tries = 3;
+  for (size_t i = 0; i < ARRAY_LEN(top_settings); i++) {
+    if (top_settings[i].set == set_local_transport &&
+        set_local_transport(c, &top_settings[i], "maildir:mail/%d/%u", msg,
+                            msg_len) != 0) {
+      return -1;
+    }
+  }
   c->hostname = strdup(default_hostname(host, sizeof(host)));
   c->spool_dir = strdup("spool");
   c->relayhost = strdup("");
@@ -940,6 +1092,12 @@ void config_free(struct config *c) {
   free(c->hostname);
   free(c->spool_dir);
   free(c->relayhost);
+  free(c->transports);
+  free(c->local_transport_text);
+  for (size_t i = 0; i < c->num_dns_servers; i++) {
+    free(c->dns_servers[i]);
+  }
+  free(c->control_socket);
   free(c);
 }
 
@@ -967,4 +1125,29 @@ int config_is_local_domain(const struct config *c, const char *domain) {
 
 int config_is_relay_domain(const struct config *c, const char *domain) {
   return domain_listed(c->relay_domains, c->num_relay_domains, domain);
+}
+
+void config_route(const struct config *c, const char *domain,
+                  struct route *out) {
+  const struct route_entry *e =
+      route_table_lookup(c->transports, c->num_transports, domain);
+  if (e != NULL) {
+    *out = e->route;
+    return;
+  }
+  if (config_is_local_domain(c, domain)) {
+    *out = c->local_transport;
+    return;
+  }
+  memset(out, 0, sizeof(*out));
+  out->port = 25;
+  int no_mx = 0;
+  if (c->relayhost[0] != '\0' &&
+      relayhost_parse(c->relayhost, out->host, sizeof(out->host), &out->port,
+                      &no_mx) == 0) {
+    out->kind = no_mx ? ROUTE_SMTP_HOST : ROUTE_SMTP_MX;
+    return;
+  }
+  out->kind = ROUTE_SMTP_MX; /* the recipient domain's MX */
+  out->host[0] = '\0';
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "core/netaddr.h"
+#include "core/route.h"
 
 #define CONFIG_MAX_LIST 256 /* entries in any list (networks, domains) */
 
@@ -72,6 +73,25 @@ struct config {
   unsigned delivery_retry_max;               /* default 3600 */
   unsigned delivery_max_lifetime;            /* default 5 days */
   unsigned delivery_connect_timeout;         /* default 30 */
+  unsigned delivery_dest_concurrency; /* per destination, per thread: 10 */
+  unsigned delivery_dest_rate;        /* messages/s per destination, per thread;
+                                         0 = no limit (default) */
+  unsigned delivery_delay_warning;    /* seconds; 0 = none; default 14400 */
+
+  /* Routing (core/route.h): transports maps recipient domains to a next
+   * hop; local_domains without an entry go to local_transport. */
+  struct route_entry *transports; /* CONFIG_MAX_LIST entries */
+  size_t num_transports;
+  struct route local_transport; /* default maildir:mail/%d/%u */
+  char *local_transport_text;
+
+  /* DNS (policy/dns.h): servers as "ip:port"; none = /etc/resolv.conf. */
+  char *dns_servers[CONFIG_MAX_LIST];
+  size_t num_dns_servers;
+  unsigned dns_timeout_ms; /* per try, default 2000 */
+  unsigned dns_tries;      /* default 3 */
+
+  char *control_socket; /* default <spool_dir>/control; "" = none */
 };
 
 /* config_load reads `path` (NULL: defaults only), then the environment.
@@ -83,5 +103,11 @@ void config_free(struct config *c);
  * insensitive, no trailing dot) is listed. */
 int config_is_local_domain(const struct config *c, const char *domain);
 int config_is_relay_domain(const struct config *c, const char *domain);
+
+/* config_route: the next hop for a recipient domain: a transports entry,
+ * else local_transport for a local domain, else relayhost (as
+ * smtp:[host]:port or smtp:host), else MX routing ("smtp:"). */
+void config_route(const struct config *c, const char *domain,
+                  struct route *out);
 
 #endif
