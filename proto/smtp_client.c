@@ -9,6 +9,14 @@
  * it to tell a reply that matters from the leftover of a group whose
  * outcome is already known.
  *
+ * LMTP (RFC 2033) differs in two places: LHLO greets (no HELO fallback),
+ * and the end of data is answered once per accepted recipient (§4.2,
+ * §4.3 for BDAT LAST). The first of those replies answers the "." or BDAT
+ * LAST entry; each one then queues one LMTP_DATA entry for the next
+ * accepted recipient, so the FIFO still holds one entry per reply due and
+ * a server that stops early leaves the rest open (deferred by the 421,
+ * EOF or timeout that follows).
+ *
  * Input is kept in `in` and consumed by advancing `in_off`, output in `out`
  * drained by `out_off`, as in smtp_server.c. The body is turned into wire
  * form (CRLF line ends, dot-stuffing) only as output drains, never more
@@ -25,7 +33,7 @@
 
 enum smtp_client_state {
   SMTP_CLIENT_STATE_GREETING, /* waiting for the 220 */
-  SMTP_CLIENT_STATE_HELLO,    /* EHLO or HELO sent */
+  SMTP_CLIENT_STATE_HELLO,    /* EHLO, HELO or LHLO sent */
   SMTP_CLIENT_STATE_READY,    /* between transactions */
   SMTP_CLIENT_STATE_ENVELOPE, /* MAIL, RCPT, DATA replies due */
   SMTP_CLIENT_STATE_BODY,     /* streaming DATA text */
@@ -47,6 +55,9 @@ enum smtp_client_cmd {
   SMTP_CLIENT_CMD_BDAT, /* arg: 1 for BDAT ... LAST */
   SMTP_CLIENT_CMD_RSET,
   SMTP_CLIENT_CMD_QUIT,
+  SMTP_CLIENT_CMD_LHLO,
+  SMTP_CLIENT_CMD_LMTP_DATA, /* arg: recipient index; one per accepted
+                                recipient after the first */
 };
 
 struct smtp_client_expect {
@@ -68,10 +79,12 @@ struct smtp_client_ref {
 };
 
 struct smtp_client_rcpt_state {
-  uint8_t status;  /* enum smtp_client_status */
-  uint8_t has_own; /* its RCPT reply arrived (own) */
-  uint8_t refused; /* and refused it: own decides the outcome */
+  uint8_t status;   /* enum smtp_client_status */
+  uint8_t has_own;  /* its RCPT reply arrived (own) */
+  uint8_t refused;  /* and refused it: own decides the outcome */
+  uint8_t has_data; /* LMTP: its own end-of-data reply arrived (data) */
   struct smtp_client_ref own;
+  struct smtp_client_ref data;
 };
 
 /* Read position in the body and the line state of its wire form. */
@@ -106,6 +119,7 @@ struct smtp_client_txn {
 
 struct smtp_client {
   char *helo_name;
+  int lmtp; /* RFC 2033: LHLO, a reply per recipient after the data */
   unsigned use_ext;
   size_t chunk_size;
   struct smtp_client_limits lim;
@@ -648,7 +662,19 @@ static void smtp_client_on_greeting(struct smtp_client *c, uint32_t arg,
     return;
   }
   c->state = SMTP_CLIENT_STATE_HELLO;
-  smtp_client_send_ehlo(c, "EHLO", SMTP_CLIENT_CMD_EHLO);
+  if (c->lmtp) {
+    smtp_client_send_ehlo(c, "LHLO", SMTP_CLIENT_CMD_LHLO); /* RFC 2033 §4.1 */
+  } else {
+    smtp_client_send_ehlo(c, "EHLO", SMTP_CLIENT_CMD_EHLO);
+  }
+}
+
+/* The EHLO or LHLO reply was 2xx: its keywords are the capabilities. */
+static void smtp_client_hello_done(struct smtp_client *c) {
+  c->ext = c->ehlo_ext;
+  c->size_limit = c->ehlo_size;
+  c->esmtp = 1;
+  smtp_client_enter_ready(c);
 }
 
 /* RFC 5321 §4.1.4 / §3.2: a server that does not know EHLO says 5xx; then
@@ -657,15 +683,26 @@ static void smtp_client_on_ehlo(struct smtp_client *c, uint32_t arg,
                                 const struct smtp_reply *r) {
   int cls = smtp_reply_class(r);
   if (cls == 2) {
-    c->ext = c->ehlo_ext;
-    c->size_limit = c->ehlo_size;
-    c->esmtp = 1;
-    smtp_client_enter_ready(c);
+    smtp_client_hello_done(c);
   } else if (cls == 5) {
     smtp_client_send_ehlo(c, "HELO", SMTP_CLIENT_CMD_HELO);
   } else {
     smtp_client_fail(c, SMTP_CLIENT_ERR_TEMPORARY, r, 1);
   }
+}
+
+/* RFC 2033 §4.1: LHLO is the only greeting an LMTP server knows, so a
+ * 5xx is final (no HELO fallback, unlike EHLO). */
+static void smtp_client_on_lhlo(struct smtp_client *c, uint32_t arg,
+                                const struct smtp_reply *r) {
+  int cls = smtp_reply_class(r);
+  if (cls == 2) {
+    smtp_client_hello_done(c);
+    return;
+  }
+  smtp_client_fail(
+      c, cls == 5 ? SMTP_CLIENT_ERR_PERMANENT : SMTP_CLIENT_ERR_TEMPORARY, r,
+      1);
 }
 
 static void smtp_client_on_helo(struct smtp_client *c, uint32_t arg,
@@ -770,14 +807,62 @@ static void smtp_client_on_data(struct smtp_client *c, uint32_t arg,
   }
 }
 
-/* The reply to the end of data decides every accepted recipient. */
+/* The first recipient at or after `from` that is still ACCEPTED (has no
+ * end-of-data reply yet), or num_rcpts. */
+static size_t smtp_client_next_accepted(const struct smtp_client_txn *t,
+                                        size_t from) {
+  while (from < t->msg.num_rcpts &&
+         t->rcpts[from].status != SMTP_CLIENT_ACCEPTED) {
+    from++;
+  }
+  return from;
+}
+
+/* LMTP (RFC 2033 §4.2, §4.3): one end-of-data reply for recipient i, the
+ * next accepted one in RCPT order. It decides that recipient alone; the
+ * next accepted recipient's reply is due next, or the message is done. */
+static void smtp_client_lmtp_data(struct smtp_client *c, size_t i,
+                                  const struct smtp_reply *r) {
+  struct smtp_client_txn *t = &c->txn;
+  assert(i < t->msg.num_rcpts && t->rcpts[i].status == SMTP_CLIENT_ACCEPTED);
+  struct smtp_client_rcpt_state *rs = &t->rcpts[i];
+  rs->data = smtp_client_ref_store(c, r);
+  rs->has_data = 1;
+  rs->status = (uint8_t)smtp_client_status_of(r, 1);
+  size_t next = smtp_client_next_accepted(t, i + 1);
+  if (next < t->msg.num_rcpts) {
+    /* The "." or BDAT LAST was the last command sent: the FIFO is empty,
+     * so the next reply due is this recipient's. */
+    assert(c->exp_len == 0);
+    smtp_client_push(c, SMTP_CLIENT_CMD_LMTP_DATA, (uint32_t)next);
+    return;
+  }
+  /* Nobody is open any more: r is only the message's reply. */
+  smtp_client_msg_finish(c, r, SMTP_CLIENT_OK);
+}
+
+/* The reply to the end of data decides every accepted recipient (SMTP), or
+ * the first one (LMTP). */
 static void smtp_client_on_dot(struct smtp_client *c, uint32_t lone,
                                const struct smtp_reply *r) {
   if (lone || c->state != SMTP_CLIENT_STATE_END) {
     return;
   }
   c->txn.rset_needed = 0; /* the transaction is over, whatever the code */
+  if (c->lmtp) {
+    smtp_client_lmtp_data(c, smtp_client_next_accepted(&c->txn, 0), r);
+    return;
+  }
   smtp_client_msg_finish(c, r, smtp_client_status_of(r, 1));
+}
+
+/* LMTP: the end-of-data reply of accepted recipient i (after the first). */
+static void smtp_client_on_lmtp_data(struct smtp_client *c, uint32_t i,
+                                     const struct smtp_reply *r) {
+  if (c->state != SMTP_CLIENT_STATE_END) {
+    return;
+  }
+  smtp_client_lmtp_data(c, i, r);
 }
 
 /* RFC 3030 §2: each chunk is answered; a refusal ends the message. */
@@ -792,7 +877,12 @@ static void smtp_client_on_bdat(struct smtp_client *c, uint32_t last,
   if (last) {
     t->rset_needed = 0;
   }
-  if (smtp_reply_class(r) != 2) {
+  if (last && c->lmtp && c->state == SMTP_CLIENT_STATE_END) {
+    /* RFC 2033 §4.3: BDAT LAST is answered once per accepted recipient.
+     * (After a refused chunk the state is DRAIN: Dovecot then answers
+     * BDAT LAST once, 503, and that single reply is what is read.) */
+    smtp_client_lmtp_data(c, smtp_client_next_accepted(t, 0), r);
+  } else if (smtp_reply_class(r) != 2) {
     smtp_client_msg_finish(c, r, smtp_client_status_of(r, 0));
   } else if (last) {
     smtp_client_msg_finish(c, r, SMTP_CLIENT_OK);
@@ -839,6 +929,10 @@ static const struct smtp_client_cmd_info smtp_client_cmds[] = {
                               smtp_client_on_rset},
     [SMTP_CLIENT_CMD_QUIT] = {"QUIT", SMTP_CLIENT_TIMEOUT_COMMAND,
                               smtp_client_on_quit},
+    [SMTP_CLIENT_CMD_LHLO] = {"LHLO", SMTP_CLIENT_TIMEOUT_COMMAND,
+                              smtp_client_on_lhlo},
+    [SMTP_CLIENT_CMD_LMTP_DATA] = {"end of data", SMTP_CLIENT_TIMEOUT_DATA_END,
+                                   smtp_client_on_lmtp_data},
 };
 
 /* What the client is doing, for local reply texts. */
@@ -936,7 +1030,8 @@ static void smtp_client_reply_line(struct smtp_client *c, const uint8_t *line,
     return;
   }
   if (c->acc.num_lines > 0 && c->exp_len > 0 &&
-      c->expect[c->exp_head].cmd == SMTP_CLIENT_CMD_EHLO) {
+      (c->expect[c->exp_head].cmd == SMTP_CLIENT_CMD_EHLO ||
+       c->expect[c->exp_head].cmd == SMTP_CLIENT_CMD_LHLO)) {
     smtp_client_ehlo_line(c, l.text, l.text_len);
   }
   switch (smtp_reply_add(&c->acc, &why, &l)) {
@@ -1059,6 +1154,7 @@ struct smtp_client *smtp_client_new(const struct smtp_client_config *config) {
     free(c);
     return NULL;
   }
+  c->lmtp = config->lmtp != 0;
   c->use_ext = config->extensions & SMTP_CLIENT_EXT_ALL;
   c->chunk_size = config->chunk_size ? config->chunk_size : 64u << 10;
   c->lim = config->limits;
@@ -1404,6 +1500,8 @@ enum smtp_client_status smtp_client_rcpt_result(const struct smtp_client *c,
   }
   if (rs->has_own && (rs->refused || rs->status == SMTP_CLIENT_ACCEPTED)) {
     smtp_client_ref_load(c, &rs->own, out_reply);
+  } else if (rs->has_data) {
+    smtp_client_ref_load(c, &rs->data, out_reply);
   } else {
     *out_reply = c->msg_reply;
   }

@@ -1,4 +1,5 @@
-/* proto/smtp_client.h — sans-I/O SMTP client engine (RFC 5321 + ESMTP).
+/* proto/smtp_client.h — sans-I/O SMTP client engine (RFC 5321 + ESMTP),
+ * and LMTP (RFC 2033) with config.lmtp.
  *
  * Owns: one outbound SMTP session's protocol state: the input buffer of
  * server bytes, the output buffer of bytes to send, the server's
@@ -20,6 +21,7 @@
  *                                or _quit()
  *     SMTP_CLIENT_EV_RCPT_RESULT -> recipient smtp_client_event_rcpt() got
  *                                its RCPT verdict, smtp_client_reply()
+ *                                (also in LMTP: see below)
  *     SMTP_CLIENT_EV_MESSAGE_DONE -> the message's result is final:
  *                                smtp_client_rcpt_result() per recipient,
  *                                smtp_client_reply() the message reply
@@ -27,7 +29,9 @@
  *                                smtp_client_session_error() and _reply()
  *     SMTP_CLIENT_EV_CLOSED   -> flush output, close the socket (repeats)
  * Every recipient of a message gets exactly one RCPT_RESULT, all before the
- * message's one MESSAGE_DONE; SESSION_ERROR comes after them.
+ * message's one MESSAGE_DONE; SESSION_ERROR comes after them. A recipient's
+ * final status is read with smtp_client_rcpt_result() at MESSAGE_DONE, in
+ * SMTP and LMTP alike: RCPT_RESULT of an accepted recipient says ACCEPTED.
  *
  * Protocol: 220 greeting (4xx: temporary, 5xx: permanent session error),
  * EHLO, HELO if EHLO got 5xx. MAIL with SIZE (RFC 1870), BODY=8BITMIME
@@ -52,6 +56,26 @@
  * 354 all the same, a lone "." ends the empty message (as Postfix does)
  * and RSET follows. RSET also follows any other transaction that ended
  * before its end-of-data reply, so the next message starts clean.
+ *
+ * LMTP (RFC 2033, config.lmtp): the greeting is LHLO, never EHLO or HELO;
+ * a 5xx to LHLO is a permanent session error (no fallback), a 4xx a
+ * temporary one. Its reply lists the capabilities as EHLO's does, and
+ * PIPELINING (RFC 2033 §5 says servers must support it) is used only
+ * when announced, as for SMTP; Dovecot announces it. Then the transaction
+ * runs as above, except at the end of data: after the "." (§4.2), or
+ * after BDAT LAST with CHUNKING (§4.3), the server sends one reply per
+ * recipient accepted at RCPT, in RCPT order, and each decides its own
+ * recipient: 2xx OK, 4xx DEFER, 5xx FAIL, and that reply is the one
+ * smtp_client_rcpt_result() gives. Recipients refused at RCPT keep their
+ * RCPT reply. RCPT_RESULT is still emitted at RCPT time with the RCPT
+ * reply (so all RCPT_RESULTs precede the body in both protocols);
+ * MESSAGE_DONE follows the last per-recipient reply, and its
+ * smtp_client_reply() is that last reply. A 421, EOF, timeout or protocol
+ * error in the middle of the per-recipient replies defers (with that
+ * reply) the recipients whose reply had not arrived; those already
+ * answered keep their result. A DATA refused before 354, a refused BDAT
+ * chunk (after which BDAT LAST gets one reply, as from Dovecot) or a
+ * client-side refusal end the message with one reply, as in SMTP.
  *
  * Failures: 421 at any point ends the session (temporary); a reply that
  * does not parse (bad code, bad continuation, line over
@@ -106,14 +130,16 @@ struct smtp_client_limits {
 };
 
 struct smtp_client_config {
-  const char *helo_name; /* our name for EHLO/HELO (copied) */
+  const char *helo_name; /* our name for EHLO/HELO/LHLO (copied) */
+  int lmtp;              /* 1: speak LMTP (RFC 2033), see above; 0: SMTP */
   unsigned extensions;   /* SMTP_CLIENT_EXT_* we use when offered */
   size_t chunk_size;     /* BDAT chunk octets */
   struct smtp_client_limits limits;
 };
 
-/* smtp_client_config_default: helo_name "localhost", every extension but
- * CHUNKING, chunk 64 KiB; limits 512, 100, 64 KiB, 64 KiB, 1000. */
+/* smtp_client_config_default: helo_name "localhost", SMTP (lmtp 0), every
+ * extension but CHUNKING, chunk 64 KiB; limits 512, 100, 64 KiB, 64 KiB,
+ * 1000. */
 void smtp_client_config_default(struct smtp_client_config *out_config);
 
 struct smtp_client_rcpt {
@@ -161,9 +187,9 @@ enum smtp_client_status {
 
 enum smtp_client_error {
   SMTP_CLIENT_ERR_NONE,
-  SMTP_CLIENT_ERR_TEMPORARY, /* 4xx greeting/EHLO/HELO/RSET, 421, lost
-                                connection, timeout, out of memory */
-  SMTP_CLIENT_ERR_PERMANENT, /* 5xx greeting or HELO */
+  SMTP_CLIENT_ERR_TEMPORARY, /* 4xx greeting/EHLO/HELO/LHLO/RSET, 421,
+                                lost connection, timeout, out of memory */
+  SMTP_CLIENT_ERR_PERMANENT, /* 5xx greeting, HELO or LHLO */
   SMTP_CLIENT_ERR_PROTOCOL,  /* the server's bytes were not SMTP */
 };
 
@@ -171,12 +197,13 @@ enum smtp_client_error {
 enum smtp_client_timeout_class {
   SMTP_CLIENT_TIMEOUT_NONE,       /* idle or closed: the host's own policy */
   SMTP_CLIENT_TIMEOUT_GREETING,   /* initial 220: 5 min */
-  SMTP_CLIENT_TIMEOUT_COMMAND,    /* EHLO, HELO, RSET, QUIT: 5 min */
+  SMTP_CLIENT_TIMEOUT_COMMAND,    /* EHLO, HELO, LHLO, RSET, QUIT: 5 min */
   SMTP_CLIENT_TIMEOUT_MAIL,       /* MAIL: 5 min */
   SMTP_CLIENT_TIMEOUT_RCPT,       /* RCPT: 5 min */
   SMTP_CLIENT_TIMEOUT_DATA_INIT,  /* DATA (354): 2 min */
   SMTP_CLIENT_TIMEOUT_DATA_BLOCK, /* each send of body data: 3 min */
-  SMTP_CLIENT_TIMEOUT_DATA_END,   /* reply to "." or BDAT LAST: 10 min */
+  SMTP_CLIENT_TIMEOUT_DATA_END,   /* reply to "." or BDAT LAST (LMTP:
+                                     each recipient's): 10 min */
 };
 
 /* The class's duration in seconds (0 for NONE). */
@@ -233,7 +260,8 @@ smtp_client_timeout_class(const struct smtp_client *c);
 /* Getters. */
 /* The reply behind the last event: RCPT_RESULT its recipient's RCPT reply
  * (or what decided it), MESSAGE_DONE the message reply (the end-of-data
- * reply, or what ended the transaction), SESSION_ERROR the error's reply. */
+ * reply, in LMTP the last recipient's, or what ended the transaction),
+ * SESSION_ERROR the error's reply. */
 const struct smtp_reply *smtp_client_reply(const struct smtp_client *c);
 /* The last complete reply read from the server (code 0 before any). */
 const struct smtp_reply *smtp_client_last_reply(const struct smtp_client *c);
@@ -242,7 +270,8 @@ size_t smtp_client_event_rcpt(const struct smtp_client *c);
 
 /* smtp_client_rcpt_result fills *out_reply with the reply that decided
  * recipient i of the current message and returns its status (final after
- * MESSAGE_DONE, until the next send_message). */
+ * MESSAGE_DONE, until the next send_message). LMTP: a recipient's own
+ * end-of-data reply once it arrived. */
 enum smtp_client_status smtp_client_rcpt_result(const struct smtp_client *c,
                                                 size_t i,
                                                 struct smtp_reply *out_reply);
@@ -251,11 +280,12 @@ size_t smtp_client_num_status(const struct smtp_client *c,
                               enum smtp_client_status status);
 
 enum smtp_client_error smtp_client_session_error(const struct smtp_client *c);
-/* SMTP_CLIENT_EXT_* the server announced (only after EHLO). */
+/* SMTP_CLIENT_EXT_* the server announced (only after EHLO or LHLO). */
 unsigned smtp_client_extensions(const struct smtp_client *c);
 /* The SIZE the server announced; 0 if none or no limit. */
 size_t smtp_client_size_limit(const struct smtp_client *c);
-/* 1 if the server answered EHLO (else HELO was used or none yet). */
+/* 1 if the server answered EHLO or LHLO (else HELO was used or none
+ * yet). */
 int smtp_client_is_esmtp(const struct smtp_client *c);
 
 #endif

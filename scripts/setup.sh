@@ -12,10 +12,23 @@ export DEBIAN_FRONTEND=noninteractive
 # (smtp-source, smtp-sink, the comparison relay), so no configuration.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 
+# nsd and dovecot are test peers too, started by the tests on loopback
+# ports: the packages' own services must not start at install time (they
+# would take port 53 and the mail ports). policy-rc.d tells invoke-rc.d so;
+# one we add is removed again.
+ADDED_POLICY=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod 755 /usr/sbin/policy-rc.d
+  ADDED_POLICY=1
+fi
+trap '[ -z "$ADDED_POLICY" ] || $SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format \
   liburing-dev android-libboringssl-dev libc-ares-dev libjemalloc-dev \
   libxxhash-dev libyaml-dev libcmocka-dev zlib1g-dev libcrypt-dev \
   python3 postfix swaks prometheus \
+  nsd ldnsutils dovecot-core dovecot-lmtpd gnuplot-nox \
   util-linux procps iproute2

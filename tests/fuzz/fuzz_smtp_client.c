@@ -3,7 +3,8 @@
  *
  * Input: byte 0 picks the configuration (low 5 bits: extensions the client
  * may use, by SMTP_CLIENT_EXT_* bit: PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
- * CHUNKING; bit 7: tiny limits and chunks); byte 1 picks the message
+ * CHUNKING; bit 6: LMTP (RFC 2033); bit 7: tiny limits and chunks); byte 1
+ * picks the message
  * (recipients, body, DSN and 8-bit flags); byte 2 seeds the sizes the
  * bytes are fed in and the output is drained by; the rest is what the
  * server says. The host sends the message on READY up to three times,
@@ -12,9 +13,11 @@
  * Invariants: no crash; the output never holds a bare CR or LF; output
  * stays bounded; every recipient of a message gets exactly one
  * RCPT_RESULT, in order, before the message's MESSAGE_DONE, which comes at
- * most once and leaves every recipient with a final status; once the
- * input is over and the connection lost, every message sent is done and
- * the session is closed. */
+ * most once and leaves every recipient with a final status; a recipient
+ * whose RCPT_RESULT was not a 2xx (refused, or decided with the whole
+ * message) keeps that verdict (5xx FAIL, else DEFER) at MESSAGE_DONE, in
+ * SMTP and LMTP alike; once the input is over and the connection lost,
+ * every message sent is done and the session is closed. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,9 +32,10 @@ struct fuzz_host {
   const struct smtp_client_message *msg;
   size_t max_output, chunk;
   uint32_t rng;
-  int sent;           /* messages started */
-  int in_flight;      /* a message started and not yet done */
-  size_t num_results; /* RCPT_RESULTs of the current message */
+  int sent;                      /* messages started */
+  int in_flight;                 /* a message started and not yet done */
+  size_t num_results;            /* RCPT_RESULTs of the current message */
+  int rcpt_code[FUZZ_MAX_RCPTS]; /* each one's RCPT_RESULT reply code */
   int closed;
   uint8_t last_out; /* the last output octet, for CR/LF checks */
 };
@@ -86,7 +90,7 @@ static void fuzz_rcpt_result(struct fuzz_host *h) {
       h->num_results >= h->msg->num_rcpts) {
     abort(); /* out of order, twice, or for no message */
   }
-  h->num_results++;
+  h->rcpt_code[h->num_results++] = smtp_client_reply(h->c)->code;
 }
 
 static void fuzz_message_done(struct fuzz_host *h) {
@@ -103,6 +107,12 @@ static void fuzz_message_done(struct fuzz_host *h) {
     }
     if (r.code < 200 || r.code > 559 || strlen(r.text) >= SMTP_REPLY_MAX_TEXT) {
       abort();
+    }
+    int code = h->rcpt_code[i];
+    if (code / 100 != 2 &&
+        (st != (code / 100 == 5 ? SMTP_CLIENT_FAIL : SMTP_CLIENT_DEFER) ||
+         r.code != code)) {
+      abort(); /* a RCPT verdict changed after the fact */
     }
   }
 }
@@ -178,6 +188,7 @@ static void fuzz_config(struct smtp_client_config *cfg, uint8_t sel) {
   smtp_client_config_default(cfg);
   cfg->helo_name = "client.fuzz.example";
   cfg->extensions = (SMTP_CLIENT_EXT_ALL & ~0x1fu) | (sel & 0x1fu);
+  cfg->lmtp = (sel & 0x40) != 0;
   if (sel & 0x80) {
     cfg->chunk_size = 7;
     cfg->limits.max_reply_line = 40;

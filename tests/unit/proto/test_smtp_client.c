@@ -11,7 +11,8 @@
  * then quits (-1: at once; -2: it stays idle). Every scenario runs twice:
  * replies fed whole and fed one byte at a time (every split point of every
  * reply). Events are logged as READY, R<i>:<code>[/<enhanced>], DONE:<status
- * per recipient: O ok, D defer, F fail>:<code>, ERR:<T|P|X>:<code>, CLOSED. */
+ * per recipient: O ok, D defer, F fail>:<code>, ERR:<T|P|X>:<code>, CLOSED.
+ * A scenario with .lmtp runs the client in LMTP mode (RFC 2033). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -58,6 +59,17 @@ static const struct smtp_client_message msg3 = {
     .sender = "a@s.example",
     .rcpts = rcpts3,
     .num_rcpts = 3,
+    .body = body_hello,
+    .num_body = 1,
+};
+static const struct smtp_client_rcpt rcpts4[] = {{.addr = "b@r.example"},
+                                                 {.addr = "c@r.example"},
+                                                 {.addr = "d@r.example"},
+                                                 {.addr = "e@r.example"}};
+static const struct smtp_client_message msg4 = {
+    .sender = "a@s.example",
+    .rcpts = rcpts4,
+    .num_rcpts = 4,
     .body = body_hello,
     .num_body = 1,
 };
@@ -165,6 +177,7 @@ struct scenario {
   unsigned use_off;  /* extensions the client won't use */
   size_t chunk_size; /* default 16 */
   int reset_first;   /* RSET on the first READY */
+  int lmtp;          /* LMTP mode */
 };
 
 struct host {
@@ -323,10 +336,12 @@ static void check_wire(const uint8_t *p, size_t n, const char *label) {
   }
 }
 
-static struct smtp_client *new_client(unsigned use_off, size_t chunk) {
+static struct smtp_client *new_client(unsigned use_off, size_t chunk,
+                                      int lmtp) {
   struct smtp_client_config cfg;
   smtp_client_config_default(&cfg);
   cfg.helo_name = "client.example";
+  cfg.lmtp = lmtp;
   cfg.extensions = SMTP_CLIENT_EXT_ALL & ~use_off;
   cfg.chunk_size = chunk ? chunk : 16;
   struct smtp_client *c = smtp_client_new(&cfg);
@@ -337,7 +352,7 @@ static struct smtp_client *new_client(unsigned use_off, size_t chunk) {
 static void run_scenario(const struct scenario *sc, int bytes) {
   struct host h = {.sc = sc};
   struct buf want = {0};
-  h.c = new_client(sc->use_off, sc->chunk_size);
+  h.c = new_client(sc->use_off, sc->chunk_size, sc->lmtp);
   host_drain(&h);
   int prev_s = 0;
   for (size_t i = 0; i < MAX_STEPS && sc->steps[i] != NULL; i++) {
@@ -401,6 +416,12 @@ static void run_scenario(const struct scenario *sc, int bytes) {
 #define OK_RCPT "S:250 2.1.5 Ok"
 #define GO "S:354 End data with <CR><LF>.<CR><LF>"
 #define QUEUED "S:250 2.0.0 Ok: queued as Q1"
+/* LMTP: LHLO and its reply with PIPELINING (as Dovecot's). */
+#define LHLO "C:LHLO client.example"
+#define L_PIPE                                                                 \
+  "S:250-lmtp.example", "S:250-PIPELINING", "S:250-ENHANCEDSTATUSCODES",       \
+      "S:250 8BITMIME"
+#define RCPT_E "C:RCPT TO:<e@r.example>"
 /* One whole plain transaction of msg1. */
 #define TXN1 MAIL, OK_MAIL, RCPT_B, OK_RCPT, "C:DATA", GO, BODY_HELLO, QUEUED
 #define TXN1_EV "R0:250/2.1.5 DONE:O:250"
@@ -808,6 +829,198 @@ static const struct scenario scenarios[] = {
      .steps = {HELLO, E_PLAIN, MAIL, OK_MAIL, RCPT_B, OK_RCPT, "C:DATA", GO,
                BODY_HELLO, QUEUED, "C:QUIT", "X:eof"},
      .events = "READY " TXN1_EV " READY CLOSED"},
+
+    /* LMTP (RFC 2033) */
+    {.name = "lmtp LHLO greeting",
+     .steps = {GREET, LHLO, E_PLAIN, TXN1, QUIT},
+     .events = "READY " TXN1_EV " READY CLOSED",
+     .lmtp = 1},
+    {.name = "lmtp LHLO 500 is permanent, no HELO",
+     .steps = {GREET, LHLO, "S:500 5.5.1 unknown command", QUIT},
+     .events = "ERR:P:500 CLOSED",
+     .lmtp = 1},
+    {.name = "lmtp LHLO 451 is temporary",
+     .steps = {GREET, LHLO, "S:451 4.3.0 later", QUIT},
+     .events = "ERR:T:451 CLOSED",
+     .lmtp = 1},
+    {.name = "lmtp LHLO 421",
+     .steps = {GREET, LHLO, "S:421 4.3.2 bye"},
+     .events = "ERR:T:421 CLOSED",
+     .lmtp = 1},
+    {.name = "lmtp one refused at RCPT, data replies 250 452 550",
+     .steps = {GREET,
+               LHLO,
+               L_PIPE,
+               MAIL,
+               RCPT_B,
+               RCPT_C,
+               RCPT_D,
+               RCPT_E,
+               "C:DATA",
+               OK_MAIL,
+               OK_RCPT,
+               "S:550 5.1.1 <c@r.example> unknown",
+               OK_RCPT,
+               OK_RCPT,
+               GO,
+               BODY_HELLO,
+               "S:250 2.0.0 <b@r.example> Ok",
+               "S:452 4.2.2 <d@r.example> Mailbox full",
+               "S:550 5.2.1 <e@r.example> Mailbox disabled",
+               QUIT},
+     .events = "READY R0:250/2.1.5 R1:550/5.1.1 R2:250/2.1.5 R3:250/2.1.5 "
+               "DONE:OFDF:550 READY CLOSED",
+     .msg = &msg4,
+     .lmtp = 1},
+    {.name = "lmtp three recipients, middle refused at RCPT",
+     .steps = {GREET, LHLO, L_PIPE, MAIL, RCPT_B, RCPT_C, RCPT_D, "C:DATA",
+               OK_MAIL, OK_RCPT, "S:550 5.1.1 unknown", OK_RCPT, GO, BODY_HELLO,
+               "S:250 2.0.0 b Ok", "S:452 4.2.2 d full", QUIT},
+     .events = "READY R0:250/2.1.5 R1:550/5.1.1 R2:250/2.1.5 DONE:OFD:452 "
+               "READY CLOSED",
+     .msg = &msg3,
+     .lmtp = 1},
+    {.name = "lmtp without pipelining",
+     .steps = {GREET, LHLO, E_PLAIN, MAIL, OK_MAIL, RCPT_B, OK_RCPT, RCPT_C,
+               "S:450 4.2.1 later", RCPT_D, OK_RCPT, "C:DATA", GO, BODY_HELLO,
+               "S:250 2.0.0 b Ok", "S:250 2.0.0 d Ok", QUIT},
+     .events = "READY R0:250/2.1.5 R1:450/4.2.1 R2:250/2.1.5 DONE:ODO:250 "
+               "READY CLOSED",
+     .msg = &msg3,
+     .lmtp = 1},
+    {.name = "lmtp BDAT LAST answered per recipient",
+     .steps = {GREET, LHLO, "S:250-lmtp.example", "S:250-PIPELINING",
+               "S:250 CHUNKING", MAIL, RCPT_B, RCPT_C, RCPT_D, OK_MAIL, OK_RCPT,
+               "S:550 5.1.1 unknown", OK_RCPT,
+               "C=BDAT 16\r\nSubject: t\r\n\r\nhe", "C=BDAT 5 LAST\r\nllo\r\n",
+               "S:250 2.0.0 16 octets", "S:250 2.0.0 b Ok",
+               "S:552 5.2.2 d over quota", QUIT},
+     .events = "READY R0:250/2.1.5 R1:550/5.1.1 R2:250/2.1.5 DONE:OFF:552 "
+               "READY CLOSED",
+     .msg = &msg3,
+     .lmtp = 1},
+    {.name = "lmtp BDAT LAST one chunk at a time",
+     .steps = {GREET, LHLO, "S:250-lmtp.example", "S:250 CHUNKING", MAIL,
+               OK_MAIL, RCPT_B, OK_RCPT, RCPT_C, OK_RCPT,
+               "C=BDAT 16\r\nSubject: t\r\n\r\nhe", "S:250 2.0.0 16 octets",
+               "C=BDAT 5 LAST\r\nllo\r\n", "S:451 4.3.0 b try later",
+               "S:250 2.0.0 c Ok", QUIT},
+     .events = "READY R0:250/2.1.5 R1:250/2.1.5 DONE:DO:250 READY CLOSED",
+     .msg = &(const struct smtp_client_message){.sender = "a@s.example",
+                                                .rcpts = rcpts3,
+                                                .num_rcpts = 2,
+                                                .body = body_hello,
+                                                .num_body = 1},
+     .lmtp = 1},
+    {.name = "lmtp BDAT chunk refused, BDAT LAST gets one 503",
+     .steps = {GREET, LHLO, "S:250-lmtp.example", "S:250-PIPELINING",
+               "S:250 CHUNKING", MAIL, RCPT_B, RCPT_C, OK_MAIL, OK_RCPT,
+               OK_RCPT, "C=BDAT 16\r\nSubject: t\r\n\r\nhe",
+               "C=BDAT 5 LAST\r\nllo\r\n", "S:552 5.2.3 too big",
+               "S:503 5.5.0 Previous data chunk failed, issue RSET first",
+               "C:RSET", "S:250 2.0.0 Ok", QUIT},
+     .events = "READY R0:250/2.1.5 R1:250/2.1.5 DONE:FF:552 READY CLOSED",
+     .msg = &(const struct smtp_client_message){.sender = "a@s.example",
+                                                .rcpts = rcpts3,
+                                                .num_rcpts = 2,
+                                                .body = body_hello,
+                                                .num_body = 1},
+     .lmtp = 1},
+    {.name = "lmtp 421 after the first data reply",
+     .steps = {GREET, LHLO, L_PIPE, MAIL, RCPT_B, RCPT_C, RCPT_D, "C:DATA",
+               OK_MAIL, OK_RCPT, OK_RCPT, OK_RCPT, GO, BODY_HELLO,
+               "S:250 2.0.0 b Ok", "S:421 4.3.2 shutting down"},
+     .events = "READY R0:250/2.1.5 R1:250/2.1.5 R2:250/2.1.5 DONE:ODD:421 "
+               "ERR:T:421 CLOSED",
+     .msg = &msg3,
+     .lmtp = 1},
+    {.name = "lmtp eof in the middle of the data replies",
+     .steps = {GREET, LHLO, L_PIPE, MAIL, RCPT_B, RCPT_C, RCPT_D, "C:DATA",
+               OK_MAIL, OK_RCPT, OK_RCPT, OK_RCPT, GO, BODY_HELLO,
+               "S:250 2.0.0 b Ok", "S:550 5.2.1 c disabled", "X:eof"},
+     .events = "READY R0:250/2.1.5 R1:250/2.1.5 R2:250/2.1.5 DONE:OFD:451 "
+               "ERR:T:451 CLOSED",
+     .msg = &msg3,
+     .lmtp = 1},
+    {.name = "lmtp timeout in the middle of the data replies",
+     .steps = {GREET, LHLO, L_PIPE, MAIL, RCPT_B, RCPT_C, "C:DATA", OK_MAIL,
+               OK_RCPT, OK_RCPT, GO, BODY_HELLO, "S:452 4.2.2 b full",
+               "X:timeout"},
+     .events = "READY R0:250/2.1.5 R1:250/2.1.5 DONE:DD:451 ERR:T:451 CLOSED",
+     .msg = &(const struct smtp_client_message){.sender = "a@s.example",
+                                                .rcpts = rcpts3,
+                                                .num_rcpts = 2,
+                                                .body = body_hello,
+                                                .num_body = 1},
+     .lmtp = 1},
+    {.name = "lmtp garbage in the middle of the data replies",
+     .steps = {GREET, LHLO, L_PIPE, MAIL, RCPT_B, RCPT_C, "C:DATA", OK_MAIL,
+               OK_RCPT, OK_RCPT, GO, BODY_HELLO, "S:250 2.0.0 b Ok",
+               "S:2x0 what"},
+     .events = "READY R0:250/2.1.5 R1:250/2.1.5 DONE:OD:451 ERR:X:451 CLOSED",
+     .msg = &(const struct smtp_client_message){.sender = "a@s.example",
+                                                .rcpts = rcpts3,
+                                                .num_rcpts = 2,
+                                                .body = body_hello,
+                                                .num_body = 1},
+     .lmtp = 1},
+    {.name = "lmtp DATA refused gets one reply",
+     .steps = {GREET, LHLO, L_PIPE, MAIL, RCPT_B, RCPT_C, "C:DATA", OK_MAIL,
+               OK_RCPT, OK_RCPT, "S:451 4.3.0 not now", "C:RSET", "S:250 Ok",
+               QUIT},
+     .events = "READY R0:250/2.1.5 R1:250/2.1.5 DONE:DD:451 READY CLOSED",
+     .msg = &(const struct smtp_client_message){.sender = "a@s.example",
+                                                .rcpts = rcpts3,
+                                                .num_rcpts = 2,
+                                                .body = body_hello,
+                                                .num_body = 1},
+     .lmtp = 1},
+    {.name = "lmtp all refused at RCPT, DATA 503",
+     .steps = {GREET, LHLO, L_PIPE, MAIL, RCPT_B, RCPT_C, "C:DATA", OK_MAIL,
+               "S:550 5.1.1 no", "S:450 4.2.1 later",
+               "S:503 5.5.0 No valid recipients", "C:RSET", "S:250 Ok", QUIT},
+     .events = "READY R0:550/5.1.1 R1:450/4.2.1 DONE:FD:503 READY CLOSED",
+     .msg = &(const struct smtp_client_message){.sender = "a@s.example",
+                                                .rcpts = rcpts3,
+                                                .num_rcpts = 2,
+                                                .body = body_hello,
+                                                .num_body = 1},
+     .lmtp = 1},
+    {.name = "lmtp two messages on one connection",
+     .steps = {GREET,
+               LHLO,
+               L_PIPE,
+               MAIL,
+               RCPT_B,
+               RCPT_C,
+               "C:DATA",
+               OK_MAIL,
+               OK_RCPT,
+               OK_RCPT,
+               GO,
+               BODY_HELLO,
+               "S:250 2.0.0 b Ok",
+               "S:550 5.2.1 c no",
+               MAIL,
+               RCPT_B,
+               RCPT_C,
+               "C:DATA",
+               OK_MAIL,
+               "S:450 4.2.1 b later",
+               OK_RCPT,
+               GO,
+               BODY_HELLO,
+               "S:250 2.0.0 c Ok",
+               QUIT},
+     .events = "READY R0:250/2.1.5 R1:250/2.1.5 DONE:OF:550 READY "
+               "R0:450/4.2.1 R1:250/2.1.5 DONE:DO:250 READY CLOSED",
+     .msg = &(const struct smtp_client_message){.sender = "a@s.example",
+                                                .rcpts = rcpts3,
+                                                .num_rcpts = 2,
+                                                .body = body_hello,
+                                                .num_body = 1},
+     .num_msgs = 2,
+     .lmtp = 1},
 };
 
 static void test_scenario(void **state) {
@@ -953,7 +1166,7 @@ static void drop_output(struct smtp_client *c) {
 
 /* The client up to READY, with the EHLO reply given. */
 static struct smtp_client *ready_client(const char *ehlo_reply) {
-  struct smtp_client *c = new_client(0, 0);
+  struct smtp_client *c = new_client(0, 0, 0);
   feed_str(c, "220 mx.example ESMTP\r\n");
   expect_event(c, SMTP_CLIENT_NEED_INPUT, "greeting");
   feed_str(c, ehlo_reply);
@@ -978,7 +1191,7 @@ static void test_capabilities(void **state) {
 }
 
 static void test_invalid_messages(void **state) {
-  struct smtp_client *c = new_client(0, 0);
+  struct smtp_client *c = new_client(0, 0, 0);
   /* not ready yet */
   assert_int_equal(smtp_client_send_message(c, &msg1), -1);
   assert_int_equal(smtp_client_reset(c), -1);
@@ -1067,8 +1280,96 @@ static void test_rcpt_results(void **state) {
   smtp_client_free(c);
 }
 
+/* LMTP: each accepted recipient's own end-of-data reply is its result;
+ * RCPT_RESULTs come at RCPT time, MESSAGE_DONE after the last reply. */
+static void test_lmtp_results(void **state) {
+  struct smtp_client *c = new_client(0, 0, 1);
+  feed_str(c, "220 lmtp.example LMTP\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "greeting");
+  const uint8_t *p;
+  size_t n;
+  smtp_client_output(c, &p, &n);
+  assert_int_equal(n, strlen("LHLO client.example\r\n"));
+  assert_memory_equal(p, "LHLO client.example\r\n", n);
+  drop_output(c);
+  feed_str(c, "250-lmtp.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
+              "250 ENHANCEDSTATUSCODES\r\n");
+  expect_event(c, SMTP_CLIENT_EV_READY, "lhlo");
+  assert_int_equal(smtp_client_is_esmtp(c), 1);
+  assert_int_equal(smtp_client_extensions(c),
+                   SMTP_CLIENT_EXT_PIPELINING | SMTP_CLIENT_EXT_SIZE |
+                       SMTP_CLIENT_EXT_ENHANCEDSTATUSCODES);
+  assert_int_equal(smtp_client_size_limit(c), 1000);
+  assert_int_equal(smtp_client_send_message(c, &msg4), 0);
+  drop_output(c);
+  feed_str(c, "250 2.1.0 Ok\r\n250 2.1.5 b Ok\r\n550 5.1.1 c unknown\r\n"
+              "250 2.1.5 d Ok\r\n250 2.1.5 e Ok\r\n354 go\r\n");
+  for (size_t i = 0; i < 4; i++) {
+    expect_event(c, SMTP_CLIENT_EV_RCPT_RESULT, "rcpt");
+    assert_int_equal(smtp_client_event_rcpt(c), i);
+  }
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "body");
+  drop_output(c);
+  assert_int_equal(smtp_client_timeout_class(c), SMTP_CLIENT_TIMEOUT_DATA_END);
+  feed_str(c, "250 2.0.0 <b@r.example> Saved\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "first data reply");
+  assert_int_equal(smtp_client_timeout_class(c), SMTP_CLIENT_TIMEOUT_DATA_END);
+  feed_str(c, "452-4.2.2 <d@r.example>\r\n452 4.2.2 Mailbox full\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "second data reply");
+  feed_str(c, "550 5.2.1 <e@r.example> Mailbox disabled\r\n");
+  expect_event(c, SMTP_CLIENT_EV_MESSAGE_DONE, "done");
+  assert_int_equal(smtp_client_reply(c)->code, 550);
+  static const struct {
+    enum smtp_client_status st;
+    int code;
+    const char *enhanced, *text;
+  } want[] = {
+      {SMTP_CLIENT_OK, 250, "2.0.0", "<b@r.example> Saved"},
+      {SMTP_CLIENT_FAIL, 550, "5.1.1", "c unknown"},
+      {SMTP_CLIENT_DEFER, 452, "4.2.2", "<d@r.example> Mailbox full"},
+      {SMTP_CLIENT_FAIL, 550, "5.2.1", "<e@r.example> Mailbox disabled"},
+  };
+  for (size_t i = 0; i < 4; i++) {
+    struct smtp_reply r;
+    enum smtp_client_status st = smtp_client_rcpt_result(c, i, &r);
+    if (st != want[i].st || r.code != want[i].code ||
+        strcmp(r.enhanced, want[i].enhanced) != 0 ||
+        strcmp(r.text, want[i].text) != 0) {
+      fail_msg("rcpt %zu: got %d %d %s %s want %d %d %s %s", i, st, r.code,
+               r.enhanced, r.text, want[i].st, want[i].code, want[i].enhanced,
+               want[i].text);
+    }
+  }
+  assert_int_equal(smtp_client_num_status(c, SMTP_CLIENT_FAIL), 2);
+  expect_event(c, SMTP_CLIENT_EV_READY, "ready again");
+  /* the next message: a 421 after one data reply keeps that one */
+  assert_int_equal(smtp_client_send_message(c, &msg3), 0);
+  drop_output(c);
+  feed_str(c, "250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  for (size_t i = 0; i < 3; i++) {
+    expect_event(c, SMTP_CLIENT_EV_RCPT_RESULT, "rcpt");
+  }
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "body");
+  drop_output(c);
+  feed_str(c, "250 2.0.0 b Saved\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "first data reply");
+  smtp_client_timeout(c);
+  expect_event(c, SMTP_CLIENT_EV_MESSAGE_DONE, "done after timeout");
+  struct smtp_reply r;
+  assert_int_equal(smtp_client_rcpt_result(c, 0, &r), SMTP_CLIENT_OK);
+  assert_string_equal(r.text, "b Saved");
+  assert_int_equal(smtp_client_rcpt_result(c, 1, &r), SMTP_CLIENT_DEFER);
+  assert_int_equal(r.local, 1);
+  assert_string_equal(r.text, "conversation timed out while waiting for the "
+                              "reply to end of data");
+  assert_int_equal(smtp_client_rcpt_result(c, 2, &r), SMTP_CLIENT_DEFER);
+  expect_event(c, SMTP_CLIENT_EV_SESSION_ERROR, "timeout");
+  expect_event(c, SMTP_CLIENT_EV_CLOSED, "closed");
+  smtp_client_free(c);
+}
+
 static void test_timeout_classes(void **state) {
-  struct smtp_client *c = new_client(0, 0);
+  struct smtp_client *c = new_client(0, 0, 0);
   assert_int_equal(smtp_client_timeout_class(c), SMTP_CLIENT_TIMEOUT_GREETING);
   feed_str(c, "220 mx\r\n");
   expect_event(c, SMTP_CLIENT_NEED_INPUT, "greeting");
@@ -1277,7 +1578,7 @@ static void test_split_every_point(void **state) {
   char want_events[256] = "";
   struct buf want_out = {0};
   for (size_t at = 0; at <= sizeof(server) - 1; at++) {
-    struct smtp_client *c = new_client(0, 0);
+    struct smtp_client *c = new_client(0, 0, 0);
     struct buf out = {0};
     char events[256] = "";
     size_t parts[2][2] = {{0, at}, {at, sizeof(server) - 1 - at}};
@@ -1508,6 +1809,7 @@ int main(void) {
       cmocka_unit_test(test_capabilities),
       cmocka_unit_test(test_invalid_messages),
       cmocka_unit_test(test_rcpt_results),
+      cmocka_unit_test(test_lmtp_results),
       cmocka_unit_test(test_timeout_classes),
       cmocka_unit_test(test_big_body_data),
       cmocka_unit_test(test_big_body_bdat),
