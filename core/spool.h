@@ -17,7 +17,9 @@
  * wrong ends the valid part of a segment (a torn tail from a crash: never an
  * acknowledged record, since those were fdatasync'd before their 250).
  * Record types: MESSAGE (envelope + body stored once for all recipients),
- * DONE (a recipient's final outcome, appended by delivery).
+ * DONE (a recipient's final outcome, appended by delivery), HOLD and
+ * RELEASE (the operator parks a message and lets it go again; see "Hold
+ * state" below).
  *
  * Queue ids: 64-bit, rendered as 16 uppercase hex digits; unique and
  * increasing per thread: 42 bits of milliseconds, 6 bits thread, 16 bits
@@ -30,6 +32,23 @@
  * numbers: spool_writer_open takes the next one above the largest segment
  * file name of its thread, so the high-water mark is the newest segment
  * itself, which reclamation never deletes (no separate state file).
+ *
+ * Hold state: a message is held when the winning one of the HOLD/RELEASE
+ * records naming its queue id is a HOLD. Each such record carries a
+ * generation: whoever writes one writes 1 + the generation it last saw for
+ * that message (spool_entry.hold_gen; 0 = no record yet), and the record
+ * with the highest generation wins. Ties (only a bug or two writers at
+ * once, which the spool lock excludes) go to the record read last: scans
+ * read segments in file name order, i.e. by (thread, sequence), and each
+ * segment by offset. Scan order alone would not do: a message's records
+ * are not all written by one thread (recovery hands a message to worker
+ * queue_id % threads, the thread count may change between runs, the
+ * offline CLI writes too), and sequence numbers of different threads are
+ * unrelated.
+ *
+ * Lock: one process at a time may write a spool: postseald, or the CLI's
+ * offline queue operations while postseald is stopped. Both hold
+ * spool_lock() for as long as they may write.
  *
  * Thread: a spool_writer belongs to one thread. Readers (recovery, the CLI)
  * may run while writers append: they stop at the first incomplete record.
@@ -60,6 +79,8 @@ enum spool_record_type {
   SPOOL_REC_SEGMENT = 1, /* first record of a segment: version, thread, seq */
   SPOOL_REC_MESSAGE = 2,
   SPOOL_REC_DONE = 3,
+  SPOOL_REC_HOLD = 4,    /* the message is held: not delivered */
+  SPOOL_REC_RELEASE = 5, /* the message is released from hold */
 };
 
 /* Final outcome of one recipient (DONE record). */
@@ -97,6 +118,14 @@ struct spool_done {
   uint64_t queue_id;
   uint32_t rcpt_index;
   uint8_t outcome; /* enum spool_outcome */
+  int64_t when_ms;
+};
+
+/* A HOLD or RELEASE record: the hold state of one message changes. */
+struct spool_hold {
+  uint64_t queue_id;
+  uint32_t gen; /* >= 1: 1 + the generation this record overrides */
+  uint8_t held; /* 1: HOLD record, 0: RELEASE record */
   int64_t when_ms;
 };
 
@@ -145,6 +174,15 @@ int spool_done_decode(const uint8_t *payload, size_t payload_len,
  * uses the same code but keeps the body out of the copy. Returns 0 or -1. */
 int spool_message_encode(struct buf *out, const struct spool_message *m);
 int spool_done_encode(struct buf *out, const struct spool_done *d);
+
+/* spool_hold_encode appends a whole HOLD (h->held) or RELEASE record to
+ * out. Returns 0, or -1 (errno EINVAL: gen 0 or held not 0/1; ENOMEM) with
+ * out unchanged. spool_hold_decode parses the payload of a record of
+ * `type` (SPOOL_REC_HOLD or SPOOL_REC_RELEASE). Returns 0, or -1 if the
+ * type or the payload is not one. */
+int spool_hold_encode(struct buf *out, const struct spool_hold *h);
+int spool_hold_decode(uint8_t type, const uint8_t *payload, size_t payload_len,
+                      struct spool_hold *out);
 
 /* spool_message_encode_head appends the record header and the envelope part
  * of a MESSAGE record to out, with the checksum already covering m->body,
@@ -215,6 +253,12 @@ int spool_writer_add(struct spool_writer *w, const struct spool_message *m,
 /* spool_writer_add_done stages a DONE record (cookie as above). */
 int spool_writer_add_done(struct spool_writer *w, const struct spool_done *d,
                           void *cookie);
+/* spool_writer_add_hold stages a HOLD or RELEASE record (h->held) in the
+ * same group commit as the others (cookie as above). h->gen must be 1 +
+ * the message's generation as last seen (see "Hold state"). Returns 0, or
+ * -1 (EINVAL, ENOMEM; nothing staged). */
+int spool_writer_add_hold(struct spool_writer *w, const struct spool_hold *h,
+                          void *cookie);
 
 /* spool_writer_flush_begin: if no batch is in flight and records are
  * staged, moves them into the in-flight batch and fills out_flush; returns
@@ -280,6 +324,8 @@ struct spool_entry {
   size_t num_rcpts;
   size_t num_done; /* recipients with a DONE record */
   uint64_t body_len;
+  uint32_t hold_gen; /* generation of the winning HOLD/RELEASE; 0: none */
+  uint8_t held;      /* 1 if that record is a HOLD */
 };
 
 /* One recipient with a DONE record (whatever its outcome). */
@@ -300,20 +346,22 @@ struct spool_scan {
 };
 
 /* spool_scan reads every segment under <dir>/seg. With `repair`, torn
- * tails are truncated away (the daemon at start-up; never the CLI). A
- * missing spool directory is an empty spool. Returns 0, or -1 with errno
- * (a message written to `err` of err_len bytes).
- * A segment's valid part ends at its first SHORT or BAD record, or at a
- * record whose payload does not decode; the rest is a torn tail (counted
- * in num_torn; with repair, truncated and fsync'd). A segment without a
- * complete header (empty: created, never synced) is torn and empty; repair
- * removes it. A segment whose first record is valid but not a known
- * SEGMENT header is never touched: the scan fails (EPROTO).
- * Repair also reclaims finished segments: after every segment was read
- * (and nothing failed), the segments are grouped so that a MESSAGE record
- * and every DONE record naming its queue id (and every MESSAGE with the same
- * id) land in one group, transitively. A group is deleted as a whole
- * (unlink, then fsync of <dir>/seg, segment by segment) when
+ * tails are truncated away (the daemon at start-up; never the CLI).
+ * Without it the scan opens files read-only and changes nothing, so it may
+ * run while postseald appends: a record being written reads as a torn
+ * tail, and a segment unlinked after the listing (a starting daemon's
+ * reclamation) is skipped. A missing spool directory is an empty spool. Returns
+ * 0, or -1 with errno (a message written to `err` of err_len bytes). A
+ * segment's valid part ends at its first SHORT or BAD record, or at a record
+ * whose payload does not decode; the rest is a torn tail (counted in num_torn;
+ * with repair, truncated and fsync'd). A segment without a complete header
+ * (empty: created, never synced) is torn and empty; repair removes it. A
+ * segment whose first record is valid but not a known SEGMENT header is never
+ * touched: the scan fails (EPROTO). Repair also reclaims finished segments:
+ * after every segment was read (and nothing failed), the segments are grouped
+ * so that a MESSAGE record and every DONE record naming its queue id (and every
+ * MESSAGE with the same id) land in one group, transitively. A group is deleted
+ * as a whole (unlink, then fsync of <dir>/seg, segment by segment) when
  *   - every MESSAGE in it has a DONE for each of its recipients, and
  *   - none of its segments is the newest surviving segment of its thread
  *     (the writer's sequence high-water mark; see above), and every one has
@@ -323,6 +371,10 @@ struct spool_scan {
  * be delivered again), and no DONE survives its MESSAGE (a later message
  * reusing the queue id after a clock step back would inherit it). A DONE
  * naming no MESSAGE found links nothing and goes with its segment.
+ * HOLD and RELEASE records link like DONEs: they stay as long as their
+ * MESSAGE does (a held message has recipients without a DONE, so it is
+ * pending and its group stays; deleting the winning HOLD would release
+ * it), and a segment holding only records of finished messages goes.
  * Reclaimed messages and their DONE keys are left out of `out` (counted in
  * num_reclaimed). Hazard: a crash in the middle of deleting a group whose
  * segments hold DONEs for each other's messages may leave a finished
@@ -341,11 +393,27 @@ const struct spool_entry *spool_scan_find(const struct spool_scan *scan,
  * record, else 0. */
 int spool_scan_rcpt_done(const struct spool_scan *scan, uint64_t queue_id,
                          uint32_t rcpt_index);
+/* spool_scan_held: 1 if queue_id names a kept entry whose winning
+ * HOLD/RELEASE record is a HOLD (see "Hold state"), else 0. */
+int spool_scan_held(const struct spool_scan *scan, uint64_t queue_id);
 
 /* spool_read_message loads the record of `entry` into storage (which the
  * caller frees) and decodes it into out. Returns 0 or -1. */
 int spool_read_message(const char *dir, const struct spool_entry *entry,
                        struct buf *storage, struct spool_message *out,
                        struct buf *rcpt_storage);
+
+/* ---- lock ---- */
+
+#define SPOOL_LOCK_NAME "lock" /* <dir>/lock */
+
+/* spool_lock takes the spool's writer lock: flock(LOCK_EX | LOCK_NB) on
+ * <dir>/lock, creating <dir> (0700) and the file (0600) if missing. Returns
+ * 0 with the locked descriptor in *out_fd (O_CLOEXEC; the lock lasts until
+ * it is closed), 1 if another open file description holds the lock
+ * (postseald runs, or another offline CLI operation), or -1 with errno and
+ * a message in err. flock locks belong to the open file description, so a
+ * second spool_lock in the same process is busy too. */
+int spool_lock(const char *dir, int *out_fd, char *err, size_t err_len);
 
 #endif

@@ -16,6 +16,10 @@
  * DONE payload, version 1 (24 bytes):
  *   u8 version | u8 outcome | u16 reserved (0) | u32 rcpt_index |
  *   u64 queue_id | i64 when_ms
+ * HOLD and RELEASE payload, version 1 (24 bytes; the record type says
+ * which):
+ *   u8 version | u8 reserved (0) | u16 reserved (0) | u32 gen (>= 1) |
+ *   u64 queue_id | i64 when_ms
  * SEGMENT payload (12 bytes): u32 version | u32 thread_index | u32 seq */
 #include "core/spool.h"
 
@@ -29,6 +33,7 @@
 #define SPOOL_MESSAGE_VERSION 1
 #define SPOOL_DONE_VERSION 1
 #define SPOOL_DONE_PAYLOAD_LEN 24
+#define SPOOL_HOLD_VERSION 1
 #define SPOOL_SEGMENT_PAYLOAD_LEN 12
 #define SPOOL_MSG_F_ENVID 0x01u
 #define SPOOL_RCPT_F_ORCPT 0x01u
@@ -213,7 +218,8 @@ static uint64_t header_checksum(const uint8_t hdr[12], const uint8_t *a,
 
 static int type_known(uint8_t type) {
   return type == SPOOL_REC_SEGMENT || type == SPOOL_REC_MESSAGE ||
-         type == SPOOL_REC_DONE;
+         type == SPOOL_REC_DONE || type == SPOOL_REC_HOLD ||
+         type == SPOOL_REC_RELEASE;
 }
 
 enum spool_decode_result spool_record_peek(const uint8_t *in, size_t in_len,
@@ -504,6 +510,50 @@ int spool_done_decode(const uint8_t *payload, size_t payload_len,
   out->queue_id = id;
   out->rcpt_index = (uint32_t)index;
   out->outcome = outcome;
+  out->when_ms = (int64_t)when;
+  return 0;
+}
+
+/* ---- HOLD / RELEASE ---- */
+
+int spool_hold_encode(struct buf *out, const struct spool_hold *h) {
+  size_t start = out->len;
+  struct spool_wr w = {out, 0};
+  if (h->gen == 0 || h->held > 1) {
+    w.err = EINVAL;
+    return wr_end(&w, start);
+  }
+  record_begin(&w, h->held ? SPOOL_REC_HOLD : SPOOL_REC_RELEASE);
+  wr_uint(&w, 1, SPOOL_HOLD_VERSION);
+  wr_uint(&w, 1, 0);
+  wr_uint(&w, 2, 0);
+  wr_uint(&w, 4, h->gen);
+  wr_uint(&w, 8, h->queue_id);
+  wr_uint(&w, 8, (uint64_t)h->when_ms);
+  record_finish(&w, start, NULL, 0);
+  return wr_end(&w, start);
+}
+
+int spool_hold_decode(uint8_t type, const uint8_t *payload, size_t payload_len,
+                      struct spool_hold *out) {
+  struct spool_rd r = {payload, payload_len};
+  uint8_t version, reserved8;
+  uint64_t reserved16, gen, id, when;
+  if (type != SPOOL_REC_HOLD && type != SPOOL_REC_RELEASE) {
+    return -1;
+  }
+  if (!rd_u8(&r, &version) || !rd_u8(&r, &reserved8) ||
+      !rd_uint(&r, 2, &reserved16) || !rd_uint(&r, 4, &gen) ||
+      !rd_uint(&r, 8, &id) || !rd_uint(&r, 8, &when)) {
+    return -1;
+  }
+  if (r.len != 0 || version != SPOOL_HOLD_VERSION || reserved8 != 0 ||
+      reserved16 != 0 || gen == 0) {
+    return -1;
+  }
+  out->queue_id = id;
+  out->gen = (uint32_t)gen;
+  out->held = type == SPOOL_REC_HOLD;
   out->when_ms = (int64_t)when;
   return 0;
 }

@@ -1,10 +1,13 @@
 /* core/spool_scan.c — recovery and reading: walk every segment, collect
- * queued messages and DONE records, cut torn tails; see spool.h.
+ * queued messages, DONE and HOLD/RELEASE records, cut torn tails; see
+ * spool.h.
  *
  * Reads with pread into a window, never mmap: a writer may truncate a
  * segment after a failed batch while the CLI reads it, and touching an
  * mmap'd page past the new end would raise SIGBUS. A read that comes up
- * short is treated like a torn tail.
+ * short is treated like a torn tail. A read-only scan never writes, and
+ * skips a segment that vanished after the listing (reclaimed by a
+ * daemon's start-up repair).
  *
  * Reclamation (repair only) runs after every segment was read: segments
  * are joined in groups with a union-find over their indexes in the sorted
@@ -40,7 +43,7 @@ struct seg_info {
   unsigned thread;
   uint32_t seq;
   uint8_t named;       /* spool_segment_name_parse accepted the name */
-  uint8_t removed;     /* headerless: already removed by repair */
+  uint8_t removed;     /* gone: headerless (removed by repair) or vanished */
   uint8_t has_message; /* holds at least one MESSAGE */
   uint8_t keep;        /* on a group's root: the group stays */
   uint8_t reclaimed;
@@ -50,6 +53,17 @@ struct seg_info {
 struct scan_done {
   struct spool_done_key key;
   size_t seg;
+};
+
+/* A HOLD or RELEASE record as read. `order` is its position in scan order
+ * (segments by name, records by offset): the tie-break between records of
+ * one generation. */
+struct scan_hold {
+  uint64_t queue_id;
+  uint32_t gen;
+  uint8_t held;
+  size_t seg;
+  size_t order;
 };
 
 /* Everything a scan collects before it is sorted into struct spool_scan. */
@@ -67,6 +81,9 @@ struct scan_state {
   struct scan_done *dones;
   size_t num_dones;
   size_t cap_dones;
+  struct scan_hold *holds;
+  size_t num_holds;
+  size_t cap_holds;
   struct buf rcpt_storage;
 };
 
@@ -191,6 +208,27 @@ static int scan_add_done(struct scan_state *s, const struct spool_done *d) {
   return 0;
 }
 
+static int scan_add_hold(struct scan_state *s, const struct spool_hold *h) {
+  if (s->num_holds == s->cap_holds) {
+    size_t cap = s->cap_holds ? s->cap_holds * 2 : 64;
+    struct scan_hold *k = realloc(s->holds, cap * sizeof *k);
+    if (k == NULL) {
+      return scan_fail(s, ENOMEM, "out of memory");
+    }
+    s->holds = k;
+    s->cap_holds = cap;
+  }
+  s->holds[s->num_holds] = (struct scan_hold){
+      .queue_id = h->queue_id,
+      .gen = h->gen,
+      .held = h->held,
+      .seg = s->cur_seg,
+      .order = s->num_holds,
+  };
+  s->num_holds++;
+  return 0;
+}
+
 /* scan_payload takes one valid record. Returns 1 if it belongs to the
  * valid part, 0 if it ends it (a payload that does not decode, or a second
  * SEGMENT record), -1 on error. */
@@ -210,6 +248,13 @@ static int scan_payload(struct scan_state *s, const char *seg, uint64_t off,
       return 0;
     }
     return scan_add_done(s, &d) == 0 ? 1 : -1;
+  }
+  if (type == SPOOL_REC_HOLD || type == SPOOL_REC_RELEASE) {
+    struct spool_hold h;
+    if (spool_hold_decode(type, payload, payload_len, &h) != 0) {
+      return 0;
+    }
+    return scan_add_hold(s, &h) == 0 ? 1 : -1;
   }
   return 0;
 }
@@ -288,6 +333,12 @@ static int scan_segment(struct scan_state *s, int seg_dirfd, const char *seg) {
   struct seg_reader r = {.fd = -1};
   int flags = (s->repair ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW;
   r.fd = openat(seg_dirfd, seg, flags);
+  if (r.fd < 0 && errno == ENOENT && !s->repair) {
+    /* Gone since the listing: a starting daemon's repair reclaimed it, and
+     * it only reclaims what nobody needs. */
+    s->segs[s->cur_seg].removed = 1;
+    return 0;
+  }
   struct stat st;
   if (r.fd < 0 || fstat(r.fd, &st) != 0) {
     int rc = scan_fail(s, errno, "seg/%s: open: %s", seg, strerror(errno));
@@ -393,6 +444,19 @@ static int raw_done_cmp(const void *a, const void *b) {
                   &((const struct scan_done *)b)->key);
 }
 
+/* hold_cmp orders HOLD/RELEASE records by (queue id, generation, scan
+ * order): the last of a queue id's run is the one that wins. */
+static int hold_cmp(const void *a, const void *b) {
+  const struct scan_hold *x = a, *y = b;
+  if (x->queue_id != y->queue_id) {
+    return x->queue_id < y->queue_id ? -1 : 1;
+  }
+  if (x->gen != y->gen) {
+    return x->gen < y->gen ? -1 : 1;
+  }
+  return x->order < y->order ? -1 : x->order > y->order;
+}
+
 /* seg_find returns the first index of the union-find group of segment i
  * (its root), halving paths on the way. */
 static size_t seg_find(struct seg_info *segs, size_t i) {
@@ -435,6 +499,33 @@ static void reclaim_group(struct scan_state *s) {
         spool_scan_find(out, s->dones[i].key.queue_id);
     if (e != NULL) {
       seg_union(s->segs, s->dones[i].seg, seg_of(s, e));
+    }
+  }
+  for (size_t i = 0; i < s->num_holds; i++) {
+    const struct spool_entry *e = spool_scan_find(out, s->holds[i].queue_id);
+    if (e != NULL) {
+      seg_union(s->segs, s->holds[i].seg, seg_of(s, e));
+    }
+  }
+}
+
+/* scan_apply_holds sets each entry's hold state from the winning record of
+ * its queue id (the last of its run). Entries and holds are sorted. */
+static void scan_apply_holds(struct scan_state *s) {
+  struct spool_scan *out = s->out;
+  size_t j = 0;
+  for (size_t i = 0; i < out->num_entries; i++) {
+    struct spool_entry *e = &out->entries[i];
+    while (j < s->num_holds && s->holds[j].queue_id < e->queue_id) {
+      j++;
+    }
+    size_t last = j;
+    while (last < s->num_holds && s->holds[last].queue_id == e->queue_id) {
+      last++;
+    }
+    if (last > j) { /* j stays: a duplicate entry of the id gets it too */
+      e->hold_gen = s->holds[last - 1].gen;
+      e->held = s->holds[last - 1].held;
     }
   }
 }
@@ -562,6 +653,10 @@ static int scan_finish(struct scan_state *s, int seg_dirfd) {
   if (s->num_dones > 1) {
     qsort(s->dones, s->num_dones, sizeof *s->dones, raw_done_cmp);
   }
+  if (s->num_holds > 1) {
+    qsort(s->holds, s->num_holds, sizeof *s->holds, hold_cmp);
+  }
+  scan_apply_holds(s);
   if (s->repair) {
     reclaim_group(s);
   }
@@ -615,6 +710,7 @@ static void scan_state_free(struct scan_state *s) {
   free(s->names);
   free(s->segs);
   free(s->dones);
+  free(s->holds);
   buf_free(&s->rcpt_storage);
 }
 
@@ -679,6 +775,11 @@ int spool_scan_rcpt_done(const struct spool_scan *scan, uint64_t queue_id,
   }
   return bsearch(&key, scan->dones, scan->num_dones, sizeof key, done_cmp) !=
          NULL;
+}
+
+int spool_scan_held(const struct spool_scan *scan, uint64_t queue_id) {
+  const struct spool_entry *e = spool_scan_find(scan, queue_id);
+  return e != NULL && e->held ? 1 : 0;
 }
 
 /* read_exact preads len bytes at off; a short read is EIO (the record was

@@ -358,6 +358,15 @@ int spool_writer_add_done(struct spool_writer *w, const struct spool_done *d,
   return writer_stage(w, off, NULL, 0, cookie);
 }
 
+int spool_writer_add_hold(struct spool_writer *w, const struct spool_hold *h,
+                          void *cookie) {
+  size_t off = w->staged_arena.len;
+  if (spool_hold_encode(&w->staged_arena, h) != 0) {
+    return -1;
+  }
+  return writer_stage(w, off, NULL, 0, cookie);
+}
+
 int spool_writer_busy(const struct spool_writer *w) {
   return w->busy ? 1 : 0;
 }

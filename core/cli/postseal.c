@@ -5,9 +5,10 @@
  * function and a table row. Exit status: 0 success, 1 failure (the reason
  * on stderr), 2 usage error (usage on stderr).
  *
- * The queue commands only read the spool: they scan without repair, so
+ * The reading queue commands (list, cat, summary) scan without repair, so
  * they are safe while the daemon runs (a record being written reads as a
- * torn tail and is left alone). */
+ * torn tail and is left alone). The changing ones (delete, hold, release,
+ * flush) are in queue_ops.c. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,17 +17,14 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "core/cli/cli.h"
+#include "core/cli/cli_resolve.h"
+#include "core/config.h"
 #include "core/spool.h"
 
 #ifndef POSTSEAL_VERSION
 #define POSTSEAL_VERSION "0.1.0"
 #endif
-
-#define CLI_OK 0
-#define CLI_FAIL 1
-#define CLI_USAGE 2
-#define CLI_DEFAULT_SPOOL_DIR "spool" /* as the daemon's config default */
-#define CLI_ERR_LEN 512
 
 struct cli_cmd {
   const char *name;
@@ -36,13 +34,6 @@ struct cli_cmd {
   int (*run)(int argc, char **argv);
 };
 
-/* Options shared by the queue commands. */
-struct queue_opts {
-  const char *spool_dir;
-  int json;
-  const char *queue_id; /* positional, for cat */
-};
-
 static int cmd_queue(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -50,16 +41,32 @@ static int cmd_queue_list(int argc, char **argv);
 static int cmd_queue_cat(int argc, char **argv);
 
 static const struct cli_cmd cli_commands[] = {
-    {"queue", "list|cat ...", "inspect the mail queue", cmd_queue},
+    {"queue", "list|cat|summary|delete|hold|release|flush ...",
+     "inspect and manage the mail queue", cmd_queue},
+    {"resolve", "mx|host|txt|tlsa NAME [--server IP:PORT]... [--json]",
+     "look up delivery routes and records in the DNS", cli_resolve},
     {"version", "", "print the version", cmd_version},
     {"help", "", "print this help", cmd_help},
 };
 
 static const struct cli_cmd queue_commands[] = {
-    {"list", "[--json] [-d SPOOL_DIR]",
-     "list queued messages (--json: one object per line)", cmd_queue_list},
-    {"cat", "QUEUE_ID [-d SPOOL_DIR]", "write a queued message to stdout",
+    {"list", "[--json] [SPOOL]",
+     "list queued messages, '!' after the id if held (--json: one object "
+     "per line)",
+     cmd_queue_list},
+    {"cat", "QUEUE_ID [SPOOL]", "write a queued message to stdout",
      cmd_queue_cat},
+    {"summary", "[--json] [SPOOL]",
+     "pending recipients by domain and age, like qshape (read-only)",
+     cmd_queue_summary},
+    {"delete", "QUEUE_ID...|--all [SPOOL] [--socket PATH]",
+     "delete messages: every pending recipient is finished", cmd_queue_delete},
+    {"hold", "QUEUE_ID...|--all [SPOOL] [--socket PATH]",
+     "put messages on hold: not delivered until released", cmd_queue_hold},
+    {"release", "QUEUE_ID...|--all [SPOOL] [--socket PATH]",
+     "release held messages", cmd_queue_release},
+    {"flush", "[QUEUE_ID...|--domain DOMAIN] [SPOOL] [--socket PATH]",
+     "ask postseald to try deferred messages now", cmd_queue_flush},
 };
 
 #define NUM(a) (sizeof(a) / sizeof((a)[0]))
@@ -78,12 +85,16 @@ static void usage(FILE *f) {
   fprintf(f, "usage: postseal COMMAND [ARGS]\n\ncommands:\n");
   print_table(f, "postseal ", cli_commands, NUM(cli_commands));
   fprintf(f,
-          "\nThe spool directory is -d SPOOL_DIR, else $POSTSEAL_SPOOL_DIR,"
-          " else \"%s\".\n",
-          CLI_DEFAULT_SPOOL_DIR);
+          "\nSPOOL is -d|--spool SPOOL_DIR, or -c|--config CONFIG (its "
+          "spool_dir and\ncontrol_socket); else $POSTSEAL_SPOOL_DIR, else "
+          "\"%s\".\n"
+          "delete, hold and release go to postseald's control socket "
+          "(default\nSPOOL_DIR/%s); when postseald is stopped they write "
+          "the spool directly.\n",
+          CLI_DEFAULT_SPOOL_DIR, CLI_CONTROL_NAME);
 }
 
-static void queue_usage(FILE *f) {
+void queue_usage(FILE *f) {
   fprintf(f, "usage:\n");
   print_table(f, "postseal queue ", queue_commands, NUM(queue_commands));
 }
@@ -136,45 +147,163 @@ static int cmd_queue(int argc, char **argv) {
   return rc;
 }
 
-/* queue_opts_parse reads -d DIR / --spool-dir DIR / --spool-dir=DIR, --json
- * (if json_ok) and up to max_pos positional arguments. Returns 0, or
- * CLI_USAGE after printing why. */
-static int queue_opts_parse(int argc, char **argv, int json_ok, int max_pos,
-                            struct queue_opts *out) {
-  const char *env = getenv("POSTSEAL_SPOOL_DIR");
-  int num_pos = 0;
-  *out = (struct queue_opts){.spool_dir =
-                                 env && *env ? env : CLI_DEFAULT_SPOOL_DIR};
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "-d") == 0 || strcmp(a, "--spool-dir") == 0) {
-      if (++i == argc) {
-        fprintf(stderr, "postseal: %s needs a directory\n", a);
-        return CLI_USAGE;
-      }
-      out->spool_dir = argv[i];
-    } else if (strncmp(a, "--spool-dir=", 12) == 0) {
-      out->spool_dir = a + 12;
-    } else if (json_ok && strcmp(a, "--json") == 0) {
-      out->json = 1;
-    } else if (a[0] != '-' && num_pos < max_pos) {
-      out->queue_id = a;
-      num_pos++;
-    } else {
-      fprintf(stderr, "postseal: queue %s: unexpected argument '%s'\n", argv[0],
-              a);
-      return CLI_USAGE;
+/* opt_value matches option `a` against a short name (may be NULL) and a
+ * long one, as "NAME VALUE" or "--long=VALUE". Returns 1 with *out set
+ * (and *i advanced past a separate value), 0 if `a` is another option, -1
+ * if the value is missing (reason printed). */
+static int opt_value(int argc, char **argv, int *i, const char *short_name,
+                     const char *long_name, const char **out) {
+  const char *a = argv[*i];
+  size_t n = strlen(long_name);
+  if (strncmp(a, long_name, n) == 0 && a[n] == '=') {
+    *out = a + n + 1;
+    return 1;
+  }
+  if (strcmp(a, long_name) != 0 &&
+      (short_name == NULL || strcmp(a, short_name) != 0)) {
+    return 0;
+  }
+  if (*i + 1 == argc) {
+    fprintf(stderr, "postseal: %s needs a value\n", a);
+    return -1;
+  }
+  *out = argv[++*i];
+  return 1;
+}
+
+/* opts_from_config fills what -c CONFIG gives and the command line did
+ * not: spool_dir and control_socket (a value of "" there leaves the socket
+ * NULL and sets *out_socket_set). Returns 0 or CLI_FAIL. */
+static int opts_from_config(struct queue_opts *o, const char *path,
+                            int have_dir, int *out_socket_set) {
+  char err[CLI_ERR_LEN] = "";
+  struct config *cfg = config_load(path, err, sizeof err);
+  if (cfg == NULL) {
+    fprintf(stderr, "postseal: %s\n", err[0] ? err : path);
+    return CLI_FAIL;
+  }
+  int rc = 0;
+  if (!have_dir) {
+    o->owned_spool_dir = strdup(cfg->spool_dir);
+    rc |= o->owned_spool_dir == NULL;
+    o->spool_dir = o->owned_spool_dir;
+  }
+  if (!*out_socket_set && cfg->control_socket != NULL) {
+    *out_socket_set = 1;
+    if (cfg->control_socket[0] != '\0') { /* "" switches it off */
+      o->owned_socket = strdup(cfg->control_socket);
+      rc |= o->owned_socket == NULL;
+      o->socket_path = o->owned_socket;
     }
   }
-  if (num_pos < max_pos) {
-    fprintf(stderr, "postseal: queue %s: missing argument\n", argv[0]);
+  config_free(cfg);
+  if (rc != 0) {
+    fprintf(stderr, "postseal: out of memory\n");
+    return CLI_FAIL;
+  }
+  return 0;
+}
+
+/* opts_default_socket sets the socket to <spool_dir>/control. */
+static int opts_default_socket(struct queue_opts *o) {
+  size_t n = strlen(o->spool_dir) + sizeof("/" CLI_CONTROL_NAME);
+  o->owned_socket = malloc(n);
+  if (o->owned_socket == NULL) {
+    fprintf(stderr, "postseal: out of memory\n");
+    return CLI_FAIL;
+  }
+  snprintf(o->owned_socket, n, "%s/%s", o->spool_dir, CLI_CONTROL_NAME);
+  o->socket_path = o->owned_socket;
+  return 0;
+}
+
+/* opts_one takes argv[*i]. Returns 0, or CLI_USAGE (reason printed). */
+static int opts_one(int argc, char **argv, int *i, unsigned flags,
+                    struct queue_opts *o, const char **config) {
+  const char *a = argv[*i];
+  int r;
+  if ((r = opt_value(argc, argv, i, "-d", "--spool-dir", &o->spool_dir)) ||
+      (r = opt_value(argc, argv, i, NULL, "--spool", &o->spool_dir)) ||
+      (r = opt_value(argc, argv, i, "-c", "--config", config))) {
+    return r < 0 ? CLI_USAGE : 0;
+  }
+  if ((flags & QOPT_SOCKET) &&
+      (r = opt_value(argc, argv, i, NULL, "--socket", &o->socket_path))) {
+    return r < 0 ? CLI_USAGE : 0;
+  }
+  if ((flags & QOPT_DOMAIN) &&
+      (r = opt_value(argc, argv, i, NULL, "--domain", &o->domain))) {
+    return r < 0 ? CLI_USAGE : 0;
+  }
+  if ((flags & QOPT_JSON) && strcmp(a, "--json") == 0) {
+    o->json = 1;
+  } else if ((flags & QOPT_ALL) && strcmp(a, "--all") == 0) {
+    o->all = 1;
+  } else if (a[0] != '-' || strcmp(a, "-") == 0) {
+    o->args[o->num_args++] = argv[*i];
+  } else {
+    fprintf(stderr, "postseal: queue %s: unknown option '%s'\n", argv[0], a);
     return CLI_USAGE;
   }
   return 0;
 }
 
-/* queue_scan scans the spool read-only (never repairs). */
-static int queue_scan(const char *dir, struct spool_scan *out) {
+int queue_opts_parse(int argc, char **argv, unsigned flags, int min_args,
+                     int max_args, struct queue_opts *out) {
+  const char *env = getenv("POSTSEAL_SPOOL_DIR");
+  const char *config = NULL;
+  *out = (struct queue_opts){0};
+  out->args = calloc((size_t)argc, sizeof *out->args);
+  if (out->args == NULL) {
+    fprintf(stderr, "postseal: out of memory\n");
+    return CLI_FAIL;
+  }
+  for (int i = 1; i < argc; i++) {
+    int rc = opts_one(argc, argv, &i, flags, out, &config);
+    if (rc != 0) {
+      return rc;
+    }
+  }
+  if (out->num_args < min_args || (max_args >= 0 && out->num_args > max_args)) {
+    fprintf(stderr, "postseal: queue %s: %s\n", argv[0],
+            out->num_args < min_args ? "missing argument"
+                                     : "too many arguments");
+    return CLI_USAGE;
+  }
+  int have_dir = out->spool_dir != NULL, socket_set = out->socket_path != NULL;
+  if (config != NULL &&
+      opts_from_config(out, config, have_dir, &socket_set) != 0) {
+    return CLI_FAIL;
+  }
+  if (out->spool_dir == NULL) {
+    out->spool_dir = env && *env ? env : CLI_DEFAULT_SPOOL_DIR;
+  }
+  return socket_set ? 0 : opts_default_socket(out);
+}
+
+void queue_opts_free(struct queue_opts *o) {
+  free(o->args);
+  free(o->owned_spool_dir);
+  free(o->owned_socket);
+  *o = (struct queue_opts){0};
+}
+
+/* queue_opts_parse_or_usage: queue_opts_parse, printing the usage after a
+ * usage error. */
+static int queue_opts_parse_or_usage(int argc, char **argv, unsigned flags,
+                                     int min_args, int max_args,
+                                     struct queue_opts *out) {
+  int rc = queue_opts_parse(argc, argv, flags, min_args, max_args, out);
+  if (rc == CLI_USAGE) {
+    queue_usage(stderr);
+  }
+  if (rc != 0) {
+    queue_opts_free(out);
+  }
+  return rc;
+}
+
+int queue_scan(const char *dir, struct spool_scan *out) {
   char err[CLI_ERR_LEN] = "";
   if (spool_scan(dir, 0, out, err, sizeof err) != 0) {
     fprintf(stderr, "postseal: spool %s: %s\n", dir,
@@ -186,7 +315,7 @@ static int queue_scan(const char *dir, struct spool_scan *out) {
 
 /* ---- output helpers ---- */
 
-static int64_t now_ms(void) {
+int64_t cli_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -249,10 +378,10 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n) {
   return len;
 }
 
-/* json_string writes s as a JSON string (RFC 8259 §7): quotes, backslash
+/* cli_json_string writes s as a JSON string (RFC 8259 §7): quotes, backslash
  * and controls escaped; invalid UTF-8 becomes U+FFFD so the line stays
  * valid JSON. */
-static void json_string(FILE *f, const char *s) {
+void cli_json_string(FILE *f, const char *s) {
   const unsigned char *p = (const unsigned char *)s;
   size_t n = strlen(s);
   fputc('"', f);
@@ -280,8 +409,8 @@ static void json_string(FILE *f, const char *s) {
   fputc('"', f);
 }
 
-/* text_string writes s for a terminal: control bytes become '?'. */
-static void text_string(FILE *f, const char *s) {
+/* cli_text_string writes s for a terminal: control bytes become '?'. */
+void cli_text_string(FILE *f, const char *s) {
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, f);
   }
@@ -303,15 +432,17 @@ static void list_text(const struct queue_item *it) {
   format_rfc3339(it->entry->arrival_ms, when, sizeof when);
   int64_t secs = (it->now_ms - it->entry->arrival_ms) / 1000;
   format_age(secs > 0 ? secs : 0, age, sizeof age);
-  printf("%s %10" PRIu64 "  %s %7s  ", id, it->entry->body_len, when, age);
-  text_string(stdout, it->msg->sender[0] ? it->msg->sender : "<>");
+  /* '!' after the id marks a held message, as in Postfix's mailq. */
+  printf("%s%c%10" PRIu64 "  %s %7s  ", id, it->entry->held ? '!' : ' ',
+         it->entry->body_len, when, age);
+  cli_text_string(stdout, it->msg->sender[0] ? it->msg->sender : "<>");
   fputc('\n', stdout);
   for (size_t i = 0; i < it->msg->num_rcpts; i++) {
     if (spool_scan_rcpt_done(it->scan, it->entry->queue_id, (uint32_t)i)) {
       continue;
     }
     printf("%59s", "");
-    text_string(stdout, it->msg->rcpts[i].addr);
+    cli_text_string(stdout, it->msg->rcpts[i].addr);
     fputc('\n', stdout);
   }
   fputc('\n', stdout);
@@ -323,9 +454,11 @@ static void list_json(const struct queue_item *it) {
   format_rfc3339(it->entry->arrival_ms, when, sizeof when);
   int64_t secs = (it->now_ms - it->entry->arrival_ms) / 1000;
   printf("{\"queue_id\":\"%s\",\"size\":%" PRIu64
-         ",\"arrival_time\":\"%s\",\"age_seconds\":%" PRId64 ",\"sender\":",
-         id, it->entry->body_len, when, secs > 0 ? secs : 0);
-  json_string(stdout, it->msg->sender);
+         ",\"arrival_time\":\"%s\",\"age_seconds\":%" PRId64
+         ",\"held\":%s,\"sender\":",
+         id, it->entry->body_len, when, secs > 0 ? secs : 0,
+         it->entry->held ? "true" : "false");
+  cli_json_string(stdout, it->msg->sender);
   printf(",\"recipients\":[");
   int first = 1;
   for (size_t i = 0; i < it->msg->num_rcpts; i++) {
@@ -333,7 +466,7 @@ static void list_json(const struct queue_item *it) {
       continue;
     }
     printf(first ? "" : ",");
-    json_string(stdout, it->msg->rcpts[i].addr);
+    cli_json_string(stdout, it->msg->rcpts[i].addr);
     first = 0;
   }
   printf("]}\n");
@@ -345,7 +478,7 @@ static size_t list_entries(const struct queue_opts *o,
                            const struct spool_scan *scan, size_t *out_num,
                            uint64_t *out_bytes) {
   struct buf storage = {0}, rcpts = {0};
-  struct queue_item it = {.scan = scan, .now_ms = now_ms()};
+  struct queue_item it = {.scan = scan, .now_ms = cli_now_ms()};
   size_t failed = 0;
   for (size_t i = 0; i < scan->num_entries; i++) {
     const struct spool_entry *e = &scan->entries[i];
@@ -378,12 +511,13 @@ static size_t list_entries(const struct queue_opts *o,
 
 static int cmd_queue_list(int argc, char **argv) {
   struct queue_opts o;
-  if (queue_opts_parse(argc, argv, 1, 0, &o) != 0) {
-    queue_usage(stderr);
-    return CLI_USAGE;
+  int rc = queue_opts_parse_or_usage(argc, argv, QOPT_JSON, 0, 0, &o);
+  if (rc != 0) {
+    return rc;
   }
   struct spool_scan scan;
   if (queue_scan(o.spool_dir, &scan) != 0) {
+    queue_opts_free(&o);
     return CLI_FAIL;
   }
   if (!o.json) {
@@ -400,6 +534,7 @@ static int cmd_queue_list(int argc, char **argv) {
            num, num == 1 ? "" : "s");
   }
   spool_scan_free(&scan);
+  queue_opts_free(&o);
   return fflush(stdout) != 0 || failed ? CLI_FAIL : CLI_OK;
 }
 
@@ -415,29 +550,32 @@ static int write_all_stdout(const uint8_t *p, size_t len) {
 static int cmd_queue_cat(int argc, char **argv) {
   struct queue_opts o;
   uint64_t id;
-  if (queue_opts_parse(argc, argv, 0, 1, &o) != 0) {
-    queue_usage(stderr);
-    return CLI_USAGE;
+  int rc = queue_opts_parse_or_usage(argc, argv, 0, 1, 1, &o);
+  if (rc != 0) {
+    return rc;
   }
-  if (!spool_queue_id_parse(o.queue_id, &id)) {
-    fprintf(stderr, "postseal: '%s' is not a queue id (16 hex digits)\n",
-            o.queue_id);
-    return CLI_FAIL;
-  }
+  const char *queue_id = o.args[0];
   struct spool_scan scan;
-  if (queue_scan(o.spool_dir, &scan) != 0) {
-    return CLI_FAIL;
+  if (!spool_queue_id_parse(queue_id, &id)) {
+    fprintf(stderr, "postseal: '%s' is not a queue id (16 hex digits)\n",
+            queue_id);
+    rc = CLI_FAIL;
+  } else if (queue_scan(o.spool_dir, &scan) != 0) {
+    rc = CLI_FAIL;
   }
-  int rc = CLI_OK;
+  if (rc != 0) {
+    queue_opts_free(&o);
+    return rc;
+  }
   const struct spool_entry *e = spool_scan_find(&scan, id);
   struct buf storage = {0}, rcpts = {0};
   struct spool_message m;
   if (e == NULL) {
-    fprintf(stderr, "postseal: %s: no such message in %s\n", o.queue_id,
+    fprintf(stderr, "postseal: %s: no such message in %s\n", queue_id,
             o.spool_dir);
     rc = CLI_FAIL;
   } else if (spool_read_message(o.spool_dir, e, &storage, &m, &rcpts) != 0) {
-    fprintf(stderr, "postseal: %s: cannot read seg/%s: %s\n", o.queue_id,
+    fprintf(stderr, "postseal: %s: cannot read seg/%s: %s\n", queue_id,
             e->segment, strerror(errno));
     rc = CLI_FAIL;
   } else if (write_all_stdout(m.body, m.body_len) != 0) {
@@ -447,6 +585,7 @@ static int cmd_queue_cat(int argc, char **argv) {
   buf_free(&storage);
   buf_free(&rcpts);
   spool_scan_free(&scan);
+  queue_opts_free(&o);
   return rc;
 }
 

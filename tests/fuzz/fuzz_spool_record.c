@@ -1,7 +1,8 @@
 /* tests/fuzz/fuzz_spool_record.c — the spool record codec on arbitrary
  * bytes: as a record (and its payload by type), and directly as a MESSAGE,
- * DONE and SEGMENT payload. Whatever decodes must re-encode to exactly the
- * same bytes. Then the records that follow are walked like a segment. */
+ * DONE, HOLD, RELEASE and SEGMENT payload. Whatever decodes must re-encode
+ * to exactly the same bytes. Then the records that follow are walked like
+ * a segment. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,15 @@ static void payload_roundtrip(uint8_t type, const uint8_t *payload,
       }
       check_same(&out, SPOOL_RECORD_HEADER_LEN, payload, payload_len);
     }
+  } else if (type == SPOOL_REC_HOLD || type == SPOOL_REC_RELEASE) {
+    struct spool_hold h;
+    if (spool_hold_decode(type, payload, payload_len, &h) == 0) {
+      if (h.held != (type == SPOOL_REC_HOLD) || h.gen == 0 ||
+          spool_hold_encode(&out, &h) != 0 || out.data[4] != type) {
+        abort();
+      }
+      check_same(&out, SPOOL_RECORD_HEADER_LEN, payload, payload_len);
+    }
   } else if (type == SPOOL_REC_SEGMENT) {
     struct spool_segment_header h;
     if (spool_segment_header_decode(payload, payload_len, &h) == 0) {
@@ -57,6 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   payload_roundtrip(SPOOL_REC_MESSAGE, data, size, &rcpts);
   payload_roundtrip(SPOOL_REC_DONE, data, size, &rcpts);
   payload_roundtrip(SPOOL_REC_SEGMENT, data, size, &rcpts);
+  payload_roundtrip(SPOOL_REC_HOLD, data, size, &rcpts);
+  payload_roundtrip(SPOOL_REC_RELEASE, data, size, &rcpts);
 
   /* As a sequence of records, like a segment file. */
   size_t off = 0;
@@ -83,6 +95,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       struct spool_message m;
       if (spool_message_decode(payload, payload_len, &m, &rcpts) == 0 &&
           spool_message_encode(&out, &m) == 0) {
+        check_same(&out, 0, data + off, record_len);
+      }
+    } else if (type == SPOOL_REC_HOLD || type == SPOOL_REC_RELEASE) {
+      struct spool_hold h;
+      if (spool_hold_decode(type, payload, payload_len, &h) == 0 &&
+          spool_hold_encode(&out, &h) == 0) {
         check_same(&out, 0, data + off, record_len);
       }
     }

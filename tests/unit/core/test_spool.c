@@ -385,15 +385,18 @@ static void encode_record(int kind, struct buf *out) {
     fixture_free(&f);
   } else if (kind == 1) {
     assert_int_equal(spool_done_encode(out, &d), 0);
-  } else {
+  } else if (kind == 2) {
     assert_int_equal(spool_segment_header_encode(out, 7, 42), 0);
+  } else {
+    struct spool_hold h = {ID(5, 1, 2), 7, 1, 1700000000123};
+    assert_int_equal(spool_hold_encode(out, &h), 0);
   }
 }
 
-static const char *record_kinds[] = {"message", "done", "segment"};
+static const char *record_kinds[] = {"message", "done", "segment", "hold"};
 
 static void test_codec_truncation(void **state) {
-  for (int kind = 0; kind < 3; kind++) {
+  for (int kind = 0; kind < (int)NUM(record_kinds); kind++) {
     struct buf rec = {0};
     encode_record(kind, &rec);
     for (size_t cut = 0; cut < rec.len; cut++) {
@@ -422,8 +425,12 @@ static void test_codec_truncation(void **state) {
         CHECK(label, spool_message_decode(payload, cut, &m, &rcpts), -1);
       } else if (kind == 1) {
         CHECK(label, spool_done_decode(payload, cut, &d), -1);
-      } else {
+      } else if (kind == 2) {
         CHECK(label, spool_segment_header_decode(payload, cut, &h), -1);
+      } else {
+        struct spool_hold hold;
+        CHECK(label, spool_hold_decode(SPOOL_REC_HOLD, payload, cut, &hold),
+              -1);
       }
     }
     buf_free(&rcpts);
@@ -432,7 +439,7 @@ static void test_codec_truncation(void **state) {
 }
 
 static void test_codec_corruption(void **state) {
-  for (int kind = 0; kind < 3; kind++) {
+  for (int kind = 0; kind < (int)NUM(record_kinds); kind++) {
     struct buf rec = {0};
     encode_record(kind, &rec);
     /* Trailing bytes after a record are the next record's business. */
@@ -576,6 +583,70 @@ static void test_done_and_segment_codec(void **state) {
   buf_free(&rec);
 }
 
+static void test_hold_codec(void **state) {
+  static const struct spool_hold holds[] = {
+      {0, 1, 1, 0},
+      {UINT64_MAX, UINT32_MAX, 0, -1},
+      {ID(99, 3, 4), 17, 1, 1700000000000},
+      {ID(99, 3, 5), 2, 0, 1700000000001},
+  };
+  for (size_t i = 0; i < NUM(holds); i++) {
+    struct buf rec = {0};
+    uint8_t type;
+    const uint8_t *payload;
+    size_t payload_len, record_len;
+    struct spool_hold got;
+    char label[64];
+    snprintf(label, sizeof label, "hold case %zu", i);
+    CHECK(label, spool_hold_encode(&rec, &holds[i]), 0);
+    CHECK(label,
+          spool_record_decode(rec.data, rec.len, &type, &payload, &payload_len,
+                              &record_len),
+          SPOOL_DECODE_OK);
+    CHECK(label, type, holds[i].held ? SPOOL_REC_HOLD : SPOOL_REC_RELEASE);
+    CHECK(label, payload_len, 24);
+    CHECK(label, spool_hold_decode(type, payload, payload_len, &got), 0);
+    CHECK(label, got.queue_id, holds[i].queue_id);
+    CHECK(label, got.gen, holds[i].gen);
+    CHECK(label, got.held, holds[i].held);
+    CHECK(label, got.when_ms, holds[i].when_ms);
+    /* The payload is the same for both types: the type carries the state. */
+    uint8_t other = type == SPOOL_REC_HOLD ? SPOOL_REC_RELEASE : SPOOL_REC_HOLD;
+    CHECK(label, spool_hold_decode(other, payload, payload_len, &got), 0);
+    CHECK(label, got.held, !holds[i].held);
+    CHECK(label, spool_hold_decode(SPOOL_REC_DONE, payload, payload_len, &got),
+          -1);
+    static const struct {
+      const char *name;
+      size_t pos;
+      uint8_t value;
+    } mut[] = {{"version 0", 0, 0},
+               {"version 2", 0, 2},
+               {"reserved8", 1, 1},
+               {"reserved16 lo", 2, 1},
+               {"reserved16 hi", 3, 0x80}};
+    uint8_t bad[25];
+    for (size_t j = 0; j < NUM(mut); j++) {
+      memcpy(bad, payload, 24);
+      bad[mut[j].pos] = mut[j].value;
+      CHECK(mut[j].name, spool_hold_decode(type, bad, 24, &got), -1);
+    }
+    memcpy(bad, payload, 24);
+    memset(bad + 4, 0, 4);
+    CHECK("gen 0", spool_hold_decode(type, bad, 24, &got), -1);
+    bad[24] = 0;
+    memcpy(bad, payload, 24);
+    CHECK("trailing byte", spool_hold_decode(type, bad, 25, &got), -1);
+    buf_free(&rec);
+  }
+  struct buf out = {0};
+  struct spool_hold gen0 = {1, 0, 1, 0}, held2 = {1, 1, 2, 0};
+  CHECK("encode gen 0", spool_hold_encode(&out, &gen0), -1);
+  CHECK("encode held 2", spool_hold_encode(&out, &held2), -1);
+  CHECK("nothing appended", out.len, 0);
+  buf_free(&out);
+}
+
 /* ---- writer ---- */
 
 /* write_batch does what the loop does for a batch: write `limit` bytes of
@@ -707,6 +778,54 @@ static void test_writer_done_batch(void **state) {
   spool_writer_flush_done(w, 0, done_cb, &log);
   CHECK("acked", log.num, 2000);
   spool_writer_close(w);
+  tmpdir_remove(dir);
+}
+
+/* HOLD and RELEASE records share the group commit of MESSAGE and DONE
+ * records: one batch, callbacks in staging order, read back by a scan. */
+static void test_writer_hold_batch(void **state) {
+  char dir[64];
+  tmpdir_make(dir);
+  struct spool_writer *w = spool_writer_open(dir, 2, 0);
+  assert_non_null(w);
+  static struct done_log log;
+  log.num = 0;
+  struct msg_fixture a, b;
+  fixture_make(&a, &msg_cases[1], 0);
+  fixture_make(&b, &msg_cases[0], 0);
+  assert_int_equal(add_messages(w, &a, 1, 50, 1), 0);
+  struct spool_hold h1 = {a.m.queue_id, 1, 1, 51};
+  struct spool_hold bad = {a.m.queue_id, 0, 1, 51};
+  CHECK("gen 0 refused", spool_writer_add_hold(w, &bad, (void *)99), -1);
+  CHECK("add hold", spool_writer_add_hold(w, &h1, (void *)2), 0);
+  struct spool_done d = {a.m.queue_id, 0, SPOOL_OUTCOME_DELETED, 52};
+  CHECK("add done", spool_writer_add_done(w, &d, (void *)3), 0);
+  assert_int_equal(add_messages(w, &b, 1, 50, 4), 0);
+  struct spool_hold h2 = {b.m.queue_id, 1, 1, 53},
+                    r2 = {b.m.queue_id, 2, 0, 54};
+  CHECK("add hold b", spool_writer_add_hold(w, &h2, (void *)5), 0);
+  CHECK("add release b", spool_writer_add_hold(w, &r2, (void *)6), 0);
+  CHECK("staged", spool_writer_staged(w), 6);
+  CHECK("flush", spool_writer_sync_flush(w, done_cb, &log), 0);
+  CHECK("acked", log.num, 6);
+  for (size_t i = 0; i < log.num; i++) {
+    CHECK("cookie order", log.cookies[i], i + 1);
+    CHECK("cookie err", log.errs[i], 0);
+  }
+  spool_writer_close(w);
+
+  struct spool_scan scan;
+  assert_int_equal(spool_scan(dir, 0, &scan, NULL, 0), 0);
+  CHECK("entries", scan.num_entries, 2);
+  CHECK("a held", spool_scan_held(&scan, a.m.queue_id), 1);
+  CHECK("a gen", spool_scan_find(&scan, a.m.queue_id)->hold_gen, 1);
+  CHECK("a done", spool_scan_find(&scan, a.m.queue_id)->num_done, 1);
+  CHECK("b released", spool_scan_held(&scan, b.m.queue_id), 0);
+  CHECK("b gen", spool_scan_find(&scan, b.m.queue_id)->hold_gen, 2);
+  CHECK("unknown", spool_scan_held(&scan, 12345), 0);
+  spool_scan_free(&scan);
+  fixture_free(&a);
+  fixture_free(&b);
   tmpdir_remove(dir);
 }
 
@@ -1053,8 +1172,9 @@ static void test_scan_done_counting(void **state) {
 /* ---- reclamation ---- */
 
 /* One segment file of a reclamation case: its name and its records after
- * the header, as tokens "M<x><n>" (MESSAGE x with n recipients) and
- * "D<x><r>" (DONE for recipient r of x); x is a letter naming a queue id. */
+ * the header, as tokens "M<x><n>" (MESSAGE x with n recipients),
+ * "D<x><r>" (DONE for recipient r of x), "H<x><g>" and "R<x><g>" (HOLD and
+ * RELEASE of x, generation g); x is a letter naming a queue id. */
 struct seg_spec {
   const char *name;
   const char *recs;
@@ -1186,6 +1306,9 @@ static void reclaim_write_segment(const char *dir, const struct seg_spec *sp) {
       fixture_make(&f, &c, reclaim_id(letter));
       assert_int_equal(spool_message_encode(&b, &f.m), 0);
       fixture_free(&f);
+    } else if (kind == 'H' || kind == 'R') {
+      struct spool_hold h = {reclaim_id(letter), (uint32_t)n, kind == 'H', 1};
+      assert_int_equal(spool_hold_encode(&b, &h), 0);
     } else {
       assert_int_equal(kind, 'D');
       struct spool_done d = {reclaim_id(letter), (uint32_t)n,
@@ -1329,6 +1452,194 @@ static void test_scan_reclaim_edges(void **state) {
   tmpdir_remove(dir);
 }
 
+/* ---- hold state ---- */
+
+struct hold_case {
+  const char *label;
+  struct seg_spec segs[RECLAIM_MAX_SEGS];
+  const char *kept; /* as in reclaim_case */
+  /* Per message after a read-only scan: "<x><held><gen>" tokens, e.g.
+   * "A1.3 B0.0" (A held at generation 3, B never held). */
+  const char *want;
+};
+
+static const struct hold_case hold_cases[] = {
+    {"no record: not held",
+     {{"00-00000001.seg", "MA1"}, {"00-00000002.seg", ""}},
+     "11",
+     "A0.0"},
+    {"hold in the message's segment",
+     {{"00-00000001.seg", "MA1 HA1"}, {"00-00000002.seg", ""}},
+     "11",
+     "A1.1"},
+    {"hold, release, hold in one segment: the last",
+     {{"00-00000001.seg", "MA1 HA1 RA2 HA3"}, {"00-00000002.seg", ""}},
+     "11",
+     "A1.3"},
+    {"release written before the hold it overrides still wins",
+     {{"00-00000001.seg", "MA1 RA2 HA1"}, {"00-00000002.seg", ""}},
+     "11",
+     "A0.2"},
+    {"two threads: the higher generation wins, not scan order",
+     {{"00-00000001.seg", "MA1 RA2"},
+      {"00-00000002.seg", ""},
+      {"01-00000001.seg", "HA1"},
+      {"01-00000002.seg", ""}},
+     "1111",
+     "A0.2"},
+    {"two threads: later thread's segment holds the older hold",
+     {{"00-00000001.seg", "MA1 HA3"},
+      {"00-00000002.seg", ""},
+      {"01-00000005.seg", "RA2"},
+      {"01-00000006.seg", ""}},
+     "1111",
+     "A1.3"},
+    {"same generation: the record read last wins",
+     {{"00-00000001.seg", "MA1 HA1"},
+      {"00-00000002.seg", ""},
+      {"01-00000001.seg", "RA1"},
+      {"01-00000002.seg", ""}},
+     "1111",
+     "A0.1"},
+    {"same thread, later sequence wins a tie",
+     {{"00-00000001.seg", "MA1 RA4"},
+      {"00-00000002.seg", "HA4"},
+      {"00-00000003.seg", ""}},
+     "111",
+     "A1.4"},
+    {"a held message is pending: its segments stay",
+     {{"00-00000001.seg", "MA2 DA0 MB1 DB0"},
+      {"00-00000002.seg", "HA1"},
+      {"00-00000003.seg", ""}},
+     "111",
+     "A1.1 B0.0"},
+    {"a hold in another thread's old segment keeps it",
+     {{"00-00000001.seg", "MA1"},
+      {"00-00000002.seg", ""},
+      {"01-00000001.seg", "HA1 MB1 DB0"},
+      {"01-00000002.seg", ""}},
+     "1111",
+     "A1.1 B0.0"},
+    {"hold-only segment of a finished message is reclaimed",
+     {{"00-00000001.seg", "MA1 DA0"},
+      {"00-00000002.seg", "HA1 RA2 HA3"},
+      {"00-00000003.seg", ""}},
+     "001",
+     "A1.3"},
+    {"held, then deleted: finished, reclaimed",
+     {{"00-00000001.seg", "MA2 HA1 DA0 DA1"}, {"00-00000002.seg", ""}},
+     "01",
+     "A1.1"},
+    {"hold for an unknown message goes with its segment",
+     {{"00-00000001.seg", "HZ1 RZ2"}, {"00-00000002.seg", ""}},
+     "01",
+     ""},
+    {"hold for a finished message whose segment is the newest waits",
+     {{"00-00000001.seg", "MA1 DA0"}, {"00-00000002.seg", "HA1"}},
+     "11",
+     "A1.1"},
+};
+
+/* hold_check_want checks every "<x><held>.<gen>" token of want. */
+static void hold_check_want(const char *label, const char *dir,
+                            const char *want) {
+  struct spool_scan scan;
+  assert_int_equal(spool_scan(dir, 0, &scan, NULL, 0), 0);
+  for (const char *p = want; *p != '\0';) {
+    if (*p == ' ') {
+      p++;
+      continue;
+    }
+    char letter = p[0];
+    uint64_t id = reclaim_id(letter);
+    int held = p[1] == '1';
+    char *end;
+    unsigned long gen = strtoul(p + 3, &end, 10);
+    p = end;
+    const struct spool_entry *e = spool_scan_find(&scan, id);
+    if (e == NULL) {
+      fail_msg("%s: message %c not found", label, letter);
+    }
+    CHECK(label, spool_scan_held(&scan, id), held);
+    CHECK(label, e->held, held);
+    CHECK(label, e->hold_gen, gen);
+  }
+  spool_scan_free(&scan);
+}
+
+static void test_scan_hold_state(void **state) {
+  for (size_t i = 0; i < NUM(hold_cases); i++) {
+    const struct hold_case *c = &hold_cases[i];
+    char dir[64], path[128];
+    tmpdir_make(dir);
+    snprintf(path, sizeof path, "%s/seg", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    size_t num = 0;
+    for (; num < RECLAIM_MAX_SEGS && c->segs[num].name; num++) {
+      reclaim_write_segment(dir, &c->segs[num]);
+    }
+    CHECK(c->label, strlen(c->kept), num);
+    hold_check_want(c->label, dir, c->want);
+    struct spool_scan scan;
+    char err[256] = "";
+    if (spool_scan(dir, 1, &scan, err, sizeof err) != 0) {
+      fail_msg("%s: repair scan: %s", c->label, err);
+    }
+    for (size_t k = 0; k < scan.num_entries; k++) { /* kept: state intact */
+      const struct spool_entry *e = &scan.entries[k];
+      CHECK(c->label, spool_scan_held(&scan, e->queue_id), e->held);
+    }
+    spool_scan_free(&scan);
+    for (size_t k = 0; k < num; k++) {
+      if (seg_exists(dir, c->segs[k].name) != (c->kept[k] == '1')) {
+        fail_msg("%s: %s: got %s, want %s", c->label, c->segs[k].name,
+                 c->kept[k] == '1' ? "reclaimed" : "kept",
+                 c->kept[k] == '1' ? "kept" : "reclaimed");
+      }
+    }
+    if (strchr(c->kept, '0') == NULL) { /* nothing went: same state */
+      hold_check_want(c->label, dir, c->want);
+    }
+    tmpdir_remove(dir);
+  }
+}
+
+/* ---- lock ---- */
+
+static void test_spool_lock(void **state) {
+  char dir[64], path[128], err[256];
+  tmpdir_make(dir);
+  snprintf(path, sizeof path, "%s/spool", dir); /* created by the lock */
+  int fd1 = -1, fd2 = -1, fd3 = -1;
+  CHECK("first", spool_lock(path, &fd1, err, sizeof err), 0);
+  assert_true(fd1 >= 0);
+  struct stat st;
+  snprintf(path, sizeof path, "%s/spool/lock", dir);
+  assert_int_equal(stat(path, &st), 0);
+  CHECK("lock file mode", st.st_mode & 0777, 0600);
+  snprintf(path, sizeof path, "%s/spool", dir);
+  CHECK("busy", spool_lock(path, &fd2, err, sizeof err), 1);
+  CHECK("busy says so", strstr(err, "locked") != NULL, 1);
+  CHECK("busy: no fd", fd2, -1);
+  /* A dup shares the open file description: the lock lasts until the
+   * last descriptor goes. */
+  int dup1 = dup(fd1);
+  close(fd1);
+  CHECK("held by the dup", spool_lock(path, &fd2, err, sizeof err), 1);
+  close(dup1);
+  CHECK("free again", spool_lock(path, &fd3, err, sizeof err), 0);
+  close(fd3);
+  /* A file where the directory should be is an error. */
+  snprintf(path, sizeof path, "%s/file", dir);
+  int f = open(path, O_WRONLY | O_CREAT, 0600);
+  assert_true(f >= 0);
+  close(f);
+  err[0] = '\0';
+  CHECK("not a directory", spool_lock(path, &fd2, err, sizeof err), -1);
+  CHECK("error text", strstr(err, "file") != NULL, 1);
+  tmpdir_remove(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_queue_id_format_parse),
@@ -1352,6 +1663,10 @@ int main(void) {
       cmocka_unit_test(test_scan_done_counting),
       cmocka_unit_test(test_scan_reclaim),
       cmocka_unit_test(test_scan_reclaim_edges),
+      cmocka_unit_test(test_hold_codec),
+      cmocka_unit_test(test_writer_hold_batch),
+      cmocka_unit_test(test_scan_hold_state),
+      cmocka_unit_test(test_spool_lock),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

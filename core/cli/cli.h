@@ -1,0 +1,74 @@
+/* core/cli/cli.h — what the files of `postseal` share: exit statuses, the
+ * queue commands' options, output helpers, and the commands that live
+ * outside postseal.c (queue_ops.c, queue_summary.c).
+ *
+ * Single-threaded; everything prints to stdout (results) or stderr
+ * (reasons), prefixed "postseal: ". */
+#ifndef POSTSEAL_CORE_CLI_CLI_H
+#define POSTSEAL_CORE_CLI_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/spool.h"
+
+#define CLI_OK 0
+#define CLI_FAIL 1
+#define CLI_USAGE 2
+#define CLI_DEFAULT_SPOOL_DIR "spool" /* as the daemon's config default */
+#define CLI_CONTROL_NAME "control"    /* <spool_dir>/control by default */
+#define CLI_ERR_LEN 512
+
+/* Options a queue command accepts besides the spool directory. */
+enum {
+  QOPT_JSON = 1 << 0,   /* --json */
+  QOPT_ALL = 1 << 1,    /* --all */
+  QOPT_SOCKET = 1 << 2, /* --socket PATH */
+  QOPT_DOMAIN = 1 << 3, /* --domain DOMAIN */
+};
+
+/* The options of one queue command. The spool directory is -d/--spool DIR,
+ * else the spool_dir of -c CONFIG, else $POSTSEAL_SPOOL_DIR, else "spool".
+ * The control socket is --socket PATH, else control_socket of -c CONFIG
+ * ("" there: none), else <spool_dir>/control. */
+struct queue_opts {
+  const char *spool_dir;
+  const char *socket_path; /* NULL: the daemon has no control socket */
+  int json;
+  int all;
+  const char *domain;
+  char **args; /* positional arguments */
+  int num_args;
+  char *owned_spool_dir; /* copies taken from the configuration */
+  char *owned_socket;
+};
+
+/* queue_opts_parse parses argv[1..] (argv[0] is the command's name):
+ * options allowed by `flags`, between min_args and max_args positional
+ * arguments (max_args < 0: any number). Returns 0, CLI_FAIL (a
+ * configuration that does not load; reason printed) or CLI_USAGE (reason
+ * printed). Free with queue_opts_free. */
+int queue_opts_parse(int argc, char **argv, unsigned flags, int min_args,
+                     int max_args, struct queue_opts *out);
+void queue_opts_free(struct queue_opts *o);
+/* queue_usage prints the queue commands' synopsis. */
+void queue_usage(FILE *f);
+
+/* queue_scan scans the spool read-only: never repairs, never reclaims, so
+ * it is safe while postseald appends. Returns 0, or -1 (reason printed). */
+int queue_scan(const char *dir, struct spool_scan *out);
+
+int64_t cli_now_ms(void);
+/* cli_json_string writes s as a JSON string (RFC 8259 §7); invalid UTF-8
+ * becomes U+FFFD. cli_text_string writes s with control bytes as '?'. */
+void cli_json_string(FILE *f, const char *s);
+void cli_text_string(FILE *f, const char *s);
+
+/* Commands outside postseal.c; argv[0] is the command's name. */
+int cmd_queue_delete(int argc, char **argv);
+int cmd_queue_hold(int argc, char **argv);
+int cmd_queue_release(int argc, char **argv);
+int cmd_queue_flush(int argc, char **argv);
+int cmd_queue_summary(int argc, char **argv);
+
+#endif
