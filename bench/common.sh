@@ -139,6 +139,10 @@ threads: 2
 listen: {smtp: "127.0.0.1:$PS_PORT", submission: "", metrics: "127.0.0.1:$mport"}
 spool_dir: $PS_SPOOL
 mynetworks: [127.0.0.0/8]
+# Never the system resolver: MX lookups from a bench must not leave the
+# machine. Port 9 on loopback has no listener: every lookup fails at once.
+dns: {servers: ["127.0.0.1:9"], timeout_ms: 200, tries: 1}
+local_transport: "maildir:$dir/mail/%d/%u"
 EOF
     postseald_yaml_extra >> "$dir/postseald.yaml"
     cp "$dir/postseald.yaml" "$TMP/postseald.yaml"

@@ -25,6 +25,7 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/spool.h"
+#include "policy/dns.h"
 #include "proto/http.h"
 #include "proto/smtp_client.h"
 #include "proto/smtp_server.h"
@@ -47,6 +48,7 @@ enum listener_kind {
   LISTEN_SMTP,
   LISTEN_SUBMISSION,
   LISTEN_METRICS,
+  LISTEN_CONTROL, /* the queue control socket (control.c), worker 0 */
   LISTEN_COUNT
 };
 
@@ -91,6 +93,13 @@ struct worker_metrics {
   uint64_t dlv_conns_opened;
   uint64_t dlv_conns_reused;      /* a message sent on an already used conn */
   struct metric_hist dlv_seconds; /* queued -> delivered */
+  /* Gauges refreshed every tick (delivery_tick): queued messages by
+   * state: held, with a job in flight or due (active), only waiting
+   * (deferred). */
+  uint64_t queue_state[3];
+  /* Copied from this worker's resolver every tick (policy/dns.h). */
+  uint64_t dns_queries, dns_cache_hits, dns_cache_misses, dns_coalesced,
+      dns_tempfails, dns_timeouts;
 };
 
 extern const struct metric_hist_spec daemon_batch_spec;
@@ -107,7 +116,8 @@ enum op_kind {
   OP_WAKE = 5,
   OP_SPOOL_WRITE = 6,
   OP_SPOOL_SYNC = 7,
-  OP_CONNECT = 8, /* outbound delivery connection */
+  OP_CONNECT = 8,  /* outbound delivery connection */
+  OP_DNS_POLL = 9, /* a c-ares socket (dnsglue.c) */
   OP_MASK = 15,
 };
 
@@ -119,6 +129,34 @@ static inline uint64_t op_tag(void *owner, enum op_kind kind) {
 struct worker;
 struct dlv_msg;
 struct dlv_conn;
+struct dlv_state;
+struct dns_watch;
+struct ctl_op;
+struct ctl_node;
+
+/* A Maildir delivery of one job's recipients, run on the local pool
+ * (local.c) because it blocks (write, fsync, rename, fsync). The strings
+ * it points to (template, sender, recipients, body) belong to the worker's
+ * queue and stay put while the job is in flight. */
+struct local_result {
+  size_t index; /* the recipient in the message */
+  int status;   /* 0 delivered, -1 temporary, -2 permanent */
+  char text[256];
+};
+
+struct local_job {
+  struct local_job *next;
+  struct worker *w;
+  void *cookie; /* delivery.c's job */
+  const char *tmpl;
+  const char *sender;
+  char hostname[256];
+  const char **rcpts;
+  size_t num_rcpts;
+  struct local_result *results;
+  struct smtp_client_span body;
+  struct buf storage, rcpt_storage; /* a re-read record */
+};
 
 /* One connection: inbound SMTP or metrics HTTP (accepted), or outbound
  * SMTP to the next hop (outbound = 1, kind unused, dlv set). Lives in the
@@ -178,6 +216,7 @@ struct commit {
   uint64_t rec_len;
   struct dlv_msg *msg;      /* MESSAGE: queued for delivery once durable */
   struct dlv_msg *done_for; /* DONE: the message whose recipient finished */
+  struct ctl_op *ctl;       /* a control command waits for this record */
 };
 
 struct daemon;
@@ -217,20 +256,30 @@ struct __attribute__((aligned(64))) worker {
   char spool_batch_seg[SPOOL_SEGMENT_NAME_MAX];
   uint64_t spool_batch_off;
   /* Delivery (delivery.c): messages this worker owns. */
-  struct dlv_msg *dlv_ready_head, *dlv_ready_tail; /* due now, FIFO */
-  size_t dlv_num_ready;
-  struct dlv_msg *dlv_waiting; /* deferred until their next_ms */
-  struct conn *dlv_idle;       /* outbound conns waiting for a message */
-  unsigned dlv_num_conns;      /* outbound connections open */
-  unsigned dlv_num_starting;   /* of those, not yet ready for a message */
-  size_t dlv_body_bytes;       /* bodies held in memory */
-  uint64_t dlv_seed;           /* jitter */
-  int64_t dlv_next_connect_ms; /* no new connect before (after a failure) */
+  struct dlv_state *dlv;
+  unsigned dlv_num_conns; /* outbound connections open */
+  unsigned dlv_num_local; /* local deliveries in flight */
+  size_t dlv_body_bytes;  /* bodies held in memory */
+  uint64_t dlv_seed;      /* jitter */
+  /* DNS (dnsglue.c): this thread's resolver and its polled sockets. */
+  struct dns *dns;
+  struct dns_watch *dns_watches;
+  /* Local deliveries finished by the pool, taken on OP_WAKE; control
+   * commands for this worker's messages (control.c); both under
+   * local_mu. */
+  pthread_mutex_t local_mu;
+  struct local_job *local_done;
+  struct ctl_node *ctl_inbox;
+  struct ctl_op *ctl_done; /* worker 0: commands every worker finished */
+  int ctl_closed;          /* exiting: commands are answered at once */
+  unsigned ctl_ops_out;    /* worker 0: commands not yet answered */
+  char *ctl_path;          /* worker 0: the socket to unlink at exit */
 };
 
 struct daemon {
   const char *config_path;
   char *spool_dir;     /* the spool opened at start; a reload cannot move it */
+  int lock_fd;         /* spool_lock(): held until exit */
   struct config *cfg;  /* published config (atomic pointer) */
   uint64_t reload_gen; /* bumped on SIGHUP after cfg is swapped */
   int stop;            /* set on SIGTERM/SIGINT */
@@ -244,6 +293,13 @@ struct daemon {
   struct config *old_cfgs[64]; /* replaced configs a worker may still use */
   uint64_t old_cfg_gens[64];   /* reload_gen at which each was replaced */
   size_t num_old_cfgs;
+  /* The local delivery pool (local.c). */
+  pthread_mutex_t local_mu;
+  pthread_cond_t local_cv;
+  struct local_job *local_head, *local_tail;
+  int local_stop;
+  unsigned num_local_threads;
+  pthread_t local_threads[8];
 };
 
 /* worker.c */
@@ -296,11 +352,42 @@ void delivery_conn_tick(struct conn *c, int force);
 void delivery_conn_free(struct conn *c);
 void delivery_free_all(struct worker *w);
 int delivery_idle(const struct worker *w);
+int delivery_init(struct worker *w);
+void delivery_local_done(struct worker *w, struct local_job *lj);
 uint64_t delivery_done_record_len(void);
 /* conn helpers for delivery.c */
 struct conn *conn_new_outbound(struct worker *w, int fd);
 void conn_start_recv(struct conn *c);
 struct io_uring_sqe *worker_get_sqe(struct worker *w);
+
+/* local.c: the Maildir delivery pool. */
+int local_pool_start(struct daemon *d, unsigned threads);
+void local_pool_submit(struct daemon *d, struct local_job *lj);
+void local_pool_stop(struct daemon *d);
+void local_job_free(struct local_job *lj);
+/* local_take_done: the worker's finished local jobs (on OP_WAKE). */
+void local_take_done(struct worker *w);
+
+/* dnsglue.c: the worker's resolver on its ring. */
+int worker_dns_init(struct worker *w, char *err, size_t err_len);
+void worker_dns_on_poll(struct worker *w, struct dns_watch *wt, int res,
+                        unsigned flags);
+void worker_dns_tick(struct worker *w);
+void worker_dns_free(struct worker *w);
+
+/* control.c: the queue control socket. */
+int control_open(struct worker *w, char *err, size_t err_len);
+void control_on_input(struct conn *c, const uint8_t *in, size_t in_len);
+void control_take(struct worker *w);
+void control_close(struct worker *w);
+void control_record_durable(struct ctl_op *op, int err);
+/* For delivery_control: report one message, hold the reply for a record. */
+void control_item(struct ctl_op *op, uint64_t queue_id, int word);
+void control_wait_record(struct ctl_op *op);
+/* delivery.c: apply a command to this worker's messages. */
+struct ctl_request;
+void delivery_control(struct worker *w, const struct ctl_request *req,
+                      struct ctl_op *op);
 
 /* metrics_http.c */
 void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len);

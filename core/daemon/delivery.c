@@ -1,54 +1,83 @@
-/* core/daemon/delivery.c — outbound delivery: each worker's in-memory queue
- * of the messages it owns, its connections to the next hop (the relayhost),
- * retries with backoff and expiry, and the DONE records that finish
- * recipients durably.
+/* core/daemon/delivery.c — outbound delivery: each worker's queue of the
+ * messages it owns, split per destination (next hop), the connections to
+ * those next hops (SMTP, LMTP) and the local Maildir deliveries, retries
+ * with backoff and expiry, delivery status notifications, and the DONE
+ * records that finish recipients durably.
  *
  * Ownership: a worker owns the messages it committed, and at start-up the
- * recovered ones whose queue_id % num_workers is its index. A message is
- * in exactly one place: the ready FIFO (due now), the waiting list
- * (deferred until next_ms), one connection (in flight), or nowhere while
- * its last DONE records are being made durable; it is freed, and the
- * queue gauge falls, only once every recipient's DONE is durable.
+ * recovered ones whose queue_id % num_workers is its index. Destinations
+ * are per worker too: the concurrency and rate limits of a destination
+ * hold per worker thread (the issue's destination-owner threads with
+ * hand-off rings are later work; see docs/configuration.md).
  *
- * Memory: a body committed by this worker stays in memory for its first
- * attempt while the worker holds less than DLV_BODY_BUDGET of bodies; after
- * that attempt (or when over budget, or for recovered messages) it is
- * re-read from the spool record with a blocking pread on the loop thread.
- * That is acceptable for this step (the spool is local and the page cache
- * usually holds recent records); an io_uring read is later work. Recovery
- * reads every pending record once at start-up, also blocking.
+ * Shapes: a message (dlv_msg) has recipients; at queueing each open
+ * recipient is routed (config_route: transports, local_transport,
+ * relayhost, MX) and the recipients of one destination form a job
+ * (dlv_job). A job is in exactly one place: its destination's ready FIFO
+ * (due now), the worker's waiting heap (deferred until next_ms), in
+ * flight (on a connection or a local delivery), held (by the operator),
+ * or idle (all its recipients finished). A message is freed, and the
+ * queue gauge falls, once every recipient's DONE is durable and no job is
+ * in flight.
  *
- * Routing: every recipient goes to cfg->relayhost, local domains too
- * (Maildir/LMTP come later). With no relayhost (MX routing is not written
- * yet) messages are deferred, never lost. The relay host is resolved with
- * getaddrinfo() on the loop thread at connect time (numeric or
- * /etc/hosts; c-ares comes with MX routing).
+ * Destinations (dlv_dest): keyed by the route ("smtp:example.com",
+ * "smtp:[10.0.0.5]:25", "lmtp:unix:/run/dovecot/lmtp", "maildir:T").
+ * SMTP and LMTP ones resolve their next hop through policy/dns (MX per
+ * RFC 5321 §5.1, or A/AAAA) and keep the addresses until the route's TTL
+ * runs out; a connect failure moves to the next address; when every
+ * address failed, the due jobs are deferred and new connects pause. A
+ * permanent DNS answer (NXDOMAIN, null MX) bounces the due jobs.
  *
- * Thread: everything here runs on the owning worker's thread. */
+ * Bodies: a body committed by this worker stays in memory for its first
+ * attempt while the worker holds less than DLV_BODY_BUDGET of bodies;
+ * otherwise it is re-read from the spool record with a blocking pread on
+ * the loop thread (the page cache usually holds recent records).
+ *
+ * Thread: everything here runs on the owning worker's thread, except the
+ * Maildir writes, which run on the local pool (local.c) and come back
+ * through delivery_local_done(). */
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "core/daemon/daemon.h"
-#include "proto/dsn.h"
 #include "core/log.h"
+#include "proto/ctl.h"
+#include "proto/dsn.h"
 
 #define DLV_BODY_BUDGET ((size_t)64 << 20) /* per worker */
 #define DLV_SEND_HIGH ((size_t)256 << 10)  /* output queued ahead of send */
 #define DLV_MAX_EVENTS 100000              /* per pump: a bound, not a limit */
-#define DLV_HOLD_MS 1000 /* pause new connects after a failed one */
+#define DLV_HOLD_MS 1000 /* pause new connects after every address failed */
 /* A connection with nothing to send waits this long for the next message
  * before it QUITs, so a steady trickle reuses connections. */
 #define DLV_IDLE_MS 1000
+#define DLV_DEST_BUCKETS 1024 /* power of two */
+#define DLV_MAX_ADDRS 16
+/* How long a route (addresses, or a failure) is used before it is looked
+ * up again; the DNS cache underneath honours the records' TTLs. */
+#define DLV_ROUTE_TTL_MS 60000
+#define DLV_ROUTE_FAIL_TTL_MS 5000
 
 const struct metric_hist_spec daemon_delivery_spec = {
     .num_bounds = 12,
     .bounds = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 3600, 86400},
+};
+
+/* What a recipient's report (DSN) will say, once it is queued. */
+enum dlv_report {
+  REPORT_NONE,
+  REPORT_FAILED,
+  REPORT_DELAYED,
+  REPORT_DELIVERED,
+  REPORT_RELAYED,
 };
 
 struct dlv_rcpt {
@@ -56,15 +85,37 @@ struct dlv_rcpt {
   char *orcpt;
   unsigned notify;
   uint32_t index; /* in the spooled MESSAGE record */
-  int done;       /* a DONE record was staged (or is, with the bounce) */
-  /* Bounced in this attempt: its DONE is staged after the DSN that
-   * reports it, so the DSN is durable no later than the DONE. */
-  struct smtp_reply *bounce;
-  char bounce_relay[300];
+  int done;       /* a DONE record was staged (or waits for its report) */
+  int delay_warned;
+  /* A report to send for this recipient (this attempt): the DSN is
+   * staged before the DONE, so it is durable no later than the DONE. */
+  enum dlv_report report;
+  enum dlv_result result; /* the DONE to stage after the report */
+  struct smtp_reply *reply;
+  char report_relay[400];
+};
+
+enum dlv_job_state {
+  JOB_READY,   /* in its destination's ready FIFO */
+  JOB_WAITING, /* in the waiting heap */
+  JOB_FLIGHT,  /* on a connection or a local delivery */
+  JOB_HELD,    /* held by the operator */
+  JOB_IDLE,    /* every recipient finished */
+};
+
+struct dlv_job {
+  struct dlv_job *next; /* ready FIFO */
+  struct dlv_msg *msg;
+  struct dlv_dest *dest;
+  size_t *rcpts; /* indices into msg->rcpts */
+  size_t num_rcpts;
+  enum dlv_job_state state;
+  size_t heap_idx;
+  int64_t next_ms;
+  unsigned attempts;
 };
 
 struct dlv_msg {
-  struct dlv_msg *next;
   char qid[SPOOL_QUEUE_ID_LEN + 1];
   char *sender;
   char *envid;
@@ -72,28 +123,75 @@ struct dlv_msg {
   struct dlv_rcpt *rcpts;
   size_t num_rcpts;
   size_t num_open; /* recipients without a DONE */
-  unsigned attempts;
-  int64_t next_ms;
+  struct dlv_job *jobs;
+  size_t num_jobs;
+  unsigned in_flight; /* jobs in flight */
+  int held;
+  uint32_t hold_gen;      /* of the last HOLD/RELEASE record (spool.h) */
+  int deleted;            /* delete asked while a job was in flight */
   struct spool_entry loc; /* where the record lives: for re-reading */
   struct buf body;        /* empty: re-read from the spool */
-  int in_flight;
   unsigned pending_dones; /* DONE records staged, not yet durable */
+  struct dlv_msg *all_prev, *all_next; /* every message of the worker */
+};
+
+struct dlv_dest {
+  struct dlv_dest *hnext; /* hash chain */
+  struct dlv_dest *anext; /* active list */
+  int active;
+  uint64_t hash;
+  char name[600];
+  struct route route;
+  char lookup[256]; /* the name to resolve */
+  struct dlv_job *ready_head, *ready_tail;
+  size_t num_ready;
+  struct conn *idle;
+  unsigned num_conns, num_starting;
+  unsigned num_jobs; /* jobs that point here */
+  unsigned local_in_flight;
+  int64_t hold_until_ms;
+  /* Route: addresses in MX order, or why there are none. */
+  int resolving;
+  uint64_t dns_handle;
+  int route_known;
+  enum dns_status route_status;
+  char route_detail[256];
+  int64_t route_expire_ms;
+  struct sockaddr_storage addrs[DLV_MAX_ADDRS];
+  char addr_host[DLV_MAX_ADDRS][256];
+  size_t num_addrs;
+  size_t addr_next;  /* the address the next connection uses */
+  size_t num_failed; /* consecutive connect failures */
+  /* Rate limit: a token bucket of delivery_dest_rate per second. */
+  double tokens;
+  int64_t tokens_ms;
+  struct worker *route_worker; /* for the DNS callback */
+};
+
+struct dlv_state {
+  struct dlv_dest *buckets[DLV_DEST_BUCKETS];
+  struct dlv_dest *active; /* destinations with work or connections */
+  struct dlv_job **heap;   /* waiting jobs, by next_ms */
+  size_t heap_len, heap_cap;
+  struct dlv_msg *all; /* every message, for the control commands */
+  size_t num_msgs;
 };
 
 /* The delivery side of an outbound connection. */
 struct dlv_conn {
   struct smtp_client *cl;
+  struct dlv_dest *dest;
   struct sockaddr_storage addr;
   socklen_t addr_len;
-  char relay[300];     /* host:port, for logs */
+  size_t addr_index;
+  char relay[400];     /* host[addr]:port, for logs */
   int starting;        /* not yet ready for its first message */
   int connect_expired; /* the connect timeout cancelled the connect */
   unsigned num_msgs;   /* messages started on this connection */
-  int idle;            /* in the worker's idle list, READY, no message */
+  int idle;            /* in the destination's idle list */
   int64_t idle_until;
   struct conn *idle_next;
-  struct dlv_msg *msg; /* in flight */
-  /* The attempt's view of msg, read by the engine until MESSAGE_DONE. */
+  struct dlv_job *job; /* in flight */
   struct smtp_client_message cm;
   struct smtp_client_rcpt *crcpts;
   size_t *map; /* engine recipient -> msg recipient */
@@ -104,6 +202,208 @@ struct dlv_conn {
 
 static uint64_t dlv_done_len;
 
+static void dlv_job_ready(struct worker *w, struct dlv_job *j);
+static void dlv_after_attempt(struct worker *w, struct dlv_job *j);
+
+/* ---- the waiting heap ---- */
+
+static void heap_swap(struct dlv_state *s, size_t a, size_t b) {
+  struct dlv_job *t = s->heap[a];
+  s->heap[a] = s->heap[b];
+  s->heap[b] = t;
+  s->heap[a]->heap_idx = a;
+  s->heap[b]->heap_idx = b;
+}
+
+static void heap_up(struct dlv_state *s, size_t i) {
+  while (i > 0 && s->heap[(i - 1) / 2]->next_ms > s->heap[i]->next_ms) {
+    heap_swap(s, i, (i - 1) / 2);
+    i = (i - 1) / 2;
+  }
+}
+
+static void heap_down(struct dlv_state *s, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < s->heap_len && s->heap[l]->next_ms < s->heap[m]->next_ms) {
+      m = l;
+    }
+    if (r < s->heap_len && s->heap[r]->next_ms < s->heap[m]->next_ms) {
+      m = r;
+    }
+    if (m == i) {
+      return;
+    }
+    heap_swap(s, i, m);
+    i = m;
+  }
+}
+
+static int heap_push(struct dlv_state *s, struct dlv_job *j) {
+  if (s->heap_len == s->heap_cap) {
+    size_t cap = s->heap_cap ? s->heap_cap * 2 : 256;
+    struct dlv_job **h = realloc(s->heap, cap * sizeof(*h));
+    if (h == NULL) {
+      return -1;
+    }
+    s->heap = h;
+    s->heap_cap = cap;
+  }
+  j->heap_idx = s->heap_len;
+  s->heap[s->heap_len++] = j;
+  heap_up(s, j->heap_idx);
+  return 0;
+}
+
+static void heap_remove(struct dlv_state *s, struct dlv_job *j) {
+  size_t i = j->heap_idx;
+  s->heap_len--;
+  if (i != s->heap_len) {
+    s->heap[i] = s->heap[s->heap_len];
+    s->heap[i]->heap_idx = i;
+    heap_down(s, i);
+    heap_up(s, i);
+  }
+  j->heap_idx = SIZE_MAX;
+}
+
+/* ---- destinations ---- */
+
+static void dest_activate(struct dlv_state *s, struct dlv_dest *d) {
+  if (!d->active) {
+    d->active = 1;
+    d->anext = s->active;
+    s->active = d;
+  }
+}
+
+/* dest_name: the destination's key: the route, with the recipient's
+ * domain for plain MX routing. */
+static void dest_name(const struct route *r, const char *domain, char *out,
+                      size_t out_len) {
+  if (r->kind == ROUTE_SMTP_MX && r->host[0] == '\0') {
+    snprintf(out, out_len, "smtp:%s", domain);
+    for (char *p = out; *p; p++) {
+      *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+    }
+    return;
+  }
+  route_format(r, out, out_len);
+}
+
+static struct dlv_dest *dest_get(struct worker *w, const struct route *r,
+                                 const char *domain) {
+  struct dlv_state *s = w->dlv;
+  char name[600];
+  dest_name(r, domain, name, sizeof(name));
+  uint64_t h = XXH3_64bits(name, strlen(name));
+  struct dlv_dest **pp = &s->buckets[h & (DLV_DEST_BUCKETS - 1)];
+  for (struct dlv_dest *d = *pp; d != NULL; d = d->hnext) {
+    if (d->hash == h && strcmp(d->name, name) == 0) {
+      return d;
+    }
+  }
+  struct dlv_dest *d = calloc(1, sizeof(*d));
+  if (d == NULL) {
+    return NULL;
+  }
+  d->hash = h;
+  snprintf(d->name, sizeof(d->name), "%s", name);
+  d->route = *r;
+  if (r->kind == ROUTE_SMTP_MX && r->host[0] == '\0') {
+    snprintf(d->lookup, sizeof(d->lookup), "%s", domain);
+    d->route.port = 25;
+  } else {
+    snprintf(d->lookup, sizeof(d->lookup), "%s", r->host);
+  }
+  d->tokens = 1;
+  d->tokens_ms = w->now_ms;
+  d->hnext = *pp;
+  *pp = d;
+  return d;
+}
+
+/* dest_maybe_free drops a destination nothing refers to any more. */
+static void dest_maybe_free(struct worker *w, struct dlv_dest *d) {
+  if (d->num_jobs > 0 || d->num_conns > 0 || d->resolving ||
+      d->local_in_flight > 0 || d->active) {
+    return;
+  }
+  struct dlv_dest **pp = &w->dlv->buckets[d->hash & (DLV_DEST_BUCKETS - 1)];
+  for (; *pp != NULL; pp = &(*pp)->hnext) {
+    if (*pp == d) {
+      *pp = d->hnext;
+      free(d);
+      return;
+    }
+  }
+}
+
+static void dest_push(struct dlv_dest *d, struct dlv_job *j) {
+  j->next = NULL;
+  if (d->ready_tail != NULL) {
+    d->ready_tail->next = j;
+  } else {
+    d->ready_head = j;
+  }
+  d->ready_tail = j;
+  d->num_ready++;
+}
+
+static struct dlv_job *dest_pop(struct dlv_dest *d) {
+  struct dlv_job *j = d->ready_head;
+  if (j == NULL) {
+    return NULL;
+  }
+  d->ready_head = j->next;
+  if (d->ready_head == NULL) {
+    d->ready_tail = NULL;
+  }
+  d->num_ready--;
+  j->next = NULL;
+  return j;
+}
+
+static void dest_unlink(struct dlv_dest *d, struct dlv_job *j) {
+  struct dlv_job *prev = NULL;
+  for (struct dlv_job *x = d->ready_head; x != NULL; prev = x, x = x->next) {
+    if (x == j) {
+      if (prev) {
+        prev->next = x->next;
+      } else {
+        d->ready_head = x->next;
+      }
+      if (d->ready_tail == x) {
+        d->ready_tail = prev;
+      }
+      d->num_ready--;
+      j->next = NULL;
+      return;
+    }
+  }
+}
+
+/* dest_take_token: 1 if the rate limit lets one more message go now. */
+static int dest_take_token(struct worker *w, struct dlv_dest *d) {
+  unsigned rate = w->cfg->delivery_dest_rate;
+  if (rate == 0) {
+    return 1;
+  }
+  /* A second's worth of burst: the scheduler may only look again at the
+   * next one-second tick. */
+  double burst = (double)rate;
+  d->tokens += (double)(w->now_ms - d->tokens_ms) * rate / 1000.0;
+  d->tokens_ms = w->now_ms;
+  if (d->tokens > burst) {
+    d->tokens = burst;
+  }
+  if (d->tokens < 1.0) {
+    return 0;
+  }
+  d->tokens -= 1.0;
+  return 1;
+}
+
 /* ---- messages ---- */
 
 void delivery_msg_free(struct dlv_msg *m) {
@@ -113,8 +413,12 @@ void delivery_msg_free(struct dlv_msg *m) {
   for (size_t i = 0; i < m->num_rcpts; i++) {
     free(m->rcpts[i].addr);
     free(m->rcpts[i].orcpt);
-    free(m->rcpts[i].bounce);
+    free(m->rcpts[i].reply);
   }
+  for (size_t i = 0; i < m->num_jobs; i++) {
+    free(m->jobs[i].rcpts);
+  }
+  free(m->jobs);
   free(m->rcpts);
   free(m->sender);
   free(m->envid);
@@ -180,34 +484,104 @@ uint64_t delivery_done_record_len(void) {
   return __atomic_load_n(&dlv_done_len, __ATOMIC_RELAXED);
 }
 
-static void dlv_ready_push(struct worker *w, struct dlv_msg *m) {
-  m->next = NULL;
-  if (w->dlv_ready_tail != NULL) {
-    w->dlv_ready_tail->next = m;
-  } else {
-    w->dlv_ready_head = m;
-  }
-  w->dlv_ready_tail = m;
-  w->dlv_num_ready++;
-}
-
-static struct dlv_msg *dlv_ready_pop(struct worker *w) {
-  struct dlv_msg *m = w->dlv_ready_head;
-  if (m == NULL) {
-    return NULL;
-  }
-  w->dlv_ready_head = m->next;
-  if (w->dlv_ready_head == NULL) {
-    w->dlv_ready_tail = NULL;
-  }
-  w->dlv_num_ready--;
-  m->next = NULL;
-  return m;
-}
-
 static void dlv_drop_body(struct worker *w, struct dlv_msg *m) {
   w->dlv_body_bytes -= m->body.len;
   buf_free(&m->body);
+}
+
+/* rcpt_domain: the domain of an address (after the last '@'); a bare
+ * local part ("postmaster") is ours. */
+static const char *rcpt_domain(const struct worker *w, const char *addr) {
+  const char *at = strrchr(addr, '@');
+  return at != NULL && at[1] != '\0' ? at + 1 : w->cfg->hostname;
+}
+
+/* dlv_route_msg splits the open recipients of m into one job per
+ * destination. Returns 0 or -1 (memory). */
+static int dlv_route_msg(struct worker *w, struct dlv_msg *m) {
+  m->jobs = calloc(m->num_rcpts ? m->num_rcpts : 1, sizeof(*m->jobs));
+  struct dlv_dest **dests =
+      calloc(m->num_rcpts ? m->num_rcpts : 1, sizeof(*dests));
+  if (m->jobs == NULL || dests == NULL) {
+    free(dests);
+    return -1;
+  }
+  for (size_t i = 0; i < m->num_rcpts; i++) {
+    if (m->rcpts[i].done) {
+      continue;
+    }
+    struct route r;
+    const char *domain = rcpt_domain(w, m->rcpts[i].addr);
+    config_route(w->cfg, domain, &r);
+    struct dlv_dest *d = dest_get(w, &r, domain);
+    if (d == NULL) {
+      free(dests);
+      return -1;
+    }
+    size_t k = 0;
+    while (k < m->num_jobs && dests[k] != d) {
+      k++;
+    }
+    struct dlv_job *j = &m->jobs[k];
+    if (k == m->num_jobs) {
+      dests[k] = d;
+      m->num_jobs++;
+      j->msg = m;
+      j->dest = d;
+      j->heap_idx = SIZE_MAX;
+      j->state = JOB_IDLE;
+      j->rcpts = calloc(m->num_rcpts, sizeof(*j->rcpts));
+      if (j->rcpts == NULL) {
+        free(dests);
+        return -1;
+      }
+      d->num_jobs++;
+    }
+    j->rcpts[j->num_rcpts++] = i;
+  }
+  free(dests);
+  return 0;
+}
+
+static void dlv_all_link(struct worker *w, struct dlv_msg *m) {
+  struct dlv_state *s = w->dlv;
+  m->all_prev = NULL;
+  m->all_next = s->all;
+  if (s->all != NULL) {
+    s->all->all_prev = m;
+  }
+  s->all = m;
+  s->num_msgs++;
+}
+
+static void dlv_all_unlink(struct worker *w, struct dlv_msg *m) {
+  struct dlv_state *s = w->dlv;
+  if (m->all_prev) {
+    m->all_prev->all_next = m->all_next;
+  } else {
+    s->all = m->all_next;
+  }
+  if (m->all_next) {
+    m->all_next->all_prev = m->all_prev;
+  }
+  s->num_msgs--;
+}
+
+/* dlv_enqueue: a durable message enters the queue: routed, its jobs due
+ * now (or held). On a routing failure (memory) it is deferred as one. */
+static void dlv_enqueue(struct worker *w, struct dlv_msg *m) {
+  METRIC_ADD(w->m.queue_messages, 1);
+  dlv_all_link(w, m);
+  if (dlv_route_msg(w, m) != 0) {
+    log_msg("error", "qid=%s: out of memory routing the message", m->qid);
+  }
+  for (size_t k = 0; k < m->num_jobs; k++) {
+    if (m->held) {
+      m->jobs[k].state = JOB_HELD;
+    } else {
+      dlv_job_ready(w, &m->jobs[k]);
+    }
+  }
 }
 
 void delivery_on_committed(struct worker *w, struct dlv_msg *m,
@@ -220,9 +594,7 @@ void delivery_on_committed(struct worker *w, struct dlv_msg *m,
     *body = (struct buf){0};
     w->dlv_body_bytes += m->body.len;
   }
-  METRIC_ADD(w->m.queue_messages, 1);
-  m->next_ms = w->now_ms;
-  dlv_ready_push(w, m);
+  dlv_enqueue(w, m);
 }
 
 int delivery_recover(struct worker *w, const struct spool_scan *scan,
@@ -254,15 +626,31 @@ int delivery_recover(struct worker *w, const struct spool_scan *scan,
     delivery_msg_free(dm);
     return 0;
   }
-  METRIC_ADD(w->m.queue_messages, 1);
-  dlv_ready_push(w, dm);
+  dm->held = spool_scan_held(scan, e->queue_id);
+  dm->hold_gen = e->hold_gen;
+  dlv_enqueue(w, dm);
   return 0;
 }
 
-/* dlv_msg_finish: every recipient has a durable DONE: the message leaves
- * the queue. */
-static void dlv_msg_finish(struct worker *w, struct dlv_msg *m) {
+/* dlv_msg_maybe_finish: every recipient has a durable DONE and no job is
+ * in flight: the message leaves the queue. */
+static void dlv_msg_maybe_finish(struct worker *w, struct dlv_msg *m) {
+  if (m->num_open > 0 || m->pending_dones > 0 || m->in_flight > 0) {
+    return;
+  }
+  for (size_t k = 0; k < m->num_jobs; k++) {
+    struct dlv_job *j = &m->jobs[k];
+    if (j->state == JOB_READY) {
+      dest_unlink(j->dest, j);
+    } else if (j->state == JOB_WAITING) {
+      heap_remove(w->dlv, j);
+    }
+    j->state = JOB_IDLE;
+    j->dest->num_jobs--;
+    dest_maybe_free(w, j->dest);
+  }
   METRIC_ADD(w->m.queue_messages, -1);
+  dlv_all_unlink(w, m);
   struct log_rec r;
   log_begin(&r, "removed");
   log_str(&r, "qid", m->qid);
@@ -281,9 +669,26 @@ void delivery_on_done_durable(struct worker *w, struct dlv_msg *m, int err) {
             m->qid, strerror(-err));
   }
   m->pending_dones--;
-  if (m->num_open == 0 && m->pending_dones == 0 && !m->in_flight) {
-    dlv_msg_finish(w, m);
+  dlv_msg_maybe_finish(w, m);
+}
+
+/* job_open: recipients of the job without a DONE. */
+static size_t job_open(const struct dlv_job *j) {
+  size_t n = 0;
+  for (size_t i = 0; i < j->num_rcpts; i++) {
+    n += !j->msg->rcpts[j->rcpts[i]].done;
   }
+  return n;
+}
+
+static void dlv_job_ready(struct worker *w, struct dlv_job *j) {
+  if (job_open(j) == 0) {
+    j->state = JOB_IDLE;
+    return;
+  }
+  j->state = JOB_READY;
+  dest_push(j->dest, j);
+  dest_activate(w->dlv, j->dest);
 }
 
 /* ---- outcomes ---- */
@@ -292,9 +697,10 @@ static const char *const result_names[DLV_RESULT_COUNT] = {
     "delivered", "deferred", "bounced"};
 
 /* dlv_log writes the one line of an attempt's outcome for a recipient. */
-static void dlv_log(struct worker *w, const struct dlv_msg *m,
+static void dlv_log(struct worker *w, const struct dlv_job *j,
                     const struct dlv_rcpt *rc, enum dlv_result res,
                     const char *relay, const struct smtp_reply *reply) {
+  const struct dlv_msg *m = j->msg;
   char dsn[SMTP_REPLY_MAX_ENHANCED];
   char status[SMTP_REPLY_MAX_TEXT + 32];
   char delay[32];
@@ -312,9 +718,10 @@ static void dlv_log(struct worker *w, const struct dlv_msg *m,
   log_str(&r, "qid", m->qid);
   log_str(&r, "from", m->sender);
   log_str(&r, "to", rc->addr);
+  log_str(&r, "dest", j->dest->name);
   log_str(&r, "relay", relay ? relay : "none");
   log_str(&r, "delay", delay);
-  log_u64(&r, "attempts", m->attempts + 1);
+  log_u64(&r, "attempts", j->attempts + 1);
   log_str(&r, "dsn", dsn);
   log_str(&r, "status", status);
   if (res == DLV_BOUNCED) {
@@ -334,64 +741,22 @@ static void dlv_log(struct worker *w, const struct dlv_msg *m,
   }
 }
 
-static void dlv_stage_done(struct worker *w, struct dlv_msg *m,
-                           struct dlv_rcpt *rc, enum dlv_result res);
-
-/* dlv_relay_host keeps the host of a "host:port" or "[v6]:port" relay
- * text, for the DSN's Remote-MTA. */
-static void dlv_relay_host(const char *relay, char *out, size_t out_len) {
-  snprintf(out, out_len, "%s", relay ? relay : "");
-  if (out[0] == '[') {
-    char *end = strchr(out, ']');
-    size_t n = end ? (size_t)(end - out - 1) : 0;
-    memmove(out, out + 1, n);
-    out[n] = '\0';
-    return;
-  }
-  char *colon = strrchr(out, ':');
-  if (colon != NULL) {
-    *colon = '\0';
-  }
-}
-
-/* dlv_finish_rcpt logs a final outcome and stages its DONE record through
- * the group commit; the message is removed once those are durable. */
-static void dlv_finish_rcpt(struct worker *w, struct dlv_msg *m, size_t i,
-                            enum dlv_result res, const char *relay,
-                            const struct smtp_reply *reply) {
-  struct dlv_rcpt *rc = &m->rcpts[i];
-  if (rc->done) {
-    return;
-  }
-  dlv_log(w, m, rc, res, relay, reply);
-  rc->done = 1;
-  m->num_open--;
-  if (res == DLV_BOUNCED) {
-    rc->bounce = malloc(sizeof(*rc->bounce));
-    if (rc->bounce != NULL) {
-      *rc->bounce = *reply;
-      dlv_relay_host(relay, rc->bounce_relay, sizeof(rc->bounce_relay));
-      return; /* dlv_flush_bounces stages the DSN, then the DONE */
-    }
-  }
-  dlv_stage_done(w, m, rc, res);
-}
-
 /* dlv_stage_done stages the DONE record of a finished recipient. */
-static void dlv_stage_done(struct worker *w, struct dlv_msg *m,
-                           struct dlv_rcpt *rc, enum dlv_result res) {
+static void dlv_stage_done_ctl(struct worker *w, struct dlv_msg *m,
+                               struct dlv_rcpt *rc, enum spool_outcome outcome,
+                               struct ctl_op *ctl) {
   struct commit *cm = calloc(1, sizeof(*cm));
   struct spool_done d = {
       .queue_id = m->loc.queue_id,
       .rcpt_index = rc->index,
-      .outcome = res == DLV_DELIVERED ? SPOOL_OUTCOME_DELIVERED
-                                      : SPOOL_OUTCOME_BOUNCED,
+      .outcome = (uint8_t)outcome,
       .when_ms = w->now_ms,
   };
   if (cm != NULL) {
     cm->queue_id = m->loc.queue_id;
     cm->done_for = m;
     cm->rec_len = delivery_done_record_len();
+    cm->ctl = ctl;
   }
   if (cm == NULL || spool_writer_add_done(w->spool, &d, cm) != 0) {
     free(cm);
@@ -401,11 +766,89 @@ static void dlv_stage_done(struct worker *w, struct dlv_msg *m,
             m->qid);
     return;
   }
+  if (ctl != NULL) {
+    control_wait_record(ctl);
+  }
   m->pending_dones++;
 }
 
+static void dlv_stage_done(struct worker *w, struct dlv_msg *m,
+                           struct dlv_rcpt *rc, enum spool_outcome outcome) {
+  dlv_stage_done_ctl(w, m, rc, outcome, NULL);
+}
+
+/* dlv_relay_host keeps the host of a "host[addr]:port", "host:port" or
+ * "[v6]:port" relay text, for the DSN's Remote-MTA. */
+static void dlv_relay_host(const char *relay, char *out, size_t out_len) {
+  snprintf(out, out_len, "%s", relay ? relay : "");
+  if (out[0] == '[') {
+    char *end = strchr(out, ']');
+    size_t n = end ? (size_t)(end - out - 1) : 0;
+    memmove(out, out + 1, n);
+    out[n] = '\0';
+    return;
+  }
+  char *cut = strchr(out, '[');
+  if (cut == NULL) {
+    cut = strrchr(out, ':');
+  }
+  if (cut != NULL) {
+    *cut = '\0';
+  }
+}
+
+/* report_wanted: does the recipient's NOTIFY (RFC 3461 §4.1) ask for this
+ * report? Without NOTIFY: failures and delays, never success. */
+static int report_wanted(const struct dlv_msg *m, const struct dlv_rcpt *rc,
+                         enum dlv_report rep) {
+  if (m->sender[0] == '\0' || rep == REPORT_NONE) {
+    return 0; /* never a report for a report */
+  }
+  unsigned n = rc->notify;
+  switch (rep) {
+  case REPORT_FAILED:
+    return n == 0 || (n & SMTP_NOTIFY_FAILURE);
+  case REPORT_DELAYED:
+    return n == 0 || (n & SMTP_NOTIFY_DELAY);
+  case REPORT_DELIVERED:
+  case REPORT_RELAYED:
+    return (n & SMTP_NOTIFY_SUCCESS) != 0;
+  case REPORT_NONE:
+    break;
+  }
+  return 0;
+}
+
+/* dlv_finish_rcpt logs a final outcome and stages its DONE record through
+ * the group commit (after its report, when one is due). */
+static void dlv_finish_rcpt(struct worker *w, struct dlv_job *j, size_t i,
+                            enum dlv_result res, enum dlv_report rep,
+                            const char *relay, const struct smtp_reply *reply) {
+  struct dlv_msg *m = j->msg;
+  struct dlv_rcpt *rc = &m->rcpts[i];
+  if (rc->done) {
+    return;
+  }
+  dlv_log(w, j, rc, res, relay, reply);
+  rc->done = 1;
+  m->num_open--;
+  if (report_wanted(m, rc, rep)) {
+    rc->reply = malloc(sizeof(*rc->reply));
+    if (rc->reply != NULL) {
+      *rc->reply = *reply;
+      rc->report = rep;
+      rc->result = res;
+      dlv_relay_host(relay, rc->report_relay, sizeof(rc->report_relay));
+      return; /* dlv_flush_reports stages the DSN, then the DONE */
+    }
+  }
+  dlv_stage_done(w, m, rc,
+                 res == DLV_DELIVERED ? SPOOL_OUTCOME_DELIVERED
+                                      : SPOOL_OUTCOME_BOUNCED);
+}
+
 /* dlv_dsn_original finds the original message for a DSN: the body in
- * memory, or the spool record (a blocking read; bounces are rare). */
+ * memory, or the spool record (a blocking read; reports are rare). */
 static int dlv_dsn_original(struct worker *w, struct dlv_msg *m,
                             struct buf *storage, struct buf *rcpt_storage,
                             const uint8_t **out, size_t *out_len) {
@@ -425,46 +868,70 @@ static int dlv_dsn_original(struct worker *w, struct dlv_msg *m,
   return 0;
 }
 
-/* dlv_fill_dsn_rcpt describes one bounced recipient for the DSN. */
+static const enum dsn_action report_action[] = {
+    [REPORT_FAILED] = DSN_ACTION_FAILED,
+    [REPORT_DELAYED] = DSN_ACTION_DELAYED,
+    [REPORT_DELIVERED] = DSN_ACTION_DELIVERED,
+    [REPORT_RELAYED] = DSN_ACTION_RELAYED,
+};
+
+/* dlv_fill_dsn_rcpt describes one recipient for the DSN. */
 static void dlv_fill_dsn_rcpt(const struct dlv_rcpt *rc, int64_t now_ms,
+                              int64_t retry_ms, int64_t expire_ms,
                               struct dsn_rcpt *out) {
-  const struct smtp_reply *r = rc->bounce;
+  const struct smtp_reply *r = rc->reply;
+  const char *fallback = rc->report == REPORT_FAILED    ? "5.0.0"
+                         : rc->report == REPORT_DELAYED ? "4.0.0"
+                                                        : "2.0.0";
+  int cls = r->code / 100;
+  int fits = r->enhanced[0] != '\0' && r->enhanced[0] - '0' == cls;
   *out = (struct dsn_rcpt){
       .final_recipient = rc->addr,
       .original_recipient = rc->orcpt,
-      .action = DSN_ACTION_FAILED,
-      .status = r->enhanced[0]       ? r->enhanced
-                : r->code / 100 == 4 ? "4.0.0"
-                                     : "5.0.0",
-      .remote_mta = rc->bounce_relay[0] ? rc->bounce_relay : NULL,
+      .action = report_action[rc->report],
+      .status = fits                                      ? r->enhanced
+                : rc->report == REPORT_FAILED && cls == 4 ? "4.0.0"
+                                                          : fallback,
+      .remote_mta = rc->report_relay[0] ? rc->report_relay : NULL,
       .diag_code = r->local ? 0 : r->code,
       .diag_text = r->text,
       .last_attempt_ms = now_ms,
   };
+  if (rc->report == REPORT_DELAYED) {
+    out->will_retry_until_ms = expire_ms;
+    (void)retry_ms;
+  }
 }
 
-/* dlv_queue_dsn builds the RFC 3464 report for the recipients of m that
- * bounced in this attempt and stages it as a new message from <> to the
- * sender, ahead of their DONE records. Returns 0, -1 when it could not be
- * queued now (memory, spool), -2 when no report can ever be built. */
+/* dlv_queue_dsn builds the RFC 3464 report of m's recipients with a
+ * pending report and stages it as a new message from <> to the sender,
+ * ahead of their DONE records. Returns 0, -1 when it could not be queued
+ * now (memory, spool), -2 when no report can ever be built. */
 static int dlv_queue_dsn(struct worker *w, struct dlv_msg *m) {
   struct dsn_rcpt *dr = calloc(m->num_rcpts, sizeof(*dr));
   struct commit *cm = calloc(1, sizeof(*cm));
   struct buf storage = {0}, rcpt_storage = {0};
   int rc = -1;
   size_t n = 0;
+  const char *kind = "success";
+  int64_t expire_ms =
+      m->loc.arrival_ms + (int64_t)w->cfg->delivery_max_lifetime * 1000;
   for (size_t i = 0; dr != NULL && i < m->num_rcpts; i++) {
     const struct dlv_rcpt *r = &m->rcpts[i];
-    if (r->bounce != NULL &&
-        (r->notify == 0 || (r->notify & SMTP_NOTIFY_FAILURE))) {
-      dlv_fill_dsn_rcpt(r, w->now_ms, &dr[n++]);
+    if (r->report != REPORT_NONE && r->reply != NULL) {
+      dlv_fill_dsn_rcpt(r, w->now_ms, 0, expire_ms, &dr[n++]);
+      if (r->report == REPORT_FAILED) {
+        kind = "failure";
+      } else if (r->report == REPORT_DELAYED && strcmp(kind, "failure")) {
+        kind = "delay";
+      }
     }
   }
   if (dr == NULL || cm == NULL) {
     goto out;
   }
   if (n == 0) {
-    rc = 0; /* NOTIFY=NEVER (or without FAILURE) for all of them */
+    rc = 0;
     goto out;
   }
   const uint8_t *orig = NULL;
@@ -517,9 +984,11 @@ static int dlv_queue_dsn(struct worker *w, struct dlv_msg *m) {
     goto out;
   }
   struct log_rec lr;
-  log_begin(&lr, "bounce_queued");
+  log_begin(&lr,
+            strcmp(kind, "failure") == 0 ? "bounce_queued" : "report_queued");
   log_str(&lr, "qid", cm->msg->qid);
   log_str(&lr, "orig_qid", m->qid);
+  log_str(&lr, "kind", kind);
   log_str(&lr, "to", m->sender);
   log_u64(&lr, "nrcpt", n);
   log_end(&lr);
@@ -536,40 +1005,44 @@ out:
   return rc;
 }
 
-/* dlv_flush_bounces reports this attempt's bounces to the sender (unless
- * it is <>) and then stages their DONE records. If the DSN cannot be
- * queued, the recipients stay open and are tried again later: a bounce is
- * never finished without its report. */
-static void dlv_flush_bounces(struct worker *w, struct dlv_msg *m) {
+/* dlv_flush_reports reports this attempt's outcomes that asked for one
+ * and then stages their DONE records. If the DSN cannot be queued now,
+ * failed recipients stay open and are tried again later (a bounce is
+ * never finished without its report); delivered ones finish anyway. */
+static void dlv_flush_reports(struct worker *w, struct dlv_msg *m) {
   int any = 0;
   for (size_t i = 0; i < m->num_rcpts; i++) {
-    any |= m->rcpts[i].bounce != NULL;
+    any |= m->rcpts[i].reply != NULL;
   }
   if (!any) {
     return;
   }
-  int res = m->sender[0] == '\0' ? 0 : dlv_queue_dsn(w, m);
+  int res = dlv_queue_dsn(w, m);
   int queued = res != -1;
   if (res == -2) {
     log_msg("error",
-            "qid=%s: no bounce report can be built for sender %s; "
-            "the bounce is logged only",
+            "qid=%s: no report can be built for sender %s; the outcome is "
+            "logged only",
             m->qid, m->sender);
   } else if (!queued) {
-    log_msg("error",
-            "qid=%s: cannot queue the bounce report now; "
-            "recipients stay queued and are retried",
+    log_msg("error", "qid=%s: cannot queue the report now; retried later",
             m->qid);
   }
   for (size_t i = 0; i < m->num_rcpts; i++) {
     struct dlv_rcpt *rc = &m->rcpts[i];
-    if (rc->bounce == NULL) {
+    if (rc->reply == NULL) {
       continue;
     }
-    free(rc->bounce);
-    rc->bounce = NULL;
-    if (queued) {
-      dlv_stage_done(w, m, rc, DLV_BOUNCED);
+    free(rc->reply);
+    rc->reply = NULL;
+    enum dlv_report rep = rc->report;
+    rc->report = REPORT_NONE;
+    if (rep == REPORT_DELAYED) {
+      rc->delay_warned = queued;
+    } else if (queued || rc->result == DLV_DELIVERED) {
+      dlv_stage_done(w, m, rc,
+                     rc->result == DLV_DELIVERED ? SPOOL_OUTCOME_DELIVERED
+                                                 : SPOOL_OUTCOME_BOUNCED);
     } else {
       rc->done = 0;
       m->num_open++;
@@ -593,55 +1066,120 @@ static int64_t dlv_backoff_ms(struct worker *w, unsigned attempts) {
   return (int64_t)((double)s * 1000.0 * jitter);
 }
 
-/* dlv_after_attempt: the attempt is over; the message is either finished
- * (waiting for its DONEs), expired (the rest bounced), or deferred. */
-static void dlv_after_attempt(struct worker *w, struct dlv_msg *m) {
-  m->in_flight = 0;
-  dlv_flush_bounces(w, m); /* before the body may be dropped */
-  if (m->num_open > 0) {
-    m->attempts++;
-    dlv_drop_body(w, m); /* re-read from the spool next time */
-    int64_t age = w->now_ms - m->loc.arrival_ms;
-    /* Without a relayhost nothing was tried (MX routing is not built yet):
-     * that is our gap, not the destination's, so such mail never expires. */
-    int tried = w->cfg->relayhost[0] != '\0';
-    if (tried && age >= (int64_t)w->cfg->delivery_max_lifetime * 1000) {
-      struct smtp_reply r;
-      smtp_reply_set(&r, 450, "4.4.7", "message expired");
-      for (size_t i = 0; i < m->num_rcpts; i++) {
-        dlv_finish_rcpt(w, m, i, DLV_BOUNCED, NULL, &r);
+/* dlv_defer_rcpt logs a deferral and, past delivery.delay_warning, marks
+ * the recipient for its one delay report. */
+static void dlv_defer_rcpt(struct worker *w, struct dlv_job *j, size_t i,
+                           const char *relay, const struct smtp_reply *reply) {
+  struct dlv_msg *m = j->msg;
+  struct dlv_rcpt *rc = &m->rcpts[i];
+  dlv_log(w, j, rc, DLV_DEFERRED, relay, reply);
+  unsigned warn = w->cfg->delivery_delay_warning;
+  int64_t age = w->now_ms - m->loc.arrival_ms;
+  if (warn > 0 && !rc->delay_warned && rc->reply == NULL &&
+      age >= (int64_t)warn * 1000 && report_wanted(m, rc, REPORT_DELAYED)) {
+    rc->reply = malloc(sizeof(*rc->reply));
+    if (rc->reply != NULL) {
+      *rc->reply = *reply;
+      rc->report = REPORT_DELAYED;
+      dlv_relay_host(relay, rc->report_relay, sizeof(rc->report_relay));
+    }
+  }
+}
+
+/* dlv_after_attempt: the job's attempt is over; its recipients are either
+ * finished (DONEs staged), expired (bounced), or the job waits. */
+static void dlv_after_attempt(struct worker *w, struct dlv_job *j) {
+  struct dlv_msg *m = j->msg;
+  m->in_flight--;
+  j->attempts++;
+  if (m->deleted) {
+    for (size_t k = 0; k < j->num_rcpts; k++) {
+      struct dlv_rcpt *rc = &m->rcpts[j->rcpts[k]];
+      if (!rc->done) {
+        rc->done = 1;
+        m->num_open--;
+        dlv_stage_done(w, m, rc, SPOOL_OUTCOME_DELETED);
       }
-      dlv_flush_bounces(w, m);
-    } else {
-      m->next_ms = w->now_ms + dlv_backoff_ms(w, m->attempts);
-      m->next = w->dlv_waiting;
-      w->dlv_waiting = m;
-      return;
     }
   }
-  if (m->pending_dones == 0) {
-    dlv_msg_finish(w, m);
+  size_t open = job_open(j);
+  int64_t age = w->now_ms - m->loc.arrival_ms;
+  if (open > 0 && age >= (int64_t)w->cfg->delivery_max_lifetime * 1000) {
+    struct smtp_reply r;
+    smtp_reply_set(&r, 450, "4.4.7", "message expired");
+    for (size_t k = 0; k < j->num_rcpts; k++) {
+      struct dlv_rcpt *rc = &m->rcpts[j->rcpts[k]];
+      if (rc->done) {
+        continue; /* finished in this attempt, maybe with a report */
+      }
+      free(rc->reply); /* a pending delay report gives way */
+      rc->reply = NULL;
+      rc->report = REPORT_NONE;
+      dlv_finish_rcpt(w, j, j->rcpts[k], DLV_BOUNCED, REPORT_FAILED, NULL, &r);
+    }
+    open = 0;
   }
+  dlv_flush_reports(w, m); /* before the body may be dropped */
+  open = job_open(j);
+  if (m->in_flight == 0 && m->num_open > 0) {
+    dlv_drop_body(w, m); /* re-read from the spool next time */
+  }
+  if (open == 0) {
+    j->state = JOB_IDLE;
+  } else if (m->held) {
+    j->state = JOB_HELD;
+  } else {
+    j->state = JOB_WAITING;
+    j->next_ms = w->now_ms + dlv_backoff_ms(w, j->attempts);
+    if (heap_push(w->dlv, j) != 0) {
+      dlv_job_ready(w, j); /* no memory for the heap: try again now */
+    }
+  }
+  dlv_msg_maybe_finish(w, m);
 }
 
-/* dlv_defer_msg defers every open recipient of m with one reply (no
- * connection carried it: no relay, the next hop unreachable). */
-static void dlv_defer_msg(struct worker *w, struct dlv_msg *m,
+/* dlv_defer_job defers every open recipient of a job with one reply (no
+ * connection carried it: no route, the next hop unreachable). */
+static void dlv_defer_job(struct worker *w, struct dlv_job *j,
                           const char *relay, const struct smtp_reply *reply) {
-  for (size_t i = 0; i < m->num_rcpts; i++) {
-    if (!m->rcpts[i].done) {
-      dlv_log(w, m, &m->rcpts[i], DLV_DEFERRED, relay, reply);
+  for (size_t k = 0; k < j->num_rcpts; k++) {
+    if (!j->msg->rcpts[j->rcpts[k]].done) {
+      dlv_defer_rcpt(w, j, j->rcpts[k], relay, reply);
     }
   }
-  dlv_after_attempt(w, m);
+  j->msg->in_flight++;
+  j->state = JOB_FLIGHT;
+  dlv_after_attempt(w, j);
 }
 
-/* dlv_defer_ready defers every message due now: the next hop is down. */
-static void dlv_defer_ready(struct worker *w, const char *relay,
-                            const struct smtp_reply *reply) {
-  struct dlv_msg *m;
-  while ((m = dlv_ready_pop(w)) != NULL) {
-    dlv_defer_msg(w, m, relay, reply);
+/* dlv_bounce_job bounces every open recipient of a job (a permanent
+ * routing answer: NXDOMAIN, null MX, error: transport). */
+static void dlv_bounce_job(struct worker *w, struct dlv_job *j,
+                           const char *relay, const struct smtp_reply *reply) {
+  for (size_t k = 0; k < j->num_rcpts; k++) {
+    dlv_finish_rcpt(w, j, j->rcpts[k], DLV_BOUNCED, REPORT_FAILED, relay,
+                    reply);
+  }
+  j->msg->in_flight++;
+  j->state = JOB_FLIGHT;
+  dlv_after_attempt(w, j);
+}
+
+static void dest_defer_ready(struct worker *w, struct dlv_dest *d,
+                             const char *relay,
+                             const struct smtp_reply *reply) {
+  struct dlv_job *j;
+  while ((j = dest_pop(d)) != NULL) {
+    dlv_defer_job(w, j, relay, reply);
+  }
+}
+
+static void dest_bounce_ready(struct worker *w, struct dlv_dest *d,
+                              const char *relay,
+                              const struct smtp_reply *reply) {
+  struct dlv_job *j;
+  while ((j = dest_pop(d)) != NULL) {
+    dlv_bounce_job(w, j, relay, reply);
   }
 }
 
@@ -654,36 +1192,50 @@ static void dlv_conn_release_attempt(struct dlv_conn *dc) {
   free(dc->map);
   dc->crcpts = NULL;
   dc->map = NULL;
-  dc->msg = NULL;
+  dc->job = NULL;
 }
 
-/* dlv_prepare fills the engine's view of m: its open recipients and its
- * body (in memory, or re-read from its spool record). */
+/* dlv_load_body points span at m's body: in memory, or re-read from its
+ * spool record into storage. */
+static int dlv_load_body(struct worker *w, struct dlv_msg *m,
+                         struct buf *storage, struct buf *rcpt_storage,
+                         struct smtp_client_span *span) {
+  if (m->body.len > 0) {
+    *span = (struct smtp_client_span){m->body.data, m->body.len};
+    return 0;
+  }
+  /* Blocking pread on the loop thread: see the contract above. */
+  struct spool_message sm;
+  if (spool_read_message(w->d->spool_dir, &m->loc, storage, &sm,
+                         rcpt_storage) != 0) {
+    return -1;
+  }
+  *span = (struct smtp_client_span){sm.body, sm.body_len};
+  return 0;
+}
+
+/* dlv_prepare fills the engine's view of a job: its open recipients and
+ * the message body. */
 static int dlv_prepare(struct worker *w, struct dlv_conn *dc,
-                       struct dlv_msg *m) {
-  dc->crcpts = calloc(m->num_open, sizeof(*dc->crcpts));
-  dc->map = calloc(m->num_open, sizeof(*dc->map));
+                       struct dlv_job *j) {
+  struct dlv_msg *m = j->msg;
+  dc->crcpts = calloc(j->num_rcpts, sizeof(*dc->crcpts));
+  dc->map = calloc(j->num_rcpts, sizeof(*dc->map));
   if (dc->crcpts == NULL || dc->map == NULL) {
     return -1;
   }
   size_t n = 0;
-  for (size_t i = 0; i < m->num_rcpts && n < m->num_open; i++) {
-    if (!m->rcpts[i].done) {
-      dc->crcpts[n] = (struct smtp_client_rcpt){
-          m->rcpts[i].addr, m->rcpts[i].notify, m->rcpts[i].orcpt};
-      dc->map[n++] = i;
+  for (size_t k = 0; k < j->num_rcpts; k++) {
+    struct dlv_rcpt *rc = &m->rcpts[j->rcpts[k]];
+    if (!rc->done) {
+      dc->crcpts[n] =
+          (struct smtp_client_rcpt){rc->addr, rc->notify, rc->orcpt};
+      dc->map[n++] = j->rcpts[k];
     }
   }
-  if (m->body.len > 0) {
-    dc->span = (struct smtp_client_span){m->body.data, m->body.len};
-  } else {
-    /* Blocking pread on the loop thread: see the contract above. */
-    struct spool_message sm;
-    if (spool_read_message(w->d->spool_dir, &m->loc, &dc->storage, &sm,
-                           &dc->rcpt_storage) != 0) {
-      return -1;
-    }
-    dc->span = (struct smtp_client_span){sm.body, sm.body_len};
+  if (n == 0 ||
+      dlv_load_body(w, m, &dc->storage, &dc->rcpt_storage, &dc->span) != 0) {
+    return -1;
   }
   dc->cm = (struct smtp_client_message){
       .sender = m->sender,
@@ -700,13 +1252,12 @@ static int dlv_prepare(struct worker *w, struct dlv_conn *dc,
 }
 
 static void dlv_idle_remove(struct conn *c) {
-  struct worker *w = c->w;
   struct dlv_conn *dc = c->dlv;
   if (!dc->idle) {
     return;
   }
   dc->idle = 0;
-  for (struct conn **pp = &w->dlv_idle; *pp != NULL;
+  for (struct conn **pp = &dc->dest->idle; *pp != NULL;
        pp = &(*pp)->dlv->idle_next) {
     if (*pp == c) {
       *pp = dc->idle_next;
@@ -716,42 +1267,58 @@ static void dlv_idle_remove(struct conn *c) {
   dc->idle_next = NULL;
 }
 
-/* dlv_on_ready: the session is idle: send the next due message; with none
- * due, wait DLV_IDLE_MS in the idle list; QUIT when the connection carried
- * its share, the wait ran out, or we stop. */
+/* dlv_start_job hands a due job to the connection. 0, or -1 when the job
+ * could not start (it was deferred). */
+static int dlv_start_job(struct conn *c, struct dlv_job *j) {
+  struct worker *w = c->w;
+  struct dlv_conn *dc = c->dlv;
+  j->state = JOB_FLIGHT;
+  j->msg->in_flight++;
+  if (dlv_prepare(w, dc, j) == 0 &&
+      smtp_client_send_message(dc->cl, &dc->cm) == 0) {
+    dc->job = j;
+    METRIC_ADD(w->m.dlv_conns_reused, dc->num_msgs > 0 ? 1 : 0);
+    dc->num_msgs++;
+    return 0;
+  }
+  dlv_conn_release_attempt(dc);
+  struct smtp_reply r;
+  smtp_reply_set(&r, 451, "4.3.0", "local error: cannot send the message");
+  for (size_t k = 0; k < j->num_rcpts; k++) {
+    if (!j->msg->rcpts[j->rcpts[k]].done) {
+      dlv_defer_rcpt(w, j, j->rcpts[k], dc->relay, &r);
+    }
+  }
+  dlv_after_attempt(w, j);
+  return -1;
+}
+
+/* dlv_on_ready: the session is idle: send the destination's next due job;
+ * with none due (or the rate limit says wait), wait DLV_IDLE_MS in the
+ * idle list; QUIT when the connection carried its share, the wait ran
+ * out, or we stop. */
 static void dlv_on_ready(struct conn *c) {
   struct worker *w = c->w;
   struct dlv_conn *dc = c->dlv;
+  struct dlv_dest *d = dc->dest;
   if (dc->starting) {
     dc->starting = 0;
-    w->dlv_num_starting--;
-  }
-  if (!w->stopping && w->dlv_num_ready == 0 &&
-      dc->num_msgs < w->cfg->delivery_messages_per_connection) {
-    dc->idle = 1;
-    dc->idle_until = w->now_ms + DLV_IDLE_MS;
-    dc->idle_next = w->dlv_idle;
-    w->dlv_idle = c;
-    return;
+    d->num_starting--;
+    d->num_failed = 0;
   }
   while (!w->stopping &&
          dc->num_msgs < w->cfg->delivery_messages_per_connection) {
-    struct dlv_msg *m = dlv_ready_pop(w);
-    if (m == NULL) {
-      break;
-    }
-    m->in_flight = 1;
-    if (dlv_prepare(w, dc, m) == 0 &&
-        smtp_client_send_message(dc->cl, &dc->cm) == 0) {
-      dc->msg = m;
-      METRIC_ADD(w->m.dlv_conns_reused, dc->num_msgs > 0 ? 1 : 0);
-      dc->num_msgs++;
+    if (d->num_ready == 0 || !dest_take_token(w, d)) {
+      dc->idle = 1;
+      dc->idle_until = w->now_ms + DLV_IDLE_MS;
+      dc->idle_next = d->idle;
+      d->idle = c;
+      dest_activate(w->dlv, d);
       return;
     }
-    dlv_conn_release_attempt(dc);
-    struct smtp_reply r;
-    smtp_reply_set(&r, 451, "4.3.0", "local error: cannot send the message");
-    dlv_defer_msg(w, m, dc->relay, &r);
+    if (dlv_start_job(c, dest_pop(d)) == 0) {
+      return;
+    }
   }
   smtp_client_quit(dc->cl);
 }
@@ -759,36 +1326,54 @@ static void dlv_on_ready(struct conn *c) {
 static void dlv_on_message_done(struct conn *c) {
   struct worker *w = c->w;
   struct dlv_conn *dc = c->dlv;
-  struct dlv_msg *m = dc->msg;
-  if (m == NULL) {
+  struct dlv_job *j = dc->job;
+  if (j == NULL) {
     return;
   }
-  for (size_t j = 0; j < dc->cm.num_rcpts; j++) {
+  int lmtp = dc->dest->route.kind == ROUTE_LMTP_TCP ||
+             dc->dest->route.kind == ROUTE_LMTP_UNIX;
+  /* RFC 3461 §5.2.2.1: a next hop that does not speak DSN gets no
+   * NOTIFY; we report "relayed" for it. With DSN the next hop reports. */
+  int next_dsn = (smtp_client_extensions(dc->cl) & SMTP_CLIENT_EXT_DSN) != 0;
+  enum dlv_report ok_report = lmtp       ? REPORT_DELIVERED
+                              : next_dsn ? REPORT_NONE
+                                         : REPORT_RELAYED;
+  for (size_t k = 0; k < dc->cm.num_rcpts; k++) {
     struct smtp_reply reply;
-    enum smtp_client_status st = smtp_client_rcpt_result(dc->cl, j, &reply);
-    size_t i = dc->map[j];
+    enum smtp_client_status st = smtp_client_rcpt_result(dc->cl, k, &reply);
+    size_t i = dc->map[k];
     if (st == SMTP_CLIENT_OK) {
-      dlv_finish_rcpt(w, m, i, DLV_DELIVERED, dc->relay, &reply);
+      dlv_finish_rcpt(w, j, i, DLV_DELIVERED, ok_report, dc->relay, &reply);
     } else if (st == SMTP_CLIENT_FAIL) {
-      dlv_finish_rcpt(w, m, i, DLV_BOUNCED, dc->relay, &reply);
+      dlv_finish_rcpt(w, j, i, DLV_BOUNCED, REPORT_FAILED, dc->relay, &reply);
     } else {
-      dlv_log(w, m, &m->rcpts[i], DLV_DEFERRED, dc->relay, &reply);
+      dlv_defer_rcpt(w, j, i, dc->relay, &reply);
     }
   }
   dlv_conn_release_attempt(dc);
-  dlv_after_attempt(w, m);
+  dlv_after_attempt(w, j);
 }
 
-/* dlv_site_failed: a connection failed before it could carry a message.
- * If no other connection is up, the next hop is down: defer what is due
- * (each message logs its deferral and backs off). Either way new connects
- * pause briefly, so a refusing host is not hammered. */
-static void dlv_site_failed(struct worker *w, struct dlv_conn *dc,
-                            const struct smtp_reply *reply) {
-  w->dlv_next_connect_ms = w->now_ms + DLV_HOLD_MS;
-  if (w->dlv_num_conns - w->dlv_num_starting == 0) {
-    dlv_defer_ready(w, dc->relay, reply);
+/* dest_site_failed: a connection failed before it could carry a message.
+ * The next connection tries the next address (RFC 5321 §5.1: the next
+ * MX); once every address failed and no other connection is up, the due
+ * jobs are deferred and new connects pause, so a refusing host is not
+ * hammered. */
+static void dest_site_failed(struct worker *w, struct dlv_dest *d,
+                             size_t addr_index, const char *relay,
+                             const struct smtp_reply *reply) {
+  if (d->num_addrs > 0 && addr_index == d->addr_next) {
+    d->addr_next = (d->addr_next + 1) % d->num_addrs;
   }
+  d->num_failed++;
+  if (d->num_failed >= (d->num_addrs ? d->num_addrs : 1)) {
+    d->num_failed = 0;
+    d->hold_until_ms = w->now_ms + DLV_HOLD_MS;
+    if (d->num_conns - d->num_starting == 0) {
+      dest_defer_ready(w, d, relay, reply);
+    }
+  }
+  dest_activate(w->dlv, d);
 }
 
 static void dlv_on_session_error(struct conn *c) {
@@ -796,12 +1381,13 @@ static void dlv_on_session_error(struct conn *c) {
   const struct smtp_reply *reply = smtp_client_reply(dc->cl);
   struct log_rec r;
   log_begin(&r, "delivery_session_error");
+  log_str(&r, "dest", dc->dest->name);
   log_str(&r, "relay", dc->relay);
   log_i64(&r, "code", reply->code);
   log_str(&r, "text", reply->text);
   log_end(&r);
   if (dc->starting) {
-    dlv_site_failed(c->w, dc, reply);
+    dest_site_failed(c->w, dc->dest, dc->addr_index, dc->relay, reply);
   }
 }
 
@@ -825,7 +1411,7 @@ static void dlv_move_output(struct conn *c) {
 }
 
 /* dlv_set_deadline arms the RFC 5321 §4.5.3.2 timeout of the engine's
- * state (none while idle: QUIT is sent at once then). */
+ * state, or the idle wait. */
 static void dlv_set_deadline(struct conn *c) {
   if (c->dlv->idle) {
     c->deadline_ms = c->dlv->idle_until;
@@ -852,6 +1438,10 @@ void delivery_pump(struct conn *c) {
       return;
     case SMTP_CLIENT_EV_READY:
       dlv_on_ready(c);
+      if (dc->idle) {
+        dlv_set_deadline(c);
+        return;
+      }
       break;
     case SMTP_CLIENT_EV_RCPT_RESULT:
       break;
@@ -892,65 +1482,66 @@ void delivery_on_eof(struct conn *c) {
   delivery_pump(c);
 }
 
-/* dlv_connect opens one connection to the relay host. Returns 0, or -1
- * when no connection could be started (the reason in *out_reply). */
-static int dlv_connect(struct worker *w, char *relay, size_t relay_len,
-                       struct smtp_reply *out_reply) {
-  char host[256], port[8];
-  uint16_t portnum;
-  int no_mx;
-  if (relayhost_parse(w->cfg->relayhost, host, sizeof(host), &portnum,
-                      &no_mx) != 0) {
-    smtp_reply_set(out_reply, 451, "4.3.5", "bad relayhost");
-    return -1;
-  }
-  snprintf(port, sizeof(port), "%u", portnum);
-  snprintf(relay, relay_len, "%s:%u", host, portnum);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                           .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_NUMERICSERV};
-  struct addrinfo *res = NULL;
-  /* Blocking lookup on the loop thread: numeric or /etc/hosts for now. */
-  int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0) {
-    char text[300];
-    snprintf(text, sizeof(text), "cannot resolve relayhost %s: %s", host,
-             gai_strerror(rc));
-    smtp_reply_set(out_reply, 451, "4.4.4", text);
-    return -1;
+/* dlv_connect opens one connection to the destination's next address.
+ * Returns 0, or -1 when no connection could be started (local error). */
+static int dlv_connect(struct worker *w, struct dlv_dest *d) {
+  struct sockaddr_storage ss;
+  socklen_t ss_len;
+  char relay[400];
+  size_t ai = 0;
+  if (d->route.kind == ROUTE_LMTP_UNIX) {
+    struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    size_t plen = strnlen(d->route.path, sizeof(sun->sun_path) - 1);
+    memcpy(sun->sun_path, d->route.path, plen); /* route_parse: < 108 */
+    ss_len = sizeof(*sun);
+    snprintf(relay, sizeof(relay), "unix:%.300s", d->route.path);
+  } else {
+    ai = d->addr_next % d->num_addrs;
+    ss = d->addrs[ai];
+    char text[64] = "?";
+    sockaddr_format((struct sockaddr *)&ss, text, sizeof(text));
+    if (ss.ss_family == AF_INET6) {
+      ((struct sockaddr_in6 *)&ss)->sin6_port = htons(d->route.port);
+      ss_len = sizeof(struct sockaddr_in6);
+    } else {
+      ((struct sockaddr_in *)&ss)->sin_port = htons(d->route.port);
+      ss_len = sizeof(struct sockaddr_in);
+    }
+    snprintf(relay, sizeof(relay), "%s[%s]:%u", d->addr_host[ai], text,
+             d->route.port);
   }
   struct smtp_client_config cc;
   smtp_client_config_default(&cc);
   cc.helo_name = w->cfg->hostname;
+  cc.lmtp = d->route.kind == ROUTE_LMTP_TCP || d->route.kind == ROUTE_LMTP_UNIX;
   if (cc.limits.max_rcpts < w->cfg->recipient_limit) {
     cc.limits.max_rcpts = w->cfg->recipient_limit;
   }
-  int fd =
-      socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   struct dlv_conn *dc = calloc(1, sizeof(*dc));
   struct smtp_client *cl = smtp_client_new(&cc);
   struct conn *c = NULL;
-  if (fd >= 0 && dc != NULL && cl != NULL &&
-      res->ai_addrlen <= sizeof(dc->addr)) {
+  if (fd >= 0 && dc != NULL && cl != NULL) {
     c = conn_new_outbound(w, fd);
   }
   if (c == NULL) {
-    freeaddrinfo(res);
     smtp_client_free(cl);
     free(dc);
     if (fd >= 0) {
       close(fd);
     }
-    smtp_reply_set(out_reply, 451, "4.3.0", "local error: cannot connect");
     return -1;
   }
-  memcpy(&dc->addr, res->ai_addr, res->ai_addrlen);
-  dc->addr_len = res->ai_addrlen;
-  freeaddrinfo(res);
+  dc->addr = ss;
+  dc->addr_len = ss_len;
+  dc->addr_index = ai;
   dc->cl = cl;
+  dc->dest = d;
   dc->starting = 1;
   snprintf(dc->relay, sizeof(dc->relay), "%s", relay);
-  snprintf(c->peer_text, sizeof(c->peer_text), "%s", relay);
+  snprintf(c->peer_text, sizeof(c->peer_text), "%.63s", relay);
   c->dlv = dc;
   c->connecting = 1;
   c->deadline_ms = w->now_ms + (int64_t)w->cfg->delivery_connect_timeout * 1000;
@@ -958,8 +1549,9 @@ static int dlv_connect(struct worker *w, char *relay, size_t relay_len,
   io_uring_prep_connect(sqe, fd, (struct sockaddr *)&dc->addr, dc->addr_len);
   io_uring_sqe_set_data64(sqe, op_tag(c, OP_CONNECT));
   c->num_ops++;
+  d->num_conns++;
+  d->num_starting++;
   w->dlv_num_conns++;
-  w->dlv_num_starting++;
   METRIC_ADD(w->m.dlv_conns_opened, 1);
   return 0;
 }
@@ -977,21 +1569,30 @@ void delivery_on_connect(struct conn *c, int res) {
                                   : "timed out");
     struct smtp_reply r;
     smtp_reply_set(&r, 451, "4.4.1", text);
-    dlv_site_failed(w, dc, &r);
+    struct log_rec lr;
+    log_begin(&lr, "connect_failed");
+    log_str(&lr, "dest", dc->dest->name);
+    log_str(&lr, "relay", dc->relay);
+    log_str(&lr, "reason", text);
+    log_end(&lr);
+    /* Still counted as starting until freed: "up" counts others only. */
+    dest_site_failed(w, dc->dest, dc->addr_index, dc->relay, &r);
     c->closing = 1;
     c->shut = 1; /* nothing was ever sent: no shutdown(2) needed */
     conn_maybe_free(c);
     return;
   }
   int one = 1;
-  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (dc->addr.ss_family != AF_UNIX) {
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
   conn_start_recv(c);
   delivery_pump(c);
 }
 
 /* delivery_conn_tick runs an outbound connection's timers: the connect
- * timeout, the engine's RFC 5321 §4.5.3.2 timeouts, and on a forced stop
- * the end of whatever is in flight (its recipients are deferred). */
+ * timeout, the engine's RFC 5321 §4.5.3.2 timeouts, the idle wait, and on
+ * a forced stop the end of whatever is in flight (deferred). */
 void delivery_conn_tick(struct conn *c, int force) {
   struct worker *w = c->w;
   struct dlv_conn *dc = c->dlv;
@@ -1027,49 +1628,422 @@ void delivery_conn_free(struct conn *c) {
   if (dc == NULL) {
     return;
   }
-  if (dc->msg != NULL) {
+  struct dlv_dest *d = dc->dest;
+  if (dc->job != NULL) {
     /* The engine always reports MESSAGE_DONE before CLOSED; this only
      * covers a connection torn down underneath it. */
-    struct dlv_msg *m = dc->msg;
+    struct dlv_job *j = dc->job;
     dlv_conn_release_attempt(dc);
     struct smtp_reply r;
     smtp_reply_set(&r, 451, "4.4.2", "connection lost");
-    dlv_defer_msg(w, m, dc->relay, &r);
+    for (size_t k = 0; k < j->num_rcpts; k++) {
+      if (!j->msg->rcpts[j->rcpts[k]].done) {
+        dlv_defer_rcpt(w, j, j->rcpts[k], dc->relay, &r);
+      }
+    }
+    dlv_after_attempt(w, j);
   }
   if (dc->starting) {
-    w->dlv_num_starting--;
+    d->num_starting--;
   }
   dlv_idle_remove(c);
+  d->num_conns--;
   w->dlv_num_conns--;
   dlv_conn_release_attempt(dc);
   smtp_client_free(dc->cl);
   free(dc);
   c->dlv = NULL;
+  dest_activate(w->dlv, d); /* the scheduler may free it or reconnect */
+}
+
+/* ---- routes (DNS) ---- */
+
+static void dlv_on_route(void *arg, const struct dns_route *route) {
+  struct dlv_dest *d = arg;
+  struct worker *w = d->route_worker;
+  d->resolving = 0;
+  d->route_known = 1;
+  d->route_status = route->status;
+  snprintf(d->route_detail, sizeof(d->route_detail), "%s", route->detail);
+  d->num_addrs = 0;
+  d->addr_next = 0;
+  d->num_failed = 0;
+  for (size_t t = 0; t < route->num_targets; t++) {
+    const struct dns_target *tg = &route->targets[t];
+    for (size_t a = 0; a < tg->num_addrs && d->num_addrs < DLV_MAX_ADDRS; a++) {
+      d->addrs[d->num_addrs] = tg->addrs[a];
+      snprintf(d->addr_host[d->num_addrs], sizeof(d->addr_host[0]), "%s",
+               tg->host);
+      d->num_addrs++;
+    }
+  }
+  if (route->status == DNS_OK && d->num_addrs == 0) {
+    d->route_status = DNS_TEMPFAIL;
+  }
+  d->route_expire_ms =
+      w->now_ms +
+      (d->route_status == DNS_OK ? DLV_ROUTE_TTL_MS : DLV_ROUTE_FAIL_TTL_MS);
+  struct log_rec r;
+  log_begin(&r, "route");
+  log_str(&r, "dest", d->name);
+  log_str(&r, "status", d->route_status == DNS_OK ? "ok" : "failed");
+  log_u64(&r, "addrs", d->num_addrs);
+  log_str(&r, "detail", d->route_detail);
+  log_end(&r);
+  dest_activate(w->dlv, d);
+}
+
+/* dest_route: 1 when the destination's addresses are known and usable,
+ * 0 while a lookup runs, -1 when the route failed (due jobs handled). */
+static int dest_route(struct worker *w, struct dlv_dest *d) {
+  if (d->route.kind == ROUTE_LMTP_UNIX) {
+    return 1;
+  }
+  if (d->resolving) {
+    return 0;
+  }
+  if (!d->route_known || w->now_ms >= d->route_expire_ms) {
+    if (w->dns == NULL) {
+      struct smtp_reply r;
+      smtp_reply_set(&r, 451, "4.4.3", "no DNS resolver");
+      dest_defer_ready(w, d, NULL, &r);
+      return -1;
+    }
+    d->resolving = 1;
+    d->route_worker = w;
+    d->dns_handle = d->route.kind == ROUTE_SMTP_MX
+                        ? dns_route_mx(w->dns, d->lookup, dlv_on_route, d)
+                        : dns_route_host(w->dns, d->lookup, dlv_on_route, d);
+    return 0;
+  }
+  if (d->route_status == DNS_OK) {
+    return 1;
+  }
+  struct smtp_reply r;
+  char text[SMTP_REPLY_MAX_TEXT];
+  switch (d->route_status) {
+  case DNS_NULL_MX:
+    /* RFC 7505 §3: 556 5.1.10 for a domain that accepts no mail. */
+    snprintf(text, sizeof(text), "%.200s: domain accepts no mail (null MX)",
+             d->lookup);
+    smtp_reply_set(&r, 556, "5.1.10", text);
+    dest_bounce_ready(w, d, NULL, &r);
+    break;
+  case DNS_NOT_FOUND:
+  case DNS_PERMFAIL:
+    snprintf(text, sizeof(text), "%.200s: host or domain name not found (%s)",
+             d->lookup, d->route_detail);
+    smtp_reply_set(&r, 550, "5.4.4", text);
+    dest_bounce_ready(w, d, NULL, &r);
+    break;
+  default:
+    snprintf(text, sizeof(text), "%.200s: DNS lookup failed (%s)", d->lookup,
+             d->route_detail);
+    smtp_reply_set(&r, 451, "4.4.3", text);
+    dest_defer_ready(w, d, NULL, &r);
+    break;
+  }
+  return -1;
+}
+
+/* ---- local delivery (Maildir, on the local pool) ---- */
+
+static void dest_run_local(struct worker *w, struct dlv_dest *d) {
+  unsigned limit = w->cfg->delivery_dest_concurrency;
+  while (!w->stopping && d->num_ready > 0 && d->local_in_flight < limit &&
+         dest_take_token(w, d)) {
+    struct dlv_job *j = dest_pop(d);
+    j->state = JOB_FLIGHT;
+    j->msg->in_flight++;
+    struct local_job *lj = calloc(1, sizeof(*lj));
+    int ok = lj != NULL;
+    if (ok) {
+      lj->w = w;
+      lj->cookie = j;
+      lj->tmpl = d->route.path;
+      lj->sender = j->msg->sender;
+      snprintf(lj->hostname, sizeof(lj->hostname), "%s", w->cfg->hostname);
+      lj->rcpts = calloc(j->num_rcpts, sizeof(*lj->rcpts));
+      lj->results = calloc(j->num_rcpts, sizeof(*lj->results));
+      ok = lj->rcpts != NULL && lj->results != NULL;
+      for (size_t k = 0; ok && k < j->num_rcpts; k++) {
+        struct dlv_rcpt *rc = &j->msg->rcpts[j->rcpts[k]];
+        if (!rc->done) {
+          lj->rcpts[lj->num_rcpts] = rc->addr;
+          lj->results[lj->num_rcpts].index = j->rcpts[k];
+          lj->num_rcpts++;
+        }
+      }
+      ok = ok && dlv_load_body(w, j->msg, &lj->storage, &lj->rcpt_storage,
+                               &lj->body) == 0;
+    }
+    if (!ok) {
+      if (lj != NULL) {
+        local_job_free(lj);
+      }
+      struct smtp_reply r;
+      smtp_reply_set(&r, 451, "4.3.0", "local error: cannot start delivery");
+      for (size_t k = 0; k < j->num_rcpts; k++) {
+        if (!j->msg->rcpts[j->rcpts[k]].done) {
+          dlv_defer_rcpt(w, j, j->rcpts[k], d->name, &r);
+        }
+      }
+      dlv_after_attempt(w, j);
+      continue;
+    }
+    d->local_in_flight++;
+    w->dlv_num_local++;
+    local_pool_submit(w->d, lj);
+  }
+}
+
+void delivery_local_done(struct worker *w, struct local_job *lj) {
+  struct dlv_job *j = lj->cookie;
+  struct dlv_dest *d = j->dest;
+  d->local_in_flight--;
+  w->dlv_num_local--;
+  for (size_t k = 0; k < lj->num_rcpts; k++) {
+    const struct local_result *res = &lj->results[k];
+    struct smtp_reply r;
+    if (res->status == 0) {
+      char text[SMTP_REPLY_MAX_TEXT];
+      snprintf(text, sizeof(text), "delivered to maildir as %.200s", res->text);
+      smtp_reply_set(&r, 250, "2.0.0", text);
+      r.local = 1;
+      dlv_finish_rcpt(w, j, res->index, DLV_DELIVERED, REPORT_DELIVERED,
+                      d->name, &r);
+    } else if (res->status == -2) {
+      smtp_reply_set(&r, 550, "5.2.0", res->text);
+      r.local = 1;
+      dlv_finish_rcpt(w, j, res->index, DLV_BOUNCED, REPORT_FAILED, d->name,
+                      &r);
+    } else {
+      smtp_reply_set(&r, 451, "4.2.0", res->text);
+      r.local = 1;
+      dlv_defer_rcpt(w, j, res->index, d->name, &r);
+    }
+  }
+  local_job_free(lj);
+  dlv_after_attempt(w, j);
+  dest_activate(w->dlv, d);
+}
+
+/* ---- control commands (control.c) ---- */
+
+static uint64_t dlv_hold_len;
+
+/* dlv_stage_hold stages a HOLD or RELEASE record of m; the command's
+ * answer waits for it. Returns 0 or -1. */
+static int dlv_stage_hold(struct worker *w, struct dlv_msg *m, int held,
+                          struct ctl_op *op) {
+  struct spool_hold h = {.queue_id = m->loc.queue_id,
+                         .gen = m->hold_gen + 1,
+                         .held = (uint8_t)held,
+                         .when_ms = w->now_ms};
+  if (dlv_hold_len == 0) {
+    struct buf b = {0};
+    if (spool_hold_encode(&b, &h) == 0) {
+      dlv_hold_len = b.len;
+    }
+    buf_free(&b);
+  }
+  struct commit *cm = calloc(1, sizeof(*cm));
+  if (cm == NULL || dlv_hold_len == 0) {
+    free(cm);
+    return -1;
+  }
+  cm->queue_id = m->loc.queue_id;
+  cm->rec_len = dlv_hold_len;
+  cm->ctl = op;
+  if (spool_writer_add_hold(w->spool, &h, cm) != 0) {
+    free(cm);
+    return -1;
+  }
+  control_wait_record(op);
+  m->hold_gen++;
+  return 0;
+}
+
+/* dlv_msg_matches: is m named by the request? */
+static int dlv_msg_matches(const struct worker *w, const struct dlv_msg *m,
+                           const struct ctl_request *req) {
+  if (req->num_ids > 0) {
+    for (size_t i = 0; i < req->num_ids; i++) {
+      if (req->ids[i] == m->loc.queue_id) {
+        return 1;
+      }
+    }
+    return 0;
+  }
+  if (req->domain[0] != '\0') {
+    for (size_t i = 0; i < m->num_rcpts; i++) {
+      if (!m->rcpts[i].done &&
+          strcasecmp(rcpt_domain(w, m->rcpts[i].addr), req->domain) == 0) {
+        return 1;
+      }
+    }
+    return 0;
+  }
+  return 1; /* --all, FLUSH and STATUS without arguments */
+}
+
+/* dlv_jobs_park takes m's due and waiting jobs out of the queues. */
+static void dlv_jobs_park(struct worker *w, struct dlv_msg *m,
+                          enum dlv_job_state to) {
+  for (size_t k = 0; k < m->num_jobs; k++) {
+    struct dlv_job *j = &m->jobs[k];
+    if (j->state == JOB_READY) {
+      dest_unlink(j->dest, j);
+      j->state = to;
+    } else if (j->state == JOB_WAITING) {
+      heap_remove(w->dlv, j);
+      j->state = to;
+    } else if (j->state == JOB_HELD && to == JOB_IDLE) {
+      j->state = to;
+    }
+  }
+}
+
+static int dlv_msg_active(const struct dlv_msg *m) {
+  for (size_t k = 0; k < m->num_jobs; k++) {
+    if (m->jobs[k].state == JOB_READY || m->jobs[k].state == JOB_FLIGHT) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+void delivery_control(struct worker *w, const struct ctl_request *req,
+                      struct ctl_op *op) {
+  for (struct dlv_msg *m = w->dlv->all; m != NULL; m = m->all_next) {
+    if (m->num_open == 0 || !dlv_msg_matches(w, m, req)) {
+      continue; /* finished ones wait only for their DONEs: not found */
+    }
+    uint64_t id = m->loc.queue_id;
+    switch (req->verb) {
+    case CTL_VERB_STATUS:
+      control_item(op, id,
+                   m->held             ? CTL_WORD_HELD
+                   : dlv_msg_active(m) ? CTL_WORD_ACTIVE
+                                       : CTL_WORD_DEFERRED);
+      break;
+    case CTL_VERB_FLUSH: {
+      if (m->held) {
+        control_item(op, id, CTL_WORD_HELD);
+        break;
+      }
+      int moved = 0;
+      for (size_t k = 0; k < m->num_jobs; k++) {
+        struct dlv_job *j = &m->jobs[k];
+        if (j->state == JOB_WAITING) {
+          heap_remove(w->dlv, j);
+          dlv_job_ready(w, j);
+          j->dest->hold_until_ms = 0;
+          moved = 1;
+        }
+      }
+      control_item(op, id, moved ? CTL_WORD_QUEUED : CTL_WORD_ACTIVE);
+      break;
+    }
+    case CTL_VERB_HOLD:
+      if (!m->held) {
+        if (dlv_stage_hold(w, m, 1, op) != 0) {
+          control_item(op, id, CTL_WORD_BUSY);
+          break;
+        }
+        m->held = 1;
+        dlv_jobs_park(w, m, JOB_HELD); /* in flight: held afterwards */
+        struct log_rec r;
+        log_begin(&r, "held");
+        log_str(&r, "qid", m->qid);
+        log_end(&r);
+      }
+      control_item(op, id, CTL_WORD_HELD);
+      break;
+    case CTL_VERB_RELEASE:
+      if (!m->held) {
+        control_item(op, id, CTL_WORD_NOT_HELD);
+        break;
+      }
+      if (dlv_stage_hold(w, m, 0, op) != 0) {
+        control_item(op, id, CTL_WORD_BUSY);
+        break;
+      }
+      m->held = 0;
+      for (size_t k = 0; k < m->num_jobs; k++) {
+        if (m->jobs[k].state == JOB_HELD) {
+          dlv_job_ready(w, &m->jobs[k]);
+        }
+      }
+      {
+        struct log_rec r;
+        log_begin(&r, "released");
+        log_str(&r, "qid", m->qid);
+        log_end(&r);
+      }
+      control_item(op, id, CTL_WORD_RELEASED);
+      break;
+    case CTL_VERB_DELETE:
+      if (m->in_flight > 0) {
+        /* The recipients of the attempt in flight finish with it; the
+         * rest are deleted when it ends (dlv_after_attempt). */
+        m->deleted = 1;
+      }
+      dlv_jobs_park(w, m, JOB_IDLE);
+      for (size_t k = 0; k < m->num_jobs; k++) {
+        struct dlv_job *j = &m->jobs[k];
+        if (j->state == JOB_FLIGHT) {
+          continue;
+        }
+        for (size_t x = 0; x < j->num_rcpts; x++) {
+          struct dlv_rcpt *rc = &m->rcpts[j->rcpts[x]];
+          if (!rc->done) {
+            rc->done = 1;
+            m->num_open--;
+            dlv_stage_done_ctl(w, m, rc, SPOOL_OUTCOME_DELETED, op);
+          }
+        }
+      }
+      {
+        struct log_rec r;
+        log_begin(&r, "deleted");
+        log_str(&r, "qid", m->qid);
+        log_end(&r);
+      }
+      control_item(op, id, CTL_WORD_DELETED);
+      break;
+    }
+  }
 }
 
 /* ---- scheduling ---- */
 
 void delivery_tick(struct worker *w) {
-  struct dlv_msg **pp = &w->dlv_waiting;
-  while (*pp != NULL) {
-    struct dlv_msg *m = *pp;
-    if (m->next_ms <= w->now_ms) {
-      *pp = m->next;
-      dlv_ready_push(w, m);
-    } else {
-      pp = &m->next;
+  struct dlv_state *s = w->dlv;
+  while (s->heap_len > 0 && s->heap[0]->next_ms <= w->now_ms) {
+    struct dlv_job *j = s->heap[0];
+    heap_remove(s, j);
+    dlv_job_ready(w, j);
+  }
+  /* The queue by state for the metrics: one walk a second. */
+  uint64_t st[3] = {0, 0, 0};
+  for (struct dlv_msg *m = s->all; m != NULL; m = m->all_next) {
+    if (m->num_open == 0) {
+      continue;
     }
+    st[m->held ? 0 : dlv_msg_active(m) ? 1 : 2]++;
+  }
+  for (int i = 0; i < 3; i++) {
+    __atomic_store_n(&w->m.queue_state[i], st[i], __ATOMIC_RELAXED);
   }
 }
 
-/* delivery_schedule (every loop turn) puts due messages on their way: no
- * relayhost defers them; otherwise connections open up to the
- * concurrency limit, one per due message not yet covered by a starting
- * connection. Idle connections do not exist: they QUIT at once. */
-void delivery_schedule(struct worker *w) {
-  /* Idle connections first: a due message, or QUIT when stopping. */
-  while (w->dlv_idle != NULL && (w->dlv_num_ready > 0 || w->stopping)) {
-    struct conn *c = w->dlv_idle;
+/* dest_schedule puts one destination's due jobs on their way. Returns 1
+ * while the destination still needs the scheduler's attention. */
+static int dest_schedule(struct worker *w, struct dlv_dest *d) {
+  /* Idle connections first: a due job, or QUIT when stopping. */
+  while (d->idle != NULL && (d->num_ready > 0 || w->stopping)) {
+    struct conn *c = d->idle;
     dlv_idle_remove(c);
     if (w->stopping) {
       smtp_client_quit(c->dlv->cl);
@@ -1077,45 +2051,107 @@ void delivery_schedule(struct worker *w) {
       dlv_on_ready(c);
     }
     delivery_pump(c);
+    if (c->dlv != NULL && c->dlv->idle) {
+      break; /* the rate limit holds it back */
+    }
   }
-  if (w->dlv_num_ready == 0) {
-    return;
+  if (d->num_ready == 0 || w->stopping) {
+    return d->idle != NULL;
   }
-  if (w->cfg->relayhost[0] == '\0') {
+  if (d->route.kind == ROUTE_ERROR) {
     struct smtp_reply r;
-    smtp_reply_set(&r, 451, "4.4.3",
-                   "MX routing not implemented yet; set relayhost");
-    dlv_defer_ready(w, NULL, &r);
-    return;
+    const char *t = d->route.path;
+    char code[8] = "5.1.1";
+    if (t[0] == '5' && t[1] == '.' && strchr(t, ' ') != NULL &&
+        strchr(t, ' ') - t < (ptrdiff_t)sizeof(code)) {
+      snprintf(code, sizeof(code), "%.*s", (int)(strchr(t, ' ') - t), t);
+      t = strchr(t, ' ') + 1;
+    }
+    smtp_reply_set(&r, 550, code, t);
+    r.local = 1;
+    dest_bounce_ready(w, d, NULL, &r);
+    return 0;
   }
-  if (w->stopping || w->now_ms < w->dlv_next_connect_ms) {
-    return;
+  if (d->route.kind == ROUTE_MAILDIR) {
+    dest_run_local(w, d);
+    return d->num_ready > 0;
   }
-  while (w->dlv_num_ready > w->dlv_num_starting &&
+  if (w->now_ms < d->hold_until_ms) {
+    return 1;
+  }
+  int rt = dest_route(w, d);
+  if (rt <= 0) {
+    return rt == 0;
+  }
+  unsigned limit = w->cfg->delivery_dest_concurrency;
+  while (d->num_ready > d->num_starting && d->num_conns < limit &&
          w->dlv_num_conns < w->cfg->delivery_concurrency) {
-    char relay[300] = "";
-    struct smtp_reply r;
-    if (dlv_connect(w, relay, sizeof(relay), &r) != 0) {
-      w->dlv_next_connect_ms = w->now_ms + DLV_HOLD_MS;
-      if (w->dlv_num_conns - w->dlv_num_starting == 0) {
-        dlv_defer_ready(w, relay, &r);
+    if (dlv_connect(w, d) != 0) {
+      struct smtp_reply r;
+      smtp_reply_set(&r, 451, "4.3.0", "local error: cannot connect");
+      d->hold_until_ms = w->now_ms + DLV_HOLD_MS;
+      if (d->num_conns - d->num_starting == 0) {
+        dest_defer_ready(w, d, NULL, &r);
       }
-      return;
+      return 1;
+    }
+  }
+  return d->num_ready > 0;
+}
+
+/* delivery_schedule (every loop turn) walks the active destinations. */
+void delivery_schedule(struct worker *w) {
+  struct dlv_state *s = w->dlv;
+  if (w->dns != NULL) {
+    dns_dispatch(w->dns);
+  }
+  struct dlv_dest *list = s->active;
+  s->active = NULL;
+  while (list != NULL) {
+    struct dlv_dest *d = list;
+    list = d->anext;
+    d->active = 0;
+    d->anext = NULL;
+    int again = dest_schedule(w, d);
+    if (again || d->num_ready > 0 || d->idle != NULL) {
+      /* Reconsidered on the next turn (or tick, while held). */
+      dest_activate(s, d);
+    } else {
+      dest_maybe_free(w, d);
     }
   }
 }
 
 int delivery_idle(const struct worker *w) {
-  return w->dlv_num_conns == 0;
+  return w->dlv_num_conns == 0 && w->dlv_num_local == 0;
+}
+
+int delivery_init(struct worker *w) {
+  w->dlv = calloc(1, sizeof(*w->dlv));
+  return w->dlv != NULL ? 0 : -1;
 }
 
 void delivery_free_all(struct worker *w) {
-  struct dlv_msg *m;
-  while ((m = dlv_ready_pop(w)) != NULL) {
+  struct dlv_state *s = w->dlv;
+  if (s == NULL) {
+    return;
+  }
+  while (s->all != NULL) {
+    struct dlv_msg *m = s->all;
+    s->all = m->all_next;
     delivery_msg_free(m);
   }
-  while ((m = w->dlv_waiting) != NULL) {
-    w->dlv_waiting = m->next;
-    delivery_msg_free(m);
+  for (size_t b = 0; b < DLV_DEST_BUCKETS; b++) {
+    while (s->buckets[b] != NULL) {
+      struct dlv_dest *d = s->buckets[b];
+      s->buckets[b] = d->hnext;
+      if (d->resolving && w->dns != NULL) {
+        dns_cancel(w->dns, d->dns_handle);
+      }
+      free(d);
+    }
   }
+  free(s->heap);
+  free(s);
+  w->dlv = NULL;
 }

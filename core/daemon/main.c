@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/daemon/daemon.h"
@@ -171,6 +172,31 @@ static void serve(struct daemon *d, const sigset_t *set) {
   }
 }
 
+/* lock_spool takes the spool lock for the daemon's lifetime: one daemon
+ * per spool, and `postseal queue` writes offline only while none runs. An
+ * offline queue command holds it briefly, so a busy lock is retried for
+ * two seconds before giving up. */
+static int lock_spool(struct daemon *d) {
+  char err[512];
+  for (int i = 0; i < 20; i++) {
+    int rc = spool_lock(d->spool_dir, &d->lock_fd, err, sizeof(err));
+    if (rc == 0) {
+      return 0;
+    }
+    if (rc < 0) {
+      log_msg("error", "spool %s: %s", d->spool_dir, err);
+      return -1;
+    }
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  log_msg("error",
+          "spool %s is locked by another process (another postseald, or a "
+          "postseal queue command); not starting",
+          d->spool_dir);
+  return -1;
+}
+
 static int start_workers(struct daemon *d, const struct spool_scan *scan) {
   char err[512];
   d->num_workers = d->cfg->threads;
@@ -184,6 +210,11 @@ static int start_workers(struct daemon *d, const struct spool_scan *scan) {
     }
   }
   queue_recovered(d, scan);
+  /* Maildir writes block: a small pool does them off the rings. */
+  if (local_pool_start(d, d->num_workers < 2 ? 2 : d->num_workers) != 0) {
+    log_msg("error", "cannot start the local delivery threads");
+    return -1;
+  }
   for (unsigned i = 0; i < d->num_workers; i++) {
     if (pthread_create(&d->workers[i].thread, NULL, worker_main,
                        &d->workers[i]) != 0) {
@@ -261,7 +292,8 @@ int main(int argc, char **argv) {
 
   struct spool_scan scan;
   d->spool_dir = strdup(d->cfg->spool_dir);
-  if (d->spool_dir == NULL || recover_spool(d, &scan) != 0) {
+  if (d->spool_dir == NULL || lock_spool(d) != 0 ||
+      recover_spool(d, &scan) != 0) {
     log_flush();
     return 1;
   }
@@ -282,6 +314,7 @@ int main(int argc, char **argv) {
   for (unsigned i = 0; i < d->num_workers; i++) {
     pthread_join(d->workers[i].thread, NULL);
   }
+  local_pool_stop(d);
   if (__atomic_load_n(&d->failed, __ATOMIC_ACQUIRE)) {
     log_msg("error", "postseald stopped: a worker failed to start");
     log_flush();

@@ -97,6 +97,15 @@ static void render_messages(struct daemon *d, struct buf *out) {
                       "Messages in the spool not yet finished.");
   metric_write_value(out, "postseal_queue_messages", NULL,
                      (double)(int64_t)SUM(d, queue_messages));
+  static const char *const states[3] = {"held", "active", "deferred"};
+  metric_write_header(out, "postseal_queue_messages_by_state", "gauge",
+                      "Queued messages with open recipients, by state "
+                      "(refreshed every second): held by the operator, "
+                      "active (being delivered or due), deferred.");
+  for (int i = 0; i < 3; i++) {
+    render_labelled(out, "postseal_queue_messages_by_state", "state", states[i],
+                    (double)SUM(d, queue_state[i]));
+  }
 }
 
 static void render_delivery(struct daemon *d, struct buf *out) {
@@ -125,6 +134,29 @@ static void render_delivery(struct daemon *d, struct buf *out) {
                       "delivered.");
   metric_write_hist(out, "postseal_delivery_duration_seconds", NULL, &h,
                     &daemon_delivery_spec);
+}
+
+static void render_dns(struct daemon *d, struct buf *out) {
+  metric_write_header(out, "postseal_dns_queries_total", "counter",
+                      "DNS queries sent to a server.");
+  metric_write_value(out, "postseal_dns_queries_total", NULL,
+                     (double)SUM(d, dns_queries));
+  metric_write_header(out, "postseal_dns_lookups_total", "counter",
+                      "DNS lookups by how they were answered: from the "
+                      "cache, by a new query, by joining one in flight.");
+  render_labelled(out, "postseal_dns_lookups_total", "source", "cache",
+                  (double)SUM(d, dns_cache_hits));
+  render_labelled(out, "postseal_dns_lookups_total", "source", "query",
+                  (double)SUM(d, dns_cache_misses));
+  render_labelled(out, "postseal_dns_lookups_total", "source", "coalesced",
+                  (double)SUM(d, dns_coalesced));
+  metric_write_header(out, "postseal_dns_failures_total", "counter",
+                      "DNS queries that failed temporarily (SERVFAIL, "
+                      "timeout, network), and of those the timeouts.");
+  render_labelled(out, "postseal_dns_failures_total", "kind", "tempfail",
+                  (double)SUM(d, dns_tempfails));
+  render_labelled(out, "postseal_dns_failures_total", "kind", "timeout",
+                  (double)SUM(d, dns_timeouts));
 }
 
 static void render_spool(struct daemon *d, struct buf *out) {
@@ -161,6 +193,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_messages(d, out);
   render_spool(d, out);
   render_delivery(d, out);
+  render_dns(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
                       "Event loop threads (one io_uring each).");
   metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);

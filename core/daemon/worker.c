@@ -141,10 +141,16 @@ int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
   w->seen_reload_gen = d->reload_gen;
   w->now_ms = daemon_now_ms();
   const struct config_listen *ls[LISTEN_COUNT] = {
-      &d->cfg->smtp, &d->cfg->submission, &d->cfg->metrics};
+      &d->cfg->smtp, &d->cfg->submission, &d->cfg->metrics, NULL};
   for (int k = 0; k < LISTEN_COUNT; k++) {
     w->listeners[k].fd = -1;
     w->listeners[k].kind = (enum listener_kind)k;
+    if (k == LISTEN_CONTROL) {
+      if (index == 0 && control_open(w, err, err_len) != 0) {
+        return -1;
+      }
+      continue;
+    }
     /* The metrics endpoint is served by worker 0 alone. */
     if (!ls[k]->enabled || (k == LISTEN_METRICS && index != 0)) {
       continue;
@@ -160,6 +166,14 @@ int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
     return -1;
   }
   w->dlv_seed = (uint64_t)daemon_mono_ns() ^ ((uint64_t)index << 32);
+  pthread_mutex_init(&w->local_mu, NULL);
+  if (delivery_init(w) != 0) {
+    snprintf(err, err_len, "out of memory");
+    return -1;
+  }
+  if (worker_dns_init(w, err, err_len) != 0) {
+    return -1;
+  }
   w->wake_fd = eventfd(0, EFD_CLOEXEC);
   if (w->wake_fd < 0) {
     snprintf(err, err_len, "eventfd: %s", strerror(errno));
@@ -222,7 +236,7 @@ void conn_maybe_free(struct conn *c) {
   close(c->fd);
   if (c->outbound) {
     delivery_conn_free(c);
-  } else if (c->kind != LISTEN_METRICS) {
+  } else if (c->kind < LISTEN_METRICS) {
     session_free(c);
     METRIC_ADD(w->m.sessions_active[c->kind], -1);
   }
@@ -394,7 +408,7 @@ static void worker_on_accept(struct worker *w, struct listener *l, int res,
     snprintf(c->peer_text, sizeof(c->peer_text), "unknown");
   }
   conn_arm_recv(c);
-  if (l->kind == LISTEN_METRICS) {
+  if (l->kind == LISTEN_METRICS || l->kind == LISTEN_CONTROL) {
     c->deadline_ms = w->now_ms + 10000;
     return;
   }
@@ -421,6 +435,8 @@ static void worker_on_recv(struct worker *w, struct conn *c, int res,
     } else if (!c->shut && !c->closing) {
       if (c->kind == LISTEN_METRICS) {
         metrics_on_input(c, data, (size_t)res);
+      } else if (c->kind == LISTEN_CONTROL) {
+        control_on_input(c, data, (size_t)res);
       } else {
         METRIC_ADD(w->m.bytes_received, (uint64_t)res);
         session_on_input(c, data, (size_t)res);
@@ -464,7 +480,7 @@ static void worker_on_send(struct conn *c, int res) {
     }
     if (c->outbound && !c->closing && !c->shut) {
       delivery_pump(c); /* the engine produces more body as output drains */
-    } else if (!c->outbound && c->kind != LISTEN_METRICS && !c->closing &&
+    } else if (!c->outbound && c->kind < LISTEN_METRICS && !c->closing &&
                c->paused && conn_unsent(c) < DAEMON_SEND_LOW) {
       session_pump(c); /* the client read its replies: run what waits */
     }
@@ -484,6 +500,9 @@ static void worker_spool_done(void *cookie, int err, void *arg) {
   /* Records lie in the segment in staging order from the batch start. */
   uint64_t offset = w->spool_batch_off;
   w->spool_batch_off += cm->rec_len;
+  if (cm->ctl != NULL) {
+    control_record_durable(cm->ctl, err);
+  }
   if (cm->done_for != NULL) {
     delivery_on_done_durable(w, cm->done_for, err);
     free(cm);
@@ -608,7 +627,7 @@ static void worker_begin_stop(struct worker *w) {
   }
   for (struct conn *c = w->live, *next; c != NULL; c = next) {
     next = c->next;
-    if (!c->outbound && c->kind != LISTEN_METRICS) {
+    if (!c->outbound && c->kind < LISTEN_METRICS) {
       session_on_shutdown(c);
     }
   }
@@ -638,7 +657,7 @@ static void worker_on_tick(struct worker *w) {
       continue;
     }
     if (force || (c->deadline_ms != 0 && w->now_ms >= c->deadline_ms)) {
-      if (c->kind == LISTEN_METRICS) {
+      if (c->kind >= LISTEN_METRICS) {
         conn_close(c);
       } else {
         METRIC_ADD(w->m.timeouts, force ? 0 : 1);
@@ -651,6 +670,7 @@ static void worker_on_tick(struct worker *w) {
       worker_arm_accept(w, &w->listeners[k]);
     }
   }
+  worker_dns_tick(w);
   delivery_tick(w);
   worker_spool_kick(w); /* retry after a failed rotation */
 }
@@ -677,6 +697,8 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
     break;
   case OP_WAKE:
     worker_arm_wake(w);
+    local_take_done(w);
+    control_take(w);
     worker_check_reload(w);
     if (__atomic_load_n(&w->d->stop, __ATOMIC_ACQUIRE)) {
       worker_begin_stop(w);
@@ -684,6 +706,9 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
     break;
   case OP_CONNECT:
     delivery_on_connect(owner, cqe->res);
+    break;
+  case OP_DNS_POLL:
+    worker_dns_on_poll(w, owner, cqe->res, cqe->flags);
     break;
   case OP_SPOOL_WRITE:
   case OP_SPOOL_SYNC:
@@ -696,7 +721,8 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
 
 /* worker_done: stopping, every session gone, every commit durable. */
 static int worker_done(struct worker *w) {
-  return w->stopping && w->num_conns == 0 && w->spool_ops == 0 &&
+  return w->stopping && w->num_conns == 0 && w->dlv_num_local == 0 &&
+         w->ctl_ops_out == 0 && w->spool_ops == 0 &&
          spool_writer_staged(w->spool) == 0;
 }
 
@@ -738,7 +764,9 @@ void *worker_main(void *arg) {
       close(w->listeners[k].fd);
     }
   }
+  control_close(w); /* commands that still arrive are answered */
   spool_writer_close(w->spool);
+  worker_dns_free(w);
   delivery_free_all(w);
   bufring_free(&w->bufs, &w->ring);
   io_uring_queue_exit(&w->ring);

@@ -68,6 +68,21 @@ def free_port(reserve=False):
     return port
 
 
+_closed_port = []
+
+
+def _closed_udp_port():
+    """A loopback UDP port nothing listens on, kept bound-but-unread by no
+    one: a port taken from bind(0) and released. Queries sent there get
+    ICMP port unreachable, so lookups fail at once."""
+    if not _closed_port:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        _closed_port.append(s.getsockname()[1])
+        s.close()
+    return _closed_port[0]
+
+
 def wait_port(port, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,7 +119,8 @@ class Daemon:
             f"  submission: 127.0.0.1:{self.submission_port}\n"
             f"  metrics: 127.0.0.1:{self.metrics_port}\n"
             f"spool_dir: {self.spool}\n"
-            "mynetworks:\n" + "".join(f"  - {n}\n" for n in nets) + extra)
+            "mynetworks:\n" + "".join(f"  - {n}\n" for n in nets) +
+            self._safe_defaults(extra))
         with open(self.config_path, "w") as f:
             f.write(self.config_text)
         self.env = dict(os.environ)
@@ -117,6 +133,20 @@ class Daemon:
         self.log_path = os.path.join(self.tmp, "postseald.log")
         self.ready_seen = 0
         self.last_rc = None
+
+    def _safe_defaults(self, extra):
+        """A test daemon never asks the system resolver (its MX lookups
+        could leave the machine) and never writes mail outside its temp
+        dir: unless the test says otherwise, DNS goes to a closed loopback
+        port (every lookup fails temporarily, at once) and local mail to a
+        Maildir under the temp dir."""
+        text = extra
+        if not any(line.startswith("dns:") for line in extra.splitlines()):
+            text += (f"dns:\n  servers:\n    - 127.0.0.1:{_closed_udp_port()}"
+                     "\n  timeout_ms: 200\n  tries: 1\n")
+        if "local_transport:" not in extra:
+            text += f"local_transport: maildir:{self.tmp}/mail/%d/%u\n"
+        return text
 
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
@@ -146,7 +176,8 @@ class Daemon:
         """Writes a new configuration with the same listeners (for SIGHUP)."""
         nets = mynetworks if mynetworks is not None else ["127.0.0.0/8"]
         text = self.config_text.split("mynetworks:\n")[0]
-        text += "mynetworks:\n" + "".join(f"  - {n}\n" for n in nets) + extra
+        text += ("mynetworks:\n" + "".join(f"  - {n}\n" for n in nets) +
+                 self._safe_defaults(extra))
         with open(self.config_path, "w") as f:
             f.write(text)
 
