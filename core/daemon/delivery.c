@@ -113,6 +113,9 @@ struct dlv_job {
   size_t heap_idx;
   int64_t next_ms;
   unsigned attempts;
+  /* The next hop took some recipients and said 452 to the rest (too many
+   * recipients, RFC 5321 §4.5.3.1.10): the rest go again at once. */
+  int retry_now;
 };
 
 struct dlv_msg {
@@ -1091,7 +1094,11 @@ static void dlv_defer_rcpt(struct worker *w, struct dlv_job *j, size_t i,
 static void dlv_after_attempt(struct worker *w, struct dlv_job *j) {
   struct dlv_msg *m = j->msg;
   m->in_flight--;
-  j->attempts++;
+  int retry_now = j->retry_now;
+  j->retry_now = 0;
+  if (!retry_now) {
+    j->attempts++;
+  }
   if (m->deleted) {
     for (size_t k = 0; k < j->num_rcpts; k++) {
       struct dlv_rcpt *rc = &m->rcpts[j->rcpts[k]];
@@ -1128,6 +1135,8 @@ static void dlv_after_attempt(struct worker *w, struct dlv_job *j) {
     j->state = JOB_IDLE;
   } else if (m->held) {
     j->state = JOB_HELD;
+  } else if (retry_now) {
+    dlv_job_ready(w, j); /* the recipients the last transaction left */
   } else {
     j->state = JOB_WAITING;
     j->next_ms = w->now_ms + dlv_backoff_ms(w, j->attempts);
@@ -1338,18 +1347,25 @@ static void dlv_on_message_done(struct conn *c) {
   enum dlv_report ok_report = lmtp       ? REPORT_DELIVERED
                               : next_dsn ? REPORT_NONE
                                          : REPORT_RELAYED;
+  int progress = 0, too_many = 0;
   for (size_t k = 0; k < dc->cm.num_rcpts; k++) {
     struct smtp_reply reply;
     enum smtp_client_status st = smtp_client_rcpt_result(dc->cl, k, &reply);
     size_t i = dc->map[k];
     if (st == SMTP_CLIENT_OK) {
+      progress = 1;
       dlv_finish_rcpt(w, j, i, DLV_DELIVERED, ok_report, dc->relay, &reply);
     } else if (st == SMTP_CLIENT_FAIL) {
+      progress = 1;
       dlv_finish_rcpt(w, j, i, DLV_BOUNCED, REPORT_FAILED, dc->relay, &reply);
     } else {
+      too_many |= reply.code == 452 && !lmtp;
       dlv_defer_rcpt(w, j, i, dc->relay, &reply);
     }
   }
+  /* Only with progress: a server that says 452 to every recipient is
+   * full, and waits like any deferral. */
+  j->retry_now = progress && too_many;
   dlv_conn_release_attempt(dc);
   dlv_after_attempt(w, j);
 }
@@ -2099,12 +2115,28 @@ static int dest_schedule(struct worker *w, struct dlv_dest *d) {
   return d->num_ready > 0;
 }
 
+static int delivery_schedule_pass(struct worker *w);
+
 /* delivery_schedule (every loop turn) walks the active destinations. */
 void delivery_schedule(struct worker *w) {
-  struct dlv_state *s = w->dlv;
-  if (w->dns != NULL) {
-    dns_dispatch(w->dns);
+  /* A lookup answered from the cache or an address literal completes in
+   * dns_dispatch without any I/O to wake the loop: so a pass that started
+   * lookups is followed by another (bounded). */
+  for (int pass = 0; pass < 3; pass++) {
+    if (w->dns != NULL) {
+      dns_dispatch(w->dns);
+    }
+    if (!delivery_schedule_pass(w)) {
+      break;
+    }
   }
+}
+
+/* delivery_schedule_pass walks the active destinations once; 1 if one of
+ * them started a lookup. */
+static int delivery_schedule_pass(struct worker *w) {
+  struct dlv_state *s = w->dlv;
+  int lookups = 0;
   struct dlv_dest *list = s->active;
   s->active = NULL;
   while (list != NULL) {
@@ -2112,7 +2144,9 @@ void delivery_schedule(struct worker *w) {
     list = d->anext;
     d->active = 0;
     d->anext = NULL;
+    int was_resolving = d->resolving;
     int again = dest_schedule(w, d);
+    lookups |= d->resolving && !was_resolving;
     if (again || d->num_ready > 0 || d->idle != NULL) {
       /* Reconsidered on the next turn (or tick, while held). */
       dest_activate(s, d);
@@ -2120,6 +2154,7 @@ void delivery_schedule(struct worker *w) {
       dest_maybe_free(w, d);
     }
   }
+  return lookups;
 }
 
 int delivery_idle(const struct worker *w) {

@@ -216,6 +216,37 @@ def test_connect_timeout():
         lsock.close()
 
 
+def test_too_many_recipients_split():
+    """A next hop that takes two recipients per transaction and says 452
+    4.5.3 to the rest: the rest go again at once in a new transaction,
+    not after the retry delay (60 s here)."""
+    state = {"n": 0}
+
+    def policy(addr):
+        state["n"] += 1
+        if addr in state.setdefault("said_452", set()):
+            return None
+        if state["n"] % 3 == 0:
+            state["said_452"].add(addr)
+            return (452, "4.5.3 Too many recipients")
+        return None
+
+    sink = SmtpSink(rcpt_reply=policy).start()
+    try:
+        with Daemon(extra=relay_config(sink.port, retry_initial=60,
+                                       retry_max=60)) as d:
+            rcpts = [f"r{i}@example.net" for i in range(5)]
+            send_tokens(d, ["split"], rcpts=rcpts)
+            got = lambda: sorted(r for _, rs, _ in list(sink.messages)
+                                 for r in rs)
+            ok = wait_until(lambda: got() == sorted(rcpts), 10)
+            check(ok, f"all five delivered within seconds: {got()}")
+            check(len(sink.messages) >= 2, "in more than one transaction")
+            check(wait_until(lambda: d.queue() == [], 5), "queue empty")
+    finally:
+        sink.stop()
+
+
 def test_per_recipient_outcomes():
     seen = {}
 
@@ -335,6 +366,7 @@ if __name__ == "__main__":
     sys.exit(run_tests([test_smtp_source_to_smtp_sink,
                         test_next_hop_down_then_up,
                         test_no_relayhost_keeps_messages,
+                        test_too_many_recipients_split,
                         test_expiry_bounces,
                         test_connect_timeout,
                         test_per_recipient_outcomes,
