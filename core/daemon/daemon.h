@@ -128,6 +128,7 @@ static inline uint64_t op_tag(void *owner, enum op_kind kind) {
 
 struct worker;
 struct dlv_msg;
+struct dlv_job;
 struct dlv_conn;
 struct dlv_state;
 struct dns_watch;
@@ -272,6 +273,12 @@ struct __attribute__((aligned(64))) worker {
   struct ctl_node *ctl_inbox;
   struct ctl_op *ctl_done; /* worker 0: commands every worker finished */
   int ctl_closed;          /* exiting: commands are answered at once */
+  /* Delivery jobs handed over between workers (delivery.c): due jobs
+   * whose destination this worker owns, and this worker's jobs coming
+   * back with their outcomes. */
+  struct dlv_job *dlv_inbox, *dlv_back;
+  int dlv_closed;          /* exiting: hand-overs stay home */
+  unsigned dlv_remote_out; /* this worker's jobs out on other workers */
   unsigned ctl_ops_out;    /* worker 0: commands not yet answered */
   char *ctl_path;          /* worker 0: the socket to unlink at exit */
 };
@@ -354,6 +361,8 @@ void delivery_free_all(struct worker *w);
 int delivery_idle(const struct worker *w);
 int delivery_init(struct worker *w);
 void delivery_local_done(struct worker *w, struct local_job *lj);
+void delivery_take_remote(struct worker *w);
+void delivery_close(struct worker *w);
 uint64_t delivery_done_record_len(void);
 /* conn helpers for delivery.c */
 struct conn *conn_new_outbound(struct worker *w, int fd);

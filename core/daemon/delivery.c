@@ -5,10 +5,18 @@
  * records that finish recipients durably.
  *
  * Ownership: a worker owns the messages it committed, and at start-up the
- * recovered ones whose queue_id % num_workers is its index. Destinations
- * are per worker too: the concurrency and rate limits of a destination
- * hold per worker thread (the issue's destination-owner threads with
- * hand-off rings are later work; see docs/configuration.md).
+ * recovered ones whose queue_id % num_workers is its index: their state,
+ * outcomes, DONE records and reports. A destination belongs to one worker
+ * (XXH3 of its name % num_workers), which runs every attempt to it: a due
+ * job whose destination another worker owns is handed over (its inbox,
+ * under local_mu, and an eventfd wake) and comes back with its outcomes
+ * (struct dlv_outcome), which the home worker then applies as if it had
+ * made the attempt itself. So a destination's connections, its
+ * concurrency and its rate are shared by every worker's messages. While
+ * a job is away the home side sees it as in flight and touches nothing
+ * the other worker uses (xdest, next); the other worker only reads the
+ * message (its recipients, body, envelope), which does not change while
+ * a job is in flight.
  *
  * Shapes: a message (dlv_msg) has recipients; at queueing each open
  * recipient is routed (config_route: transports, local_transport,
@@ -103,10 +111,28 @@ enum dlv_job_state {
   JOB_IDLE,    /* every recipient finished */
 };
 
+/* One attempt's outcome for one recipient, made by the worker that owns
+ * the destination and replayed by the message's worker. */
+struct dlv_outcome {
+  size_t index; /* the recipient in the message */
+  int deferred;
+  enum dlv_result result;
+  enum dlv_report report;
+  char relay[400];
+  struct smtp_reply reply;
+};
+
 struct dlv_job {
-  struct dlv_job *next; /* ready FIFO */
+  struct dlv_job *next; /* ready FIFO; inbox and return lists */
   struct dlv_msg *msg;
-  struct dlv_dest *dest;
+  struct worker *home;   /* the message's worker */
+  struct dlv_dest *dest; /* the home worker's record of the destination */
+  /* The destination on the worker running the attempt: dest itself, or
+   * the owner's (another worker's) while the job is handed over. Only
+   * that worker touches it, and next, while the job is there. */
+  struct dlv_dest *xdest;
+  struct dlv_outcome *outcomes; /* a handed-over attempt's results */
+  size_t num_outcomes;
   size_t *rcpts; /* indices into msg->rcpts */
   size_t num_rcpts;
   enum dlv_job_state state;
@@ -142,6 +168,7 @@ struct dlv_dest {
   struct dlv_dest *hnext; /* hash chain */
   struct dlv_dest *anext; /* active list */
   int active;
+  int busy; /* being scheduled: not freed under the scheduler */
   uint64_t hash;
   char name[600];
   struct route route;
@@ -329,7 +356,7 @@ static struct dlv_dest *dest_get(struct worker *w, const struct route *r,
 /* dest_maybe_free drops a destination nothing refers to any more. */
 static void dest_maybe_free(struct worker *w, struct dlv_dest *d) {
   if (d->num_jobs > 0 || d->num_conns > 0 || d->resolving ||
-      d->local_in_flight > 0 || d->active) {
+      d->local_in_flight > 0 || d->active || d->busy) {
     return;
   }
   struct dlv_dest **pp = &w->dlv->buckets[d->hash & (DLV_DEST_BUCKETS - 1)];
@@ -420,6 +447,7 @@ void delivery_msg_free(struct dlv_msg *m) {
   }
   for (size_t i = 0; i < m->num_jobs; i++) {
     free(m->jobs[i].rcpts);
+    free(m->jobs[i].outcomes);
   }
   free(m->jobs);
   free(m->rcpts);
@@ -530,6 +558,7 @@ static int dlv_route_msg(struct worker *w, struct dlv_msg *m) {
       dests[k] = d;
       m->num_jobs++;
       j->msg = m;
+      j->home = w;
       j->dest = d;
       j->heap_idx = SIZE_MAX;
       j->state = JOB_IDLE;
@@ -684,14 +713,118 @@ static size_t job_open(const struct dlv_job *j) {
   return n;
 }
 
+/* dlv_handoff gives a due job to the worker that owns its destination.
+ * Returns 0 when that worker has left (the job stays here). */
+static int dlv_handoff(struct worker *w, struct worker *owner,
+                       struct dlv_job *j) {
+  j->state = JOB_FLIGHT; /* for the home side: out of its hands */
+  j->msg->in_flight++;
+  pthread_mutex_lock(&owner->local_mu);
+  int closed = owner->dlv_closed;
+  if (!closed) {
+    j->next = owner->dlv_inbox;
+    owner->dlv_inbox = j;
+  }
+  pthread_mutex_unlock(&owner->local_mu);
+  if (closed) {
+    j->msg->in_flight--;
+    return 0;
+  }
+  w->dlv_remote_out++;
+  worker_wake(owner);
+  return 1;
+}
+
+/* dlv_job_ready: the job is due. Its destination belongs to one worker
+ * (the hash of its name), which runs every attempt to it, so the
+ * destination's connections and limits are shared by all the messages
+ * of every worker. */
 static void dlv_job_ready(struct worker *w, struct dlv_job *j) {
   if (job_open(j) == 0) {
     j->state = JOB_IDLE;
     return;
   }
+  unsigned owner = (unsigned)(j->dest->hash % w->d->num_workers);
+  if (owner != w->index && !w->stopping &&
+      dlv_handoff(w, &w->d->workers[owner], j)) {
+    return;
+  }
   j->state = JOB_READY;
+  j->xdest = j->dest;
   dest_push(j->dest, j);
   dest_activate(w->dlv, j->dest);
+}
+
+/* ---- the attempt side: outcomes go home ---- */
+
+static void dlv_finish_rcpt(struct worker *w, struct dlv_job *j, size_t i,
+                            enum dlv_result res, enum dlv_report rep,
+                            const char *relay, const struct smtp_reply *reply);
+static void dlv_defer_rcpt(struct worker *w, struct dlv_job *j, size_t i,
+                           const char *relay, const struct smtp_reply *reply);
+
+static void xo_record(struct dlv_job *j, size_t i, int deferred,
+                      enum dlv_result res, enum dlv_report rep,
+                      const char *relay, const struct smtp_reply *reply) {
+  if (j->outcomes == NULL || j->num_outcomes >= j->num_rcpts) {
+    return; /* no memory at adoption: the home worker defers them */
+  }
+  struct dlv_outcome *o = &j->outcomes[j->num_outcomes++];
+  o->index = i;
+  o->deferred = deferred;
+  o->result = res;
+  o->report = rep;
+  snprintf(o->relay, sizeof(o->relay), "%.399s", relay ? relay : "");
+  o->reply = *reply;
+}
+
+/* xo_finish / xo_defer: a recipient's outcome, applied now on the home
+ * worker or recorded for it. */
+static void xo_finish(struct worker *w, struct dlv_job *j, size_t i,
+                      enum dlv_result res, enum dlv_report rep,
+                      const char *relay, const struct smtp_reply *reply) {
+  if (j->home == w) {
+    dlv_finish_rcpt(w, j, i, res, rep, relay, reply);
+  } else {
+    xo_record(j, i, 0, res, rep, relay, reply);
+  }
+}
+
+static void xo_defer(struct worker *w, struct dlv_job *j, size_t i,
+                     const char *relay, const struct smtp_reply *reply) {
+  if (j->home == w) {
+    dlv_defer_rcpt(w, j, i, relay, reply);
+  } else {
+    xo_record(j, i, 1, DLV_DEFERRED, REPORT_NONE, relay, reply);
+  }
+}
+
+/* xo_begin: an attempt starts (a handed-over job was counted at
+ * hand-off). */
+static void xo_begin(struct worker *w, struct dlv_job *j) {
+  if (j->home == w) {
+    j->state = JOB_FLIGHT;
+    j->msg->in_flight++;
+  }
+}
+
+/* xo_end: the attempt is over: finish it here, or send the job home with
+ * its outcomes. */
+static void xo_end(struct worker *w, struct dlv_job *j) {
+  if (j->home == w) {
+    dlv_after_attempt(w, j);
+    return;
+  }
+  struct dlv_dest *d = j->xdest;
+  j->xdest = NULL;
+  d->num_jobs--;
+  dest_activate(w->dlv, d); /* the scheduler frees it when unused */
+  struct worker *home = j->home;
+  pthread_mutex_lock(&home->local_mu);
+  j->next = home->dlv_back;
+  home->dlv_back = j;
+  pthread_mutex_unlock(&home->local_mu);
+  worker_wake(home);
 }
 
 /* ---- outcomes ---- */
@@ -1151,27 +1284,26 @@ static void dlv_after_attempt(struct worker *w, struct dlv_job *j) {
  * connection carried it: no route, the next hop unreachable). */
 static void dlv_defer_job(struct worker *w, struct dlv_job *j,
                           const char *relay, const struct smtp_reply *reply) {
+  xo_begin(w, j);
   for (size_t k = 0; k < j->num_rcpts; k++) {
     if (!j->msg->rcpts[j->rcpts[k]].done) {
-      dlv_defer_rcpt(w, j, j->rcpts[k], relay, reply);
+      xo_defer(w, j, j->rcpts[k], relay, reply);
     }
   }
-  j->msg->in_flight++;
-  j->state = JOB_FLIGHT;
-  dlv_after_attempt(w, j);
+  xo_end(w, j);
 }
 
 /* dlv_bounce_job bounces every open recipient of a job (a permanent
  * routing answer: NXDOMAIN, null MX, error: transport). */
 static void dlv_bounce_job(struct worker *w, struct dlv_job *j,
                            const char *relay, const struct smtp_reply *reply) {
+  xo_begin(w, j);
   for (size_t k = 0; k < j->num_rcpts; k++) {
-    dlv_finish_rcpt(w, j, j->rcpts[k], DLV_BOUNCED, REPORT_FAILED, relay,
-                    reply);
+    if (!j->msg->rcpts[j->rcpts[k]].done) {
+      xo_finish(w, j, j->rcpts[k], DLV_BOUNCED, REPORT_FAILED, relay, reply);
+    }
   }
-  j->msg->in_flight++;
-  j->state = JOB_FLIGHT;
-  dlv_after_attempt(w, j);
+  xo_end(w, j);
 }
 
 static void dest_defer_ready(struct worker *w, struct dlv_dest *d,
@@ -1281,8 +1413,7 @@ static void dlv_idle_remove(struct conn *c) {
 static int dlv_start_job(struct conn *c, struct dlv_job *j) {
   struct worker *w = c->w;
   struct dlv_conn *dc = c->dlv;
-  j->state = JOB_FLIGHT;
-  j->msg->in_flight++;
+  xo_begin(w, j);
   if (dlv_prepare(w, dc, j) == 0 &&
       smtp_client_send_message(dc->cl, &dc->cm) == 0) {
     dc->job = j;
@@ -1295,10 +1426,10 @@ static int dlv_start_job(struct conn *c, struct dlv_job *j) {
   smtp_reply_set(&r, 451, "4.3.0", "local error: cannot send the message");
   for (size_t k = 0; k < j->num_rcpts; k++) {
     if (!j->msg->rcpts[j->rcpts[k]].done) {
-      dlv_defer_rcpt(w, j, j->rcpts[k], dc->relay, &r);
+      xo_defer(w, j, j->rcpts[k], dc->relay, &r);
     }
   }
-  dlv_after_attempt(w, j);
+  xo_end(w, j);
   return -1;
 }
 
@@ -1354,20 +1485,20 @@ static void dlv_on_message_done(struct conn *c) {
     size_t i = dc->map[k];
     if (st == SMTP_CLIENT_OK) {
       progress = 1;
-      dlv_finish_rcpt(w, j, i, DLV_DELIVERED, ok_report, dc->relay, &reply);
+      xo_finish(w, j, i, DLV_DELIVERED, ok_report, dc->relay, &reply);
     } else if (st == SMTP_CLIENT_FAIL) {
       progress = 1;
-      dlv_finish_rcpt(w, j, i, DLV_BOUNCED, REPORT_FAILED, dc->relay, &reply);
+      xo_finish(w, j, i, DLV_BOUNCED, REPORT_FAILED, dc->relay, &reply);
     } else {
       too_many |= reply.code == 452 && !lmtp;
-      dlv_defer_rcpt(w, j, i, dc->relay, &reply);
+      xo_defer(w, j, i, dc->relay, &reply);
     }
   }
   /* Only with progress: a server that says 452 to every recipient is
    * full, and waits like any deferral. */
   j->retry_now = progress && too_many;
   dlv_conn_release_attempt(dc);
-  dlv_after_attempt(w, j);
+  xo_end(w, j);
 }
 
 /* dest_site_failed: a connection failed before it could carry a message.
@@ -1654,10 +1785,10 @@ void delivery_conn_free(struct conn *c) {
     smtp_reply_set(&r, 451, "4.4.2", "connection lost");
     for (size_t k = 0; k < j->num_rcpts; k++) {
       if (!j->msg->rcpts[j->rcpts[k]].done) {
-        dlv_defer_rcpt(w, j, j->rcpts[k], dc->relay, &r);
+        xo_defer(w, j, j->rcpts[k], dc->relay, &r);
       }
     }
-    dlv_after_attempt(w, j);
+    xo_end(w, j);
   }
   if (dc->starting) {
     d->num_starting--;
@@ -1769,8 +1900,7 @@ static void dest_run_local(struct worker *w, struct dlv_dest *d) {
   while (!w->stopping && d->num_ready > 0 && d->local_in_flight < limit &&
          dest_take_token(w, d)) {
     struct dlv_job *j = dest_pop(d);
-    j->state = JOB_FLIGHT;
-    j->msg->in_flight++;
+    xo_begin(w, j);
     struct local_job *lj = calloc(1, sizeof(*lj));
     int ok = lj != NULL;
     if (ok) {
@@ -1801,10 +1931,10 @@ static void dest_run_local(struct worker *w, struct dlv_dest *d) {
       smtp_reply_set(&r, 451, "4.3.0", "local error: cannot start delivery");
       for (size_t k = 0; k < j->num_rcpts; k++) {
         if (!j->msg->rcpts[j->rcpts[k]].done) {
-          dlv_defer_rcpt(w, j, j->rcpts[k], d->name, &r);
+          xo_defer(w, j, j->rcpts[k], d->name, &r);
         }
       }
-      dlv_after_attempt(w, j);
+      xo_end(w, j);
       continue;
     }
     d->local_in_flight++;
@@ -1815,7 +1945,7 @@ static void dest_run_local(struct worker *w, struct dlv_dest *d) {
 
 void delivery_local_done(struct worker *w, struct local_job *lj) {
   struct dlv_job *j = lj->cookie;
-  struct dlv_dest *d = j->dest;
+  struct dlv_dest *d = j->xdest;
   d->local_in_flight--;
   w->dlv_num_local--;
   for (size_t k = 0; k < lj->num_rcpts; k++) {
@@ -1826,22 +1956,129 @@ void delivery_local_done(struct worker *w, struct local_job *lj) {
       snprintf(text, sizeof(text), "delivered to maildir as %.200s", res->text);
       smtp_reply_set(&r, 250, "2.0.0", text);
       r.local = 1;
-      dlv_finish_rcpt(w, j, res->index, DLV_DELIVERED, REPORT_DELIVERED,
-                      d->name, &r);
+      xo_finish(w, j, res->index, DLV_DELIVERED, REPORT_DELIVERED, d->name, &r);
     } else if (res->status == -2) {
       smtp_reply_set(&r, 550, "5.2.0", res->text);
       r.local = 1;
-      dlv_finish_rcpt(w, j, res->index, DLV_BOUNCED, REPORT_FAILED, d->name,
-                      &r);
+      xo_finish(w, j, res->index, DLV_BOUNCED, REPORT_FAILED, d->name, &r);
     } else {
       smtp_reply_set(&r, 451, "4.2.0", res->text);
       r.local = 1;
-      dlv_defer_rcpt(w, j, res->index, d->name, &r);
+      xo_defer(w, j, res->index, d->name, &r);
     }
   }
   local_job_free(lj);
-  dlv_after_attempt(w, j);
+  dest_activate(w->dlv, d); /* before xo_end: keeps d from being freed */
+  xo_end(w, j);
+}
+
+/* ---- hand-over between workers ---- */
+
+/* dlv_adopt takes a job handed over by its home worker into this
+ * worker's destination. */
+static void dlv_adopt(struct worker *w, struct dlv_job *j) {
+  const struct dlv_dest *hd = j->dest; /* immutable name and route */
+  struct dlv_dest *d = w->stopping ? NULL : dest_get(w, &hd->route, hd->lookup);
+  if (j->outcomes == NULL) {
+    j->outcomes = calloc(j->num_rcpts, sizeof(*j->outcomes));
+  }
+  j->num_outcomes = 0;
+  if (d == NULL || j->outcomes == NULL) {
+    /* Stopping, or no memory: back home untried (it waits its turn). */
+    j->xdest = NULL;
+    struct worker *home = j->home;
+    pthread_mutex_lock(&home->local_mu);
+    j->next = home->dlv_back;
+    home->dlv_back = j;
+    pthread_mutex_unlock(&home->local_mu);
+    worker_wake(home);
+    return;
+  }
+  j->xdest = d;
+  d->num_jobs++;
+  dest_push(d, j);
   dest_activate(w->dlv, d);
+}
+
+/* dlv_replay applies a returned job's outcomes on its home worker. */
+static void dlv_replay(struct worker *w, struct dlv_job *j) {
+  w->dlv_remote_out--;
+  for (size_t k = 0; k < j->num_outcomes; k++) {
+    struct dlv_outcome *o = &j->outcomes[k];
+    if (o->deferred) {
+      dlv_defer_rcpt(w, j, o->index, o->relay[0] ? o->relay : NULL, &o->reply);
+    } else {
+      dlv_finish_rcpt(w, j, o->index, o->result, o->report,
+                      o->relay[0] ? o->relay : NULL, &o->reply);
+    }
+  }
+  j->num_outcomes = 0;
+  dlv_after_attempt(w, j);
+}
+
+static struct dlv_job *dlv_reverse(struct dlv_job *list) {
+  struct dlv_job *rev = NULL;
+  while (list != NULL) {
+    struct dlv_job *next = list->next;
+    list->next = rev;
+    rev = list;
+    list = next;
+  }
+  return rev;
+}
+
+void delivery_take_remote(struct worker *w) {
+  pthread_mutex_lock(&w->local_mu);
+  struct dlv_job *in = w->dlv_inbox, *back = w->dlv_back;
+  w->dlv_inbox = NULL;
+  w->dlv_back = NULL;
+  pthread_mutex_unlock(&w->local_mu);
+  for (struct dlv_job *j = dlv_reverse(in), *next; j != NULL; j = next) {
+    next = j->next;
+    dlv_adopt(w, j);
+  }
+  for (struct dlv_job *j = dlv_reverse(back), *next; j != NULL; j = next) {
+    next = j->next;
+    dlv_replay(w, j);
+  }
+}
+
+/* delivery_close: the worker leaves its loop; jobs handed to it from now
+ * on stay home, and what its inbox holds goes back untried. */
+void delivery_close(struct worker *w) {
+  pthread_mutex_lock(&w->local_mu);
+  w->dlv_closed = 1;
+  struct dlv_job *in = w->dlv_inbox;
+  w->dlv_inbox = NULL;
+  pthread_mutex_unlock(&w->local_mu);
+  for (struct dlv_job *j = in, *next; j != NULL; j = next) {
+    next = j->next;
+    dlv_adopt(w, j); /* stopping: sends it home */
+  }
+}
+
+/* dest_return_remote: a stopping worker sends the due jobs of other
+ * workers home untried; its own stay (the spool keeps them). */
+static void dest_return_remote(struct worker *w, struct dlv_dest *d) {
+  struct dlv_job *keep_head = NULL, *keep_tail = NULL, *j;
+  size_t kept = 0;
+  while ((j = dest_pop(d)) != NULL) {
+    if (j->home == w) {
+      j->next = NULL;
+      if (keep_tail) {
+        keep_tail->next = j;
+      } else {
+        keep_head = j;
+      }
+      keep_tail = j;
+      kept++;
+    } else {
+      xo_end(w, j);
+    }
+  }
+  d->ready_head = keep_head;
+  d->ready_tail = keep_tail;
+  d->num_ready = kept;
 }
 
 /* ---- control commands (control.c) ---- */
@@ -2071,7 +2308,11 @@ static int dest_schedule(struct worker *w, struct dlv_dest *d) {
       break; /* the rate limit holds it back */
     }
   }
-  if (d->num_ready == 0 || w->stopping) {
+  if (w->stopping) {
+    dest_return_remote(w, d);
+    return d->idle != NULL;
+  }
+  if (d->num_ready == 0) {
     return d->idle != NULL;
   }
   if (d->route.kind == ROUTE_ERROR) {
@@ -2145,7 +2386,9 @@ static int delivery_schedule_pass(struct worker *w) {
     d->active = 0;
     d->anext = NULL;
     int was_resolving = d->resolving;
+    d->busy = 1;
     int again = dest_schedule(w, d);
+    d->busy = 0;
     lookups |= d->resolving && !was_resolving;
     if (again || d->num_ready > 0 || d->idle != NULL) {
       /* Reconsidered on the next turn (or tick, while held). */
@@ -2158,7 +2401,8 @@ static int delivery_schedule_pass(struct worker *w) {
 }
 
 int delivery_idle(const struct worker *w) {
-  return w->dlv_num_conns == 0 && w->dlv_num_local == 0;
+  return w->dlv_num_conns == 0 && w->dlv_num_local == 0 &&
+         w->dlv_remote_out == 0;
 }
 
 int delivery_init(struct worker *w) {

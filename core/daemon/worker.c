@@ -698,6 +698,7 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
   case OP_WAKE:
     worker_arm_wake(w);
     local_take_done(w);
+    delivery_take_remote(w);
     control_take(w);
     worker_check_reload(w);
     if (__atomic_load_n(&w->d->stop, __ATOMIC_ACQUIRE)) {
@@ -721,7 +722,7 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
 
 /* worker_done: stopping, every session gone, every commit durable. */
 static int worker_done(struct worker *w) {
-  return w->stopping && w->num_conns == 0 && w->dlv_num_local == 0 &&
+  return w->stopping && w->num_conns == 0 && delivery_idle(w) &&
          w->ctl_ops_out == 0 && w->spool_ops == 0 &&
          spool_writer_staged(w->spool) == 0;
 }
@@ -765,6 +766,7 @@ void *worker_main(void *arg) {
     }
   }
   control_close(w); /* commands that still arrive are answered */
+  delivery_close(w);
   spool_writer_close(w->spool);
   worker_dns_free(w);
   delivery_free_all(w);

@@ -247,6 +247,54 @@ def test_too_many_recipients_split():
         sink.stop()
 
 
+class CountingSink(SmtpSink):
+    """An SmtpSink that records how many sessions were open at once."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.open_now = 0
+        self.open_max = 0
+
+    def _session(self, s):
+        with self.lock:
+            self.open_now += 1
+            self.open_max = max(self.open_max, self.open_now)
+        try:
+            super()._session(s)
+        finally:
+            with self.lock:
+                self.open_now -= 1
+
+
+def test_destination_limit_is_global():
+    """destination_concurrency holds for the whole daemon, not per worker
+    thread: one worker owns each destination and runs every attempt to it
+    (the other hands its due messages over)."""
+    sink = CountingSink(delay=0.05).start()
+    try:
+        extra = relay_config(sink.port) + "  destination_concurrency: 2\n"
+        with Daemon(extra=extra, threads=2) as d:
+            tokens = [f"g{i}" for i in range(60)]
+            # Several client sessions, so both workers accept messages.
+            for k in range(6):
+                send_tokens(d, tokens[k * 10:(k + 1) * 10])
+            ok = wait_until(lambda: len(tokens_seen(sink)) == 60, 30)
+            check(ok, f"all 60 delivered: {len(tokens_seen(sink))}")
+            check(all(v == 1 for v in tokens_seen(sink).values()),
+                  "each exactly once")
+            check(sink.open_max <= 2,
+                  f"at most 2 sessions to the destination at once, "
+                  f"daemon-wide: {sink.open_max}")
+            log = d.read_log()
+            qids = set(re.findall(r"event=queued qid=(\S+) session=0\.", log))
+            check(qids, "worker 0 accepted some of them")
+            qids1 = set(re.findall(r"event=queued qid=(\S+) session=1\.", log))
+            check(qids1, "worker 1 accepted some of them")
+            check(wait_until(lambda: d.queue() == [], 10), "queue empty")
+    finally:
+        sink.stop()
+
+
 def test_per_recipient_outcomes():
     seen = {}
 
@@ -367,6 +415,7 @@ if __name__ == "__main__":
                         test_next_hop_down_then_up,
                         test_no_relayhost_keeps_messages,
                         test_too_many_recipients_split,
+                        test_destination_limit_is_global,
                         test_expiry_bounces,
                         test_connect_timeout,
                         test_per_recipient_outcomes,
