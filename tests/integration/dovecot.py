@@ -30,7 +30,6 @@ until nothing of it runs. Listeners are on 127.0.0.1 only; every wait is
 bounded.
 """
 
-import atexit
 import ctypes
 import grp
 import os
@@ -46,23 +45,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (free_port)
+import procgroup  # noqa: E402
 
 DOVECOT = "/usr/sbin/dovecot"
 LMTP_BIN = "/usr/lib/dovecot/lmtp"
-
-_live = set()  # started instances, stopped at exit whatever happens
-
-
-def _stop_all():
-    for d in list(_live):
-        try:
-            d.stop()
-        except Exception:  # exiting anyway: best effort
-            pass
-
-
-atexit.register(_stop_all)
-
 
 def _pdeathsig():
     """In the child before exec: SIGTERM when the test process dies."""
@@ -90,24 +76,6 @@ def _identity():
     internal = "dovecot" if _user_exists("dovecot") else "nobody"
     login = "dovenull" if _user_exists("dovenull") else "nobody"
     return internal, login, nobody.pw_uid, nobody.pw_gid
-
-
-def _group_members(pgid):
-    """Pids of live (not zombie) processes in process group pgid."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and ')'
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 def _delivery_time(name):
@@ -206,7 +174,7 @@ class Dovecot:
             [DOVECOT, "-F", "-c", self.config_path], stdin=subprocess.DEVNULL,
             stdout=self._out, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_pdeathsig)
-        _live.add(self)
+        procgroup.track(self)
         if not self._wait_greeting(timeout):
             self.stop()
             raise RuntimeError("dovecot did not start serving LMTP on port "
@@ -246,27 +214,18 @@ class Dovecot:
         # Children (lmtp, auth, log...) follow the master on their own;
         # whatever has not within a grace period is killed, and waited
         # for, by group.
-        deadline = time.monotonic() + min(timeout, 3.0)
-        while _group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _group_members(pgid):
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + timeout
-            while _group_members(pgid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        if not procgroup.wait_group_gone(pgid, min(timeout, 3.0)):
+            procgroup.kill_group(pgid, timeout)
         self.proc = None
         if self._out is not None:
             self._out.close()
             self._out = None
-        _live.discard(self)
+        procgroup.untrack(self)
         return rc
 
     def running_pids(self):
         """Pids of this instance's processes (master and children)."""
-        return [] if self.proc is None else _group_members(self.proc.pid)
+        return [] if self.proc is None else procgroup.group_members(self.proc.pid)
 
     def cleanup(self):
         self.stop()

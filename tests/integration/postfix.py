@@ -53,13 +53,11 @@ waits for EOF on a pipe only this process holds, does the same if the test
 process dies without running atexit (SIGKILL). Every wait is bounded.
 """
 
-import atexit
 import grp
 import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -68,6 +66,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (free_port)
+import procgroup  # noqa: E402
 
 POSTFIX = "/usr/sbin/postfix"
 MASTER = "/usr/lib/postfix/sbin/master"
@@ -98,51 +97,6 @@ SERVICES = [
     ("scache", "unix", "-", "-", "-", "1", "scache"),
     ("postlog", "unix-dgram", "n", "-", "-", "1", "postlogd"),
 ]
-
-_live = set()  # started instances, stopped at exit whatever happens
-
-
-def _stop_all():
-    for pf in list(_live):
-        try:
-            pf.stop()
-        except Exception:  # exiting anyway: best effort
-            pass
-
-
-atexit.register(_stop_all)
-
-
-def _group_members(pgid):
-    """Pids of live (not zombie) processes in process group pgid."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and ')'
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-def _kill_group(pgid, timeout):
-    """SIGKILL process group pgid and wait (bounded) until none of it runs."""
-    if pgid is None or not _group_members(pgid):
-        return
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while _group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
 
 # The guard: started with a pipe on stdin that only the test process holds
 # open. EOF means that process is gone (or stop() let go of it after doing
@@ -366,7 +320,7 @@ class Postfix:
             [POSTFIX, "-c", self.etc, "start-fg"], stdin=subprocess.DEVNULL,
             stdout=self._out, stderr=subprocess.STDOUT,
             start_new_session=True)
-        _live.add(self)
+        procgroup.track(self)
         self.guard = subprocess.Popen(
             [sys.executable, "-c", _GUARD, POSTFIX, self.etc, self.pidfile,
              str(self.proc.pid)], stdin=subprocess.PIPE,
@@ -442,7 +396,7 @@ class Postfix:
             self.guard.stdin.close()
             self.guard = None
         master = self.master_pid or self._read_master_pid()
-        if self.proc.poll() is None or (master and _group_members(master)):
+        if self.proc.poll() is None or (master and procgroup.group_members(master)):
             try:
                 subprocess.run([POSTFIX, "-c", self.etc, "stop"],
                                stdin=subprocess.DEVNULL,
@@ -456,11 +410,11 @@ class Postfix:
             rc = None
         # Daemons follow the master within moments; the rest is killed.
         deadline = time.monotonic() + 3.0
-        while master and _group_members(master) and \
+        while master and procgroup.group_members(master) and \
                 time.monotonic() < deadline:
             time.sleep(0.05)
-        _kill_group(master, timeout)
-        _kill_group(self.proc.pid, timeout)
+        procgroup.kill_group(master, timeout)
+        procgroup.kill_group(self.proc.pid, timeout)
         if rc is None:
             rc = self.proc.wait(timeout=timeout)
         self.proc = None
@@ -468,16 +422,16 @@ class Postfix:
         if self._out is not None:
             self._out.close()
             self._out = None
-        _live.discard(self)
+        procgroup.untrack(self)
         return rc
 
     def running_pids(self):
         """Pids of this instance's processes (start-fg, master, daemons)."""
         if self.proc is None:
             return []
-        pids = _group_members(self.proc.pid)
+        pids = procgroup.group_members(self.proc.pid)
         if self.master_pid:
-            pids += _group_members(self.master_pid)
+            pids += procgroup.group_members(self.master_pid)
         return sorted(set(pids))
 
     def cleanup(self):

@@ -1,0 +1,69 @@
+"""Process-group helpers for the test harnesses that run real servers
+(dovecot.py, postfix.py): each server runs in its own session, so its
+master and children form one process group that can be waited for and
+killed as a whole; every instance started is stopped at exit whatever
+happens (atexit)."""
+
+import atexit
+import os
+import signal
+import time
+
+_live = set()  # started instances (with a stop() method)
+
+
+def _stop_all():
+    for inst in list(_live):
+        try:
+            inst.stop()
+        except Exception:  # exiting anyway: best effort
+            pass
+
+
+atexit.register(_stop_all)
+
+
+def track(inst):
+    """Stop inst at exit unless untrack()ed first (by its stop())."""
+    _live.add(inst)
+
+
+def untrack(inst):
+    _live.discard(inst)
+
+
+def group_members(pgid):
+    """Pids of live (not zombie) processes in process group pgid."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and ')'
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def wait_group_gone(pgid, timeout):
+    """Waits (bounded) until no process of pgid runs; True if none does."""
+    deadline = time.monotonic() + timeout
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not group_members(pgid)
+
+
+def kill_group(pgid, timeout):
+    """SIGKILL process group pgid and wait (bounded) until none of it runs."""
+    if pgid is None or not group_members(pgid):
+        return
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    wait_group_gone(pgid, timeout)
