@@ -1,16 +1,20 @@
 #!/usr/bin/python3
 """Helpers for bench/ingress.sh and bench/relay.sh (loopback only, everything bounded).
 
-  benchlib.py freeport
+  benchlib.py freeport [--low]                -> a free port (--low: below the ephemeral range)
   benchlib.py waitsmtp PORT TIMEOUT_S
   benchlib.py cpu {proc|tree} PID            -> clock ticks (see below)
   benchlib.py rss PID                        -> VmRSS in KiB
   benchlib.py run --mode {proc|tree} --pid PID --log FILE -- CMD...
   benchlib.py idle --pid PID --port PORT --count N [--hold S]
-  benchlib.py report --runs RUNS.jsonl --meta META.json --md OUT.md
+  benchlib.py report --runs RUNS.jsonl --meta META.json --md OUT.md [--chart PNG | --chart-note TEXT]
   benchlib.py relayrun --mode {proc|tree|none} [--pid PID] --sink-pid SPID --sink-out FILE
                        --expect N [--queue-cmd CMD] --log FILE -- CMD...
-  benchlib.py relayreport --runs RUNS.jsonl --meta META.json --md OUT.md
+  benchlib.py pbrelayrun --mode {proc|tree|none} [--pid PID] --sink-cmd CMD --sink-port PORT
+                       --sink-report FILE --sink-log FILE --send-json FILE --expect N
+                       [--queue-cmd CMD] --log FILE -- SEND_CMD...
+  benchlib.py relayreport --runs RUNS.jsonl --meta META.json --md OUT.md [--chart PNG | --chart-note TEXT]
+  benchlib.py chart --kind {relay|ingress} --runs RUNS.jsonl --meta META.json --png OUT.png [--gnuplot PATH]
 
 CPU accounting (/proc/PID/stat, fields counted from after the ")" of comm):
   proc: utime+stime of PID (all its threads).
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import socket
 import statistics
 import subprocess
@@ -164,11 +169,36 @@ def rss_kib(pid):
     raise SystemExit("benchlib: no VmRSS")
 
 
-def cmd_freeport(_a):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-    s.close()
+def cmd_freeport(a):
+    """A free loopback port: any (the kernel picks one from the ephemeral range), or
+    with --low one below that range, which no outgoing connection can take as its
+    source port while nothing listens on it (a sink restarted between runs)."""
+    if not a.low:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+        s.close()
+        return 0
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        eph_lo = int(f.read().split()[0])
+    lo, hi = 10000, min(eph_lo, 32768)
+    if hi - lo < 1000:
+        raise SystemExit("benchlib: no room below the ephemeral port range")
+    import random
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(lo, hi)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        print(port)
+        return 0
+    raise SystemExit("benchlib: no free port below the ephemeral range after 200 tries")
 
 
 def cmd_waitsmtp(a):
@@ -229,7 +259,6 @@ def cmd_run(a):
     ours = descendants(procs1, a.pid) | descendants(procs0, a.pid) | {p.pid}
     foreign = foreign_cpu(procs0, procs1, ours)
     kthreads = foreign_cpu(procs0, procs1, ours, kernel=True)
-    machine_s = (sys1[0] - sys0[0]) / CLK_TCK
     print(json.dumps({
         "idle_before_ok": idle_ok, "idle_wait_s": round(waited, 1), "idle_busy_pct": round(idle_pct, 1),
         "idle_hogs": hogs,
@@ -444,12 +473,13 @@ def cmd_report(a):
         cr = f"{row['cpu_ratio']:.2f}×" if row.get("cpu_ratio") else "n/a"
         L.append(f"| {row['size']} B | {n} | {thr(ps)} | {thr(pf)} | {tr} | {cpu_s(ps)} | {cpu_s(pf)} | {cr} |")
     L.append("")
+    chart_lines(L, a)
     L.append("Load tool CPU (smtp-source user+system, ms/msg, median): " + "; ".join(
         f"{row['size']} B: postseald run {fmt(row['postseald']['client_cpu_ms_per_msg']['median'], 3) if row.get('postseald') else 'n/a'}, "
         f"Postfix run {fmt(row['postfix']['client_cpu_ms_per_msg']['median'], 3) if row.get('postfix') else 'n/a'}"
         for row in rows) + ".")
     L.append("")
-    L.append(f"Every run was checked: messages in the spool/hold queue after the run minus before == N. "
+    L.append("Every run was checked: messages in the spool/hold queue after the run minus before == N. "
              + ("**All counts matched.**" if not any(
                  "count" in p for p in summary["problems"]) else "**MISMATCHES — see Problems.**"))
     L.append("")
@@ -522,6 +552,8 @@ def cmd_report(a):
     with open(a.md, "w") as f:
         f.write("\n".join(L))
     summary["results_file"] = a.md
+    summary["chart"] = a.chart or None
+    summary["chart_note"] = a.chart_note
     print(json.dumps(summary, indent=None))
 
 
@@ -548,7 +580,6 @@ def sink_counts(path):
 
 def queue_count(cmd):
     """Run CMD (a shell-free command line), count the non-empty lines it prints; None on failure."""
-    import shlex
     try:
         r = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -658,6 +689,228 @@ def cmd_relayrun(a):
     }))
 
 
+def tcp_sockets(port, state):
+    """TCP sockets whose local port is PORT in STATE ("01" established, "0A" listening)."""
+    n = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    v = line.split()
+                    if v[3] == state and int(v[1].rsplit(":", 1)[1], 16) == port:
+                        n += 1
+        except OSError:
+            continue
+    return n
+
+
+def sink_conns(port):
+    """Established TCP connections on the sink's side of PORT."""
+    return tcp_sockets(port, "01")
+
+
+def probe_sink(proc, port, timeout):
+    """Wait for the sink's greeting; return (connected, greeted) of the first session
+    it accepted (CLOCK_MONOTONIC, s), or None.  The probe waits until
+    the port listens (without connecting: only the first session dates the sink's
+    report) and a little longer for the sink's ring, so that the accept is prompt
+    and the interval short."""
+    deadline = time.monotonic() + timeout
+    while not tcp_sockets(port, "0A") and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.02)
+    time.sleep(0.1)
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                t_a = time.monotonic()      # handshake done: the sink's accept comes after
+                line = s.makefile("rb").readline()
+                t_b = time.monotonic()
+                if line.startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return t_a, t_b
+                return None          # a session was accepted, but not by a sink
+        except OSError:
+            time.sleep(0.05)
+    return None
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def stop_child(p, grace):
+    """SIGTERM P (a `timeout` wrapper passes it on), SIGKILL after GRACE s; its exit code."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return p.returncode
+
+
+def run_bounded(cmd, log_path, t_limit):
+    """Run CMD with its output to LOG_PATH until it exits or time.monotonic() passes
+    T_LIMIT (then SIGKILL); (exit status, rusage, timed out)."""
+    timed_out = False
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > t_limit:
+                    timed_out = True
+                    p.kill()
+                    _, status, ru = os.wait4(p.pid, 0)
+                    break
+                time.sleep(0.005)
+        except BaseException:
+            p.kill()
+            raise
+    return os.waitstatus_to_exitcode(status), ru, timed_out
+
+
+def drain_queue(queue_cmd, t_limit, stall, poll):
+    """List the relay's queue every POLL s until it is empty, it has not changed for
+    STALL s, or time.monotonic() passes T_LIMIT; (last count, timed out, stalled)."""
+    q = queue_count(queue_cmd)
+    last_q, last_change = q, time.monotonic()
+    while q != 0:
+        now = time.monotonic()
+        if now > t_limit:
+            return q, True, False
+        if now - last_change > stall:
+            return q, False, True
+        time.sleep(poll)
+        q = queue_count(queue_cmd)
+        if q != last_q:
+            last_q, last_change = q, time.monotonic()
+    return q, False, False
+
+
+def pb_reports(a, anchor, t0, done_ok):
+    """Both tools' reports as run-record fields.  The sink's last 250 happened at its
+    first session (the probe: between connect and greeting) + active_s."""
+    srep = load_json(a.sink_report) or {}
+    send = load_json(a.send_json) or {}
+    delivered = srep.get("messages", 0)
+    t_last = (anchor[0] + anchor[1]) / 2 + srep["active_s"] if delivered else None
+    done = done_ok and t_last is not None and delivered >= a.expect
+    lat = send.get("latency_us", {})
+    ms = lambda h, k: round(h[k] / 1000.0, 3) if h and h.get("count") else None  # noqa: E731
+    msgs, rcpts = send.get("messages", {}), srep.get("recipients", {})
+    return t_last if done else None, {
+        "wall_s": (t_last - t0) if done else None,          # start of send .. the sink's last 250
+        "anchor_err_ms": round((anchor[1] - anchor[0]) * 500.0, 3),
+        "delivered_at_done": delivered, "delivered": delivered,
+        "duplicates": max(0, delivered - a.expect),
+        "sink_report_ok": bool(srep), "sink_sessions": srep.get("sessions"),
+        "sink_rcpt_refused": rcpts.get("tempfailed", 0) + rcpts.get("permfailed", 0),
+        "send_report_ok": bool(send),
+        "send_accepted": msgs.get("accepted"), "send_tempfailed": msgs.get("tempfailed"),
+        "send_permfailed": msgs.get("permfailed"), "send_lost": msgs.get("lost"),
+        "send_errors": send.get("errors"), "send_msg_per_s": send.get("msg_per_s"),
+        "eod_p50_ms": ms(lat.get("data"), "p50"), "eod_p99_ms": ms(lat.get("data"), "p99"),
+        "msg_p50_ms": ms(lat.get("message"), "p50"), "msg_p99_ms": ms(lat.get("message"), "p99"),
+    }
+
+
+def cmd_pbrelayrun(a):
+    """One run with postseal-bench: start a fresh `postseal-bench sink` on --sink-port,
+    run CMD (`postseal-bench send`), wait until the relay's queue is empty, stop the
+    sink and read both JSON reports.
+
+    The sink has no live counter, so the end of a run is taken from its report: the
+    sink's first session is our probe (its accept lies between the probe's connect
+    and the greeting), and active_s runs from that accept to its last 250, both on
+    CLOCK_MONOTONIC like time.monotonic(); so the last delivery happened at
+    probe + active_s, and e2e = that - start of CMD."""
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    relay = a.pid if a.mode != "none" else None
+    idle_ok, waited, idle_pct, hogs = wait_idle(a.max_busy, a.idle_timeout, relay)
+    for path in (a.sink_report, a.send_json):
+        if os.path.exists(path):
+            os.unlink(path)
+    with open(a.sink_log, "ab") as slog:
+        sink = subprocess.Popen(shlex.split(a.sink_cmd), stdout=slog, stderr=subprocess.STDOUT)
+    try:
+        anchor = probe_sink(sink, a.sink_port, 15)
+        if anchor is None:
+            print(json.dumps({"rc": -1, "sink_failed": True, "wall_s": None}))
+            return 1
+        q_before = queue_count(a.queue_cmd) if a.queue_cmd else 0
+        procs0 = all_procs()
+        relay0 = cpu(a.mode, relay)[0] if relay else 0
+        sink0 = cpu_tree(sink.pid)[0]
+        sys0 = system_ticks()
+        t0 = time.monotonic()
+        rc, ru, timed_out = run_bounded(cmd, a.log, t0 + a.timeout)
+        t_src = time.monotonic()
+        q_after, stalled = 0, False
+        if a.queue_cmd and not timed_out:
+            q_after, timed_out, stalled = drain_queue(a.queue_cmd, t0 + a.timeout, a.stall, a.poll)
+        t_empty = time.monotonic()
+        sys1, procs1 = system_ticks(), all_procs()
+        time.sleep(a.settle)            # late duplicates; exiting Postfix children get reaped
+        alive, relay1 = True, relay0
+        if relay:
+            try:
+                relay1 = cpu(a.mode, relay)[0]
+            except SystemExit:
+                alive = False
+        try:
+            sink1 = cpu_tree(sink.pid)[0]
+        except SystemExit:
+            sink1 = sink0
+        # let the relay close its connections to the sink itself (postseald after 1 s
+        # idle, Postfix's connection cache after 2 s) before the sink goes away
+        t_c = time.monotonic()
+        left = sink_conns(a.sink_port)
+        while left and time.monotonic() - t_c < a.close_timeout:
+            time.sleep(0.1)
+            left = sink_conns(a.sink_port)
+        ours = descendants(procs1, sink.pid) | descendants(procs0, sink.pid)
+        if relay:
+            ours |= descendants(procs1, relay) | descendants(procs0, relay)
+    finally:
+        sink_rc = stop_child(sink, 10)
+    t_last, rec = pb_reports(a, anchor, t0, not timed_out and not stalled)
+    foreign = foreign_cpu(procs0, procs1, ours)      # the sender has exited: not in procs1
+    kthreads = foreign_cpu(procs0, procs1, ours, kernel=True)
+    rec.update({
+        "idle_before_ok": idle_ok, "idle_wait_s": round(waited, 1), "idle_busy_pct": round(idle_pct, 1),
+        "idle_hogs": hogs,
+        "foreign_procs": foreign[:5],
+        "kernel_threads_cpu_s": sum(f["cpu_s"] for f in kthreads),
+        "foreign_cpu_s": sum(f["cpu_s"] for f in foreign),
+        "rc": rc,
+        "ingress_s": t_src - t0,                      # start of send .. send done
+        "timed_out": timed_out, "stalled": stalled,
+        "stalled_at": rec["delivered"] if (timed_out or stalled) else None,
+        "queue_before": q_before, "queue_after": q_after,
+        "drain_s": round(max(0.0, t_empty - t_last), 2) if (t_last and a.queue_cmd) else 0.0,
+        "client_cpu_s": ru.ru_utime + ru.ru_stime,
+        "server_cpu_s": (relay1 - relay0) / CLK_TCK,
+        "sink_cpu_s": (sink1 - sink0) / CLK_TCK,
+        "server_alive": alive,
+        "machine_busy_pct": round(100.0 * (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1]), 1),
+        "machine_busy_cpu_s": (sys1[0] - sys0[0]) / CLK_TCK,
+        "sink_rc": sink_rc, "sink_conns_left": left,
+    })
+    print(json.dumps(rec))
+    return 0
+
+
 def cmd_relayreport(a):
     meta = json.load(open(a.meta))
     runs = [json.loads(l) for l in open(a.runs) if l.strip()]
@@ -668,6 +921,8 @@ def cmd_relayreport(a):
         "commands", "notes", "postseald_config", "postfix_main_cf", "postfix_master_cf",
         "problems", "warnings")}, "relay": [], "problems": list(meta.get("problems", []))}
     ok_runs = lambda rs: [r for r in rs if r.get("wall_s")]
+    pb = meta.get("driver") == "postseal-bench"
+    src, snk = ("postseal-bench send", "postseal-bench sink") if pb else ("smtp-source", "smtp-sink")
     rows = []
     for size in sizes:
         row = {"size": size}
@@ -677,6 +932,7 @@ def cmd_relayreport(a):
                 row[srv] = None
                 continue
             good = ok_runs(rs)
+            lat = lambda k: summarize([r[k] for r in good if r.get(k) is not None])  # noqa: E731
             row[srv] = {
                 "messages": rs[0]["n"], "sessions": rs[0]["sessions"], "reps": len(rs),
                 "completed": len(good),
@@ -685,10 +941,15 @@ def cmd_relayreport(a):
                 "cpu_ms_per_msg": summarize([r["server_cpu_s"] * 1000.0 / r["n"] for r in good]) if srv != "direct" else None,
                 "sink_cpu_ms_per_msg": summarize([r["sink_cpu_s"] * 1000.0 / r["n"] for r in good]),
                 "client_cpu_ms_per_msg": summarize([r["client_cpu_s"] * 1000.0 / r["n"] for r in good]),
-                "counts_ok": all(r["delivered"] == r["n"] and r["queue_after"] == 0 for r in rs),
+                "counts_ok": all(r["delivered"] == r["n"] and r["queue_after"] == 0
+                                 and r.get("send_accepted", r["n"]) == r["n"] for r in rs),
                 "duplicates": sum(r["duplicates"] for r in rs),
-                "smtp_source_ok": all(r["rc"] == 0 for r in rs),
+                "load_ok": all(r["rc"] == 0 for r in rs),
+                "smtp_source_ok": all(r["rc"] == 0 for r in rs),     # the name before --driver
             }
+            if pb:
+                row[srv].update(eod_p50_ms=lat("eod_p50_ms"), eod_p99_ms=lat("eod_p99_ms"),
+                                msg_p50_ms=lat("msg_p50_ms"), msg_p99_ms=lat("msg_p99_ms"))
         d = row.get("direct")
         for srv in ("postseald", "postfix"):
             x = row.get(srv)
@@ -722,6 +983,12 @@ def cmd_relayreport(a):
     def pct(x):
         return f"{x['pct_of_direct']:.0f}%" if x and "pct_of_direct" in x else "n/a"
 
+    def ms(x, key):
+        if not x or not x.get(key):
+            return "n/a"
+        m = x[key]
+        return f"{m['median']:.2f} ({m['min']:.2f}–{m['max']:.2f})"
+
     L = []
     L.append(f"# SMTP relay end to end: postseald vs Postfix {meta.get('postfix_version', '')} — {meta['date']}")
     L.append("")
@@ -729,11 +996,20 @@ def cmd_relayreport(a):
         L.append("**Smoke run** (one size, small N, one repetition, postseald only, no idle wait): "
                  "numbers are a sanity check, not a measurement.")
         L.append("")
-    L.append("Generated by `bench/relay.sh`. Path: `smtp-source` → relay → Postfix `smtp-sink` "
-             "(all on 127.0.0.1). A run is timed from the start of smtp-source (its first "
-             "connection) until the sink's message counter (`smtp-sink -c`) has gone up by N. "
-             "\"direct\" is smtp-source → smtp-sink with no relay: the ceiling of this load "
-             "generator and sink on this machine.")
+    if pb:
+        L.append("Generated by `bench/relay.sh --driver postseal-bench`. Path: `postseal-bench send` → "
+                 "relay → `postseal-bench sink` (all on 127.0.0.1). A run is timed from the start of "
+                 "postseal-bench send until the sink's last 250: every run has a fresh sink, whose first "
+                 "session is the harness's probe, and whose report gives the time from that session to "
+                 "its last accepted message (`active_s`, CLOCK_MONOTONIC like the harness). "
+                 "\"direct\" is postseal-bench send → postseal-bench sink with no relay: the ceiling of "
+                 "this load generator and sink on this machine.")
+    else:
+        L.append("Generated by `bench/relay.sh`. Path: `smtp-source` → relay → Postfix `smtp-sink` "
+                 "(all on 127.0.0.1). A run is timed from the start of smtp-source (its first "
+                 "connection) until the sink's message counter (`smtp-sink -c`) has gone up by N. "
+                 "\"direct\" is smtp-source → smtp-sink with no relay: the ceiling of this load "
+                 "generator and sink on this machine.")
     L.append("")
     L.append("## Machine and versions")
     L.append("")
@@ -749,23 +1025,42 @@ def cmd_relayreport(a):
     L.append("")
     L.append("## Results")
     L.append("")
-    L.append(f"Load: `smtp-source -s {meta['sessions']} -m N -l SIZE` ({meta['sessions']} concurrent "
-             "sessions, one message per connection, one recipient). "
-             f"{meta['reps']} repetition(s) per cell after a warm-up run; median (min–max). "
-             "End-to-end msg/s = N / (first connection → sink has N). Relay CPU ms/msg = relay CPU "
-             "(user+system) from the start of the run until its queue is empty again, / N "
-             "(receiving, queueing and relaying). % of direct = median relay rate / median direct "
-             "rate at the same size, measured in this same invocation. Ratios are postseald / Postfix.")
+    common = ("Relay CPU ms/msg = relay CPU (user+system) from the start of the run until its queue is "
+              "empty again, / N (receiving, queueing and relaying). % of direct = median relay rate / "
+              "median direct rate at the same size, measured in this same invocation. Ratios are "
+              "postseald / Postfix.")
+    if pb:
+        per = meta.get("per_conn", 1)
+        shape = ("one message per connection" if per == 1 else f"up to {per} messages per connection"
+                 if per else "connections reused for every message")
+        L.append(f"Load: `postseal-bench send --connections {meta['sessions']} --count N --size SIZE "
+                 f"--per-conn {per}` ({meta['sessions']} concurrent sessions, {shape}, one recipient, "
+                 "closed loop, no PIPELINING; SIZE is the body, the tool adds about 190 octets of header). "
+                 f"{meta['reps']} repetition(s) per cell after a warm-up run; median (min–max). "
+                 "End-to-end msg/s = N / (start of the sender → the sink's last 250). EOD p50/p99 = "
+                 "end of DATA → the relay's 250 as the sender saw it (postseal-bench send's "
+                 "`latency_us.data`: from handing the body to the socket to the final reply), over the "
+                 "N messages of a run, then median (min–max) over the repetitions; the load is closed "
+                 "loop at full speed, so this includes the time a message waits inside the relay. "
+                 + common)
+    else:
+        L.append(f"Load: `smtp-source -s {meta['sessions']} -m N -l SIZE` ({meta['sessions']} concurrent "
+                 "sessions, one message per connection, one recipient). "
+                 f"{meta['reps']} repetition(s) per cell after a warm-up run; median (min–max). "
+                 "End-to-end msg/s = N / (first connection → sink has N). " + common)
     L.append("")
-    L.append("| size | N | direct msg/s | postseald msg/s | Postfix msg/s | ratio | postseald % of direct | Postfix % of direct | postseald CPU ms/msg | Postfix CPU ms/msg | CPU ratio |")
-    L.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    L.append("| size | N | direct msg/s | postseald msg/s | Postfix msg/s | ratio | postseald % of direct | Postfix % of direct | postseald CPU ms/msg | Postfix CPU ms/msg | CPU ratio |"
+             + (" postseald EOD p50 ms | postseald EOD p99 ms | Postfix EOD p50 ms | Postfix EOD p99 ms |" if pb else ""))
+    L.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" * 4 if pb else ""))
     for row in rows:
         d, ps, pf = row.get("direct"), row.get("postseald"), row.get("postfix")
         n = (ps or pf or d)["messages"]
         tr = f"{row['throughput_ratio']:.2f}×" if row.get("throughput_ratio") else "n/a"
         cr = f"{row['cpu_ratio']:.2f}×" if row.get("cpu_ratio") else "n/a"
-        L.append(f"| {row['size']} B | {n} | {thr(d)} | {thr(ps)} | {thr(pf)} | {tr} | {pct(ps)} | {pct(pf)} | {cpu_s(ps)} | {cpu_s(pf)} | {cr} |")
+        L.append(f"| {row['size']} B | {n} | {thr(d)} | {thr(ps)} | {thr(pf)} | {tr} | {pct(ps)} | {pct(pf)} | {cpu_s(ps)} | {cpu_s(pf)} | {cr} |"
+                 + (f" {ms(ps, 'eod_p50_ms')} | {ms(ps, 'eod_p99_ms')} | {ms(pf, 'eod_p50_ms')} | {ms(pf, 'eod_p99_ms')} |" if pb else ""))
     L.append("")
+    chart_lines(L, a)
     tl = []
     for row in rows:
         t = row.get("target_met")
@@ -780,36 +1075,49 @@ def cmd_relayreport(a):
         L.append(f"Delivery-issue targets for postseald (≥ {tgt_pct:g}% of direct, ≤ {tgt_cpu:g} ms CPU per "
                  "relayed message): " + "; ".join(tl) + ".")
         L.append("")
-    L.append("Ingress rate (N / smtp-source wall time; the relay may accept faster than it delivers), "
+    L.append(f"Ingress rate (N / {src} wall time; the relay may accept faster than it delivers), "
              "median msg/s: " + "; ".join(
                  f"{row['size']} B: " + ", ".join(f"{s} {fmt(row[s]['ingress_msg_per_s']['median'])}"
                                                  for s in servers if row.get(s) and row[s].get("ingress_msg_per_s"))
                  for row in rows) + ".")
     L.append("")
-    L.append("Sink CPU (smtp-sink, ms/msg, median): " + "; ".join(
+    L.append(f"Sink CPU ({snk}, ms/msg, median): " + "; ".join(
         f"{row['size']} B: " + ", ".join(f"{s} {fmt(row[s]['sink_cpu_ms_per_msg']['median'], 3)}"
                                         for s in servers if row.get(s) and row[s].get("sink_cpu_ms_per_msg"))
-        for row in rows) + ". Load tool CPU (smtp-source, ms/msg, median): " + "; ".join(
+        for row in rows) + f". Load tool CPU ({src}, ms/msg, median): " + "; ".join(
         f"{row['size']} B: " + ", ".join(f"{s} {fmt(row[s]['client_cpu_ms_per_msg']['median'], 3)}"
                                         for s in servers if row.get(s) and row[s].get("client_cpu_ms_per_msg"))
         for row in rows) + ".")
     L.append("")
-    allok = all(r["delivered"] == r["n"] and r["queue_after"] == 0 and r.get("wall_s") for r in runs)
-    L.append("Every run was checked: the sink's counter went up by exactly N (more = duplicates), and "
-             "the relay's queue was empty afterwards (postseald: `postseal queue list --json`; Postfix: "
+    allok = all(r["delivered"] == r["n"] and r["queue_after"] == 0 and r.get("wall_s")
+                and r.get("send_accepted", r["n"]) == r["n"] for r in runs)
+    L.append(("Every run was checked: the sender got 250 for all N, the sink's report counted exactly N "
+              "(more = duplicates), and " if pb else
+              "Every run was checked: the sink's counter went up by exactly N (more = duplicates), and ")
+             + "the relay's queue was empty afterwards (postseald: `postseal queue list --json`; Postfix: "
              "no file under incoming/active/deferred/hold/maildrop). "
              + ("**All counts matched, no duplicates, every queue drained.**" if allok
                 else "**MISMATCHES — see Problems.**"))
     L.append("")
     L.append("### Per run")
     L.append("")
-    L.append("e2e s = first connection → sink has N; ingress s = smtp-source wall time; drain s = time "
-             "after the sink had N until the relay's queue listed empty (includes the time of the listing "
-             "command). Machine busy and CPU figures as in ingress.sh (kernel threads = kworker/ksoftirqd/"
-             "jbd2..., other processes = not part of the benchmark), over the e2e interval.")
+    if pb:
+        L.append("e2e s = start of postseal-bench send → the sink's last 250; ingress s = postseal-bench send "
+                 "wall time; drain s = time after the sink's last 250 until the relay's queue listed empty "
+                 "(listed every 0.2 s once the sender is done, so up to 0.2 s late, plus the listing itself); "
+                 "EOD = end of DATA → 250 at the sender, ms. Machine busy and CPU figures as in ingress.sh "
+                 "(kernel threads = kworker/ksoftirqd/jbd2..., other processes = not part of the benchmark), "
+                 "from the start of the sender until the queue listed empty.")
+    else:
+        L.append("e2e s = first connection → sink has N; ingress s = smtp-source wall time; drain s = time "
+                 "after the sink had N until the relay's queue listed empty (includes the time of the listing "
+                 "command). Machine busy and CPU figures as in ingress.sh (kernel threads = kworker/ksoftirqd/"
+                 "jbd2..., other processes = not part of the benchmark), over the e2e interval.")
     L.append("")
-    L.append("| path | size | rep | N | e2e s | e2e msg/s | ingress s | drain s | relay CPU s | relay CPU ms/msg | sink CPU s | smtp-source CPU s | kernel threads CPU s | other processes CPU s | machine busy | delivered | dup | queue after | rc |")
-    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    L.append(f"| path | size | rep | N | e2e s | e2e msg/s | ingress s | drain s | relay CPU s | relay CPU ms/msg | sink CPU s | {src} CPU s | kernel threads CPU s | other processes CPU s | machine busy | delivered | dup | queue after | rc |"
+             + (" EOD p50 ms | EOD p99 ms |" if pb else ""))
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+             + (" ---: | ---: |" if pb else ""))
     for r in runs:
         w = r.get("wall_s")
         e2e = f"{w:.2f}" if w else ("TIMEOUT" if r.get("timed_out") else "STALLED")
@@ -824,15 +1132,115 @@ def cmd_relayreport(a):
                  f"{r['ingress_s']:.2f} | {r['drain_s']:.2f} | {rcpu} | {rcpum} | "
                  f"{r['sink_cpu_s']:.2f} | {r['client_cpu_s']:.2f} | {r.get('kernel_threads_cpu_s', 0):.2f} | "
                  f"{other} | {r.get('machine_busy_pct', 0):.0f}% | {r['delivered']} | {r['duplicates']} | "
-                 f"{qa} | {r['rc']} |")
+                 f"{qa} | {r['rc']} |"
+                 + (f" {fmt(r.get('eod_p50_ms'), 2)} | {fmt(r.get('eod_p99_ms'), 2)} |" if pb else ""))
     L.append("")
     report_tail(L, summary, meta,
-                ("None: every smtp-source run exited 0, the sink counted exactly N every time, every relay "
+                (f"None: every {src} run exited 0, the sink counted exactly N every time, every relay "
                  "queue drained, the servers stayed up."))
     with open(a.md, "w") as f:
         f.write("\n".join(L))
     summary["results_file"] = a.md
+    summary["chart"] = a.chart or None
+    summary["chart_note"] = a.chart_note
     print(json.dumps(summary, indent=None))
+
+
+# ---------------------------------------------------------------- chart (both scripts)
+
+# per script: (server key in runs.jsonl, legend, colour); the colours stay with the
+# path whichever paths ran
+CHART_PATHS = {
+    "relay": [("direct", "direct (no relay)", "#9e9e9e"), ("postseald", "postseald", "#1f77b4"),
+              ("postfix", "Postfix", "#ff7f0e")],
+    "ingress": [("postseald", "postseald", "#1f77b4"), ("postfix", "Postfix", "#ff7f0e")],
+}
+
+
+def size_label(n):
+    if n >= 1048576 and n % 1048576 == 0:
+        return f"{n // 1048576} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} B"
+
+
+def gp_str(text):
+    """A gnuplot double-quoted string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def chart_title(kind, meta, runs):
+    ns = sorted({r["n"] for r in runs})
+    n = ns[0] if len(ns) == 1 else "/".join(str(x) for x in ns)
+    if kind == "relay":
+        load = ("postseal-bench send → relay → postseal-bench sink" if meta.get("driver") == "postseal-bench"
+                else "smtp-source → relay → smtp-sink")
+        first = f"SMTP relay end to end ({load})"
+    else:
+        first = f"SMTP ingress: smtp-source{' -d' if meta.get('reuse') else ''} → server (250 once the message is on stable storage)"
+    second = (f"N = {n} per run, {meta.get('sessions')} sessions, {meta.get('reps')} repetition(s); "
+              f"bar = median, whiskers = min–max; {meta.get('nproc')} cores, loopback")
+    if meta.get("smoke"):
+        second += "; SMOKE RUN, not a measurement"
+    return first + "\n" + second
+
+
+def cmd_chart(a):
+    """Grouped bars of msg/s (median, min–max) per size and path, as a PNG by gnuplot."""
+    import tempfile
+    meta = json.load(open(a.meta))
+    runs = [json.loads(l) for l in open(a.runs) if l.strip()]
+    done = [r for r in runs if r.get("wall_s")]
+    paths = [p for p in CHART_PATHS[a.kind] if any(r["server"] == p[0] for r in done)]
+    if not paths:
+        print("benchlib chart: no completed run to draw", file=sys.stderr)
+        return 1
+    rows = []
+    for size in sorted({r["size"] for r in done}):
+        cells = [size_label(size)]
+        for key, _, _ in paths:
+            v = [r["n"] / r["wall_s"] for r in done if r["server"] == key and r["size"] == size]
+            cells += [f"{statistics.median(v):.1f}", f"{min(v):.1f}", f"{max(v):.1f}"] if v else ["-"] * 3
+        rows.append("\t".join(cells))
+    ylabel = ("messages/s end to end (N / start of the load → sink has N)" if a.kind == "relay"
+              else "messages/s accepted (N / smtp-source wall time)")
+    tmp_png = a.png + ".tmp"
+    with tempfile.TemporaryDirectory(prefix="postseal-chart.") as d:
+        dat, gp = os.path.join(d, "chart.dat"), os.path.join(d, "chart.gp")
+        with open(dat, "w") as f:
+            f.write("\n".join(rows) + "\n")
+        with open(gp, "w") as f:
+            f.write(f"datafile = {gp_str(dat)}\noutfile = {gp_str(tmp_png)}\n"
+                    f"npaths = {len(paths)}\n"
+                    + "".join(f"title{i} = {gp_str(p[1])}\ncolor{i} = {gp_str(p[2])}\n"
+                              for i, p in enumerate(paths, 1))
+                    + f"nrows = {len(rows)}\n"
+                    f"charttitle = {gp_str(chart_title(a.kind, meta, done))}\n"
+                    f"ylabel_text = {gp_str(ylabel)}\n"
+                    f"load {gp_str(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'chart.gp'))}\n")
+        try:
+            r = subprocess.run([a.gnuplot, gp], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            print(f"benchlib chart: {a.gnuplot}: {e}", file=sys.stderr)
+            return 1
+    if r.returncode != 0 or not os.path.exists(tmp_png):
+        print(f"benchlib chart: gnuplot exited {r.returncode}: {r.stderr.strip()[-500:]}", file=sys.stderr)
+        if os.path.exists(tmp_png):
+            os.unlink(tmp_png)
+        return 1
+    os.replace(tmp_png, a.png)
+    return 0
+
+
+def chart_lines(L, a):
+    """The chart link (or why there is none) for a results file."""
+    if a.chart:
+        L.append(f"![msg/s by message size, median with min–max]({os.path.relpath(a.chart, os.path.dirname(os.path.abspath(a.md)))})")
+        L.append("")
+    elif a.chart_note:
+        L.append(f"Chart: {a.chart_note}.")
+        L.append("")
 
 
 def report_tail(L, summary, meta, none_text):
@@ -878,7 +1286,8 @@ def report_tail(L, summary, meta, none_text):
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="sub", required=True)
-    sub.add_parser("freeport")
+    p = sub.add_parser("freeport")
+    p.add_argument("--low", action="store_true", help="below the ephemeral port range")
     p = sub.add_parser("waitsmtp"); p.add_argument("port", type=int); p.add_argument("timeout", type=float)
     p = sub.add_parser("cpu"); p.add_argument("mode", choices=["proc", "tree"]); p.add_argument("pid", type=int)
     p = sub.add_parser("rss"); p.add_argument("pid", type=int)
@@ -903,6 +1312,8 @@ def main():
     p.add_argument("--runs", required=True)
     p.add_argument("--meta", required=True)
     p.add_argument("--md", required=True)
+    p.add_argument("--chart", default="", help="the PNG to link from the results file")
+    p.add_argument("--chart-note", default="", help="why there is no chart")
     p = sub.add_parser("relayrun")
     p.add_argument("--mode", choices=["proc", "tree", "none"], required=True,
                    help="relay CPU accounting; none = no relay (direct to the sink)")
@@ -920,14 +1331,44 @@ def main():
     p.add_argument("--max-busy", type=float, default=10.0)
     p.add_argument("--idle-timeout", type=float, default=300.0)
     p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = sub.add_parser("pbrelayrun")
+    p.add_argument("--mode", choices=["proc", "tree", "none"], required=True,
+                   help="relay CPU accounting; none = no relay (direct to the sink)")
+    p.add_argument("--pid", type=int, default=0, help="relay process (postseald, or Postfix master)")
+    p.add_argument("--sink-cmd", required=True, help="the postseal-bench sink command line (started per run)")
+    p.add_argument("--sink-port", type=int, required=True)
+    p.add_argument("--sink-report", required=True, help="the sink's --report file")
+    p.add_argument("--sink-log", required=True)
+    p.add_argument("--send-json", required=True, help="the sender's --json file")
+    p.add_argument("--expect", type=int, required=True, help="messages the sink must receive")
+    p.add_argument("--queue-cmd", default="", help="command listing the relay's queue, one line per message")
+    p.add_argument("--log", required=True)
+    p.add_argument("--timeout", type=float, default=600.0, help="whole run, seconds")
+    p.add_argument("--stall", type=float, default=120.0, help="give up after this long without queue progress")
+    p.add_argument("--poll", type=float, default=0.2, help="queue listing interval while it drains")
+    p.add_argument("--settle", type=float, default=1.0)
+    p.add_argument("--close-timeout", type=float, default=10.0,
+                   help="wait this long for the relay to close its connections to the sink")
+    p.add_argument("--max-busy", type=float, default=10.0)
+    p.add_argument("--idle-timeout", type=float, default=300.0)
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
     p = sub.add_parser("relayreport")
     p.add_argument("--runs", required=True)
     p.add_argument("--meta", required=True)
     p.add_argument("--md", required=True)
+    p.add_argument("--chart", default="", help="the PNG to link from the results file")
+    p.add_argument("--chart-note", default="", help="why there is no chart")
+    p = sub.add_parser("chart")
+    p.add_argument("--kind", choices=sorted(CHART_PATHS), required=True)
+    p.add_argument("--runs", required=True)
+    p.add_argument("--meta", required=True)
+    p.add_argument("--png", required=True)
+    p.add_argument("--gnuplot", default="gnuplot")
     a = ap.parse_args()
     fn = {"freeport": cmd_freeport, "waitsmtp": cmd_waitsmtp, "cpu": cmd_cpu, "rss": cmd_rss,
           "run": cmd_run, "waitidle": cmd_waitidle, "idle": cmd_idle, "report": cmd_report,
-          "relayrun": cmd_relayrun, "relayreport": cmd_relayreport}[a.sub]
+          "relayrun": cmd_relayrun, "pbrelayrun": cmd_pbrelayrun, "relayreport": cmd_relayreport,
+          "chart": cmd_chart}[a.sub]
     return fn(a) or 0
 
 

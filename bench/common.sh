@@ -1,9 +1,11 @@
 # Shared by bench/ingress.sh and bench/relay.sh; sourced, never run.
 #
-# The sourcing script sets BENCH_NAME (ingress|relay) before sourcing, and after
+# The sourcing script sets BENCH_NAME (ingress|relay) before sourcing (and may set
+# RESULTS_NAME, the results file's name before the date; default BENCH_NAME), and after
 # parsing its options calls, in order: check_postseald_bin (unless it skips
 # postseald), require_smtp_tool, require_postfix_instance (if it runs Postfix),
-# setup_scratch, then postseald_build_info and bench_prelude.
+# setup_scratch, then postseald_build_info and bench_prelude; at the end write_meta and
+# finish, which draws the chart (write_chart) and writes the results file.
 #
 # Hooks the script may redefine after sourcing (defaults do nothing):
 #   start_log_suffix        text appended to the "postseald/Postfix up" log lines
@@ -34,14 +36,19 @@ check_numbers() {
     done
 }
 
-# POSTSEALD made absolute, POSTSEAL_CLI defaulted (always); the -x checks only if asked
+# POSTSEALD made absolute, POSTSEAL_CLI and POSTSEAL_BENCH defaulted (always); the
+# -x checks only if asked
 resolve_postseald() {
     case "$POSTSEALD" in /*) ;; *) POSTSEALD=$PWD/$POSTSEALD ;; esac
     POSTSEAL_CLI=${POSTSEAL_CLI:-$(dirname "$POSTSEALD")/postseal}
+    POSTSEAL_BENCH=${POSTSEAL_BENCH:-$(dirname "$POSTSEALD")/postseal-bench}
 }
 check_postseald_bin() {
     [ -x "$POSTSEALD" ] || die "no postseald at $POSTSEALD (build it, or set POSTSEALD)"
     [ -x "$POSTSEAL_CLI" ] || die "no postseal CLI at $POSTSEAL_CLI (set POSTSEAL_CLI)"
+}
+check_postseal_bench_bin() {
+    [ -x "$POSTSEAL_BENCH" ] || die "no postseal-bench at $POSTSEAL_BENCH (build it, or set POSTSEAL_BENCH)"
 }
 require_smtp_tool() {   # smtp-source | smtp-sink
     command -v "$1" >/dev/null || die "$1 not found (apt-get install postfix)"
@@ -60,7 +67,7 @@ setup_scratch() {
     [ "$SMOKE" = 1 ] && IDLE_TIMEOUT=0
 
     DATE=$(date -u +%Y-%m-%d)
-    [ -n "$OUT" ] || { [ "$SMOKE" = 1 ] || OUT=$BENCH_DIR/results/$BENCH_NAME-$DATE.md; }
+    [ -n "$OUT" ] || { [ "$SMOKE" = 1 ] || OUT=$BENCH_DIR/results/${RESULTS_NAME:-$BENCH_NAME}-$DATE.md; }
 
     TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/$1.XXXXXX")
     chmod 755 "$TMP"                       # Postfix daemons (user postfix) must traverse it
@@ -292,10 +299,36 @@ EOF
     } | $PY - "$TMP"
 }
 
-# finish REPORT_CMD: the results file from runs + meta, the summary on stdout; exit 1 on problems
+# write_chart: the PNG beside the results file (OUT with .png for .md), drawn by gnuplot
+# from runs + meta (bench/chart.gp). Sets CHART (its path, or empty) and CHART_NOTE
+# (why there is none). No gnuplot, or gnuplot failing, costs the chart, not the run.
+CHART=""; CHART_NOTE=""
+write_chart() {
+    local png gp=${GNUPLOT:-gnuplot}
+    case "$OUT" in *.md) png=${OUT%.md}.png ;; *) png=$OUT.png ;; esac
+    rm -f "$png"
+    if ! command -v "$gp" >/dev/null; then
+        CHART_NOTE="none, $gp not found (apt-get install gnuplot-nox)"
+        log "chart skipped: $gp not found"
+        return 0
+    fi
+    if $LIB chart --kind "$BENCH_NAME" --runs "$TMP/runs.jsonl" --meta "$TMP/meta.json" \
+            --png "$png" --gnuplot "$gp" 2> "$TMP/chart.err"; then
+        CHART=$png
+        log "chart: $png"
+    else
+        CHART_NOTE="none, drawing it failed: $(tail -1 "$TMP/chart.err")"
+        log "chart skipped: $(tail -1 "$TMP/chart.err")"
+    fi
+}
+
+# finish REPORT_CMD: the chart and the results file from runs + meta, the summary on
+# stdout; exit 1 on problems
 finish() {
     mkdir -p "$(dirname "$OUT")"
-    $LIB "$1" --runs "$TMP/runs.jsonl" --meta "$TMP/meta.json" --md "$OUT"
+    write_chart
+    $LIB "$1" --runs "$TMP/runs.jsonl" --meta "$TMP/meta.json" --md "$OUT" \
+        --chart "$CHART" --chart-note "$CHART_NOTE"
     log "results: $OUT"
     if [ -s "$TMP/problems.txt" ]; then
         log "$(wc -l < "$TMP/problems.txt") PROBLEM(S):"; sed 's/^/    /' "$TMP/problems.txt" >&2

@@ -3,6 +3,7 @@
 # smtp-source load.  Loopback only (127.0.0.1), every run bounded in count and time.
 #
 #   bench/ingress.sh            full run, writes bench/results/ingress-YYYY-MM-DD.md
+#                               and a chart of it, ingress-YYYY-MM-DD.png
 #   bench/ingress.sh --smoke    a few seconds, postseald only, for CI
 #
 # Prints a JSON summary on stdout; progress goes to stderr.  Exit status 0 only if
@@ -13,6 +14,7 @@
 #   POSTSEAL_CLI   command-line tool (default: postseal next to POSTSEALD)
 #   BENCH_TMP      parent of the scratch directory (default: /tmp)
 #   POSTFIX_EXTRA  lines appended to the Postfix main.cf (experiments; shown in the results)
+#   GNUPLOT        draws the chart (default: gnuplot; none found = no chart, a note)
 #
 # Options:
 #   --smoke              1 KiB, N=2000, one repetition, postseald only, short latency/idle probes
@@ -26,7 +28,8 @@
 #   --no-idle            skip the idle-memory probe
 #   --idle-sessions K    idle connections to open (default 5000)
 #   --out FILE           results file (default bench/results/ingress-YYYY-MM-DD.md;
-#                        in --smoke mode the default is a file in the scratch dir, removed)
+#                        in --smoke mode the default is a file in the scratch dir, removed);
+#                        the chart goes beside it, FILE with .png for .md
 #   --keep               keep the scratch directory
 set -euo pipefail
 

@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# End-to-end SMTP relay benchmark: smtp-source -> relay -> Postfix smtp-sink, for
-# postseald and a private Postfix instance relaying to the same sink, plus the direct
-# smtp-source -> smtp-sink rate (no relay: the ceiling).  Loopback only (127.0.0.1),
-# every run bounded in count and time.
+# End-to-end SMTP relay benchmark: load tool -> relay -> sink, for postseald and a
+# private Postfix instance relaying to the same kind of sink, plus the direct load
+# tool -> sink rate (no relay: the ceiling).  Loopback only (127.0.0.1), every run
+# bounded in count and time.
 #
 #   bench/relay.sh            full run, writes bench/results/relay-YYYY-MM-DD.md
+#                             and a chart of it, relay-YYYY-MM-DD.png
 #   bench/relay.sh --smoke    a few seconds, postseald only, for CI
+#   bench/relay.sh --driver postseal-bench
+#                             the same with our io_uring load tool and sink, which
+#                             drive more load than smtp-source and report latency
 #
-# A run is timed from the start of smtp-source until the sink's counter
-# (smtp-sink -c) has gone up by N; then the relay's queue must drain.  Every run
-# checks that the sink got exactly N (more = duplicates, reported) and that the
-# relay's queue is empty afterwards.
+# Drivers:
+#   smtp-source (default): smtp-source -> relay -> Postfix smtp-sink.  A run is
+#     timed from the start of smtp-source until the sink's counter (smtp-sink -c)
+#     has gone up by N.
+#   postseal-bench: postseal-bench send -> relay -> postseal-bench sink, a fresh
+#     sink per run.  A run is timed from the start of the sender until the sink's
+#     last 250 (from the sink's report); the sender's report gives the end-of-DATA
+#     latency (p50/p99) shown in the results table.
+# Then the relay's queue must drain.  Every run checks that the sink got exactly N
+# (more = duplicates, reported) and that the relay's queue is empty afterwards.
 #
 # Prints a JSON summary on stdout; progress goes to stderr.  Exit status 0 only if
-# every smtp-source run succeeded, every count matched, every queue drained and no
+# every load tool run succeeded, every count matched, every queue drained and no
 # server died.
 #
 # Environment:
 #   POSTSEALD      daemon binary (default: build/postseald in the repository)
 #   POSTSEAL_CLI   command-line tool (default: postseal next to POSTSEALD)
+#   POSTSEAL_BENCH load tool and sink for --driver postseal-bench (default:
+#                  postseal-bench next to POSTSEALD)
+#   GNUPLOT        draws the chart (default: gnuplot; none found = no chart, a note)
 #   BENCH_TMP      parent of the scratch directory (default: /tmp)
 #   POSTFIX_EXTRA  lines appended to the Postfix main.cf (experiments; shown in the results)
 #   POSTSEALD_EXTRA  lines appended to the postseald YAML (experiments; shown in the results)
@@ -28,13 +41,20 @@
 #   --sizes "A B C"      message sizes in bytes (default "1024 4096 65536")
 #   -n N                 messages per run, every size (default 20000)
 #   --reps R             repetitions per cell (default 3)
-#   --sessions S         smtp-source -s (default 50)
-#   --no-direct          skip the direct smtp-source -> smtp-sink runs
+#   --sessions S         concurrent sessions: smtp-source -s, postseal-bench send
+#                        --connections (default 50)
+#   --driver D           smtp-source (default) or postseal-bench
+#   --per-conn M         postseal-bench send --per-conn: messages per connection
+#                        (default 1, like smtp-source; 0 = no limit)
+#   --no-direct          skip the direct load tool -> sink runs
 #   --no-postfix         skip Postfix
 #   --no-postseald       skip postseald
-#   --run-timeout S      hard limit for one run, seconds (default 600; smoke 60)
-#   --out FILE           results file (default bench/results/relay-YYYY-MM-DD.md;
-#                        in --smoke mode the default is a file in the scratch dir, removed)
+#   --run-timeout S      hard limit for one run, seconds (default 600; smoke 60;
+#                        at most 3600, 3500 with --driver postseal-bench)
+#   --out FILE           results file (default bench/results/relay-YYYY-MM-DD.md, with
+#                        --driver postseal-bench relay-postseal-bench-YYYY-MM-DD.md;
+#                        in --smoke mode the default is a file in the scratch dir, removed);
+#                        the chart goes beside it, FILE with .png for .md
 #   --keep               keep the scratch directory
 set -euo pipefail
 
@@ -45,6 +65,8 @@ SIZES="1024 4096 65536"
 N=20000
 REPS=3
 SESSIONS=50
+DRIVER=smtp-source
+PER_CONN=""
 DO_DIRECT=1
 DO_POSTFIX=1
 DO_POSTSEALD=1
@@ -65,6 +87,8 @@ while [ $# -gt 0 ]; do
         -n) N=$2; shift ;;
         --reps) REPS=$2; shift ;;
         --sessions) SESSIONS=$2; shift ;;
+        --driver) DRIVER=$2; shift ;;
+        --per-conn) PER_CONN=$2; shift ;;
         --no-direct) DO_DIRECT=0 ;;
         --no-postfix) DO_POSTFIX=0 ;;
         --no-postseald) DO_POSTSEALD=0 ;;
@@ -87,11 +111,29 @@ for v in $SIZES; do
 done
 [ "$N" -le 1000000 ] || die "-n at most 1000000"
 [ "$RUN_TIMEOUT" -le 3600 ] || die "--run-timeout at most 3600"
+case "$DRIVER" in
+    smtp-source)
+        [ -z "$PER_CONN" ] || die "--per-conn needs --driver postseal-bench"
+        LOAD_NAME=smtp-source; SINK_NAME=smtp-sink ;;
+    postseal-bench)
+        PER_CONN=${PER_CONN:-1}
+        [[ "$PER_CONN" =~ ^[0-9]+$ ]] && [ "$PER_CONN" -le 1000000 ] || die "bad --per-conn '$PER_CONN'"
+        # the sink of a run lives at most 3600 s (postseal-bench's limit): the run, the
+        # drain and the wait for the relay to let go of the sink must fit in it
+        [ "$RUN_TIMEOUT" -le 3500 ] || die "--run-timeout at most 3500 with --driver postseal-bench"
+        LOAD_NAME="postseal-bench send"; SINK_NAME="postseal-bench sink"
+        RESULTS_NAME=relay-postseal-bench ;;
+    *) die "unknown --driver '$DRIVER' (smtp-source or postseal-bench)" ;;
+esac
 
 resolve_postseald
 if [ "$DO_POSTSEALD" = 1 ]; then check_postseald_bin; fi
-require_smtp_tool smtp-source
-require_smtp_tool smtp-sink
+if [ "$DRIVER" = postseal-bench ]; then
+    check_postseal_bench_bin
+else
+    require_smtp_tool smtp-source
+    require_smtp_tool smtp-sink
+fi
 if [ "$DO_POSTFIX" = 1 ]; then require_postfix_instance; fi
 # smtp-sink refuses to run as root without -u
 SINK_USER=()
@@ -205,6 +247,24 @@ postfix_after_start() {
 
 # ------------------------------------------------------------------ one load run
 
+# pb_run SERVER SIZE REP N PORT PID MODE QCMD LOG: one run with postseal-bench send and
+# a fresh postseal-bench sink on SINK_PORT (benchlib.py pbrelayrun); its JSON on stdout
+pb_run() {
+    local server=$1 size=$2 rep=$3 n=$4 port=$5 pid=$6 mode=$7 qcmd=$8 log=$9 label life sink send
+    label="$server size=$size $( [ "$rep" = 0 ] && echo warm-up || echo "rep=$rep")"
+    life=$((RUN_TIMEOUT + 90))
+    sink="timeout -k 5 $((life + 10)) $POSTSEAL_BENCH sink --listen 127.0.0.1:$SINK_PORT --threads 1 --duration $life --report $SINK_DIR/sink-$rep.json"
+    send=(timeout -k 5 "$RUN_TIMEOUT" "$POSTSEAL_BENCH" send --target "127.0.0.1:$port" --connections "$SESSIONS"
+          --count "$n" --size "$size" --per-conn "$PER_CONN" --from a@bench.test --to-domain bench.example
+          --json "$TMP/send-$server-$size-$rep.json")
+    record "$sink >> $SINK_DIR/sink.log 2>&1 &    # $label; a fresh sink, probed once"
+    record "${send[*]}    # $label; timed until the sink's last 250"
+    $LIB pbrelayrun --mode "$mode" --pid "$pid" --sink-cmd "$sink" --sink-port "$SINK_PORT" \
+        --sink-report "$SINK_DIR/sink-$rep.json" --sink-log "$SINK_DIR/sink.log" \
+        --send-json "$TMP/send-$server-$size-$rep.json" --expect "$n" --queue-cmd "$qcmd" --log "$log" \
+        --timeout "$RUN_TIMEOUT" --stall "$STALL" --idle-timeout "$IDLE_TIMEOUT" -- "${send[@]}"
+}
+
 # run_load PATH SIZE REP N  (PATH = direct|postseald|postfix; REP=0: warm-up, not recorded)
 run_load() {
     local server=$1 size=$2 rep=$3 n=$4 port pid mode qcmd res rc log label
@@ -217,29 +277,55 @@ run_load() {
             local q=$PF_DIR/queue
             qcmd="find $q/maildrop $q/incoming $q/active $q/deferred $q/hold $q/corrupt -type f" ;;
     esac
-    log=$TMP/smtp-source-$server-$size-$rep.log; : > "$log"
-    local cmd=(smtp-source -s "$SESSIONS" -m "$n" -l "$size" -f a@bench.test -t b@bench.example "127.0.0.1:$port")
-    record "timeout -k 5 $RUN_TIMEOUT ${cmd[*]}    # $label; timed until the sink has counted $n more"
-    res=$($LIB relayrun --mode "$mode" --pid "$pid" --sink-pid "$SINK_PID" --sink-out "$SINK_OUT" \
-            --expect "$n" --queue-cmd "$qcmd" --log "$log" --timeout "$RUN_TIMEOUT" --stall "$STALL" \
-            --drain-timeout "$DRAIN_TIMEOUT" --idle-timeout "$IDLE_TIMEOUT" \
-            -- timeout -k 5 "$RUN_TIMEOUT" "${cmd[@]}") || {
-        problem "$label: the measuring helper failed (server or sink gone?)"
-        res='{"rc":-1,"wall_s":null,"ingress_s":1,"drain_s":0,"client_cpu_s":0,"server_cpu_s":0,"sink_cpu_s":0,"server_alive":false,"delivered":0,"delivered_at_done":0,"duplicates":0,"queue_before":null,"queue_after":null,"timed_out":false,"stalled":false}'; }
+    log=$TMP/load-$server-$size-$rep.log; : > "$log"
+    if [ "$DRIVER" = postseal-bench ]; then
+        res=$(pb_run "$server" "$size" "$rep" "$n" "$port" "$pid" "$mode" "$qcmd" "$log") || res=""
+    else
+        local cmd=(smtp-source -s "$SESSIONS" -m "$n" -l "$size" -f a@bench.test -t b@bench.example "127.0.0.1:$port")
+        record "timeout -k 5 $RUN_TIMEOUT ${cmd[*]}    # $label; timed until the sink has counted $n more"
+        res=$($LIB relayrun --mode "$mode" --pid "$pid" --sink-pid "$SINK_PID" --sink-out "$SINK_OUT" \
+                --expect "$n" --queue-cmd "$qcmd" --log "$log" --timeout "$RUN_TIMEOUT" --stall "$STALL" \
+                --drain-timeout "$DRAIN_TIMEOUT" --idle-timeout "$IDLE_TIMEOUT" \
+                -- timeout -k 5 "$RUN_TIMEOUT" "${cmd[@]}") || res=""
+    fi
+    if [ -z "$res" ] || ! $PY -c 'import json,sys; json.loads(sys.argv[1])["delivered"]' "$res" 2>/dev/null; then
+        if [ "$DRIVER" = postseal-bench ]; then
+            problem "$label: the measuring helper failed (the sink did not come up, or the relay is gone?); sink log: $(tail -3 "$SINK_DIR/sink.log" 2>/dev/null | tr '\n' ' ' || true)"
+        else
+            problem "$label: the measuring helper failed (server or sink gone?)"
+        fi
+        res='{"rc":-1,"wall_s":null,"ingress_s":1,"drain_s":0,"client_cpu_s":0,"server_cpu_s":0,"sink_cpu_s":0,"server_alive":false,"delivered":0,"delivered_at_done":0,"duplicates":0,"queue_before":null,"queue_after":null,"timed_out":false,"stalled":false}'
+    fi
     local probs=()
     local chk
-    chk=$($PY - "$res" "$n" "$server" "$RUN_TIMEOUT" <<'EOF'
+    chk=$($PY - "$res" "$n" "$server" "$RUN_TIMEOUT" "$LOAD_NAME" <<'EOF'
 import json, sys
-r, n, srv, tmo = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+r, n, srv, tmo, tool = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 p = []
 if r["rc"] != 0:
-    p.append("smtp-source exited %s%s" % (r["rc"], " (timed out)" if r["rc"] == 124 else ""))
+    p.append("%s exited %s%s" % (tool, r["rc"], " (timed out)" if r["rc"] == 124 else ""))
 if r.get("timed_out"):
     p.append("run TIMED OUT after %s s: the sink had %d of %d messages" % (tmo, r["delivered_at_done"], n))
 if r.get("stalled"):
-    p.append("run STALLED: no delivery for the stall limit; the sink had %d of %d messages (smtp-source finished after %.1f s)" % (r["delivered_at_done"], n, r["ingress_s"]))
+    p.append("run STALLED: no delivery for the stall limit; the sink had %d of %d messages (%s finished after %.1f s)" % (r["delivered_at_done"], n, tool, r["ingress_s"]))
+if "send_accepted" in r:          # --driver postseal-bench: both tools' reports
+    if not r.get("send_report_ok"):
+        p.append("no JSON report from postseal-bench send")
+    elif r["send_accepted"] != n:
+        p.append("the %s answered 250 to %s of %d messages (4xx %s, 5xx %s, no final reply %s)" % (
+            "sink" if srv == "direct" else "relay", r["send_accepted"], n, r["send_tempfailed"],
+            r["send_permfailed"], r["send_lost"]))
+    errs = {k: v for k, v in (r.get("send_errors") or {}).items() if v}
+    if errs:
+        p.append("postseal-bench send counted errors: " + ", ".join("%s %d" % kv for kv in sorted(errs.items())))
+    if not r.get("sink_report_ok"):
+        p.append("no JSON report from postseal-bench sink (exit status %s)" % r.get("sink_rc"))
+    elif r.get("sink_rc") != 0:
+        p.append("postseal-bench sink exited %s" % r.get("sink_rc"))
 if r["delivered"] < n:
     p.append("LOST? the sink counted %d of %d messages" % (r["delivered"], n))
+elif r["delivered"] > n and "send_accepted" in r:
+    p.append("DUPLICATES: the sink counted %d messages for %d sent (%d extra)" % (r["delivered"], n, r["delivered"] - n))
 elif r["delivered"] > n:
     p.append("DUPLICATES: the sink counted %d messages for %d sent (%d extra; %d of them after the sink first reached N)" % (
         r["delivered"], n, r["delivered"] - n, r["delivered"] - r["delivered_at_done"]))
@@ -248,6 +334,8 @@ if srv != "direct":
         p.append("the relay's queue was not empty before the run: %s messages" % r["queue_before"])
     if r.get("queue_after") is None:
         p.append("could not list the relay's queue after the run")
+    elif r["queue_after"] != 0 and "send_accepted" in r:
+        p.append("the relay's queue still had %d messages when the run ended" % r["queue_after"])
     elif r["queue_after"] != 0:
         p.append("the relay's queue still had %d messages %.0f s after the sink had N" % (r["queue_after"], r["drain_s"]))
     if not r.get("server_alive", True):
@@ -258,15 +346,17 @@ EOF
     if [ -n "$chk" ]; then while read -r l; do probs+=("$l"); done <<< "$chk"; fi
     rc=$($PY -c 'import json,sys; print(json.loads(sys.argv[1])["rc"])' "$res")
     if [ "$rc" != 0 ]; then
-        probs+=("smtp-source output: $(grep -v '^$' "$log" | head -3 | tr '\n' ' ')")
-    elif grep -qiE 'fatal|error|warning' "$log"; then
+        probs+=("$LOAD_NAME output: $(grep -v '^$' "$log" | head -3 | tr '\n' ' ' || true)")
+    elif [ "$DRIVER" = smtp-source ] && grep -qiE 'fatal|error|warning' "$log"; then
         probs+=("smtp-source complained: $(grep -iE 'fatal|error|warning' "$log" | head -3 | tr '\n' ' ')")
     fi
     case "$server" in
         postseald) kill -0 "$PS_PID" 2>/dev/null || probs+=("postseald DIED during the run; last log lines: $(tail -5 "$PS_LOG" | tr '\n' ' ')") ;;
         postfix) kill -0 "$PF_MASTER" 2>/dev/null || probs+=("Postfix master DIED during the run") ;;
     esac
-    kill -0 "$SINK_PID" 2>/dev/null || probs+=("smtp-sink DIED during the run")
+    if [ "$DRIVER" = smtp-source ]; then
+        kill -0 "$SINK_PID" 2>/dev/null || probs+=("smtp-sink DIED during the run")
+    fi
     local w
     w=$($PY - "$res" <<'EOF'
 import json, sys
@@ -279,6 +369,8 @@ wall = r.get("wall_s") or r.get("ingress_s") or 1
 if r.get("foreign_cpu_s", 0) > 0.05 * wall + 0.1:
     out.append("other processes used %.2f CPU s during the %.2f s run: %s" % (
         r["foreign_cpu_s"], wall, ", ".join("%s[%d] %.2fs" % (f["comm"], f["pid"], f["cpu_s"]) for f in r["foreign_procs"])))
+if r.get("sink_conns_left"):
+    out.append("the relay still had %d connection(s) open to the sink 10 s after the run; the sink was stopped under them" % r["sink_conns_left"])
 print("\n".join(out))
 EOF
 )
@@ -289,11 +381,12 @@ EOF
     for p in "${probs[@]}"; do problem "$label: $p"; done
     log "$label: $($PY -c '
 import json, sys
-r, n = json.loads(sys.argv[1]), int(sys.argv[2])
+r, n, tool = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 w = r.get("wall_s")
-print("%d msgs end to end in %s = %s msg/s (smtp-source %.2fs), relay CPU %.2fs, sink +%d, queue after %s" % (
-    n, "%.2fs" % w if w else "n/a", round(n / w) if w else "n/a", r["ingress_s"], r["server_cpu_s"],
-    r["delivered"], r["queue_after"]))' "$res" "$n")"
+lat = ", EOD p50 %s ms p99 %s ms" % (r.get("eod_p50_ms"), r.get("eod_p99_ms")) if "eod_p50_ms" in r else ""
+print("%d msgs end to end in %s = %s msg/s (%s %.2fs), relay CPU %.2fs, sink +%d, queue after %s%s" % (
+    n, "%.2fs" % w if w else "n/a", round(n / w) if w else "n/a", tool, r["ingress_s"], r["server_cpu_s"],
+    r["delivered"], r["queue_after"], lat))' "$res" "$n" "$LOAD_NAME")"
     [ "$rep" = 0 ] && return 0
     $PY - "$res" "$server" "$size" "$rep" "$n" "$SESSIONS" "${#probs[@]}" >> "$TMP/runs.jsonl" <<'EOF'
 import json, sys
@@ -304,10 +397,18 @@ print(json.dumps(r))
 EOF
 }
 
+SINK_DIR=""
 bench_path() {   # PATH SIZE
     local server=$1 size=$2 rep warm
     warm=$((N / 10)); [ "$warm" -gt 1000 ] && warm=1000; [ "$warm" -lt 50 ] && warm=50
-    start_sink "$server-$size" || return 0
+    if [ "$DRIVER" = postseal-bench ]; then
+        # every run starts its own sink on this port: below the ephemeral range, so no
+        # outgoing connection takes it while no sink listens
+        SINK_PORT=$($LIB freeport --low); SINK_DIR=$TMP/sink-$server-$size
+        mkdir -p "$SINK_DIR"
+    else
+        start_sink "$server-$size" || return 0
+    fi
     case "$server" in
         postseald) start_postseald "$size" || { stop_sink; return 0; } ;;
         postfix) start_postfix "$size" || { stop_sink; return 0; } ;;
@@ -342,6 +443,10 @@ bench_path() {   # PATH SIZE
 BUILD_INFO="not run"
 if [ "$DO_POSTSEALD" = 1 ]; then postseald_build_info; fi
 bench_prelude
+if [ "$DRIVER" = postseal-bench ]; then
+    log "driver postseal-bench: $POSTSEAL_BENCH send --per-conn $PER_CONN, a fresh sink per run"
+    record "# postseal-bench: $POSTSEAL_BENCH"
+fi
 
 # ------------------------------------------------------------------ the runs
 
@@ -353,21 +458,30 @@ done
 
 # ------------------------------------------------------------------ report
 
-note "Everything ran on the same $(nproc)-core machine: smtp-source, the relay and smtp-sink compete for CPU, so msg/s is a whole-system figure; smtp-source's and smtp-sink's CPU are reported separately."
-note "Each cell (path × size): a fresh smtp-sink, a fresh relay with an empty spool/queue pointed at that sink, one unrecorded warm-up run (N/10, at most 1000 messages), then the repetitions back to back; before each run the relay's queue is empty (checked)."
-note "Sink: Postfix smtp-sink -c (single process, answers 250 to everything, PIPELINING, no disk); its counter (sess/quit/mesg, updated at every '.') is read every 5 ms, so a run's end is known to ±5 ms."
+note "Everything ran on the same $(nproc)-core machine: $LOAD_NAME, the relay and $SINK_NAME compete for CPU, so msg/s is a whole-system figure; the load tool's and the sink's CPU are reported separately."
+if [ "$DRIVER" = postseal-bench ]; then
+    note "Each cell (path × size): a fresh relay with an empty spool/queue pointed at the cell's sink port, one unrecorded warm-up run (N/10, at most 1000 messages), then the repetitions back to back; before each run the relay's queue is empty (checked)."
+    note "Sink: postseal-bench sink --threads 1 (io_uring, answers 250 to everything, PIPELINING, no disk), a fresh one for every run (warm-up included) on the cell's port (below the ephemeral range). Its first session is the harness's probe; its report's active_s (first session → last 250, CLOCK_MONOTONIC) places the run's end to within a fraction of a millisecond (the probe's connect → greeting interval; anchor_err_ms in the run records). After a run the harness waits up to 10 s for the relay to close its connections to the sink (postseald: 1 s idle; Postfix: connection cache, 2 s), then stops the sink and reads its report."
+    note "Load: postseal-bench send, one io_uring thread, closed loop (each session starts its next message when the last one is answered), --per-conn $PER_CONN, no PIPELINING; the message is the --size body plus about 190 octets of header (Message-ID, Date, From, To, Subject), so a little larger than smtp-source's for the same SIZE."
+else
+    note "Each cell (path × size): a fresh smtp-sink, a fresh relay with an empty spool/queue pointed at that sink, one unrecorded warm-up run (N/10, at most 1000 messages), then the repetitions back to back; before each run the relay's queue is empty (checked)."
+    note "Sink: Postfix smtp-sink -c (single process, answers 250 to everything, PIPELINING, no disk); its counter (sess/quit/mesg, updated at every '.') is read every 5 ms, so a run's end is known to ±5 ms."
+fi
 note "postseald: threads: 2, durable spool (250 after group-committed fdatasync), relayhost [127.0.0.1]:SINKPORT, delivery defaults (concurrency 10 connections per thread = 20, 100 messages per connection), a message leaves the spool once its DONE records are durable; logging to a file (connect/disconnect and one delivered line per recipient)."
 note "Postfix: private instance (own config and queue directory), no chroot, default durability (cleanup fsyncs the queue file before smtpd answers 250), default_process_limit = $PF_PROCESS_LIMIT, relayhost = [127.0.0.1]:SINKPORT and nothing else (mydestination, relay_domains, transport maps, fallback relay all empty; local/virtual transports are error:), soft_bounce = yes and notify_classes empty so it never generates mail; destination concurrency and connection caching at their defaults (default_destination_concurrency_limit 20, smtp_connection_cache_on_demand), in_flow_delay at its default (1 s). The maillog is checked afterwards: every status=sent went to the sink."
-note "Relay CPU: postseald = its process utime+stime; Postfix = master + every live descendant (smtpd, cleanup, qmgr, smtp, trivial-rewrite, scache, anvil, postlogd, ...) + master's cutime/cstime for reaped children; measured from just before smtp-source starts until the queue has drained plus 1 s (so the work of removing delivered messages is included). /proc clock ticks (1/$(getconf CLK_TCK) s); kernel work not charged to a process is not counted for either relay."
+note "Relay CPU: postseald = its process utime+stime; Postfix = master + every live descendant (smtpd, cleanup, qmgr, smtp, trivial-rewrite, scache, anvil, postlogd, ...) + master's cutime/cstime for reaped children; measured from just before $LOAD_NAME starts until the queue has drained plus 1 s (so the work of removing delivered messages is included). /proc clock ticks (1/$(getconf CLK_TCK) s); kernel work not charged to a process is not counted for either relay."
 note "Before every run the script waits (up to $IDLE_TIMEOUT s) until the whole machine is below 10% busy over 1 s; CPU used by other processes during a run is shown per run and flagged under Warnings."
-note "The direct rate is the ceiling of this load generator + sink pair on this machine (smtp-source and smtp-sink alone), not of the network path; a relay does at least twice the SMTP work per message on the same cores, so 50% of direct is not a bad figure on a 2-core machine."
+note "The direct rate is the ceiling of this load generator + sink pair on this machine ($LOAD_NAME and $SINK_NAME alone), not of the network path; a relay does at least twice the SMTP work per message on the same cores, so 50% of direct is not a bad figure on a 2-core machine."
 
 write_meta <<EOF
     "postseald_tree": (lambda st: ("not clean, the binary may include uncommitted or untracked sources: " + ", ".join(l[3:] for l in st[:12]) + (" ..." if len(st) > 12 else "")) if st else "clean")(
         [l for l in subprocess.run("git -C '$REPO' status --porcelain -- . ':(exclude)bench'", shell=True, capture_output=True, text=True, timeout=10).stdout.splitlines() if l.strip()]),
     "postseald_binary": "$POSTSEALD ($BUILD_INFO)",
     "postfix_version": pfv if $DO_POSTFIX == 1 else "not run",
-    "smtp_source": "smtp-source and smtp-sink (Postfix " + pfv + ")",
+    "smtp_source": ("postseal-bench send and sink ($POSTSEAL_BENCH)" if "$DRIVER" == "postseal-bench"
+                    else "smtp-source and smtp-sink (Postfix " + pfv + ")"),
+    "driver": "$DRIVER",
+    "per_conn": ${PER_CONN:-1},
     "python": platform.python_version(),
     "sessions": $SESSIONS,
     "reps": $REPS,

@@ -1,49 +1,100 @@
 """The benchmark harnesses keep working as the daemon changes: a short
-bench/ingress.sh --smoke run (and bench/relay.sh --smoke) (postseald only, 2,000 messages, no
-thresholds) must finish, count every message in the spool, and print its
-JSON summary."""
+bench/ingress.sh --smoke run, bench/relay.sh --smoke and bench/relay.sh --smoke
+--driver postseal-bench (postseald only, 2,000 messages, no thresholds) must
+finish, count every message, print their JSON summary and write a results file
+with its table and, where gnuplot is installed, the chart beside it."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BUILD, SOURCE, check, run_tests  # noqa: E402
 
 
-def test_ingress_smoke():
-    env = dict(os.environ, POSTSEALD=os.path.join(BUILD, "postseald"),
-               POSTSEAL_CLI=os.path.join(BUILD, "postseal"))
-    r = subprocess.run(["bash", os.path.join(SOURCE, "bench", "ingress.sh"),
-                        "--smoke"], capture_output=True, text=True, env=env,
-                       timeout=300)
-    check(r.returncode == 0, f"smoke run exit 0: {r.stderr[-2000:]}")
+def bench_env():
+    return dict(os.environ, POSTSEALD=os.path.join(BUILD, "postseald"),
+                POSTSEAL_CLI=os.path.join(BUILD, "postseal"),
+                POSTSEAL_BENCH=os.path.join(BUILD, "postseal-bench"))
+
+
+def run_smoke(script, out_dir, *args):
+    """Runs bench/SCRIPT --smoke ARGS writing OUT_DIR/SCRIPT.md; the summary."""
+    md = os.path.join(out_dir, script.replace(".sh", ".md"))
+    r = subprocess.run(["bash", os.path.join(SOURCE, "bench", script), "--smoke",
+                        "--out", md, *args], capture_output=True, text=True,
+                       env=bench_env(), timeout=300)
+    check(r.returncode == 0, f"{script} {' '.join(args)} smoke exit 0: {r.stderr[-2000:]}")
     summary = json.loads(r.stdout)
     check(summary["meta"]["smoke"] is True, "smoke mode")
-    run = summary["ingress"][0]["postseald"]
-    print(json.dumps(run)[:400])
-    check(run["counts_ok"] and run["smtp_source_ok"],
-          "every message counted in the spool, smtp-source succeeded")
-    check(run["messages"] == 2000 and run["msg_per_s"]["median"] > 0,
-          "a rate was measured")
+    check(summary["results_file"] == md and os.path.exists(md),
+          f"results file written: {summary['results_file']}")
+    return summary, md
+
+
+def check_results_file(summary, md, header):
+    """The Markdown has its table; the PNG is there and linked if gnuplot is."""
+    with open(md) as f:
+        text = f.read()
+    check(header in text, f"results table header {header!r} in {md}")
+    png = md[:-len(".md")] + ".png"
+    if shutil.which("gnuplot"):
+        check(summary["chart"] == png, f"chart {summary['chart']} == {png}: {summary['chart_note']}")
+        with open(png, "rb") as f:
+            check(f.read(8) == b"\x89PNG\r\n\x1a\n", "the chart is a PNG")
+        check(f"]({os.path.basename(png)})" in text, "the results file links the chart")
+    else:
+        check(summary["chart"] is None and "gnuplot" in summary["chart_note"],
+              f"no gnuplot, no chart, a note: {summary['chart_note']!r}")
+        check("Chart: none" in text, "the results file says why there is no chart")
+
+
+def test_ingress_smoke():
+    with tempfile.TemporaryDirectory(prefix="postseal-bench-smoke.") as d:
+        summary, md = run_smoke("ingress.sh", d)
+        run = summary["ingress"][0]["postseald"]
+        print(json.dumps(run)[:400])
+        check(run["counts_ok"] and run["smtp_source_ok"],
+              "every message counted in the spool, smtp-source succeeded")
+        check(run["messages"] == 2000 and run["msg_per_s"]["median"] > 0,
+              "a rate was measured")
+        check_results_file(summary, md, "| size | N | postseald msg/s | Postfix msg/s |")
 
 
 def test_relay_smoke():
     """bench/relay.sh --smoke: smtp-source -> postseald -> smtp-sink, 2,000
     messages, every one counted at the sink, none twice, queue empty."""
-    env = dict(os.environ, POSTSEALD=os.path.join(BUILD, "postseald"),
-               POSTSEAL_CLI=os.path.join(BUILD, "postseal"))
-    r = subprocess.run(["bash", os.path.join(SOURCE, "bench", "relay.sh"),
-                        "--smoke"], capture_output=True, text=True, env=env,
-                       timeout=300)
-    check(r.returncode == 0, f"relay smoke exit 0: {r.stderr[-2000:]}")
-    summary = json.loads(r.stdout)
-    check(summary["problems"] == [], f"no problems: {summary['problems']}")
-    run = summary["relay"][0]["postseald"]
-    check(run["counts_ok"] and run["duplicates"] == 0 and run["completed"] == 1,
-          f"all 2,000 relayed once: {run}")
+    with tempfile.TemporaryDirectory(prefix="postseal-bench-smoke.") as d:
+        summary, md = run_smoke("relay.sh", d)
+        check(summary["problems"] == [], f"no problems: {summary['problems']}")
+        run = summary["relay"][0]["postseald"]
+        check(run["counts_ok"] and run["duplicates"] == 0 and run["completed"] == 1,
+              f"all 2,000 relayed once: {run}")
+        check_results_file(summary, md, "| size | N | direct msg/s | postseald msg/s |")
+
+
+def test_relay_smoke_postseal_bench():
+    """bench/relay.sh --smoke --driver postseal-bench: postseal-bench send ->
+    postseald -> postseal-bench sink, 2,000 messages, every one answered 250,
+    counted once at the sink, queue empty, end-of-DATA latency reported."""
+    with tempfile.TemporaryDirectory(prefix="postseal-bench-smoke.") as d:
+        summary, md = run_smoke("relay.sh", d, "--driver", "postseal-bench")
+        check(summary["problems"] == [], f"no problems: {summary['problems']}")
+        check(summary["meta"]["driver"] == "postseal-bench", "the driver is recorded")
+        run = summary["relay"][0]["postseald"]
+        print(json.dumps(run)[:600])
+        check(run["counts_ok"] and run["duplicates"] == 0 and run["completed"] == 1
+              and run["load_ok"], f"all 2,000 relayed once: {run}")
+        check(run["msg_per_s"]["median"] > 0, "a rate was measured")
+        check(run["eod_p50_ms"] is not None and run["eod_p99_ms"] is not None
+              and run["eod_p99_ms"]["median"] >= run["eod_p50_ms"]["median"],
+              f"end-of-DATA p50 <= p99 reported: {run['eod_p50_ms']} {run['eod_p99_ms']}")
+        check_results_file(summary, md, "| postseald EOD p50 ms | postseald EOD p99 ms |")
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests([test_ingress_smoke, test_relay_smoke]))
+    sys.exit(run_tests([test_ingress_smoke, test_relay_smoke,
+                        test_relay_smoke_postseal_bench]))
