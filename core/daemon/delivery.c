@@ -1280,47 +1280,38 @@ static void dlv_after_attempt(struct worker *w, struct dlv_job *j) {
   dlv_msg_maybe_finish(w, m);
 }
 
-/* dlv_defer_job defers every open recipient of a job with one reply (no
- * connection carried it: no route, the next hop unreachable). */
-static void dlv_defer_job(struct worker *w, struct dlv_job *j,
-                          const char *relay, const struct smtp_reply *reply) {
-  xo_begin(w, j);
+/* dlv_end_rest ends an attempt for every recipient still open: deferred
+ * (no route yet, the next hop unreachable, a local error) or, with
+ * permanent, bounced (NXDOMAIN, null MX, an error: transport).
+ * dlv_end_job does the same for an attempt no connection carried. */
+static void dlv_end_rest(struct worker *w, struct dlv_job *j, int permanent,
+                         const char *relay, const struct smtp_reply *reply) {
   for (size_t k = 0; k < j->num_rcpts; k++) {
-    if (!j->msg->rcpts[j->rcpts[k]].done) {
+    if (j->msg->rcpts[j->rcpts[k]].done) {
+      continue;
+    }
+    if (permanent) {
+      xo_finish(w, j, j->rcpts[k], DLV_BOUNCED, REPORT_FAILED, relay, reply);
+    } else {
       xo_defer(w, j, j->rcpts[k], relay, reply);
     }
   }
   xo_end(w, j);
 }
 
-/* dlv_bounce_job bounces every open recipient of a job (a permanent
- * routing answer: NXDOMAIN, null MX, error: transport). */
-static void dlv_bounce_job(struct worker *w, struct dlv_job *j,
-                           const char *relay, const struct smtp_reply *reply) {
+static void dlv_end_job(struct worker *w, struct dlv_job *j, int permanent,
+                        const char *relay, const struct smtp_reply *reply) {
   xo_begin(w, j);
-  for (size_t k = 0; k < j->num_rcpts; k++) {
-    if (!j->msg->rcpts[j->rcpts[k]].done) {
-      xo_finish(w, j, j->rcpts[k], DLV_BOUNCED, REPORT_FAILED, relay, reply);
-    }
-  }
-  xo_end(w, j);
+  dlv_end_rest(w, j, permanent, relay, reply);
 }
 
-static void dest_defer_ready(struct worker *w, struct dlv_dest *d,
-                             const char *relay,
-                             const struct smtp_reply *reply) {
+/* dest_end_ready ends the attempt of every due job of d (see
+ * dlv_end_job). */
+static void dest_end_ready(struct worker *w, struct dlv_dest *d, int permanent,
+                           const char *relay, const struct smtp_reply *reply) {
   struct dlv_job *j;
   while ((j = dest_pop(d)) != NULL) {
-    dlv_defer_job(w, j, relay, reply);
-  }
-}
-
-static void dest_bounce_ready(struct worker *w, struct dlv_dest *d,
-                              const char *relay,
-                              const struct smtp_reply *reply) {
-  struct dlv_job *j;
-  while ((j = dest_pop(d)) != NULL) {
-    dlv_bounce_job(w, j, relay, reply);
+    dlv_end_job(w, j, permanent, relay, reply);
   }
 }
 
@@ -1424,12 +1415,7 @@ static int dlv_start_job(struct conn *c, struct dlv_job *j) {
   dlv_conn_release_attempt(dc);
   struct smtp_reply r;
   smtp_reply_set(&r, 451, "4.3.0", "local error: cannot send the message");
-  for (size_t k = 0; k < j->num_rcpts; k++) {
-    if (!j->msg->rcpts[j->rcpts[k]].done) {
-      xo_defer(w, j, j->rcpts[k], dc->relay, &r);
-    }
-  }
-  xo_end(w, j);
+  dlv_end_rest(w, j, 0, dc->relay, &r);
   return -1;
 }
 
@@ -1517,7 +1503,7 @@ static void dest_site_failed(struct worker *w, struct dlv_dest *d,
     d->num_failed = 0;
     d->hold_until_ms = w->now_ms + DLV_HOLD_MS;
     if (d->num_conns - d->num_starting == 0) {
-      dest_defer_ready(w, d, relay, reply);
+      dest_end_ready(w, d, 0, relay, reply);
     }
   }
   dest_activate(w->dlv, d);
@@ -1783,12 +1769,7 @@ void delivery_conn_free(struct conn *c) {
     dlv_conn_release_attempt(dc);
     struct smtp_reply r;
     smtp_reply_set(&r, 451, "4.4.2", "connection lost");
-    for (size_t k = 0; k < j->num_rcpts; k++) {
-      if (!j->msg->rcpts[j->rcpts[k]].done) {
-        xo_defer(w, j, j->rcpts[k], dc->relay, &r);
-      }
-    }
-    xo_end(w, j);
+    dlv_end_rest(w, j, 0, dc->relay, &r);
   }
   if (dc->starting) {
     d->num_starting--;
@@ -1853,7 +1834,7 @@ static int dest_route(struct worker *w, struct dlv_dest *d) {
     if (w->dns == NULL) {
       struct smtp_reply r;
       smtp_reply_set(&r, 451, "4.4.3", "no DNS resolver");
-      dest_defer_ready(w, d, NULL, &r);
+      dest_end_ready(w, d, 0, NULL, &r);
       return -1;
     }
     d->resolving = 1;
@@ -1874,20 +1855,20 @@ static int dest_route(struct worker *w, struct dlv_dest *d) {
     snprintf(text, sizeof(text), "%.200s: domain accepts no mail (null MX)",
              d->lookup);
     smtp_reply_set(&r, 556, "5.1.10", text);
-    dest_bounce_ready(w, d, NULL, &r);
+    dest_end_ready(w, d, 1, NULL, &r);
     break;
   case DNS_NOT_FOUND:
   case DNS_PERMFAIL:
     snprintf(text, sizeof(text), "%.200s: host or domain name not found (%s)",
              d->lookup, d->route_detail);
     smtp_reply_set(&r, 550, "5.4.4", text);
-    dest_bounce_ready(w, d, NULL, &r);
+    dest_end_ready(w, d, 1, NULL, &r);
     break;
   default:
     snprintf(text, sizeof(text), "%.200s: DNS lookup failed (%s)", d->lookup,
              d->route_detail);
     smtp_reply_set(&r, 451, "4.4.3", text);
-    dest_defer_ready(w, d, NULL, &r);
+    dest_end_ready(w, d, 0, NULL, &r);
     break;
   }
   return -1;
@@ -1929,12 +1910,7 @@ static void dest_run_local(struct worker *w, struct dlv_dest *d) {
       }
       struct smtp_reply r;
       smtp_reply_set(&r, 451, "4.3.0", "local error: cannot start delivery");
-      for (size_t k = 0; k < j->num_rcpts; k++) {
-        if (!j->msg->rcpts[j->rcpts[k]].done) {
-          xo_defer(w, j, j->rcpts[k], d->name, &r);
-        }
-      }
-      xo_end(w, j);
+      dlv_end_rest(w, j, 0, d->name, &r);
       continue;
     }
     d->local_in_flight++;
@@ -2326,7 +2302,7 @@ static int dest_schedule(struct worker *w, struct dlv_dest *d) {
     }
     smtp_reply_set(&r, 550, code, t);
     r.local = 1;
-    dest_bounce_ready(w, d, NULL, &r);
+    dest_end_ready(w, d, 1, NULL, &r);
     return 0;
   }
   if (d->route.kind == ROUTE_MAILDIR) {
@@ -2348,7 +2324,7 @@ static int dest_schedule(struct worker *w, struct dlv_dest *d) {
       smtp_reply_set(&r, 451, "4.3.0", "local error: cannot connect");
       d->hold_until_ms = w->now_ms + DLV_HOLD_MS;
       if (d->num_conns - d->num_starting == 0) {
-        dest_defer_ready(w, d, NULL, &r);
+        dest_end_ready(w, d, 0, NULL, &r);
       }
       return 1;
     }

@@ -35,7 +35,6 @@ import grp
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -84,7 +83,7 @@ def _delivery_time(name):
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-class Dovecot:
+class Dovecot(procgroup.Server):
     """One Dovecot master serving LMTP on a free loopback port."""
 
     @staticmethod
@@ -226,23 +225,6 @@ class Dovecot:
     def running_pids(self):
         """Pids of this instance's processes (master and children)."""
         return [] if self.proc is None else procgroup.group_members(self.proc.pid)
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(self, *exc):
-        if exc[0] is not None:
-            sys.stderr.write(self.log_tail())
-        self.cleanup()
-        return False
 
     # ---- mail and logs ----------------------------------------------------
 

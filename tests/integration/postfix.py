@@ -129,7 +129,7 @@ for g in groups:
 """
 
 
-class Postfix:
+class Postfix(procgroup.Server):
     """One private Postfix instance whose smtpd listens on a loopback port."""
 
     @staticmethod
@@ -433,23 +433,6 @@ class Postfix:
         if self.master_pid:
             pids += procgroup.group_members(self.master_pid)
         return sorted(set(pids))
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(self, *exc):
-        if exc[0] is not None:
-            sys.stderr.write(self.log_tail())
-        self.cleanup()
-        return False
 
     # ---- mail, queue and logs ---------------------------------------------
 

@@ -6,7 +6,9 @@ happens (atexit)."""
 
 import atexit
 import os
+import shutil
 import signal
+import sys
 import time
 
 _live = set()  # started instances (with a stop() method)
@@ -67,3 +69,27 @@ def kill_group(pgid, timeout):
     except ProcessLookupError:
         return
     wait_group_gone(pgid, timeout)
+
+
+class Server:
+    """What the server harnesses share: cleanup() stops the server and
+    removes its temp dir; as a context manager it starts the server (and
+    cleans up if that fails), and on an exception shows the log tail.
+    Subclasses provide start(), stop(), log_tail() and self.tmp."""
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            sys.stderr.write(self.log_tail())
+        self.cleanup()
+        return False
