@@ -721,6 +721,9 @@ static int dlv_handoff(struct worker *w, struct worker *owner,
   j->msg->in_flight++;
   pthread_mutex_lock(&owner->local_mu);
   int closed = owner->dlv_closed;
+  /* One wake per batch: a non-empty inbox has a wake on its way, and the
+   * owner takes the whole list when it comes. */
+  int wake = owner->dlv_inbox == NULL;
   if (!closed) {
     j->next = owner->dlv_inbox;
     owner->dlv_inbox = j;
@@ -731,8 +734,24 @@ static int dlv_handoff(struct worker *w, struct worker *owner,
     return 0;
   }
   w->dlv_remote_out++;
-  worker_wake(owner);
+  if (wake) {
+    worker_wake(owner);
+  }
   return 1;
+}
+
+/* dlv_send_home returns a handed-over job to its home worker (one wake
+ * per batch, as above). */
+static void dlv_send_home(struct dlv_job *j) {
+  struct worker *home = j->home;
+  pthread_mutex_lock(&home->local_mu);
+  int wake = home->dlv_back == NULL;
+  j->next = home->dlv_back;
+  home->dlv_back = j;
+  pthread_mutex_unlock(&home->local_mu);
+  if (wake) {
+    worker_wake(home);
+  }
 }
 
 /* dlv_job_ready: the job is due. Its destination belongs to one worker
@@ -819,12 +838,7 @@ static void xo_end(struct worker *w, struct dlv_job *j) {
   j->xdest = NULL;
   d->num_jobs--;
   dest_activate(w->dlv, d); /* the scheduler frees it when unused */
-  struct worker *home = j->home;
-  pthread_mutex_lock(&home->local_mu);
-  j->next = home->dlv_back;
-  home->dlv_back = j;
-  pthread_mutex_unlock(&home->local_mu);
-  worker_wake(home);
+  dlv_send_home(j);
 }
 
 /* ---- outcomes ---- */
@@ -1962,12 +1976,7 @@ static void dlv_adopt(struct worker *w, struct dlv_job *j) {
   if (d == NULL || j->outcomes == NULL) {
     /* Stopping, or no memory: back home untried (it waits its turn). */
     j->xdest = NULL;
-    struct worker *home = j->home;
-    pthread_mutex_lock(&home->local_mu);
-    j->next = home->dlv_back;
-    home->dlv_back = j;
-    pthread_mutex_unlock(&home->local_mu);
-    worker_wake(home);
+    dlv_send_home(j);
     return;
   }
   j->xdest = d;

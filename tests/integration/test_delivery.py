@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -295,6 +296,127 @@ def test_destination_limit_is_global():
         sink.stop()
 
 
+class FaultyHop:
+    """A next hop that misbehaves on demand (mode), then recovers ("ok"):
+    "garbage" greets with a line that is not SMTP; "421" closes with 421
+    after MAIL; "drop" accepts MAIL, RCPT and DATA, reads part of the body
+    and drops the connection. In "ok" it accepts and records messages.
+    Counts connections, so a test can see there is no tight retry loop."""
+
+    def __init__(self, mode):
+        import threading
+        self.mode = mode
+        self.port = free_port()
+        self.conns = 0
+        self.messages = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.conns += 1
+            try:
+                c.settimeout(10)
+                self._session(c, c.makefile("rb"))
+            except OSError:
+                pass
+            finally:
+                c.close()
+
+    def _session(self, c, f):
+        mode = self.mode
+        if mode == "garbage":
+            c.sendall(b"HELLO I AM NOT AN SMTP SERVER\r\n")
+            f.readline(1000)
+            return
+        c.sendall(b"220 faulty.test ESMTP\r\n")
+        rcpts, data = [], []
+        for _ in range(1000):
+            line = f.readline(4096)
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                c.sendall(b"250-faulty.test\r\n250 8BITMIME\r\n")
+            elif verb == b"MAIL":
+                if mode == "421":
+                    c.sendall(b"421 4.3.2 Service shutting down\r\n")
+                    return
+                c.sendall(b"250 2.1.0 Ok\r\n")
+            elif verb == b"RCPT":
+                rcpts.append(line[8:].split(b">")[0].decode())
+                c.sendall(b"250 2.1.5 Ok\r\n")
+            elif verb == b"DATA":
+                c.sendall(b"354 go\r\n")
+                if mode == "drop":
+                    f.readline(4096)
+                    return  # the connection drops mid-DATA
+                for _ in range(100000):
+                    dl = f.readline(65536)
+                    if not dl or dl == b".\r\n":
+                        break
+                    data.append(dl)
+                with self.lock:
+                    self.messages.append((rcpts, b"".join(data)))
+                c.sendall(b"250 2.0.0 Ok\r\n")
+            elif verb == b"QUIT":
+                c.sendall(b"221 Bye\r\n")
+                return
+            else:
+                c.sendall(b"250 Ok\r\n")
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def test_next_hop_faults():
+    """A next hop that answers garbage, says 421 mid-session, or drops the
+    connection mid-DATA: each recipient is deferred (no bounce), retried
+    with backoff (a few connections, not a loop), and delivered exactly
+    once the hop behaves."""
+    for mode in ("garbage", "421", "drop"):
+        hop = FaultyHop(mode)
+        try:
+            with Daemon(extra=relay_config(hop.port, retry_initial=1,
+                                           retry_max=1)) as d:
+                send_tokens(d, [f"f{mode}"])
+                ok = wait_until(lambda: count(d.read_log(), "deferred") >= 2,
+                                15)
+                check(ok, f"{mode}: deferred (and retried)")
+                log = d.read_log()
+                check(count(log, "bounced") == 0, f"{mode}: no bounce")
+                time.sleep(2)
+                with hop.lock:
+                    n = hop.conns
+                check(n <= 8, f"{mode}: {n} connections in ~4 s: backoff, "
+                              f"not a tight loop")
+                hop.mode = "ok"
+                ok = wait_until(lambda: len(hop.messages) == 1, 15)
+                check(ok, f"{mode}: delivered once the hop recovers")
+                check(wait_until(lambda: d.queue() == [], 5),
+                      f"{mode}: queue empty")
+                time.sleep(1)
+                check(len(hop.messages) == 1, f"{mode}: exactly once")
+        finally:
+            hop.stop()
+
+
 def test_per_recipient_outcomes():
     seen = {}
 
@@ -416,6 +538,7 @@ if __name__ == "__main__":
                         test_no_relayhost_keeps_messages,
                         test_too_many_recipients_split,
                         test_destination_limit_is_global,
+                        test_next_hop_faults,
                         test_expiry_bounces,
                         test_connect_timeout,
                         test_per_recipient_outcomes,
