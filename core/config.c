@@ -597,6 +597,13 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_STRING,
      .set = set_path,
      FIELD(spool_dir)},
+    {.name = "spool_segment_size",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(spool_segment_size),
+     .min = 64 * 1024,
+     .max = (size_t)1 << 30,
+     .suffix = 1},
     {.name = "relayhost",
      .env = "POSTSEAL_RELAYHOST",
      .shape = SHAPE_STRING,
@@ -709,6 +716,7 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->delivery_retry_max = 3600;
   c->delivery_max_lifetime = 5 * 86400;
   c->delivery_connect_timeout = 30;
+  c->spool_segment_size = (size_t)64 << 20; /* SPOOL_SEGMENT_TARGET_SIZE */
   c->delivery_dest_concurrency = 10;
   c->delivery_dest_rate = 0;
   c->delivery_delay_warning = 4 * 3600;

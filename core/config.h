@@ -39,8 +39,9 @@ struct config {
   struct config_listen submission; /* default 127.0.0.1:2587 */
   struct config_listen metrics;    /* default 127.0.0.1:9425 */
 
-  char *spool_dir; /* default "spool" */
-  char *relayhost; /* "" = MX routing; "[host]:port" = no MX */
+  char *spool_dir;           /* default "spool" */
+  size_t spool_segment_size; /* rotate segments at this size: 64 MiB */
+  char *relayhost;           /* "" = MX routing; "[host]:port" = no MX */
   enum config_log_format log_format;
 
   /* Relay access (policy/access.h): clients in mynetworks may relay; any

@@ -98,6 +98,7 @@ struct worker_metrics {
    * (deferred). */
   uint64_t queue_state[3];
   /* Copied from this worker's resolver every tick (policy/dns.h). */
+  uint64_t segments_reclaimed; /* deleted while running (segments.c) */
   uint64_t dns_queries, dns_cache_hits, dns_cache_misses, dns_coalesced,
       dns_tempfails, dns_timeouts;
 };
@@ -281,6 +282,7 @@ struct __attribute__((aligned(64))) worker {
   unsigned dlv_remote_out; /* this worker's jobs out on other workers */
   unsigned ctl_ops_out;    /* worker 0: commands not yet answered */
   char *ctl_path;          /* worker 0: the socket to unlink at exit */
+  struct seg *segs;        /* segments.c */
 };
 
 struct daemon {
@@ -346,7 +348,8 @@ uint64_t delivery_msg_record_len(const struct dlv_msg *m);
 void delivery_on_committed(struct worker *w, struct dlv_msg *m,
                            struct buf *body, const char *segment,
                            uint64_t offset);
-void delivery_on_done_durable(struct worker *w, struct dlv_msg *m, int err);
+void delivery_on_done_durable(struct worker *w, struct dlv_msg *m, int err,
+                              const char *segment);
 int delivery_recover(struct worker *w, const struct spool_scan *scan,
                      const struct spool_entry *e);
 void delivery_schedule(struct worker *w);
@@ -397,6 +400,15 @@ void control_wait_record(struct ctl_op *op);
 struct ctl_request;
 void delivery_control(struct worker *w, const struct ctl_request *req,
                       struct ctl_op *op);
+
+/* segments.c: this run's segments, deleted once nothing needs them. */
+struct seg;
+struct seg *segs_get(struct worker *w, const char *name);
+void segs_message(struct seg *s);
+void segs_message_done(struct worker *w, struct seg *s);
+void segs_depend(struct seg *s, struct seg *on, int on_old);
+void segs_current(struct worker *w, const char *name);
+void segs_free(struct worker *w);
 
 /* metrics_http.c */
 void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len);

@@ -159,6 +159,8 @@ struct dlv_msg {
   uint32_t hold_gen;      /* of the last HOLD/RELEASE record (spool.h) */
   int deleted;            /* delete asked while a job was in flight */
   struct spool_entry loc; /* where the record lives: for re-reading */
+  struct seg *mseg;       /* the segment of its MESSAGE (segments.c) */
+  int mseg_old;           /* recovered: its MESSAGE is in an older segment */
   struct buf body;        /* empty: re-read from the spool */
   unsigned pending_dones; /* DONE records staged, not yet durable */
   struct dlv_msg *all_prev, *all_next; /* every message of the worker */
@@ -621,6 +623,8 @@ void delivery_on_committed(struct worker *w, struct dlv_msg *m,
                            uint64_t offset) {
   snprintf(m->loc.segment, sizeof(m->loc.segment), "%s", segment);
   m->loc.offset = offset;
+  m->mseg = segs_get(w, segment);
+  segs_message(m->mseg);
   if (w->dlv_body_bytes + body->len <= DLV_BODY_BUDGET) {
     m->body = *body; /* taken over: the commit no longer needs it */
     *body = (struct buf){0};
@@ -658,6 +662,7 @@ int delivery_recover(struct worker *w, const struct spool_scan *scan,
     delivery_msg_free(dm);
     return 0;
   }
+  dm->mseg_old = 1;
   dm->held = spool_scan_held(scan, e->queue_id);
   dm->hold_gen = e->hold_gen;
   dlv_enqueue(w, dm);
@@ -683,6 +688,7 @@ static void dlv_msg_maybe_finish(struct worker *w, struct dlv_msg *m) {
   }
   METRIC_ADD(w->m.queue_messages, -1);
   dlv_all_unlink(w, m);
+  segs_message_done(w, m->mseg);
   struct log_rec r;
   log_begin(&r, "removed");
   log_str(&r, "qid", m->qid);
@@ -691,13 +697,17 @@ static void dlv_msg_maybe_finish(struct worker *w, struct dlv_msg *m) {
   delivery_msg_free(m);
 }
 
-void delivery_on_done_durable(struct worker *w, struct dlv_msg *m, int err) {
-  if (err != 0) {
+void delivery_on_done_durable(struct worker *w, struct dlv_msg *m, int err,
+                              const char *segment) {
+  if (err == 0) {
+    /* The record's segment must outlive the MESSAGE's (segments.c). */
+    segs_depend(segs_get(w, segment), m->mseg, m->mseg_old);
+  } else {
     /* The recipient stays pending on disk: delivered again after a
      * restart (at least once), never lost. */
     log_msg("error",
-            "qid=%s: DONE record not durable (%s); the recipient may be "
-            "delivered again after a restart",
+            "qid=%s: DONE or HOLD record not durable (%s); a recipient "
+            "may be delivered again after a restart",
             m->qid, strerror(-err));
   }
   m->pending_dones--;
@@ -2093,11 +2103,13 @@ static int dlv_stage_hold(struct worker *w, struct dlv_msg *m, int held,
   cm->queue_id = m->loc.queue_id;
   cm->rec_len = dlv_hold_len;
   cm->ctl = op;
+  cm->done_for = m; /* counted like a DONE: m stays until it is durable */
   if (spool_writer_add_hold(w->spool, &h, cm) != 0) {
     free(cm);
     return -1;
   }
   control_wait_record(op);
+  m->pending_dones++;
   m->hold_gen++;
   return 0;
 }

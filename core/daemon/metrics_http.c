@@ -137,6 +137,11 @@ static void render_delivery(struct daemon *d, struct buf *out) {
 }
 
 static void render_dns(struct daemon *d, struct buf *out) {
+  metric_write_header(out, "postseal_spool_segments_reclaimed_total", "counter",
+                      "Spool segments deleted while running, once every "
+                      "message in them was finished.");
+  metric_write_value(out, "postseal_spool_segments_reclaimed_total", NULL,
+                     (double)SUM(d, segments_reclaimed));
   metric_write_header(out, "postseal_dns_queries_total", "counter",
                       "DNS queries sent to a server.");
   metric_write_value(out, "postseal_dns_queries_total", NULL,

@@ -165,6 +165,7 @@ int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
     snprintf(err, err_len, "spool %s: %s", d->cfg->spool_dir, strerror(errno));
     return -1;
   }
+  spool_writer_set_segment_target(w->spool, d->cfg->spool_segment_size);
   w->dlv_seed = (uint64_t)daemon_mono_ns() ^ ((uint64_t)index << 32);
   pthread_mutex_init(&w->local_mu, NULL);
   if (delivery_init(w) != 0) {
@@ -504,7 +505,7 @@ static void worker_spool_done(void *cookie, int err, void *arg) {
     control_record_durable(cm->ctl, err);
   }
   if (cm->done_for != NULL) {
-    delivery_on_done_durable(w, cm->done_for, err);
+    delivery_on_done_durable(w, cm->done_for, err, w->spool_batch_seg);
     free(cm);
     w->spool_batch_count++;
     return;
@@ -554,6 +555,7 @@ static void worker_spool_kick(struct worker *w) {
   }
   snprintf(w->spool_batch_seg, sizeof(w->spool_batch_seg), "%s",
            spool_writer_segment(w->spool));
+  segs_current(w, w->spool_batch_seg); /* older ones may go now */
   w->spool_batch_off = f.offset;
   /* The write and its fdatasync must reach the kernel in one submission:
    * a link is cut at a submission boundary, and an unlinked fsync could
@@ -770,6 +772,7 @@ void *worker_main(void *arg) {
   spool_writer_close(w->spool);
   worker_dns_free(w);
   delivery_free_all(w);
+  segs_free(w);
   bufring_free(&w->bufs, &w->ring);
   io_uring_queue_exit(&w->ring);
   log_flush();
