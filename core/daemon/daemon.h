@@ -90,6 +90,10 @@ struct worker_metrics {
   struct metric_hist batch_size;           /* records per group commit */
   struct metric_hist commit_seconds;       /* write + fdatasync latency */
   uint64_t dlv_attempts[DLV_RESULT_COUNT]; /* per recipient */
+  /* The same by reason: the subject digit of the RFC 3463 status (x.Y.z:
+   * 0 other, 1 address, 2 mailbox, 3 mail system, 4 network/routing,
+   * 5 protocol, 6 content, 7 security). */
+  uint64_t dlv_reasons[DLV_RESULT_COUNT][8];
   uint64_t dlv_conns_opened;
   uint64_t dlv_conns_reused;      /* a message sent on an already used conn */
   struct metric_hist dlv_seconds; /* queued -> delivered */

@@ -895,6 +895,9 @@ static void dlv_log(struct worker *w, const struct dlv_job *j,
   }
   log_end(&r);
   METRIC_ADD(w->m.dlv_attempts[res], 1);
+  int subject =
+      dsn[1] == '.' && dsn[2] >= '0' && dsn[2] <= '7' ? dsn[2] - '0' : 0;
+  METRIC_ADD(w->m.dlv_reasons[res][subject], 1);
   if (res == DLV_DELIVERED) {
     metric_hist_observe(&w->m.dlv_seconds, &daemon_delivery_spec,
                         ms > 0 ? (double)ms / 1000.0 : 0.0);

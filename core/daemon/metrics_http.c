@@ -117,6 +117,26 @@ static void render_delivery(struct daemon *d, struct buf *out) {
     render_labelled(out, "postseal_delivery_attempts_total", "result",
                     results[r], (double)SUM(d, dlv_attempts[r]));
   }
+  static const char *const reasons[8] = {"other",       "address", "mailbox",
+                                         "mail_system", "network", "protocol",
+                                         "content",     "security"};
+  metric_write_header(out, "postseal_delivery_outcomes_total", "counter",
+                      "Delivery attempt outcomes, per recipient, by the "
+                      "subject of their RFC 3463 status code (x.Y.z).");
+  for (int r = 0; r < DLV_RESULT_COUNT; r++) {
+    for (int k = 0; k < 8; k++) {
+      uint64_t v = SUM(d, dlv_reasons[r][k]);
+      if (v == 0) {
+        continue; /* only the pairs that happened */
+      }
+      char a[64], b[64], label[160];
+      metric_label(a, sizeof(a), "result", results[r]);
+      metric_label(b, sizeof(b), "reason", reasons[k]);
+      snprintf(label, sizeof(label), "%s,%s", a, b);
+      metric_write_value(out, "postseal_delivery_outcomes_total", label,
+                         (double)v);
+    }
+  }
   metric_write_header(out, "postseal_delivery_connections_total", "counter",
                       "Outbound connections opened, and messages sent on an "
                       "already used connection (reused).");

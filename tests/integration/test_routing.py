@@ -140,6 +140,13 @@ def test_permanent_dns_answers_bounce():
                   "null MX: Status 5.1.10 (RFC 7505), action failed")
             nx = reports_for(sink, "t-nx")[0][2]
             check(b"Status: 5.4.4" in nx, "NXDOMAIN: Status 5.4.4")
+            text = d.metrics()
+            check(metric_value(text, 'postseal_delivery_outcomes_total'
+                               '{result="bounced",reason="address"}') == 1,
+                  "null MX counted as an address reason (5.1.10)")
+            check(metric_value(text, 'postseal_delivery_outcomes_total'
+                               '{result="bounced",reason="network"}') == 1,
+                  "NXDOMAIN counted as a network/routing reason (5.4.4)")
             check(wait_until(lambda: len(d.queue()) == 0, 10),
                   "both finished: nothing left queued")
     finally:
