@@ -276,9 +276,10 @@ def test_destination_limit_is_global():
         extra = relay_config(sink.port) + "  destination_concurrency: 2\n"
         with Daemon(extra=extra, threads=2) as d:
             tokens = [f"g{i}" for i in range(60)]
-            # Several client sessions, so both workers accept messages.
-            for k in range(6):
-                send_tokens(d, tokens[k * 10:(k + 1) * 10])
+            # Twenty client sessions: SO_REUSEPORT spreads them by hash,
+            # so both workers accept some (all on one: odds 2 in 2^20).
+            for k in range(20):
+                send_tokens(d, tokens[k * 3:(k + 1) * 3])
             ok = wait_until(lambda: len(tokens_seen(sink)) == 60, 30)
             check(ok, f"all 60 delivered: {len(tokens_seen(sink))}")
             check(all(v == 1 for v in tokens_seen(sink).values()),
