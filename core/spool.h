@@ -337,7 +337,8 @@ struct spool_done_key {
 struct spool_scan {
   struct spool_entry *entries; /* every MESSAGE kept, sorted by queue id */
   size_t num_entries;
-  uint64_t max_queue_id;        /* of every MESSAGE read, reclaimed ones too */
+  uint64_t max_queue_id;        /* of every record read (MESSAGE, DONE, HOLD,
+                                   RELEASE), reclaimed ones too: new ids go above */
   size_t num_segments;          /* segment files read, reclaimed ones too */
   size_t num_torn;              /* segments whose tail was torn */
   size_t num_reclaimed;         /* segments deleted as finished (repair only) */

@@ -205,6 +205,12 @@ static int scan_add_done(struct scan_state *s, const struct spool_done *d) {
       .key = {d->queue_id, d->rcpt_index},
       .seg = s->cur_seg,
   };
+  /* A DONE may outlive its MESSAGE (runtime reclaim deletes the MESSAGE's
+   * segment first): new ids must stay above it too, or a message after a
+   * clock step back could inherit it. */
+  if (d->queue_id > s->out->max_queue_id) {
+    s->out->max_queue_id = d->queue_id;
+  }
   return 0;
 }
 
@@ -226,6 +232,9 @@ static int scan_add_hold(struct scan_state *s, const struct spool_hold *h) {
       .order = s->num_holds,
   };
   s->num_holds++;
+  if (h->queue_id > s->out->max_queue_id) {
+    s->out->max_queue_id = h->queue_id; /* as for DONEs */
+  }
   return 0;
 }
 

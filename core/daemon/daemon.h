@@ -411,6 +411,8 @@ struct seg *segs_get(struct worker *w, const char *name);
 void segs_message(struct seg *s);
 void segs_message_done(struct worker *w, struct seg *s);
 void segs_depend(struct seg *s, struct seg *on, int on_old);
+/* segs_pin keeps s until the next start (its repair decides). */
+void segs_pin(struct seg *s);
 void segs_current(struct worker *w, const char *name);
 void segs_free(struct worker *w);
 

@@ -124,6 +124,7 @@ struct dlv_outcome {
 
 struct dlv_job {
   struct dlv_job *next; /* ready FIFO; inbox and return lists */
+  struct dlv_job *prev; /* ready FIFO: unlinking is O(1) */
   struct dlv_msg *msg;
   struct worker *home;   /* the message's worker */
   struct dlv_dest *dest; /* the home worker's record of the destination */
@@ -373,6 +374,7 @@ static void dest_maybe_free(struct worker *w, struct dlv_dest *d) {
 
 static void dest_push(struct dlv_dest *d, struct dlv_job *j) {
   j->next = NULL;
+  j->prev = d->ready_tail;
   if (d->ready_tail != NULL) {
     d->ready_tail->next = j;
   } else {
@@ -382,37 +384,27 @@ static void dest_push(struct dlv_dest *d, struct dlv_job *j) {
   d->num_ready++;
 }
 
-static struct dlv_job *dest_pop(struct dlv_dest *d) {
-  struct dlv_job *j = d->ready_head;
-  if (j == NULL) {
-    return NULL;
+static void dest_unlink(struct dlv_dest *d, struct dlv_job *j) {
+  if (j->prev != NULL) {
+    j->prev->next = j->next;
+  } else {
+    d->ready_head = j->next;
   }
-  d->ready_head = j->next;
-  if (d->ready_head == NULL) {
-    d->ready_tail = NULL;
+  if (j->next != NULL) {
+    j->next->prev = j->prev;
+  } else {
+    d->ready_tail = j->prev;
   }
+  j->next = j->prev = NULL;
   d->num_ready--;
-  j->next = NULL;
-  return j;
 }
 
-static void dest_unlink(struct dlv_dest *d, struct dlv_job *j) {
-  struct dlv_job *prev = NULL;
-  for (struct dlv_job *x = d->ready_head; x != NULL; prev = x, x = x->next) {
-    if (x == j) {
-      if (prev) {
-        prev->next = x->next;
-      } else {
-        d->ready_head = x->next;
-      }
-      if (d->ready_tail == x) {
-        d->ready_tail = prev;
-      }
-      d->num_ready--;
-      j->next = NULL;
-      return;
-    }
+static struct dlv_job *dest_pop(struct dlv_dest *d) {
+  struct dlv_job *j = d->ready_head;
+  if (j != NULL) {
+    dest_unlink(d, j);
   }
+  return j;
 }
 
 /* dest_take_token: 1 if the rate limit lets one more message go now. */
@@ -703,6 +695,9 @@ void delivery_on_done_durable(struct worker *w, struct dlv_msg *m, int err,
     /* The record's segment must outlive the MESSAGE's (segments.c). */
     segs_depend(segs_get(w, segment), m->mseg, m->mseg_old);
   } else {
+    /* The recipient counts as done here but not on disk: its MESSAGE must
+     * stay for the next start, which delivers (or bounces) it again. */
+    segs_pin(m->mseg);
     /* The recipient stays pending on disk: delivered again after a
      * restart (at least once), never lost. */
     log_msg("error",
@@ -1263,6 +1258,9 @@ static void dlv_after_attempt(struct worker *w, struct dlv_job *j) {
     for (size_t k = 0; k < j->num_rcpts; k++) {
       struct dlv_rcpt *rc = &m->rcpts[j->rcpts[k]];
       if (!rc->done) {
+        free(rc->reply); /* no "delayed" report for a deleted one */
+        rc->reply = NULL;
+        rc->report = REPORT_NONE;
         rc->done = 1;
         m->num_open--;
         dlv_stage_done(w, m, rc, SPOOL_OUTCOME_DELETED);
@@ -1301,7 +1299,13 @@ static void dlv_after_attempt(struct worker *w, struct dlv_job *j) {
     j->state = JOB_WAITING;
     j->next_ms = w->now_ms + dlv_backoff_ms(w, j->attempts);
     if (heap_push(w->dlv, j) != 0) {
-      dlv_job_ready(w, j); /* no memory for the heap: try again now */
+      /* No memory for the heap: the job waits for the next start (the
+       * spool has it); retrying now could loop with its destination. */
+      j->state = JOB_IDLE;
+      log_msg("error",
+              "qid=%s: out of memory scheduling a retry; retried after a "
+              "restart",
+              m->qid);
     }
   }
   dlv_msg_maybe_finish(w, m);
@@ -1366,8 +1370,9 @@ static int dlv_load_body(struct worker *w, struct dlv_msg *m,
   /* Blocking pread on the loop thread: see the contract above. */
   struct spool_message sm;
   if (spool_read_message(w->d->spool_dir, &m->loc, storage, &sm,
-                         rcpt_storage) != 0) {
-    return -1;
+                         rcpt_storage) != 0 ||
+      sm.queue_id != m->loc.queue_id) {
+    return -1; /* never another message's body */
   }
   *span = (struct smtp_client_span){sm.body, sm.body_len};
   return 0;
@@ -1869,7 +1874,16 @@ static int dest_route(struct worker *w, struct dlv_dest *d) {
     d->dns_handle = d->route.kind == ROUTE_SMTP_MX
                         ? dns_route_mx(w->dns, d->lookup, dlv_on_route, d)
                         : dns_route_host(w->dns, d->lookup, dlv_on_route, d);
-    return 0;
+    if (d->dns_handle != 0) {
+      return 0;
+    }
+    /* No memory for the lookup (no callback will come): a temporary
+     * failure, looked up again shortly. */
+    d->resolving = 0;
+    d->route_known = 1;
+    d->route_status = DNS_TEMPFAIL;
+    snprintf(d->route_detail, sizeof(d->route_detail), "out of memory");
+    d->route_expire_ms = w->now_ms + DLV_ROUTE_FAIL_TTL_MS;
   }
   if (d->route_status == DNS_OK) {
     return 1;
@@ -2058,25 +2072,27 @@ void delivery_close(struct worker *w) {
 /* dest_return_remote: a stopping worker sends the due jobs of other
  * workers home untried; its own stay (the spool keeps them). */
 static void dest_return_remote(struct worker *w, struct dlv_dest *d) {
-  struct dlv_job *keep_head = NULL, *keep_tail = NULL, *j;
-  size_t kept = 0;
+  struct dlv_job *keep = NULL, *j;
   while ((j = dest_pop(d)) != NULL) {
     if (j->home == w) {
-      j->next = NULL;
-      if (keep_tail) {
-        keep_tail->next = j;
-      } else {
-        keep_head = j;
-      }
-      keep_tail = j;
-      kept++;
+      j->next = keep; /* reversed here, and again when pushed back */
+      keep = j;
     } else {
       xo_end(w, j);
     }
   }
-  d->ready_head = keep_head;
-  d->ready_tail = keep_tail;
-  d->num_ready = kept;
+  struct dlv_job *rev = NULL;
+  while (keep != NULL) {
+    struct dlv_job *next = keep->next;
+    keep->next = rev;
+    rev = keep;
+    keep = next;
+  }
+  while (rev != NULL) {
+    struct dlv_job *next = rev->next;
+    dest_push(d, rev);
+    rev = next;
+  }
 }
 
 /* ---- control commands (control.c) ---- */
@@ -2091,20 +2107,22 @@ static int dlv_stage_hold(struct worker *w, struct dlv_msg *m, int held,
                          .gen = m->hold_gen + 1,
                          .held = (uint8_t)held,
                          .when_ms = w->now_ms};
-  if (dlv_hold_len == 0) {
+  uint64_t hold_len = __atomic_load_n(&dlv_hold_len, __ATOMIC_RELAXED);
+  if (hold_len == 0) {
     struct buf b = {0};
     if (spool_hold_encode(&b, &h) == 0) {
-      dlv_hold_len = b.len;
+      hold_len = b.len;
+      __atomic_store_n(&dlv_hold_len, hold_len, __ATOMIC_RELAXED);
     }
     buf_free(&b);
   }
   struct commit *cm = calloc(1, sizeof(*cm));
-  if (cm == NULL || dlv_hold_len == 0) {
+  if (cm == NULL || hold_len == 0) {
     free(cm);
     return -1;
   }
   cm->queue_id = m->loc.queue_id;
-  cm->rec_len = dlv_hold_len;
+  cm->rec_len = hold_len;
   cm->ctl = op;
   cm->done_for = m; /* counted like a DONE: m stays until it is durable */
   if (spool_writer_add_hold(w->spool, &h, cm) != 0) {

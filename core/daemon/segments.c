@@ -105,8 +105,16 @@ static void segs_delete(struct worker *w, struct seg *s) {
 
 static void segs_try(struct worker *w, struct seg *s) {
   if (s != NULL && !s->current && s->open == 0 && s->live_deps == 0 &&
-      !s->pinned) {
+      !s->pinned &&
+      /* Never the one being written, whatever the bookkeeping says. */
+      strcmp(s->name, spool_writer_segment(w->spool)) != 0) {
     segs_delete(w, s);
+  }
+}
+
+void segs_pin(struct seg *s) {
+  if (s != NULL) {
+    s->pinned = 1;
   }
 }
 

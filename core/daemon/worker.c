@@ -735,6 +735,11 @@ void *worker_main(void *arg) {
       bufring_init(&w->bufs, &w->ring, DAEMON_RECV_BUF_COUNT,
                    DAEMON_RECV_BUF_SIZE, 0) != 0) {
     log_msg("error", "worker %u: io_uring set-up failed", w->index);
+    /* Jobs and commands other workers (or recovery) handed to this one go
+     * back, and later ones stay home: nobody waits for a dead worker. */
+    w->stopping = 1;
+    control_close(w);
+    delivery_close(w);
     __atomic_store_n(&w->d->failed, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
     kill(getpid(), SIGTERM); /* main's sigwait() then stops every worker */
