@@ -246,14 +246,7 @@ class Dovecot(procgroup.Server):
         return [data for _, _, data in sorted(out)]
 
     def log(self):
-        text = ""
-        for p in (self.stdout_path, self.log_path, self.info_log_path):
-            try:
-                with open(p, "rb") as f:
-                    text += f.read().decode("utf-8", "replace")
-            except OSError:
-                pass
-        return text
+        return procgroup.read_text(self.stdout_path, self.log_path, self.info_log_path)
 
     def log_errors(self):
         """The log's Error/Fatal/Panic lines (a clean run has none)."""

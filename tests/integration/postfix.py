@@ -467,14 +467,7 @@ class Postfix(procgroup.Server):
 
     def log(self):
         """The maillog (and anything start-fg printed)."""
-        text = ""
-        for p in (self.stdout_path, self.maillog):
-            try:
-                with open(p, "rb") as f:
-                    text += f.read().decode("utf-8", "replace")
-            except OSError:
-                pass
-        return text
+        return procgroup.read_text(self.stdout_path, self.maillog)
 
     def log_problems(self):
         """The log's warning/error/fatal/panic lines (a clean run has none)."""

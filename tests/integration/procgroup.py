@@ -71,6 +71,18 @@ def kill_group(pgid, timeout):
     wait_group_gone(pgid, timeout)
 
 
+def read_text(*paths):
+    """The files' contents, concatenated as text; missing ones are empty."""
+    text = ""
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                text += f.read().decode("utf-8", "replace")
+        except OSError:
+            pass
+    return text
+
+
 class Server:
     """What the server harnesses share: cleanup() stops the server and
     removes its temp dir; as a context manager it starts the server (and
