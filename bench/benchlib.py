@@ -374,6 +374,23 @@ def summarize(vals):
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+
+def machine_section(L, meta, tool_label):
+    """The "Machine and versions" list of a results file."""
+    L.append("## Machine and versions")
+    L.append("")
+    for k, label in [("date", "date (UTC)"), ("nproc", "nproc"), ("cpu_model", "CPU"),
+                     ("kernel", "kernel"), ("debian", "Debian"), ("memory", "memory"),
+                     ("filesystem", "spool/queue filesystem"),
+                     ("fdatasync_ms", "fdatasync of 1 KiB append, mean ms (this disk)"),
+                     ("postseald_rev", "postseald git rev"), ("postseald_tree", "postseald working tree"),
+                     ("postseald_binary", "postseald binary"),
+                     ("postfix_version", "Postfix mail_version"), ("smtp_source", tool_label),
+                     ("python", "python3")]:
+        if k in meta:
+            L.append(f"- {label}: {meta[k]}")
+    L.append("")
+
 def cmd_report(a):
     meta = json.load(open(a.meta))
     runs = [json.loads(l) for l in open(a.runs) if l.strip()]
@@ -439,18 +456,7 @@ def cmd_report(a):
              "storage (postseald: group-committed `fdatasync`; Postfix: `fsync` of the queue file "
              "by cleanup(8)).")
     L.append("")
-    L.append("## Machine and versions")
-    L.append("")
-    for k, label in [("date", "date (UTC)"), ("nproc", "nproc"), ("cpu_model", "CPU"),
-                     ("kernel", "kernel"), ("debian", "Debian"), ("memory", "memory"),
-                     ("filesystem", "spool/queue filesystem"), ("fdatasync_ms", "fdatasync of 1 KiB append, mean ms (this disk)"),
-                     ("postseald_rev", "postseald git rev"), ("postseald_tree", "postseald working tree"),
-                     ("postseald_binary", "postseald binary"),
-                     ("postfix_version", "Postfix mail_version"), ("smtp_source", "load tool"),
-                     ("python", "python3")]:
-        if k in meta:
-            L.append(f"- {label}: {meta[k]}")
-    L.append("")
+    machine_section(L, meta, "load tool")
     L.append("## Results")
     L.append("")
     reuse = meta.get("reuse", False)
@@ -1011,18 +1017,7 @@ def cmd_relayreport(a):
                  "\"direct\" is smtp-source → smtp-sink with no relay: the ceiling of this load "
                  "generator and sink on this machine.")
     L.append("")
-    L.append("## Machine and versions")
-    L.append("")
-    for k, label in [("date", "date (UTC)"), ("nproc", "nproc"), ("cpu_model", "CPU"),
-                     ("kernel", "kernel"), ("debian", "Debian"), ("memory", "memory"),
-                     ("filesystem", "spool/queue filesystem"), ("fdatasync_ms", "fdatasync of 1 KiB append, mean ms (this disk)"),
-                     ("postseald_rev", "postseald git rev"), ("postseald_tree", "postseald working tree"),
-                     ("postseald_binary", "postseald binary"),
-                     ("postfix_version", "Postfix mail_version"), ("smtp_source", "load tool and sink"),
-                     ("python", "python3")]:
-        if k in meta:
-            L.append(f"- {label}: {meta[k]}")
-    L.append("")
+    machine_section(L, meta, "load tool and sink")
     L.append("## Results")
     L.append("")
     common = ("Relay CPU ms/msg = relay CPU (user+system) from the start of the run until its queue is "
