@@ -17,6 +17,13 @@
  * a server that stops early leaves the rest open (deferred by the 421,
  * EOF or timeout that follows).
  *
+ * STARTTLS (RFC 3207) sits between the greeting and READY: the EHLO or
+ * LHLO reply leads to STARTTLS or to READY (smtp_client_after_hello), a
+ * 2xx to STARTTLS to the TLS state, where the engine waits for the host's
+ * handshake and reads nothing (bytes arriving then were sent in clear
+ * after the 220: an injection, see the header), and tls_started() to a
+ * second EHLO, whose reply replaces every capability.
+ *
  * Input is kept in `in` and consumed by advancing `in_off`, output in `out`
  * drained by `out_off`, as in smtp_server.c. The body is turned into wire
  * form (CRLF line ends, dot-stuffing) only as output drains, never more
@@ -33,7 +40,8 @@
 
 enum smtp_client_state {
   SMTP_CLIENT_STATE_GREETING, /* waiting for the 220 */
-  SMTP_CLIENT_STATE_HELLO,    /* EHLO, HELO or LHLO sent */
+  SMTP_CLIENT_STATE_HELLO,    /* EHLO, HELO, LHLO or STARTTLS sent */
+  SMTP_CLIENT_STATE_TLS,      /* 220 to STARTTLS: the host's handshake */
   SMTP_CLIENT_STATE_READY,    /* between transactions */
   SMTP_CLIENT_STATE_ENVELOPE, /* MAIL, RCPT, DATA replies due */
   SMTP_CLIENT_STATE_BODY,     /* streaming DATA text */
@@ -58,6 +66,7 @@ enum smtp_client_cmd {
   SMTP_CLIENT_CMD_LHLO,
   SMTP_CLIENT_CMD_LMTP_DATA, /* arg: recipient index; one per accepted
                                 recipient after the first */
+  SMTP_CLIENT_CMD_STARTTLS,
 };
 
 struct smtp_client_expect {
@@ -69,6 +78,15 @@ struct smtp_client_expect {
 #define SMTP_CLIENT_BDAT_WINDOW 4
 #define SMTP_CLIENT_MAX_ENVID 100 /* RFC 3461 §4.4 */
 #define SMTP_CLIENT_MAX_ORCPT 500 /* RFC 3461 §4.2 */
+
+/* Enhanced codes of the local TLS replies (RFC 3463 §3.8). X.7.4
+ * "security features not supported" when TLS is required but cannot be
+ * had (as Postfix), X.7.5 "cryptographic failure" when the handshake or
+ * the TLS layer failed; X.7.30 "REQUIRETLS support required" (RFC 8689
+ * §5). X.7.10 "encryption needed" is AUTH's (RFC 4954), not used. */
+#define SMTP_CLIENT_ENH_TLS_REQUIRED "4.7.4"
+#define SMTP_CLIENT_ENH_TLS_FAILED "4.7.5"
+#define SMTP_CLIENT_ENH_REQUIRETLS "5.7.30"
 
 /* A stored reply: its text lives in the session's text arena. */
 struct smtp_client_ref {
@@ -120,6 +138,9 @@ struct smtp_client_txn {
 struct smtp_client {
   char *helo_name;
   int lmtp; /* RFC 2033: LHLO, a reply per recipient after the data */
+  enum smtp_client_tls_mode tls_mode;
+  int tls_active; /* inside TLS: from the start, or after tls_started */
+  int tls_owed;   /* EV_STARTTLS is due */
   unsigned use_ext;
   size_t chunk_size;
   struct smtp_client_limits lim;
@@ -429,6 +450,7 @@ static void smtp_client_enter_closed(struct smtp_client *c) {
   c->exp_len = 0;
   c->exp_head = 0;
   c->ready_owed = 0;
+  c->tls_owed = 0;
 }
 
 /* Ends the session with error class cls and reply r: an open message's
@@ -448,6 +470,7 @@ static void smtp_client_fail(struct smtp_client *c, enum smtp_client_error cls,
     c->err_owed = 1;
   }
   c->ready_owed = 0;
+  c->tls_owed = 0;
   if (quit && c->state != SMTP_CLIENT_STATE_QUIT) {
     smtp_client_command(c, "QUIT", SMTP_CLIENT_CMD_QUIT, 0);
     c->state = SMTP_CLIENT_STATE_QUIT;
@@ -524,6 +547,10 @@ static void smtp_client_send_mail(struct smtp_client *c) {
   }
   if (t->smtputf8) {
     bad |= buf_append_str(&line, " SMTPUTF8") != 0;
+  }
+  if (m->requiretls) {
+    /* RFC 8689 §3: no value; refuse_early made sure it may be sent. */
+    bad |= buf_append_str(&line, " REQUIRETLS") != 0;
   }
   if (smtp_client_uses(c, SMTP_CLIENT_EXT_DSN)) {
     if (m->ret != SMTP_RET_NONE) {
@@ -668,6 +695,15 @@ static void smtp_client_send_ehlo(struct smtp_client *c, const char *verb,
   smtp_client_command(c, line, cmd, 0);
 }
 
+/* The greeting command: LHLO for LMTP (RFC 2033 §4.1), else EHLO. */
+static void smtp_client_send_hello(struct smtp_client *c) {
+  if (c->lmtp) {
+    smtp_client_send_ehlo(c, "LHLO", SMTP_CLIENT_CMD_LHLO);
+  } else {
+    smtp_client_send_ehlo(c, "EHLO", SMTP_CLIENT_CMD_EHLO);
+  }
+}
+
 /* RFC 5321 §3.1: 220, or a refusal (554) after which QUIT is polite. */
 static void smtp_client_on_greeting(struct smtp_client *c, uint32_t arg,
                                     const struct smtp_reply *r) {
@@ -679,10 +715,43 @@ static void smtp_client_on_greeting(struct smtp_client *c, uint32_t arg,
     return;
   }
   c->state = SMTP_CLIENT_STATE_HELLO;
-  if (c->lmtp) {
-    smtp_client_send_ehlo(c, "LHLO", SMTP_CLIENT_CMD_LHLO); /* RFC 2033 §4.1 */
+  smtp_client_send_hello(c);
+}
+
+/* TLS is required but will not be had: a temporary session error (the
+ * route's policy failed, not the message), then QUIT. */
+static void smtp_client_tls_unavailable(struct smtp_client *c,
+                                        const struct smtp_reply *refusal) {
+  struct smtp_reply r;
+  char text[SMTP_REPLY_MAX_TEXT];
+  if (refusal == NULL) {
+    snprintf(text, sizeof(text),
+             "TLS is required, but was not offered by the server");
   } else {
-    smtp_client_send_ehlo(c, "EHLO", SMTP_CLIENT_CMD_EHLO);
+    /* The server's text is cut to leave room for ours. */
+    snprintf(text, sizeof(text),
+             "TLS is required, but the server refused STARTTLS: %d%s%s %.400s",
+             refusal->code, refusal->enhanced[0] ? " " : "", refusal->enhanced,
+             refusal->text);
+  }
+  smtp_reply_set(&r, 451, SMTP_CLIENT_ENH_TLS_REQUIRED, text);
+  smtp_client_fail(c, SMTP_CLIENT_ERR_TEMPORARY, &r, 1);
+}
+
+/* The greeting is done (EHLO, HELO or LHLO answered 2xx): STARTTLS if
+ * configured and not inside TLS yet (RFC 3207 §4), else idle (or QUIT, if
+ * the host asked for it: no handshake just to say goodbye). */
+static void smtp_client_after_hello(struct smtp_client *c) {
+  if (c->tls_mode == SMTP_CLIENT_TLS_NONE || c->tls_active || c->quit_wanted) {
+    smtp_client_enter_ready(c);
+  } else if (c->ext & SMTP_CLIENT_EXT_STARTTLS) {
+    /* Sent alone: the FIFO is empty, nothing is pipelined with it. */
+    assert(c->exp_len == 0);
+    smtp_client_command(c, "STARTTLS", SMTP_CLIENT_CMD_STARTTLS, 0);
+  } else if (c->tls_mode == SMTP_CLIENT_TLS_REQUIRE) {
+    smtp_client_tls_unavailable(c, NULL);
+  } else {
+    smtp_client_enter_ready(c); /* MAY: not offered, plaintext */
   }
 }
 
@@ -691,7 +760,7 @@ static void smtp_client_hello_done(struct smtp_client *c) {
   c->ext = c->ehlo_ext;
   c->size_limit = c->ehlo_size;
   c->esmtp = 1;
-  smtp_client_enter_ready(c);
+  smtp_client_after_hello(c);
 }
 
 /* RFC 5321 §4.1.4 / §3.2: a server that does not know EHLO says 5xx; then
@@ -729,7 +798,7 @@ static void smtp_client_on_helo(struct smtp_client *c, uint32_t arg,
     c->ext = 0;
     c->size_limit = 0;
     c->esmtp = 0;
-    smtp_client_enter_ready(c);
+    smtp_client_after_hello(c); /* no STARTTLS without EHLO */
     return;
   }
   smtp_client_fail(
@@ -919,6 +988,36 @@ static void smtp_client_on_quit(struct smtp_client *c, uint32_t arg,
   smtp_client_enter_closed(c);
 }
 
+/* RFC 3207 §4: 220 (any 2xx, as Postfix takes it) and the handshake
+ * starts; a refusal (454, 501, 5xx) leaves the session in plaintext,
+ * which MAY accepts and REQUIRE does not. */
+static void smtp_client_on_starttls(struct smtp_client *c, uint32_t arg,
+                                    const struct smtp_reply *r) {
+  if (smtp_reply_class(r) != 2) {
+    if (c->tls_mode == SMTP_CLIENT_TLS_REQUIRE) {
+      smtp_client_tls_unavailable(c, r);
+    } else {
+      smtp_client_enter_ready(c); /* with what EHLO offered */
+    }
+    return;
+  }
+  c->state = SMTP_CLIENT_STATE_TLS;
+  if (c->in.len > c->in_off) {
+    /* Bytes behind the 220 came in clear where TLS was promised: read
+     * after the handshake they would pass for the server's replies inside
+     * TLS (STARTTLS injection). */
+    smtp_client_protocol_error(c, "data after the STARTTLS reply");
+    return;
+  }
+  if (smtp_client_out_pending(c) > 0) {
+    /* STARTTLS is still in the output: this "reply" was sent ahead of
+     * the command, so nobody answered it. */
+    smtp_client_protocol_error(c, "STARTTLS reply before STARTTLS was sent");
+    return;
+  }
+  c->tls_owed = 1;
+}
+
 struct smtp_client_cmd_info {
   const char *name; /* in "while waiting for the reply to <name>" */
   enum smtp_client_timeout_class timeout;
@@ -950,6 +1049,8 @@ static const struct smtp_client_cmd_info smtp_client_cmds[] = {
                               smtp_client_on_lhlo},
     [SMTP_CLIENT_CMD_LMTP_DATA] = {"end of data", SMTP_CLIENT_TIMEOUT_DATA_END,
                                    smtp_client_on_lmtp_data},
+    [SMTP_CLIENT_CMD_STARTTLS] = {"STARTTLS", SMTP_CLIENT_TIMEOUT_COMMAND,
+                                  smtp_client_on_starttls},
 };
 
 /* What the client is doing, for local reply texts. */
@@ -958,6 +1059,8 @@ static void smtp_client_waiting_for(const struct smtp_client *c, char *out,
   if (c->state == SMTP_CLIENT_STATE_BODY ||
       (c->state == SMTP_CLIENT_STATE_CHUNKS && c->exp_len == 0)) {
     snprintf(out, cap, "while sending the message body");
+  } else if (c->state == SMTP_CLIENT_STATE_TLS) {
+    snprintf(out, cap, "while starting TLS");
   } else if (c->exp_len == 0) {
     snprintf(out, cap, "while idle");
   } else {
@@ -983,6 +1086,7 @@ static void smtp_client_ehlo_line(struct smtp_client *c, const uint8_t *p,
       {"DSN", SMTP_CLIENT_EXT_DSN},
       {"ENHANCEDSTATUSCODES", SMTP_CLIENT_EXT_ENHANCEDSTATUSCODES},
       {"STARTTLS", SMTP_CLIENT_EXT_STARTTLS},
+      {"REQUIRETLS", SMTP_CLIENT_EXT_REQUIRETLS},
   };
   size_t kw_len = 0;
   while (kw_len < n && p[kw_len] != ' ') {
@@ -1068,6 +1172,12 @@ static void smtp_client_reply_line(struct smtp_client *c, const uint8_t *line,
 /* Reads one line of input if a reply may be read now. Returns 1 if it made
  * progress. While a DATA body streams nothing is due, so input waits. */
 static int smtp_client_step(struct smtp_client *c) {
+  if (c->state == SMTP_CLIENT_STATE_TLS && c->in.len > c->in_off) {
+    /* Fed before the handshake was reported: clear text after the 220,
+     * which must not be read as replies (see on_starttls). */
+    smtp_client_protocol_error(c, "data after the STARTTLS reply");
+    return 1;
+  }
   if (c->state == SMTP_CLIENT_STATE_CLOSED ||
       (c->exp_len == 0 && c->state != SMTP_CLIENT_STATE_READY)) {
     return 0;
@@ -1163,7 +1273,8 @@ static void smtp_client_limits_sane(struct smtp_client_limits *l) {
 
 struct smtp_client *smtp_client_new(const struct smtp_client_config *config) {
   const char *name = config->helo_name ? config->helo_name : "localhost";
-  if (!smtp_client_word_ok(name)) {
+  if (!smtp_client_word_ok(name) ||
+      (unsigned)config->tls > SMTP_CLIENT_TLS_REQUIRE) {
     return NULL;
   }
   struct smtp_client *c = calloc(1, sizeof(*c));
@@ -1172,6 +1283,8 @@ struct smtp_client *smtp_client_new(const struct smtp_client_config *config) {
     return NULL;
   }
   c->lmtp = config->lmtp != 0;
+  c->tls_mode = config->tls;
+  c->tls_active = config->tls_active != 0;
   c->use_ext = config->extensions & SMTP_CLIENT_EXT_ALL;
   c->chunk_size = config->chunk_size ? config->chunk_size : 64u << 10;
   c->lim = config->limits;
@@ -1265,6 +1378,11 @@ enum smtp_client_event smtp_client_next(struct smtp_client *c) {
       c->ready_owed = 0;
       return SMTP_CLIENT_EV_READY;
     }
+    if (c->tls_owed) {
+      c->tls_owed = 0;
+      c->event = c->last; /* the 220 */
+      return SMTP_CLIENT_EV_STARTTLS;
+    }
     if (!smtp_client_step(c)) {
       smtp_client_pump(c);
       if (!c->failed) {
@@ -1342,8 +1460,17 @@ static int smtp_client_refuse_early(struct smtp_client *c, int has_8bit,
                                     int utf8_needed) {
   struct smtp_reply r;
   char text[160];
-  if ((c->ext & SMTP_CLIENT_EXT_SIZE) && c->size_limit > 0 &&
-      c->txn.size > c->size_limit) {
+  if (c->txn.msg.requiretls &&
+      (!c->tls_active || !smtp_client_uses(c, SMTP_CLIENT_EXT_REQUIRETLS))) {
+    /* RFC 8689 §4.2.1: only over TLS, to a server offering REQUIRETLS. */
+    snprintf(text, sizeof(text), "REQUIRETLS support required: %s",
+             !c->tls_active ? "the session is not TLS"
+             : !(c->ext & SMTP_CLIENT_EXT_REQUIRETLS)
+                 ? "the server does not offer REQUIRETLS"
+                 : "REQUIRETLS is switched off here");
+    smtp_reply_set(&r, 550, SMTP_CLIENT_ENH_REQUIRETLS, text);
+  } else if ((c->ext & SMTP_CLIENT_EXT_SIZE) && c->size_limit > 0 &&
+             c->txn.size > c->size_limit) {
     snprintf(text, sizeof(text),
              "message size %zu exceeds the server's limit of %zu", c->txn.size,
              c->size_limit);
@@ -1454,6 +1581,44 @@ void smtp_client_eof(struct smtp_client *c) {
   smtp_client_fail(c, SMTP_CLIENT_ERR_TEMPORARY, &r, 0);
 }
 
+int smtp_client_tls_started(struct smtp_client *c) {
+  if (c->state != SMTP_CLIENT_STATE_TLS || c->in.len > c->in_off) {
+    return -1;
+  }
+  c->tls_owed = 0;
+  c->tls_active = 1;
+  /* RFC 3207 §4.2: forget what the server said before TLS; EHLO again. */
+  c->ext = 0;
+  c->size_limit = 0;
+  c->esmtp = 0;
+  c->state = SMTP_CLIENT_STATE_HELLO;
+  smtp_client_send_hello(c);
+  return 0;
+}
+
+void smtp_client_tls_failed(struct smtp_client *c, const char *why) {
+  struct smtp_reply r;
+  char text[SMTP_REPLY_MAX_TEXT];
+  if (c->state == SMTP_CLIENT_STATE_CLOSED) {
+    return;
+  }
+  if (c->state == SMTP_CLIENT_STATE_QUIT) {
+    smtp_client_enter_closed(c); /* nothing is lost after QUIT */
+    return;
+  }
+  if (why == NULL || why[0] == '\0') {
+    why = "unknown error";
+  }
+  if (c->state == SMTP_CLIENT_STATE_TLS) {
+    snprintf(text, sizeof(text), "TLS handshake failed: %s", why);
+    smtp_reply_set(&r, 451, SMTP_CLIENT_ENH_TLS_FAILED, text);
+  } else {
+    snprintf(text, sizeof(text), "TLS failed: %s", why);
+    smtp_client_local_reply(c, &r, SMTP_CLIENT_ENH_TLS_FAILED, text);
+  }
+  smtp_client_fail(c, SMTP_CLIENT_ERR_TEMPORARY, &r, 0);
+}
+
 void smtp_client_output(const struct smtp_client *c, const uint8_t **out,
                         size_t *out_len) {
   *out = c->out.data + c->out_off;
@@ -1548,4 +1713,8 @@ size_t smtp_client_size_limit(const struct smtp_client *c) {
 
 int smtp_client_is_esmtp(const struct smtp_client *c) {
   return c->esmtp;
+}
+
+int smtp_client_tls_active(const struct smtp_client *c) {
+  return c->tls_active;
 }

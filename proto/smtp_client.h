@@ -19,6 +19,10 @@
  *                                is produced as output drains), then read
  *     SMTP_CLIENT_EV_READY    -> idle: smtp_client_send_message(), _reset()
  *                                or _quit()
+ *     SMTP_CLIENT_EV_STARTTLS -> the server said 220 to STARTTLS: feed no
+ *                                more bytes, run the TLS handshake, then
+ *                                smtp_client_tls_started() (EHLO again,
+ *                                inside TLS) or smtp_client_tls_failed()
  *     SMTP_CLIENT_EV_RCPT_RESULT -> recipient smtp_client_event_rcpt() got
  *                                its RCPT verdict, smtp_client_reply()
  *                                (also in LMTP: see below)
@@ -34,22 +38,26 @@
  * SMTP and LMTP alike: RCPT_RESULT of an accepted recipient says ACCEPTED.
  *
  * Protocol: 220 greeting (4xx: temporary, 5xx: permanent session error),
- * EHLO, HELO if EHLO got 5xx. MAIL with SIZE (RFC 1870), BODY=8BITMIME
- * (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461) when offered;
- * RCPT with NOTIFY/ORCPT when DSN is offered. With PIPELINING (RFC 2920)
- * MAIL, every RCPT and DATA go as one group; with CHUNKING (RFC 3030, if
- * configured) MAIL and the RCPTs go as one group and BDAT chunks follow
- * once a recipient was accepted (pipelined, a few in flight, when PIPELINING
- * is offered too). The body is sent with its line ends made CRLF (a bare
- * CR or LF becomes CRLF, a missing final CRLF is added) and, for DATA,
+ * EHLO, HELO if EHLO got 5xx, STARTTLS if configured (see below). MAIL
+ * with SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
+ * RET/ENVID (RFC 3461), REQUIRETLS (RFC 8689) when offered; RCPT with
+ * NOTIFY/ORCPT when DSN is offered. With PIPELINING (RFC 2920) MAIL, every
+ * RCPT and DATA go as one group; with CHUNKING (RFC 3030, if configured)
+ * MAIL and the RCPTs go as one group and BDAT chunks follow once a
+ * recipient was accepted (pipelined, a few in flight, when PIPELINING is
+ * offered too). The body is sent with its line ends made CRLF (a bare CR
+ * or LF becomes CRLF, a missing final CRLF is added) and, for DATA,
  * dot-stuffed (RFC 5321 §4.5.2); so no bare CR or LF is ever sent.
  * Refusals made without asking the server (the recipients fail at once):
- * a message larger than the announced SIZE (552 5.3.4), 8-bit content and
- * no 8BITMIME (554 5.6.3; conversion is later work), SMTPUTF8 needed and
- * not offered (553 5.6.7, RFC 6531 §3.2). SMTPUTF8 is needed for a
- * non-ASCII address, or for a message received with SMTPUTF8 whose content
- * has 8-bit octets; BODY=8BITMIME is sent for a message received so or
- * with 8-bit content, if offered (7-bit content needs no 8BITMIME).
+ * message.requiretls set but the session is not inside TLS or REQUIRETLS
+ * is not offered (550 5.7.30, RFC 8689 §4.2.1 and §5; the MX lookup and
+ * certificate checks it also asks for are the host's part), a message
+ * larger than the announced SIZE (552 5.3.4), 8-bit content and no
+ * 8BITMIME (554 5.6.3; conversion is later work), SMTPUTF8 needed and not
+ * offered (553 5.6.7, RFC 6531 §3.2). SMTPUTF8 is needed for a non-ASCII
+ * address, or for a message received with SMTPUTF8 whose content has 8-bit
+ * octets; BODY=8BITMIME is sent for a message received so or with 8-bit
+ * content, if offered (7-bit content needs no 8BITMIME).
  *
  * No valid recipient (RFC 2920 §3.1): the body is never sent. If the
  * pipelined DATA was refused, RSET follows; if a broken server answered it
@@ -77,6 +85,39 @@
  * chunk (after which BDAT LAST gets one reply, as from Dovecot) or a
  * client-side refusal end the message with one reply, as in SMTP.
  *
+ * STARTTLS (RFC 3207), by config.tls, SMTP and LMTP alike (never with
+ * config.tls_active: implicit TLS, RFC 8314; config.extensions does not
+ * govern it). NONE (the default): never sent. MAY: sent when the EHLO or
+ * LHLO reply offers it; if not offered (or HELO was used) or refused, the
+ * session goes on in plaintext. REQUIRE: not offered is a temporary
+ * session error "451 4.7.4 TLS is required, but was not offered by the
+ * server"; a refused STARTTLS, 4xx or 5xx alike (the route's policy
+ * failed, not the message), is "451 4.7.4 TLS is required, but the server
+ * refused STARTTLS: <its reply>"; QUIT follows either. Both come before
+ * any EV_READY, so no MAIL is ever sent in clear and no message is open:
+ * the host defers those it meant to send, as after any temporary session
+ * error.
+ *
+ * The exchange: STARTTLS is sent alone, nothing pipelined with it; a 2xx
+ * answer (RFC 3207 §4: 220) gives EV_STARTTLS with that reply. All output
+ * so far went in clear (none is left by then: the STARTTLS line was sent)
+ * and none is produced until the host reports the handshake; the timeout
+ * class is NONE meanwhile (the host times the handshake). Server bytes
+ * buffered behind the 220, or fed before the handshake is reported, came
+ * in clear where TLS was promised: a man in the middle may have put them
+ * there to be read as replies inside TLS (the STARTTLS injection family,
+ * CVE-2011-0411 and kin), so they are a protocol error that ends the
+ * session ("451 4.5.0 protocol error: data after the STARTTLS reply ..."),
+ * never read. So is a 220 read while the STARTTLS line is still in the
+ * output: sent ahead of the command, it answers nothing (a host that
+ * sends the output before feeding input, as it must, never sees that).
+ * smtp_client_tls_started(): the capabilities are forgotten
+ * (RFC 3207 §4.2) and EHLO (LHLO) goes again; EV_READY follows its reply,
+ * with the new capabilities. smtp_client_tls_failed(): the stream is
+ * unusable and the session ends as for a lost connection (no QUIT), with
+ * "451 4.7.5 TLS handshake failed: <why>" (later, inside TLS: "451 4.7.5
+ * TLS failed: <why> while ..."), which defers the open recipients.
+ *
  * Failures: 421 at any point ends the session (temporary); a reply that
  * does not parse (bad code, bad continuation, line over
  * limits.max_reply_line, more than limits.max_reply_lines lines) is a
@@ -97,7 +138,8 @@
  * smtp_client_send_message() (its strings, recipients and body spans) is
  * read, not copied: it must stay valid and unchanged until its
  * MESSAGE_DONE (or CLOSED). Pointers returned by getters stay valid until
- * the next call of next/feed/send_message/reset/quit/timeout/eof. */
+ * the next call of next/feed/send_message/reset/quit/timeout/eof/
+ * tls_started/tls_failed. */
 #ifndef POSTSEAL_PROTO_SMTP_CLIENT_H
 #define POSTSEAL_PROTO_SMTP_CLIENT_H
 
@@ -117,8 +159,16 @@ enum {
   SMTP_CLIENT_EXT_CHUNKING = 1u << 4,
   SMTP_CLIENT_EXT_DSN = 1u << 5,
   SMTP_CLIENT_EXT_ENHANCEDSTATUSCODES = 1u << 6,
-  SMTP_CLIENT_EXT_STARTTLS = 1u << 7, /* recorded; used once TLS exists */
-  SMTP_CLIENT_EXT_ALL = (1u << 8) - 1,
+  SMTP_CLIENT_EXT_STARTTLS = 1u << 7,   /* used as config.tls says */
+  SMTP_CLIENT_EXT_REQUIRETLS = 1u << 8, /* RFC 8689; used inside TLS */
+  SMTP_CLIENT_EXT_ALL = (1u << 9) - 1,
+};
+
+/* When to send STARTTLS (RFC 3207); see the contract above. */
+enum smtp_client_tls_mode {
+  SMTP_CLIENT_TLS_NONE,    /* never (the default) */
+  SMTP_CLIENT_TLS_MAY,     /* when offered; else, or refused: plaintext */
+  SMTP_CLIENT_TLS_REQUIRE, /* offered and accepted, or a temporary error */
 };
 
 struct smtp_client_limits {
@@ -135,11 +185,13 @@ struct smtp_client_config {
   unsigned extensions;   /* SMTP_CLIENT_EXT_* we use when offered */
   size_t chunk_size;     /* BDAT chunk octets */
   struct smtp_client_limits limits;
+  enum smtp_client_tls_mode tls;
+  int tls_active; /* 1: the connection is TLS already (port 465) */
 };
 
 /* smtp_client_config_default: helo_name "localhost", SMTP (lmtp 0), every
  * extension but CHUNKING, chunk 64 KiB; limits 512, 100, 64 KiB, 64 KiB,
- * 1000. */
+ * 1000; tls NONE, tls_active 0 (what a zeroed config says too). */
 void smtp_client_config_default(struct smtp_client_config *out_config);
 
 struct smtp_client_rcpt {
@@ -165,6 +217,7 @@ struct smtp_client_message {
   size_t num_rcpts;
   const struct smtp_client_span *body;
   size_t num_body;
+  int requiretls; /* RFC 8689: only over TLS to a server offering it */
 };
 
 enum smtp_client_event {
@@ -174,6 +227,7 @@ enum smtp_client_event {
   SMTP_CLIENT_EV_MESSAGE_DONE,
   SMTP_CLIENT_EV_SESSION_ERROR,
   SMTP_CLIENT_EV_CLOSED,
+  SMTP_CLIENT_EV_STARTTLS, /* 220 to STARTTLS: the host's handshake */
 };
 
 /* A recipient's classification; final ones after MESSAGE_DONE. */
@@ -188,7 +242,8 @@ enum smtp_client_status {
 enum smtp_client_error {
   SMTP_CLIENT_ERR_NONE,
   SMTP_CLIENT_ERR_TEMPORARY, /* 4xx greeting/EHLO/HELO/LHLO/RSET, 421,
-                                lost connection, timeout, out of memory */
+                                lost connection, timeout, out of memory,
+                                TLS required but refused, TLS failed */
   SMTP_CLIENT_ERR_PERMANENT, /* 5xx greeting, HELO or LHLO */
   SMTP_CLIENT_ERR_PROTOCOL,  /* the server's bytes were not SMTP */
 };
@@ -197,7 +252,8 @@ enum smtp_client_error {
 enum smtp_client_timeout_class {
   SMTP_CLIENT_TIMEOUT_NONE,       /* idle or closed: the host's own policy */
   SMTP_CLIENT_TIMEOUT_GREETING,   /* initial 220: 5 min */
-  SMTP_CLIENT_TIMEOUT_COMMAND,    /* EHLO, HELO, LHLO, RSET, QUIT: 5 min */
+  SMTP_CLIENT_TIMEOUT_COMMAND,    /* EHLO, HELO, LHLO, STARTTLS, RSET,
+                                     QUIT: 5 min */
   SMTP_CLIENT_TIMEOUT_MAIL,       /* MAIL: 5 min */
   SMTP_CLIENT_TIMEOUT_RCPT,       /* RCPT: 5 min */
   SMTP_CLIENT_TIMEOUT_DATA_INIT,  /* DATA (354): 2 min */
@@ -212,8 +268,8 @@ unsigned smtp_client_timeout_seconds(enum smtp_client_timeout_class t);
 struct smtp_client;
 
 /* smtp_client_new allocates a session waiting for the greeting. Returns
- * NULL on allocation failure or a helo_name that is not one printable
- * word. */
+ * NULL on allocation failure, a helo_name that is not one printable word,
+ * or an unknown tls mode. */
 struct smtp_client *smtp_client_new(const struct smtp_client_config *config);
 void smtp_client_free(struct smtp_client *c);
 
@@ -239,7 +295,9 @@ int smtp_client_send_message(struct smtp_client *c,
 int smtp_client_reset(struct smtp_client *c);
 
 /* smtp_client_quit sends QUIT now if ready, else once the current
- * transaction ends; EV_CLOSED follows the 221 (or the peer's EOF). */
+ * transaction ends (before the EHLO reply: instead of STARTTLS; during
+ * the handshake: after the EHLO inside TLS); EV_CLOSED follows the 221
+ * (or the peer's EOF). */
 void smtp_client_quit(struct smtp_client *c);
 
 /* smtp_client_timeout: the host's timer of timeout_class() fired. Open
@@ -247,6 +305,16 @@ void smtp_client_quit(struct smtp_client *c);
 void smtp_client_timeout(struct smtp_client *c);
 /* smtp_client_eof: the server closed the connection (or it broke). */
 void smtp_client_eof(struct smtp_client *c);
+
+/* smtp_client_tls_started: after EV_STARTTLS, the handshake succeeded;
+ * EHLO (LHLO) goes out, to be sent inside TLS. Returns 0, or -1 (nothing
+ * done) if no handshake was due or server bytes were fed since EV_STARTTLS
+ * (next() then reports them as a protocol error). */
+int smtp_client_tls_started(struct smtp_client *c);
+/* smtp_client_tls_failed: the handshake after EV_STARTTLS failed, or TLS
+ * broke later; why (copied, may be NULL) is quoted in the reply. Open
+ * recipients are deferred, the session ends at once (no QUIT). */
+void smtp_client_tls_failed(struct smtp_client *c, const char *why);
 
 /* smtp_client_output gives the bytes to send; smtp_client_output_sent drops
  * the first n once sent and produces more body if any is due. */
@@ -287,5 +355,8 @@ size_t smtp_client_size_limit(const struct smtp_client *c);
 /* 1 if the server answered EHLO or LHLO (else HELO was used or none
  * yet). */
 int smtp_client_is_esmtp(const struct smtp_client *c);
+/* 1 once the session runs inside TLS: after smtp_client_tls_started(), or
+ * from the start with config.tls_active. */
+int smtp_client_tls_active(const struct smtp_client *c);
 
 #endif

@@ -2,7 +2,11 @@
  *
  * Input is kept in `in` and consumed by advancing `in_off`; the buffer is
  * compacted only when an append would not fit, so consuming is O(1).
- * Output replies are appended to `out` and drained the same way. */
+ * Output replies are appended to `out` and drained the same way.
+ * Secrets (AUTH responses) are wiped from the input buffer once read and
+ * from the SASL state once the host has its verdict; a partial response
+ * line the input buffer compacts may leave a stale copy there until it is
+ * overwritten (best effort, like the TLS library's own buffers). */
 #include "proto/smtp_server.h"
 
 #include <assert.h>
@@ -16,10 +20,13 @@
 #include "proto/smtp_addr.h"
 
 enum smtp_server_state {
-  SMTP_SERVER_STATE_COMMAND, /* reading command lines */
-  SMTP_SERVER_STATE_DATA,    /* DATA text lines until <CRLF>.<CRLF> */
-  SMTP_SERVER_STATE_CHUNK,   /* the octets of one BDAT chunk */
-  SMTP_SERVER_STATE_CLOSED,  /* EV_CLOSE owed; input is ignored */
+  SMTP_SERVER_STATE_COMMAND,  /* reading command lines */
+  SMTP_SERVER_STATE_DATA,     /* DATA text lines until <CRLF>.<CRLF> */
+  SMTP_SERVER_STATE_CHUNK,    /* the octets of one BDAT chunk */
+  SMTP_SERVER_STATE_AUTH,     /* SASL response lines after a 334 */
+  SMTP_SERVER_STATE_TLS_WAIT, /* after STARTTLS's 220 until tls_started;
+                                 input is discarded */
+  SMTP_SERVER_STATE_CLOSED,   /* EV_CLOSE owed; input is ignored */
 };
 
 enum smtp_server_verdict {
@@ -27,6 +34,7 @@ enum smtp_server_verdict {
   SMTP_SERVER_VERDICT_MAIL,
   SMTP_SERVER_VERDICT_RCPT,
   SMTP_SERVER_VERDICT_MESSAGE,
+  SMTP_SERVER_VERDICT_AUTH,
 };
 
 /* At most two events come from one command (EV_RSET then EV_HELO). */
@@ -35,6 +43,17 @@ enum smtp_server_verdict {
 #define SMTP_SERVER_MAX_ORCPT 500            /* RFC 3461 §4.2 */
 #define SMTP_SERVER_MAX_REPLY 512            /* one formatted reply line */
 #define SMTP_SERVER_BODY_PREALLOC (1u << 20) /* cap on SIZE-hinted reserve */
+#define SMTP_SERVER_MAX_SASL_LINE 12288 /* RFC 4954 §4, CRLF not counted */
+#define SMTP_SERVER_MAX_AUTHZID 255
+#define SMTP_SERVER_MAX_AUTHCID 255
+#define SMTP_SERVER_MAX_PASSWORD 1024   /* policy/auth.h AUTH_MAX_PASSWORD */
+#define SMTP_SERVER_AUTH_LINE_EXTRA 500 /* RFC 4954 §5: MAIL line + 500 */
+#define SMTP_SERVER_MAX_AUTH_PARAM 500  /* RFC 4954 §5 AUTH= value */
+/* The largest decoded response we look at: a PLAIN message at the limits. */
+#define SMTP_SERVER_MAX_SASL_DECODED                                           \
+  (SMTP_SERVER_MAX_AUTHZID + 1 + SMTP_SERVER_MAX_AUTHCID + 1 +                 \
+   SMTP_SERVER_MAX_PASSWORD)
+#define SMTP_SERVER_EXT_KNOWN (SMTP_EXT_ALL | SMTP_EXT_STARTTLS | SMTP_EXT_AUTH)
 
 /* The message being received by DATA or BDAT. */
 struct smtp_server_msg {
@@ -49,11 +68,30 @@ struct smtp_server_msg {
                         maybe in the next read or BDAT chunk */
 };
 
+/* Where a SASL exchange (RFC 4954 §4) stands. */
+enum smtp_server_sasl_step {
+  SMTP_SERVER_SASL_PLAIN,      /* RFC 4616 message awaited */
+  SMTP_SERVER_SASL_LOGIN_USER, /* LOGIN: user name awaited */
+  SMTP_SERVER_SASL_LOGIN_PASS, /* LOGIN: password awaited */
+};
+
+/* One AUTH in progress, allocated for its duration and wiped when freed:
+ * it holds a password. */
+struct smtp_server_sasl {
+  enum smtp_server_sasl_step step;
+  char user[SMTP_SERVER_MAX_AUTHCID + 1];
+  char pass[SMTP_SERVER_MAX_PASSWORD + 1];
+  uint8_t dec[SMTP_SERVER_MAX_SASL_DECODED]; /* one decoded response */
+};
+
 struct smtp_server {
   char *hostname;
   unsigned ext;
   struct smtp_server_limits lim;
+  size_t max_command_line; /* lim's, + 500 with AUTH (RFC 4954 §5) */
   struct smtp_server_stats *stats;
+  int tls_required;  /* config: 530 before TLS */
+  int auth_required; /* config: 530 to MAIL before AUTH */
 
   enum smtp_server_state state;
   struct buf in;
@@ -70,6 +108,11 @@ struct smtp_server {
 
   char *helo;
   int esmtp;
+  int tls;                       /* inside TLS */
+  size_t discarded;              /* clear octets dropped after STARTTLS */
+  int authenticated;             /* an AUTH got a successful verdict */
+  char *auth_user;               /* its authcid */
+  struct smtp_server_sasl *sasl; /* the AUTH in progress, or NULL */
 
   int have_mail;            /* MAIL accepted: a transaction is open */
   size_t num_rcpt_attempts; /* RCPT commands in this transaction */
@@ -181,8 +224,10 @@ static size_t smtp_server_avail(const struct smtp_server *s) {
   return s->in.len - s->in_off;
 }
 
+/* NULL (with nothing available) before the first feed: NULL + 0 is
+ * undefined in C. */
 static const uint8_t *smtp_server_input(const struct smtp_server *s) {
-  return s->in.data + s->in_off;
+  return s->in.data != NULL ? s->in.data + s->in_off : NULL;
 }
 
 /* Drops n processed octets. The memory stays put, so pointers into the
@@ -208,6 +253,7 @@ static void smtp_server_envelope_clear(struct smtp_server *s) {
   struct smtp_envelope *e = &s->env;
   free(e->sender);
   free(e->envid);
+  free(e->auth);
   for (size_t i = 0; i < e->num_rcpts; i++) {
     smtp_server_rcpt_clear(&e->rcpts[i]);
   }
@@ -354,12 +400,38 @@ static const char *smtp_server_param_envid(struct smtp_server *s,
   return NULL;
 }
 
-/* RFC 4954 §5: a server that does not trust the AUTH= value may ignore it;
- * we never authenticated anyone, so we do. */
+/* RFC 4954 §5 AUTH=xtext / "<>". Without SMTP_EXT_AUTH it is ignored, as
+ * it always was. With it the value is checked; the mailbox is kept only
+ * from an authenticated client: any other must be taken as AUTH=<>. */
 static const char *smtp_server_param_auth(struct smtp_server *s,
                                           const uint8_t *val, size_t len,
                                           int has_val) {
-  return has_val ? NULL : smtp_server_bad_param;
+  static const char bad[] = "501 5.5.4 Error: bad AUTH parameter\r\n";
+  if (!has_val) {
+    return smtp_server_bad_param;
+  }
+  if (!(s->ext & SMTP_EXT_AUTH)) {
+    return NULL;
+  }
+  if (len > SMTP_SERVER_MAX_AUTH_PARAM) {
+    return bad;
+  }
+  char *d = malloc(len + 1);
+  if (d == NULL) {
+    s->failed = 1;
+    return "451 4.3.0 Error: out of memory\r\n";
+  }
+  if (smtp_server_word_is(val, len, "<>")) {
+    d[0] = '\0';
+  } else if (smtp_addr_xtext_decode(d, len + 1, val, len) < 0) {
+    free(d);
+    return bad;
+  }
+  if (!s->authenticated) {
+    d[0] = '\0'; /* §5: as if AUTH=<> */
+  }
+  s->env.auth = d;
+  return NULL;
 }
 
 /* RFC 3461 §4.1 NOTIFY=NEVER or a list of SUCCESS, FAILURE, DELAY. */
@@ -577,6 +649,10 @@ static void smtp_server_cmd_mail(struct smtp_server *s, const uint8_t *arg,
     smtp_server_error(s, "503 5.5.1 Error: nested MAIL command\r\n");
     return;
   }
+  if (s->auth_required && !s->authenticated) {
+    smtp_server_error(s, "530 5.7.0 Authentication required\r\n");
+    return;
+  }
   if (!smtp_server_skip_prefix(&arg, &n, "FROM:")) {
     smtp_server_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
     return;
@@ -778,12 +854,287 @@ static void smtp_server_cmd_help(struct smtp_server *s, const uint8_t *arg,
                        "RSET NOOP QUIT VRFY HELP\r\n");
 }
 
+/* ---- STARTTLS (RFC 3207) ------------------------------------------- */
+
+/* 220, then nothing the client sent in clear after STARTTLS may run: what
+ * is buffered is discarded now, what is fed before the handshake is done
+ * is discarded by feed() (CVE-2011-0411). Ends a pipelined group without
+ * the 554 of EHLO: there is nothing left to answer. */
+static void smtp_server_cmd_starttls(struct smtp_server *s, const uint8_t *arg,
+                                     size_t n) {
+  if (s->tls) {
+    smtp_server_error(s, "503 5.5.1 Error: TLS already active\r\n");
+    return;
+  }
+  if (s->have_mail) {
+    smtp_server_error(s, "503 5.5.1 Error: MAIL transaction in progress\r\n");
+    return;
+  }
+  smtp_server_reply(s, "220 2.0.0 Ready to start TLS\r\n");
+  size_t pipelined = smtp_server_avail(s);
+  s->discarded += pipelined;
+  smtp_server_consume(s, pipelined);
+  s->state = SMTP_SERVER_STATE_TLS_WAIT;
+  smtp_server_push(s, SMTP_SERVER_EV_STARTTLS);
+}
+
+/* ---- AUTH (RFC 4954, PLAIN RFC 4616, LOGIN) -------------------------- */
+
+/* Wipes consumed input octets that carried a secret. They stay in place
+ * until the next feed; p points into s->in. */
+static void smtp_server_wipe_input(struct smtp_server *s, const uint8_t *p,
+                                   size_t n) {
+  assert(p >= s->in.data && p + n <= s->in.data + s->in.cap);
+  explicit_bzero(s->in.data + (p - s->in.data), n);
+}
+
+static void smtp_server_sasl_free(struct smtp_server *s) {
+  if (s->sasl != NULL) {
+    explicit_bzero(s->sasl, sizeof(*s->sasl));
+    free(s->sasl);
+    s->sasl = NULL;
+  }
+}
+
+/* Ends the exchange without asking the host: a protocol error. */
+static void smtp_server_sasl_fail(struct smtp_server *s, const char *reply) {
+  smtp_server_sasl_free(s);
+  s->state = SMTP_SERVER_STATE_COMMAND;
+  smtp_server_error(s, reply);
+}
+
+/* Value of one RFC 4648 §4 base64 digit, or -1. */
+static int smtp_server_b64_digit(uint8_t c) {
+  if (c >= 'A' && c <= 'Z') {
+    return c - 'A';
+  }
+  if (c >= 'a' && c <= 'z') {
+    return c - 'a' + 26;
+  }
+  if (c >= '0' && c <= '9') {
+    return c - '0' + 52;
+  }
+  return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Strict RFC 4648 §4 base64, as RFC 4954 §4 sends it: whole quanta, "="
+ * only as the last one or two octets, unused bits zero, no white space.
+ * Writes at most out_cap octets. Returns the decoded length, -1 if `in` is
+ * not base64, -2 if it decodes to more than out_cap. */
+static long smtp_server_b64_decode(uint8_t *out, size_t out_cap,
+                                   const uint8_t *in, size_t n) {
+  if (n % 4 != 0) {
+    return -1;
+  }
+  size_t pad = n > 0 && in[n - 1] == '=' ? 1 + (in[n - 2] == '=') : 0;
+  size_t len = n / 4 * 3 - pad, k = 0;
+  uint32_t v = 0;
+  for (size_t i = 0; i < n; i += 4) {
+    v = 0;
+    for (size_t j = i; j < i + 4; j++) {
+      int d = j >= n - pad ? 0 : smtp_server_b64_digit(in[j]);
+      if (d < 0) {
+        return -1;
+      }
+      v = v << 6 | (uint32_t)d;
+    }
+    for (int shift = 16; shift >= 0 && k < len; shift -= 8, k++) {
+      if (k < out_cap) {
+        out[k] = (uint8_t)(v >> shift);
+      }
+    }
+  }
+  /* The bits after the data in the last quantum must be zero. */
+  if ((pad == 1 && (v & 0xff) != 0) || (pad == 2 && (v & 0xffff) != 0)) {
+    return -1;
+  }
+  return len > out_cap ? -2 : (long)len;
+}
+
+static const char smtp_server_auth_invalid[] =
+    "535 5.7.8 Authentication credentials invalid\r\n";
+
+/* Takes the authcid: 1..255 octets, no controls, well-formed UTF-8
+ * (RFC 4616 §2 is UTF-8; the host logs it). Returns a refusal or NULL. */
+static const char *smtp_server_sasl_user(struct smtp_server *s,
+                                         const uint8_t *p, size_t n) {
+  if (n == 0 || n > SMTP_SERVER_MAX_AUTHCID) {
+    return smtp_server_auth_invalid;
+  }
+  for (size_t i = 0; i < n;) {
+    size_t k = p[i] < 0x80 ? 1 : smtp_addr_utf8_len(p + i, n - i);
+    if (k == 0 || p[i] < 0x20 || p[i] == 0x7f) {
+      return smtp_server_auth_invalid;
+    }
+    i += k;
+  }
+  memcpy(s->sasl->user, p, n);
+  s->sasl->user[n] = '\0';
+  return NULL;
+}
+
+/* Takes the password (at most 1024 octets, no NUL) and asks the host. */
+static const char *smtp_server_sasl_pass(struct smtp_server *s,
+                                         const uint8_t *p, size_t n) {
+  if (n > SMTP_SERVER_MAX_PASSWORD || memchr(p, '\0', n) != NULL) {
+    return smtp_server_auth_invalid;
+  }
+  memcpy(s->sasl->pass, p, n);
+  s->sasl->pass[n] = '\0';
+  s->state = SMTP_SERVER_STATE_COMMAND;
+  smtp_server_owe(s, SMTP_SERVER_VERDICT_AUTH, SMTP_SERVER_EV_AUTH);
+  return NULL;
+}
+
+/* RFC 4616 §2 message = [authzid] NUL authcid NUL passwd. We act for no
+ * one else: an authzid must be empty or the authcid itself. */
+static const char *smtp_server_sasl_plain(struct smtp_server *s,
+                                          const uint8_t *p, size_t n) {
+  const uint8_t *nul1 = memchr(p, '\0', n);
+  const uint8_t *nul2 =
+      nul1 ? memchr(nul1 + 1, '\0', n - (size_t)(nul1 + 1 - p)) : NULL;
+  if (nul2 == NULL || memchr(nul2 + 1, '\0', n - (size_t)(nul2 + 1 - p))) {
+    return "501 5.5.2 Cannot decode response\r\n";
+  }
+  size_t zid_len = (size_t)(nul1 - p);
+  size_t cid_len = (size_t)(nul2 - nul1 - 1);
+  const char *err = smtp_server_sasl_user(s, nul1 + 1, cid_len);
+  if (err == NULL && zid_len > 0 &&
+      (zid_len != cid_len || memcmp(p, nul1 + 1, cid_len) != 0)) {
+    err = smtp_server_auth_invalid;
+  }
+  if (err == NULL) {
+    err = smtp_server_sasl_pass(s, nul2 + 1, n - (size_t)(nul2 + 1 - p));
+  }
+  return err;
+}
+
+/* One decoded response, by the step the exchange is at. */
+static const char *smtp_server_sasl_step(struct smtp_server *s,
+                                         const uint8_t *p, size_t n) {
+  const char *err;
+  switch (s->sasl->step) {
+  case SMTP_SERVER_SASL_PLAIN:
+    return smtp_server_sasl_plain(s, p, n);
+  case SMTP_SERVER_SASL_LOGIN_USER:
+    if ((err = smtp_server_sasl_user(s, p, n)) == NULL) {
+      s->sasl->step = SMTP_SERVER_SASL_LOGIN_PASS;
+      smtp_server_reply(s, "334 UGFzc3dvcmQ6\r\n"); /* "Password:" */
+    }
+    return err;
+  case SMTP_SERVER_SASL_LOGIN_PASS:
+    return smtp_server_sasl_pass(s, p, n);
+  }
+  return NULL;
+}
+
+/* One client response, base64 (RFC 4954 §4): "*" cancels; an initial
+ * response may be "=" for an empty one. Decodes into the SASL state,
+ * which is wiped after use. */
+static void smtp_server_sasl_response(struct smtp_server *s, const uint8_t *p,
+                                      size_t n, int initial) {
+  struct smtp_server_sasl *a = s->sasl;
+  if (!initial && n == 1 && p[0] == '*') {
+    smtp_server_sasl_fail(s, "501 5.0.0 Authentication canceled\r\n");
+    return;
+  }
+  if (initial && n == 1 && p[0] == '=') {
+    n = 0;
+  }
+  long len = smtp_server_b64_decode(a->dec, sizeof(a->dec), p, n);
+  const char *err;
+  if (len == -1) {
+    err = "501 5.5.2 Cannot decode response\r\n"; /* RFC 4954 §4 */
+  } else if (len == -2) {
+    err = smtp_server_auth_invalid; /* longer than any we accept */
+  } else {
+    err = smtp_server_sasl_step(s, a->dec, (size_t)len);
+  }
+  explicit_bzero(a->dec, sizeof(a->dec));
+  if (err != NULL) {
+    smtp_server_sasl_fail(s, err);
+  }
+}
+
+/* Why AUTH may not start now, or NULL (RFC 4954 §4; before TLS with
+ * tls_required the command table's 530 came first). */
+static const char *smtp_server_auth_check(const struct smtp_server *s) {
+  if (!s->tls) {
+    return "538 5.7.11 Encryption required for requested authentication "
+           "mechanism\r\n";
+  }
+  if (s->authenticated) {
+    return "503 5.5.1 Error: already authenticated\r\n";
+  }
+  if (s->have_mail) {
+    return "503 5.5.1 Error: MAIL transaction in progress\r\n";
+  }
+  if (s->helo == NULL || !s->esmtp) {
+    return "503 5.5.1 Error: send EHLO first\r\n";
+  }
+  return NULL;
+}
+
+/* Checks AUTH's arguments; sets *out_plain for PLAIN (else LOGIN) and
+ * the initial response, if any. Returns a refusal or NULL. */
+static const char *smtp_server_auth_args(const uint8_t *arg, size_t n,
+                                         int *out_plain, const uint8_t **out_ir,
+                                         size_t *out_ir_len) {
+  const uint8_t *sp = memchr(arg, ' ', n);
+  size_t mech_len = sp ? (size_t)(sp - arg) : n;
+  *out_ir = sp ? sp + 1 : NULL;
+  *out_ir_len = sp ? n - mech_len - 1 : 0;
+  if (mech_len == 0 ||
+      (sp && (*out_ir_len == 0 || memchr(*out_ir, ' ', *out_ir_len) != NULL))) {
+    return "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n";
+  }
+  *out_plain = smtp_server_word_is(arg, mech_len, "PLAIN");
+  if (!*out_plain && !smtp_server_word_is(arg, mech_len, "LOGIN")) {
+    return "504 5.5.4 Unrecognized authentication type\r\n";
+  }
+  return NULL;
+}
+
+/* RFC 4954 §4 AUTH mechanism [SP initial-response]: check, then start the
+ * exchange: the initial response is taken at once, else a 334 challenge
+ * (PLAIN: empty; LOGIN: "Username:"). The line is wiped after (the
+ * command table's SECRET flag). */
+static void smtp_server_cmd_auth(struct smtp_server *s, const uint8_t *arg,
+                                 size_t n) {
+  int plain = 0;
+  const uint8_t *ir = NULL;
+  size_t ir_len = 0;
+  const char *err = smtp_server_auth_check(s);
+  if (err == NULL) {
+    err = smtp_server_auth_args(arg, n, &plain, &ir, &ir_len);
+  }
+  if (err != NULL) {
+    smtp_server_error(s, err);
+    return;
+  }
+  if ((s->sasl = calloc(1, sizeof(*s->sasl))) == NULL) {
+    s->failed = 1;
+    return;
+  }
+  s->sasl->step = plain ? SMTP_SERVER_SASL_PLAIN : SMTP_SERVER_SASL_LOGIN_USER;
+  s->state = SMTP_SERVER_STATE_AUTH;
+  if (ir != NULL) {
+    smtp_server_sasl_response(s, ir, ir_len, 1);
+  } else {
+    smtp_server_reply(s, plain ? "334 \r\n" : "334 VXNlcm5hbWU6\r\n");
+  }
+}
+
 /* Command flags. */
 enum {
   SMTP_SERVER_CMD_ENDS_GROUP = 1u << 0, /* RFC 2920 §3.1: last in a group */
   SMTP_SERVER_CMD_NO_ARG = 1u << 1,     /* nothing may follow the verb */
   SMTP_SERVER_CMD_NEEDS_ARG = 1u << 2,  /* an argument is required */
   SMTP_SERVER_CMD_NOT_IMPL = 1u << 3,   /* known, answered 502 */
+  SMTP_SERVER_CMD_PRE_TLS = 1u << 4,    /* allowed before TLS even with
+                                           tls_required (RFC 3207 §4) */
+  SMTP_SERVER_CMD_SECRET = 1u << 5,     /* the line may hold a password:
+                                           wiped from the input once read */
 };
 
 typedef void (*smtp_server_cmd_fn)(struct smtp_server *s, const uint8_t *arg,
@@ -800,8 +1151,9 @@ struct smtp_server_cmd {
 
 static const struct smtp_server_cmd smtp_server_cmds[] = {
     {"EHLO", SMTP_VERB_EHLO,
-     SMTP_SERVER_CMD_ENDS_GROUP | SMTP_SERVER_CMD_NEEDS_ARG, 0,
-     "501 5.5.4 Syntax: EHLO hostname\r\n", smtp_server_cmd_ehlo},
+     SMTP_SERVER_CMD_ENDS_GROUP | SMTP_SERVER_CMD_NEEDS_ARG |
+         SMTP_SERVER_CMD_PRE_TLS,
+     0, "501 5.5.4 Syntax: EHLO hostname\r\n", smtp_server_cmd_ehlo},
     {"HELO", SMTP_VERB_HELO,
      SMTP_SERVER_CMD_ENDS_GROUP | SMTP_SERVER_CMD_NEEDS_ARG, 0,
      "501 5.5.4 Syntax: HELO hostname\r\n", smtp_server_cmd_helo},
@@ -812,19 +1164,26 @@ static const struct smtp_server_cmd smtp_server_cmds[] = {
     {"DATA", SMTP_VERB_DATA,
      SMTP_SERVER_CMD_ENDS_GROUP | SMTP_SERVER_CMD_NO_ARG, 0,
      "501 5.5.4 Syntax: DATA\r\n", smtp_server_cmd_data},
-    {"BDAT", SMTP_VERB_BDAT, SMTP_SERVER_CMD_NEEDS_ARG, SMTP_EXT_CHUNKING,
+    /* BDAT passes the TLS gate so its chunk is still read, not run as
+     * commands; without MAIL it fails 503 anyway. */
+    {"BDAT", SMTP_VERB_BDAT,
+     SMTP_SERVER_CMD_NEEDS_ARG | SMTP_SERVER_CMD_PRE_TLS, SMTP_EXT_CHUNKING,
      "501 5.5.4 Syntax: BDAT count [LAST]\r\n", smtp_server_cmd_bdat},
     {"RSET", SMTP_VERB_RSET, SMTP_SERVER_CMD_NO_ARG, 0,
      "501 5.5.4 Syntax: RSET\r\n", smtp_server_cmd_rset},
-    {"NOOP", SMTP_VERB_NOOP, 0, 0, NULL, smtp_server_cmd_noop},
-    {"QUIT", SMTP_VERB_QUIT, SMTP_SERVER_CMD_NO_ARG, 0,
-     "501 5.5.4 Syntax: QUIT\r\n", smtp_server_cmd_quit},
+    {"NOOP", SMTP_VERB_NOOP, SMTP_SERVER_CMD_PRE_TLS, 0, NULL,
+     smtp_server_cmd_noop},
+    {"QUIT", SMTP_VERB_QUIT, SMTP_SERVER_CMD_NO_ARG | SMTP_SERVER_CMD_PRE_TLS,
+     0, "501 5.5.4 Syntax: QUIT\r\n", smtp_server_cmd_quit},
     {"VRFY", SMTP_VERB_VRFY, SMTP_SERVER_CMD_NEEDS_ARG, 0,
      "501 5.5.4 Syntax: VRFY address\r\n", smtp_server_cmd_vrfy},
     {"HELP", SMTP_VERB_HELP, 0, 0, NULL, smtp_server_cmd_help},
     {"EXPN", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
-    {"STARTTLS", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
-    {"AUTH", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
+    {"STARTTLS", SMTP_VERB_STARTTLS,
+     SMTP_SERVER_CMD_NO_ARG | SMTP_SERVER_CMD_PRE_TLS, SMTP_EXT_STARTTLS,
+     "501 5.5.4 Syntax: STARTTLS\r\n", smtp_server_cmd_starttls},
+    {"AUTH", SMTP_VERB_AUTH, SMTP_SERVER_CMD_SECRET, SMTP_EXT_AUTH, NULL,
+     smtp_server_cmd_auth},
     {"ETRN", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
     {"TURN", SMTP_VERB_UNKNOWN, SMTP_SERVER_CMD_NOT_IMPL, 0, NULL, NULL},
 };
@@ -843,7 +1202,22 @@ static const struct {
     {SMTP_EXT_SMTPUTF8, "SMTPUTF8"},
     {SMTP_EXT_CHUNKING, "CHUNKING"},
     {SMTP_EXT_DSN, "DSN"},
+    {SMTP_EXT_STARTTLS, "STARTTLS"},
+    {SMTP_EXT_AUTH, "AUTH PLAIN LOGIN"},
 };
+
+/* Whether EHLO advertises an enabled extension now: STARTTLS only before
+ * TLS (RFC 3207 §4.2), AUTH only inside it (RFC 4954 §4: no password in
+ * clear). */
+static int smtp_server_offers(const struct smtp_server *s, unsigned ext) {
+  if (!(s->ext & ext)) {
+    return 0;
+  }
+  if (ext == SMTP_EXT_STARTTLS) {
+    return !s->tls;
+  }
+  return ext == SMTP_EXT_AUTH ? s->tls : 1;
+}
 
 /* The multi-line 250 of RFC 5321 §4.1.1.1, counted as one reply. */
 static void smtp_server_ehlo_reply(struct smtp_server *s) {
@@ -851,7 +1225,7 @@ static void smtp_server_ehlo_reply(struct smtp_server *s) {
       sizeof(smtp_server_ehlo_keywords) / sizeof(smtp_server_ehlo_keywords[0]);
   size_t last = num; /* index of the last advertised keyword */
   for (size_t i = 0; i < num; i++) {
-    if (s->ext & smtp_server_ehlo_keywords[i].ext) {
+    if (smtp_server_offers(s, smtp_server_ehlo_keywords[i].ext)) {
       last = i;
     }
   }
@@ -860,7 +1234,7 @@ static void smtp_server_ehlo_reply(struct smtp_server *s) {
                    last == num ? ' ' : '-', s->hostname);
   smtp_server_out(s, line, (size_t)n);
   for (size_t i = 0; i < num; i++) {
-    if (!(s->ext & smtp_server_ehlo_keywords[i].ext)) {
+    if (!smtp_server_offers(s, smtp_server_ehlo_keywords[i].ext)) {
       continue;
     }
     char sep = i == last ? ' ' : '-';
@@ -916,21 +1290,22 @@ static const struct smtp_server_cmd *smtp_server_lookup(const uint8_t *verb,
   return NULL;
 }
 
-/* Checks the line as a whole, then the verb against the table's flags. */
-static void smtp_server_command(struct smtp_server *s, const uint8_t *line,
-                                size_t n) {
+/* Checks the line as a whole, then the verb against the table's flags.
+ * Returns the command the line named, or NULL. */
+static const struct smtp_server_cmd *
+smtp_server_command(struct smtp_server *s, const uint8_t *line, size_t n) {
   if (n < 2 || line[n - 2] != '\r') {
     smtp_server_error(s, "500 5.5.2 Error: bare <LF> received\r\n");
-    return;
+    return NULL;
   }
   n -= 2;
   if (memchr(line, '\0', n) != NULL) {
     smtp_server_error(s, "501 5.5.2 Error: NUL character in command\r\n");
-    return;
+    return NULL;
   }
   if (memchr(line, '\r', n) != NULL) {
     smtp_server_error(s, "500 5.5.2 Error: bare <CR> received\r\n");
-    return;
+    return NULL;
   }
   while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t')) {
     n--; /* trailing white space: a common, harmless deviation */
@@ -943,26 +1318,32 @@ static void smtp_server_command(struct smtp_server *s, const uint8_t *line,
   }
   if (c == NULL) {
     smtp_server_error(s, "500 5.5.1 Error: command not recognized\r\n");
-    return;
+    return NULL;
   }
   if ((c->flags & SMTP_SERVER_CMD_ENDS_GROUP) && smtp_server_avail(s) > 0) {
     /* RFC 2920 §3.1: the client had to wait for this reply. */
     smtp_server_reply(s, "554 5.5.0 Error: improper command pipelining\r\n");
     smtp_server_close(s);
-    return;
+    return c;
   }
   if ((c->flags & SMTP_SERVER_CMD_NOT_IMPL) || (c->ext & ~s->ext) != 0) {
     smtp_server_error(s, "502 5.5.1 Error: command not implemented\r\n");
-    return;
+    return c;
+  }
+  if (s->tls_required && !s->tls && !(c->flags & SMTP_SERVER_CMD_PRE_TLS)) {
+    /* RFC 3207 §4: only NOOP, EHLO, STARTTLS and QUIT before TLS. */
+    smtp_server_error(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+    return c;
   }
   const uint8_t *arg = line + verb_len + (sp ? 1 : 0);
   size_t arg_len = n - (size_t)(arg - line);
   if (((c->flags & SMTP_SERVER_CMD_NO_ARG) && arg_len > 0) ||
       ((c->flags & SMTP_SERVER_CMD_NEEDS_ARG) && arg_len == 0)) {
     smtp_server_error(s, c->syntax);
-    return;
+    return c;
   }
   c->fn(s, arg, arg_len);
+  return c;
 }
 
 /* ---- states ---------------------------------------------------------- */
@@ -976,12 +1357,15 @@ static int smtp_server_step_command(struct smtp_server *s) {
     return 0;
   }
   if (s->skip_line) {
+    /* Maybe the rest of an over-long SASL response: wiped too. */
     const uint8_t *lf = memchr(p, '\n', avail);
-    smtp_server_consume(s, lf ? (size_t)(lf - p) + 1 : avail);
+    size_t n = lf ? (size_t)(lf - p) + 1 : avail;
+    smtp_server_consume(s, n);
+    smtp_server_wipe_input(s, p, n);
     s->skip_line = lf == NULL;
     return 1;
   }
-  size_t max = s->lim.max_command_line;
+  size_t max = s->max_command_line;
   const uint8_t *lf = memchr(p, '\n', avail < max ? avail : max);
   if (lf == NULL) {
     if (avail < max) {
@@ -994,7 +1378,43 @@ static int smtp_server_step_command(struct smtp_server *s) {
   }
   size_t n = (size_t)(lf - p) + 1;
   smtp_server_consume(s, n);
-  smtp_server_command(s, p, n);
+  const struct smtp_server_cmd *c = smtp_server_command(s, p, n);
+  if (c != NULL && (c->flags & SMTP_SERVER_CMD_SECRET)) {
+    smtp_server_wipe_input(s, p, n);
+  }
+  return 1;
+}
+
+/* AUTH: one client response line of the SASL exchange. RFC 4954 §4: up to
+ * 12288 octets; a longer one fails the exchange with 500, and its rest is
+ * skipped like an over-long command. Returns 1 if it made progress. */
+static int smtp_server_step_auth(struct smtp_server *s) {
+  const uint8_t *p = smtp_server_input(s);
+  size_t avail = smtp_server_avail(s);
+  if (avail == 0) {
+    return 0;
+  }
+  size_t max = SMTP_SERVER_MAX_SASL_LINE + 2;
+  const uint8_t *lf = memchr(p, '\n', avail < max ? avail : max);
+  if (lf == NULL) {
+    if (avail < max) {
+      return 0;
+    }
+    smtp_server_consume(s, max);
+    smtp_server_wipe_input(s, p, max);
+    s->skip_line = 1;
+    smtp_server_sasl_fail(
+        s, "500 5.5.6 Authentication exchange line is too long\r\n");
+    return 1;
+  }
+  size_t n = (size_t)(lf - p) + 1;
+  smtp_server_consume(s, n);
+  if (n < 2 || p[n - 2] != '\r') {
+    smtp_server_sasl_fail(s, "501 5.5.2 Cannot decode response\r\n");
+  } else {
+    smtp_server_sasl_response(s, p, n - 2, 0);
+  }
+  smtp_server_wipe_input(s, p, n);
   return 1;
 }
 
@@ -1224,6 +1644,9 @@ static int smtp_server_step(struct smtp_server *s) {
     return smtp_server_step_data(s);
   case SMTP_SERVER_STATE_CHUNK:
     return smtp_server_step_chunk(s);
+  case SMTP_SERVER_STATE_AUTH:
+    return smtp_server_step_auth(s);
+  case SMTP_SERVER_STATE_TLS_WAIT: /* input is not ours to read */
   case SMTP_SERVER_STATE_CLOSED:
     break;
   }
@@ -1242,16 +1665,26 @@ void smtp_server_limits_default(struct smtp_server_limits *out_limits) {
   out_limits->max_errors = 20;
 }
 
-/* Limits the engine cannot work without: a command must fit the input
- * buffer, or feed() could never make room for it. */
-static void smtp_server_limits_sane(struct smtp_server_limits *l) {
+/* Limits the engine cannot work without: a command, and with AUTH a SASL
+ * response line, must fit the input buffer with room to spare, or feed()
+ * could never make room for it. Sets the session's command line limit. */
+static void smtp_server_limits_sane(struct smtp_server *s) {
+  struct smtp_server_limits *l = &s->lim;
   if (l->max_command_line < 16) {
     l->max_command_line = 16;
   }
   if (l->max_text_line < 3) {
     l->max_text_line = 3;
   }
-  size_t need = l->max_command_line + l->max_text_line;
+  s->max_command_line = l->max_command_line;
+  if (s->ext & SMTP_EXT_AUTH) {
+    s->max_command_line += SMTP_SERVER_AUTH_LINE_EXTRA; /* RFC 4954 §5 */
+  }
+  size_t need = s->max_command_line + l->max_text_line;
+  if ((s->ext & SMTP_EXT_AUTH) &&
+      need < SMTP_SERVER_MAX_SASL_LINE + 2 + s->max_command_line) {
+    need = SMTP_SERVER_MAX_SASL_LINE + 2 + s->max_command_line;
+  }
   if (l->max_input_buffer < need) {
     l->max_input_buffer = need;
   }
@@ -1268,10 +1701,13 @@ struct smtp_server *smtp_server_new(const struct smtp_server_config *config) {
     free(s);
     return NULL;
   }
-  s->ext = config->extensions & SMTP_EXT_ALL;
+  s->ext = config->extensions & SMTP_SERVER_EXT_KNOWN;
   s->lim = config->limits;
-  smtp_server_limits_sane(&s->lim);
+  smtp_server_limits_sane(s);
   s->stats = config->stats;
+  s->tls = config->tls_active != 0;
+  s->tls_required = config->tls_required != 0;
+  s->auth_required = config->auth_required != 0;
   s->state = SMTP_SERVER_STATE_COMMAND;
   smtp_server_replyf(s, "220 %.255s ESMTP postseal\r\n", s->hostname);
   if (s->failed) {
@@ -1286,6 +1722,8 @@ void smtp_server_free(struct smtp_server *s) {
     return;
   }
   smtp_server_envelope_clear(s);
+  smtp_server_sasl_free(s);
+  free(s->auth_user);
   free(s->env.rcpts);
   free(s->helo);
   free(s->hostname);
@@ -1298,6 +1736,10 @@ void smtp_server_free(struct smtp_server *s) {
 int smtp_server_feed(struct smtp_server *s, const uint8_t *in, size_t in_len) {
   if (s->state == SMTP_SERVER_STATE_CLOSED || s->failed) {
     return 0; /* nothing more will be read; drop it */
+  }
+  if (s->state == SMTP_SERVER_STATE_TLS_WAIT) {
+    s->discarded += in_len; /* sent in clear after STARTTLS: never run */
+    return 0;
   }
   size_t pending = smtp_server_avail(s);
   if (in_len > s->lim.max_input_buffer - pending) {
@@ -1326,7 +1768,8 @@ enum smtp_server_event smtp_server_next(struct smtp_server *s) {
     if (s->state == SMTP_SERVER_STATE_CLOSED) {
       return SMTP_SERVER_EV_CLOSE;
     }
-    if (s->verdict != SMTP_SERVER_VERDICT_NONE) {
+    if (s->verdict != SMTP_SERVER_VERDICT_NONE ||
+        s->state == SMTP_SERVER_STATE_TLS_WAIT) {
       return SMTP_SERVER_WAIT_VERDICT;
     }
     if (!smtp_server_step(s)) {
@@ -1344,6 +1787,21 @@ smtp_server_take_verdict(struct smtp_server *s) {
   return v;
 }
 
+/* The host's answer to EV_AUTH; the password is wiped either way. */
+static void smtp_server_auth_finish(struct smtp_server *s, int ok) {
+  assert(s->sasl != NULL);
+  if (ok && (s->auth_user = strdup(s->sasl->user)) == NULL) {
+    s->failed = 1;
+  }
+  smtp_server_sasl_free(s);
+  if (!ok) {
+    smtp_server_error(s, smtp_server_auth_invalid);
+  } else if (s->auth_user != NULL) {
+    s->authenticated = 1;
+    smtp_server_reply(s, "235 2.7.0 Authentication successful\r\n");
+  }
+}
+
 void smtp_server_accept(struct smtp_server *s) {
   switch (smtp_server_take_verdict(s)) {
   case SMTP_SERVER_VERDICT_MAIL:
@@ -1358,9 +1816,43 @@ void smtp_server_accept(struct smtp_server *s) {
     smtp_server_txn_end(s);
     smtp_server_reply(s, "250 2.0.0 Ok: queued\r\n");
     break;
+  case SMTP_SERVER_VERDICT_AUTH:
+    /* A bug in the host; fail closed rather than let anyone in. */
+    assert(!"smtp_server_accept() for EV_AUTH: use smtp_server_auth_result()");
+    smtp_server_auth_finish(s, 0);
+    break;
   case SMTP_SERVER_VERDICT_NONE:
     break;
   }
+}
+
+void smtp_server_auth_result(struct smtp_server *s, int ok) {
+  if (s->verdict != SMTP_SERVER_VERDICT_AUTH) {
+    assert(!"smtp_server_auth_result() without EV_AUTH");
+    return;
+  }
+  s->verdict = SMTP_SERVER_VERDICT_NONE;
+  smtp_server_auth_finish(s, ok);
+}
+
+/* RFC 3207 §4.2: the session starts over inside TLS, but for the greeting:
+ * what the client said in clear (its name, any AUTH) is forgotten. */
+void smtp_server_tls_started(struct smtp_server *s) {
+  if (s->state != SMTP_SERVER_STATE_TLS_WAIT) {
+    assert(s->state == SMTP_SERVER_STATE_CLOSED);
+    return;
+  }
+  s->tls = 1;
+  free(s->helo);
+  s->helo = NULL;
+  s->esmtp = 0;
+  smtp_server_txn_end(s);
+  smtp_server_sasl_free(s);
+  free(s->auth_user);
+  s->auth_user = NULL;
+  s->authenticated = 0;
+  s->skip_line = 0;
+  s->state = SMTP_SERVER_STATE_COMMAND;
 }
 
 /* Copies host text into a reply, replacing anything that could break the
@@ -1388,6 +1880,9 @@ void smtp_server_reject(struct smtp_server *s, int code, const char *enhanced,
     break;
   case SMTP_SERVER_VERDICT_MESSAGE:
     smtp_server_txn_end(s);
+    break;
+  case SMTP_SERVER_VERDICT_AUTH:
+    smtp_server_sasl_free(s);
     break;
   case SMTP_SERVER_VERDICT_NONE:
     break;
@@ -1433,11 +1928,39 @@ const char *smtp_server_helo(const struct smtp_server *s) {
   return s->helo;
 }
 
+/* RFC 3848 §2 (S: TLS, A: authenticated) and RFC 6531 §3.7.3. */
 const char *smtp_server_protocol(const struct smtp_server *s) {
-  if (s->env.smtputf8) {
-    return "UTF8SMTP";
+  static const char *const names[2][4] = {
+      {"ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"},
+      {"UTF8SMTP", "UTF8SMTPS", "UTF8SMTPA", "UTF8SMTPSA"},
+  };
+  if (!s->esmtp && !s->env.smtputf8) {
+    return "SMTP";
   }
-  return s->esmtp ? "ESMTP" : "SMTP";
+  return names[s->env.smtputf8 != 0][s->tls + 2 * s->authenticated];
+}
+
+int smtp_server_tls_active(const struct smtp_server *s) {
+  return s->tls;
+}
+
+int smtp_server_authenticated(const struct smtp_server *s) {
+  return s->authenticated;
+}
+
+const char *smtp_server_auth_user(const struct smtp_server *s) {
+  if (s->verdict == SMTP_SERVER_VERDICT_AUTH) {
+    return s->sasl->user;
+  }
+  return s->auth_user;
+}
+
+const char *smtp_server_auth_password(const struct smtp_server *s) {
+  return s->verdict == SMTP_SERVER_VERDICT_AUTH ? s->sasl->pass : NULL;
+}
+
+size_t smtp_server_discarded(const struct smtp_server *s) {
+  return s->discarded;
 }
 
 const struct smtp_envelope *smtp_server_envelope(const struct smtp_server *s) {
@@ -1453,16 +1976,26 @@ void smtp_server_take_body(struct smtp_server *s, struct buf *out_body) {
   buf_move(out_body, &s->body);
 }
 
+/* A SASL exchange waits for the client like a command does; the TLS
+ * handshake is timed by the host, like the AUTH check. */
 enum smtp_server_timeout_class
 smtp_server_timeout_class(const struct smtp_server *s) {
-  if (s->verdict != SMTP_SERVER_VERDICT_NONE ||
-      s->state == SMTP_SERVER_STATE_CLOSED) {
+  if (s->verdict != SMTP_SERVER_VERDICT_NONE) {
     return SMTP_TIMEOUT_NONE;
   }
-  if (s->state != SMTP_SERVER_STATE_COMMAND || s->bdat_active) {
+  switch (s->state) {
+  case SMTP_SERVER_STATE_COMMAND:
+    return s->bdat_active ? SMTP_TIMEOUT_DATA : SMTP_TIMEOUT_COMMAND;
+  case SMTP_SERVER_STATE_AUTH:
+    return SMTP_TIMEOUT_COMMAND;
+  case SMTP_SERVER_STATE_DATA:
+  case SMTP_SERVER_STATE_CHUNK:
     return SMTP_TIMEOUT_DATA;
+  case SMTP_SERVER_STATE_TLS_WAIT:
+  case SMTP_SERVER_STATE_CLOSED:
+    break;
   }
-  return SMTP_TIMEOUT_COMMAND;
+  return SMTP_TIMEOUT_NONE;
 }
 
 void smtp_server_timeout(struct smtp_server *s) {

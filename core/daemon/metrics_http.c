@@ -5,10 +5,12 @@
 
 #include "core/daemon/daemon.h"
 
-static const char *const verb_names[SMTP_VERB_COUNT] = {
-    "helo", "ehlo", "mail", "rcpt", "data", "bdat",
-    "rset", "noop", "quit", "vrfy", "help", "unknown",
+static const char *const verb_names[] = {
+    "helo", "ehlo", "mail", "rcpt", "data",     "bdat", "rset",
+    "noop", "quit", "vrfy", "help", "starttls", "auth", "unknown",
 };
+_Static_assert(sizeof(verb_names) / sizeof(verb_names[0]) == SMTP_VERB_COUNT,
+               "one name per SMTP verb");
 static const char *const listener_names[LISTEN_COUNT] = {"smtp", "submission",
                                                          "metrics"};
 static const char *const reject_names[REJECT_COUNT] = {

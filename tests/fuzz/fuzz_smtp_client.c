@@ -3,12 +3,20 @@
  *
  * Input: byte 0 picks the configuration (low 5 bits: extensions the client
  * may use, by SMTP_CLIENT_EXT_* bit: PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
- * CHUNKING; bit 6: LMTP (RFC 2033); bit 7: tiny limits and chunks); byte 1
- * picks the message
- * (recipients, body, DSN and 8-bit flags); byte 2 seeds the sizes the
- * bytes are fed in and the output is drained by; the rest is what the
- * server says. The host sends the message on READY up to three times,
- * then quits; at the end of input the connection is lost (eof).
+ * CHUNKING; bit 5: TLS, see byte 2; bit 6: LMTP (RFC 2033); bit 7: tiny
+ * limits and chunks); byte 1 picks the message (recipients, body, DSN and
+ * 8-bit flags); byte 2 seeds the sizes the bytes are fed in and the output
+ * is drained by, and with TLS (byte 0 bit 5) also says: bits 0-1 the TLS
+ * setting (MAY, REQUIRE, MAY with tls_active, REQUIRE with tls_active),
+ * bit 2 REQUIRETLS for the message, bits 3-4 the handshake after
+ * EV_STARTTLS (0: done; 1: done, but the feed pieces may span lines, so
+ * bytes behind the 220 usually come in its piece: an injection; 2:
+ * failed; 3: never reported, the host goes on feeding). With TLS, except
+ * for 1, a feed piece ends at the end of a line at the latest, as a
+ * server's 220 to STARTTLS ends its packet. The rest is what the server
+ * says (inside TLS once the handshake is done). The host sends the
+ * message on READY up to three times, then quits; at the end of input the
+ * connection is lost (eof).
  *
  * Invariants: no crash; the output never holds a bare CR or LF; output
  * stays bounded; every recipient of a message gets exactly one
@@ -17,7 +25,14 @@
  * whose RCPT_RESULT was not a 2xx (refused, or decided with the whole
  * message) keeps that verdict (5xx FAIL, else DEFER) at MESSAGE_DONE, in
  * SMTP and LMTP alike; once the input is over and the connection lost,
- * every message sent is done and the session is closed. */
+ * every message sent is done and the session is closed. STARTTLS (RFC
+ * 3207): EV_STARTTLS comes at most once, only when configured and not
+ * inside TLS already, right after a "STARTTLS" line with no output left
+ * to send, and tls_started() then succeeds; without TLS configured no
+ * STARTTLS line is ever sent; with REQUIRE, every line sent before TLS is
+ * EHLO, HELO, LHLO, STARTTLS or QUIT (no MAIL in clear) and READY comes
+ * only inside TLS; a REQUIRETLS message is delivered only inside TLS to a
+ * server offering REQUIRETLS. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,6 +41,15 @@
 #include "proto/smtp_client.h"
 
 #define FUZZ_MAX_RCPTS 5
+#define FUZZ_LINE 16 /* octets of an output line kept for the checks */
+
+/* What the host does on EV_STARTTLS (byte 2, bits 3-4). */
+enum fuzz_handshake {
+  FUZZ_HS_DONE,
+  FUZZ_HS_DONE_ANY, /* done; feed pieces may span lines */
+  FUZZ_HS_FAILED,
+  FUZZ_HS_SILENT,
+};
 
 struct fuzz_host {
   struct smtp_client *c;
@@ -37,12 +61,42 @@ struct fuzz_host {
   size_t num_results;            /* RCPT_RESULTs of the current message */
   int rcpt_code[FUZZ_MAX_RCPTS]; /* each one's RCPT_RESULT reply code */
   int closed;
-  uint8_t last_out; /* the last output octet, for CR/LF checks */
+  uint8_t last_out;              /* the last output octet, for CR/LF checks */
+  enum smtp_client_tls_mode tls; /* configured */
+  int tls_from_start;            /* config.tls_active */
+  enum fuzz_handshake handshake;
+  int starttls_seen;        /* EV_STARTTLS given */
+  int tls_on;               /* TLS is up: from the start or after tls_started */
+  char line[FUZZ_LINE + 1]; /* the start of the output line being sent */
+  size_t line_len;
+  char last_line[FUZZ_LINE + 1]; /* the start of the last whole line */
 };
 
 static uint32_t fuzz_rand(struct fuzz_host *h) {
   h->rng = h->rng * 1103515245u + 12345u;
   return h->rng >> 16;
+}
+
+/* 1 if line (its first FUZZ_LINE octets) starts with word. */
+static int fuzz_line_is(const char *line, const char *word) {
+  return strncmp(line, word, strlen(word)) == 0;
+}
+
+/* One whole output line was sent: the STARTTLS rules for lines. */
+static void fuzz_line_done(struct fuzz_host *h) {
+  h->line[h->line_len] = '\0';
+  memcpy(h->last_line, h->line, sizeof(h->line));
+  h->line_len = 0;
+  if (h->tls == SMTP_CLIENT_TLS_NONE && !h->tls_from_start &&
+      fuzz_line_is(h->line, "STARTTLS")) {
+    abort(); /* STARTTLS without TLS configured */
+  }
+  if (h->tls == SMTP_CLIENT_TLS_REQUIRE && !h->tls_on &&
+      !fuzz_line_is(h->line, "EHLO ") && !fuzz_line_is(h->line, "HELO ") &&
+      !fuzz_line_is(h->line, "LHLO ") && !fuzz_line_is(h->line, "STARTTLS\r") &&
+      !fuzz_line_is(h->line, "QUIT\r")) {
+    abort(); /* TLS required, yet something else went in clear */
+  }
 }
 
 /* Takes output in random pieces, checking every CR is followed by LF and
@@ -64,6 +118,12 @@ static void fuzz_take_output(struct fuzz_host *h) {
         abort(); /* bare CR or bare LF */
       }
       h->last_out = p[i];
+      if (h->line_len < FUZZ_LINE) {
+        h->line[h->line_len++] = (char)p[i];
+      }
+      if (p[i] == '\n') {
+        fuzz_line_done(h);
+      }
     }
     smtp_client_output_sent(h->c, take);
   }
@@ -72,6 +132,10 @@ static void fuzz_take_output(struct fuzz_host *h) {
 static void fuzz_ready(struct fuzz_host *h) {
   if (h->in_flight) {
     abort(); /* READY while a message is open */
+  }
+  if (smtp_client_tls_active(h->c) != h->tls_on ||
+      (h->tls == SMTP_CLIENT_TLS_REQUIRE && !h->tls_on)) {
+    abort(); /* READY in clear although TLS is required */
   }
   if (h->sent < 3) {
     if (smtp_client_send_message(h->c, h->msg) != 0) {
@@ -98,9 +162,14 @@ static void fuzz_message_done(struct fuzz_host *h) {
     abort(); /* twice, or before every recipient's result */
   }
   h->in_flight = 0;
+  int requiretls_ok =
+      h->tls_on && (smtp_client_extensions(h->c) & SMTP_CLIENT_EXT_REQUIRETLS);
   for (size_t i = 0; i < h->msg->num_rcpts; i++) {
     struct smtp_reply r;
     enum smtp_client_status st = smtp_client_rcpt_result(h->c, i, &r);
+    if (st == SMTP_CLIENT_OK && h->msg->requiretls && !requiretls_ok) {
+      abort(); /* RFC 8689: delivered without TLS or REQUIRETLS */
+    }
     if (st != SMTP_CLIENT_OK && st != SMTP_CLIENT_DEFER &&
         st != SMTP_CLIENT_FAIL) {
       abort();
@@ -114,6 +183,38 @@ static void fuzz_message_done(struct fuzz_host *h) {
          r.code != code)) {
       abort(); /* a RCPT verdict changed after the fact */
     }
+  }
+}
+
+/* EV_STARTTLS: checks when it may come, then plays the handshake. */
+static void fuzz_starttls(struct fuzz_host *h) {
+  const uint8_t *p;
+  size_t n;
+  if (h->tls == SMTP_CLIENT_TLS_NONE || h->tls_from_start || h->starttls_seen ||
+      smtp_client_tls_active(h->c)) {
+    abort(); /* STARTTLS not configured, or twice */
+  }
+  smtp_client_output(h->c, &p, &n);
+  if (n != 0 || strcmp(h->last_line, "STARTTLS\r\n") != 0 ||
+      smtp_client_timeout_class(h->c) != SMTP_CLIENT_TIMEOUT_NONE ||
+      smtp_reply_class(smtp_client_reply(h->c)) != 2) {
+    abort(); /* the handshake must follow the STARTTLS exchange at once */
+  }
+  h->starttls_seen = 1;
+  switch (h->handshake) {
+  case FUZZ_HS_DONE:
+  case FUZZ_HS_DONE_ANY:
+    if (smtp_client_tls_started(h->c) != 0 ||
+        smtp_client_extensions(h->c) != 0) {
+      abort(); /* refused, or capabilities kept from before TLS */
+    }
+    h->tls_on = 1;
+    break;
+  case FUZZ_HS_FAILED:
+    smtp_client_tls_failed(h->c, "fuzz\r\nhandshake failure");
+    break;
+  case FUZZ_HS_SILENT:
+    break; /* later input is clear text after the 220 */
   }
 }
 
@@ -145,6 +246,9 @@ static void fuzz_drain(struct fuzz_host *h) {
       fuzz_take_output(h);
       h->closed = 1;
       return;
+    case SMTP_CLIENT_EV_STARTTLS:
+      fuzz_starttls(h);
+      break;
     }
   }
   abort(); /* events without end */
@@ -167,7 +271,8 @@ static const struct smtp_client_rcpt fuzz_rcpts[FUZZ_MAX_RCPTS] = {
     {.addr = "e@b.example", .notify = SMTP_NOTIFY_DELAY},
 };
 
-static void fuzz_message(struct smtp_client_message *m, uint8_t sel) {
+static void fuzz_message(struct smtp_client_message *m, uint8_t sel,
+                         int requiretls) {
   memset(m, 0, sizeof(*m));
   m->sender = (sel & 0x40) ? "" : "s@a.example";
   m->num_rcpts = 1 + (sel & 7) % FUZZ_MAX_RCPTS;
@@ -182,13 +287,19 @@ static void fuzz_message(struct smtp_client_message *m, uint8_t sel) {
   m->smtputf8 = (sel & 0x80) != 0;
   m->ret = (sel & 0x10) ? SMTP_RET_FULL : SMTP_RET_NONE;
   m->envid = (sel & 0x10) ? "env+id" : NULL;
+  m->requiretls = requiretls;
 }
 
-static void fuzz_config(struct smtp_client_config *cfg, uint8_t sel) {
+static void fuzz_config(struct smtp_client_config *cfg, uint8_t sel,
+                        uint8_t tls) {
   smtp_client_config_default(cfg);
   cfg->helo_name = "client.fuzz.example";
   cfg->extensions = (SMTP_CLIENT_EXT_ALL & ~0x1fu) | (sel & 0x1fu);
   cfg->lmtp = (sel & 0x40) != 0;
+  if (sel & 0x20) {
+    cfg->tls = (tls & 1) ? SMTP_CLIENT_TLS_REQUIRE : SMTP_CLIENT_TLS_MAY;
+    cfg->tls_active = (tls & 2) != 0;
+  }
   if (sel & 0x80) {
     cfg->chunk_size = 7;
     cfg->limits.max_reply_line = 40;
@@ -221,12 +332,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   struct smtp_client_config cfg;
   struct smtp_client_message msg;
-  fuzz_config(&cfg, data[0]);
-  fuzz_message(&msg, data[1]);
+  int with_tls = (data[0] & 0x20) != 0;
+  fuzz_config(&cfg, data[0], data[2]);
+  fuzz_message(&msg, data[1], with_tls && (data[2] & 4));
   struct fuzz_host h = {.msg = &msg,
                         .max_output = cfg.limits.max_output,
                         .chunk = cfg.chunk_size,
-                        .rng = data[2] * 2654435761u + 1};
+                        .rng = data[2] * 2654435761u + 1,
+                        .tls = cfg.tls,
+                        .tls_from_start = cfg.tls_active,
+                        .handshake = (enum fuzz_handshake)((data[2] >> 3) & 3),
+                        .tls_on = cfg.tls_active};
   data += 3;
   size -= 3;
   h.c = smtp_client_new(&cfg);
@@ -234,9 +350,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   fuzz_drain(&h);
+  int line_pieces = with_tls && h.handshake != FUZZ_HS_DONE_ANY;
   while (size > 0 && !h.closed) {
     size_t k = 1 + fuzz_rand(&h) % 64;
     k = k < size ? k : size;
+    const uint8_t *lf = line_pieces ? memchr(data, '\n', k) : NULL;
+    if (lf != NULL) {
+      k = (size_t)(lf - data) + 1;
+    }
     fuzz_feed(&h, data, k);
     (void)smtp_client_timeout_class(h.c);
     data += k;
@@ -246,6 +367,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz_drain(&h);
   if (!h.closed) {
     abort(); /* eof must end the session */
+  }
+  if (smtp_client_tls_active(h.c) != h.tls_on) {
+    abort();
   }
   (void)smtp_client_extensions(h.c);
   (void)smtp_client_size_limit(h.c);

@@ -4,14 +4,21 @@
  * Input: byte 0 picks the configuration (low 7 bits: advertised
  * extensions; bit 7: tiny limits, so every limit is reached quickly);
  * byte 1 seeds the chunk sizes the bytes are fed in (a chunk mostly ends
- * after a LF); the rest is what the client sends. The host gives verdicts
- * alternately accept and reject and takes every body. Invariants: the output is
- * always whole reply lines
- * ("ddd" SP/"-" text CRLF); no verdict is asked twice; a message comes
- * with a sender, at least one recipient and a body within the size limit;
- * a body, by DATA or BDAT, is CRLF lines (no other CR or LF, ending in
- * CRLF unless empty) within the line and header limits; input never stays
- * stuck once verdicts are given. */
+ * after a LF); if byte 1 has bit 7 set, byte 2 picks STARTTLS and AUTH
+ * (FUZZ_TLS_* bits; inputs without it never meet them); the rest is what
+ * the client sends. The host gives verdicts alternately accept and reject,
+ * takes every body, finishes a TLS handshake before the next chunk (or,
+ * with FUZZ_TLS_LATE, after feeding one more, which must be discarded),
+ * and answers AUTH in turn with success, failure and 454. Invariants: the
+ * output is always whole reply lines ("ddd" SP/"-" text CRLF); no verdict
+ * is asked twice; a message comes with a sender, at least one recipient
+ * and a body within the size limit; a body, by DATA or BDAT, is CRLF lines
+ * (no other CR or LF, ending in CRLF unless empty) within the line and
+ * header limits; input never stays stuck once verdicts are given; nothing
+ * runs between STARTTLS and the handshake; AUTH happens only inside TLS,
+ * with credentials within the limits, the password gone after the
+ * verdict; MAIL passes tls_required and auth_required only when met; the
+ * protocol name agrees with TLS and AUTH. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,11 +26,23 @@
 
 #include "proto/smtp_server.h"
 
+/* Byte 2, when byte 1 has bit 7 set. */
+enum {
+  FUZZ_TLS_STARTTLS = 1u << 0, /* SMTP_EXT_STARTTLS */
+  FUZZ_TLS_AUTH = 1u << 1,     /* SMTP_EXT_AUTH */
+  FUZZ_TLS_ACTIVE = 1u << 2,   /* config.tls_active */
+  FUZZ_TLS_REQUIRED = 1u << 3, /* config.tls_required */
+  FUZZ_TLS_AUTH_REQ = 1u << 4, /* config.auth_required */
+  FUZZ_TLS_LATE = 1u << 5,     /* feed a chunk before the handshake ends */
+};
+
 struct fuzz_host {
   struct smtp_server *s;
   struct smtp_server_limits lim;
-  unsigned turn; /* alternates verdicts */
+  unsigned flags; /* FUZZ_TLS_* */
+  unsigned turn;  /* alternates verdicts */
   int closed;
+  int tls_pending; /* EV_STARTTLS given, handshake not yet done */
   struct buf body;
 };
 
@@ -106,6 +125,82 @@ static void fuzz_message(struct fuzz_host *h) {
   }
 }
 
+/* The WITH name says "S" exactly inside TLS and "A" exactly once
+ * authenticated (RFC 3848), unless the client used HELO. */
+static void fuzz_check_protocol(const struct fuzz_host *h) {
+  const char *p = smtp_server_protocol(h->s);
+  size_t n = strlen(p);
+  if (strcmp(p, "SMTP") == 0) {
+    return;
+  }
+  int a = p[n - 1] == 'A';
+  int tls = p[n - 1 - (size_t)a] == 'S';
+  if (a != smtp_server_authenticated(h->s) ||
+      tls != smtp_server_tls_active(h->s)) {
+    abort();
+  }
+}
+
+/* Credentials within the limits, only inside TLS; the host's verdict
+ * rotates through success, failure and a 454 refusal. */
+static void fuzz_auth(struct fuzz_host *h) {
+  const char *user = smtp_server_auth_user(h->s);
+  const char *pass = smtp_server_auth_password(h->s);
+  if (!smtp_server_tls_active(h->s) || smtp_server_authenticated(h->s) ||
+      user == NULL || pass == NULL || strlen(pass) > 1024 ||
+      smtp_server_timeout_class(h->s) != SMTP_TIMEOUT_NONE) {
+    abort();
+  }
+  size_t n = strlen(user);
+  if (n == 0 || n > 255) {
+    abort();
+  }
+  for (size_t i = 0; i < n; i++) {
+    if ((unsigned char)user[i] < 0x20 || user[i] == 0x7f) {
+      abort();
+    }
+  }
+  char copy[256];
+  memcpy(copy, user, n + 1);
+  unsigned t = h->turn++ % 3;
+  if (t == 2) {
+    smtp_server_reject(h->s, 454, "4.7.0", "Too many\r\nfailures");
+  } else {
+    smtp_server_auth_result(h->s, t == 0);
+  }
+  if (smtp_server_auth_password(h->s) != NULL ||
+      smtp_server_authenticated(h->s) != (t == 0) ||
+      (t == 0 && strcmp(smtp_server_auth_user(h->s), copy) != 0)) {
+    abort();
+  }
+}
+
+/* MAIL gets through only when tls_required and auth_required are met; an
+ * AUTH= value is kept only from an authenticated client. */
+static void fuzz_mail(struct fuzz_host *h) {
+  const struct smtp_envelope *e = smtp_server_envelope(h->s);
+  int authed = smtp_server_authenticated(h->s);
+  if (e->sender == NULL ||
+      ((h->flags & FUZZ_TLS_REQUIRED) && !smtp_server_tls_active(h->s)) ||
+      ((h->flags & FUZZ_TLS_AUTH_REQ) && !authed) ||
+      (e->auth != NULL && !authed && e->auth[0] != '\0') ||
+      (authed && !smtp_server_tls_active(h->s))) {
+    abort();
+  }
+  fuzz_check_protocol(h);
+  fuzz_verdict(h);
+}
+
+/* The handshake is done: the session restarts inside TLS. */
+static void fuzz_tls_started(struct fuzz_host *h) {
+  h->tls_pending = 0;
+  smtp_server_tls_started(h->s);
+  if (!smtp_server_tls_active(h->s) || smtp_server_helo(h->s) != NULL ||
+      smtp_server_authenticated(h->s)) {
+    abort();
+  }
+}
+
 /* Runs the engine until it needs input or closes. */
 static void fuzz_drain(struct fuzz_host *h) {
   for (;;) {
@@ -114,12 +209,24 @@ static void fuzz_drain(struct fuzz_host *h) {
       fuzz_check_output(h->s);
       return;
     case SMTP_SERVER_WAIT_VERDICT:
-      abort(); /* every verdict was given at once */
-    case SMTP_SERVER_EV_MAIL:
-      if (smtp_server_envelope(h->s)->sender == NULL) {
+      if (!h->tls_pending) {
+        abort(); /* every verdict was given at once */
+      }
+      fuzz_check_output(h->s); /* the 220 leaves in clear */
+      return;
+    case SMTP_SERVER_EV_STARTTLS:
+      if (h->tls_pending || smtp_server_tls_active(h->s) ||
+          !(h->flags & FUZZ_TLS_STARTTLS) ||
+          smtp_server_timeout_class(h->s) != SMTP_TIMEOUT_NONE) {
         abort();
       }
-      fuzz_verdict(h);
+      h->tls_pending = 1;
+      break;
+    case SMTP_SERVER_EV_AUTH:
+      fuzz_auth(h);
+      break;
+    case SMTP_SERVER_EV_MAIL:
+      fuzz_mail(h);
       break;
     case SMTP_SERVER_EV_RCPT:
       if (smtp_server_pending_rcpt(h->s)->addr[0] == '\0') {
@@ -141,10 +248,16 @@ static void fuzz_drain(struct fuzz_host *h) {
   }
 }
 
-static void fuzz_config(struct smtp_server_config *cfg, uint8_t sel) {
+static void fuzz_config(struct smtp_server_config *cfg, uint8_t sel,
+                        unsigned flags) {
   memset(cfg, 0, sizeof(*cfg));
   cfg->hostname = "mx.fuzz.example";
   cfg->extensions = sel & SMTP_EXT_ALL;
+  cfg->extensions |= (flags & FUZZ_TLS_STARTTLS) ? SMTP_EXT_STARTTLS : 0;
+  cfg->extensions |= (flags & FUZZ_TLS_AUTH) ? SMTP_EXT_AUTH : 0;
+  cfg->tls_active = (flags & FUZZ_TLS_ACTIVE) != 0;
+  cfg->tls_required = (flags & FUZZ_TLS_REQUIRED) != 0;
+  cfg->auth_required = (flags & FUZZ_TLS_AUTH_REQ) != 0;
   smtp_server_limits_default(&cfg->limits);
   if (sel & 0x80) {
     cfg->limits.max_command_line = 64;
@@ -158,15 +271,17 @@ static void fuzz_config(struct smtp_server_config *cfg, uint8_t sel) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (size < 2) {
+  if (size < 2 || (size < 3 && (data[1] & 0x80))) {
     return 0;
   }
+  unsigned flags = (data[1] & 0x80) ? data[2] : 0;
+  size_t head = (data[1] & 0x80) ? 3 : 2;
   struct smtp_server_config cfg;
-  fuzz_config(&cfg, data[0]);
+  fuzz_config(&cfg, data[0], flags);
   uint32_t rng = data[1] * 2654435761u + 1;
-  data += 2;
-  size -= 2;
-  struct fuzz_host h = {.lim = cfg.limits};
+  data += head;
+  size -= head;
+  struct fuzz_host h = {.lim = cfg.limits, .flags = flags};
   h.s = smtp_server_new(&cfg);
   if (h.s == NULL) {
     return 0;
@@ -184,11 +299,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (lf != NULL && (rng & 0x700) != 0) {
       k = (size_t)(lf - data) + 1;
     }
+    int late = h.tls_pending && (flags & FUZZ_TLS_LATE);
+    if (h.tls_pending && !late) {
+      fuzz_tls_started(&h);
+    }
+    size_t discarded = smtp_server_discarded(h.s);
     if (smtp_server_feed(h.s, data, k) != 0) {
       fuzz_drain(&h);
       if (!h.closed && smtp_server_feed(h.s, data, k) != 0) {
         abort(); /* input stuck although every verdict was given */
       }
+    }
+    if (late) {
+      /* Sent in clear after the 220: dropped, counted, never run. */
+      if (smtp_server_discarded(h.s) != discarded + k) {
+        abort();
+      }
+      fuzz_tls_started(&h);
     }
     fuzz_drain(&h);
     data += k;
@@ -196,7 +323,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   (void)smtp_server_timeout_class(h.s);
   (void)smtp_server_is_idle(h.s);
-  (void)smtp_server_protocol(h.s);
+  fuzz_check_protocol(&h);
   smtp_server_free(h.s);
   buf_free(&h.body);
   return 0;

@@ -12,7 +12,14 @@
  * replies fed whole and fed one byte at a time (every split point of every
  * reply). Events are logged as READY, R<i>:<code>[/<enhanced>], DONE:<status
  * per recipient: O ok, D defer, F fail>:<code>, ERR:<T|P|X>:<code>, CLOSED.
- * A scenario with .lmtp runs the client in LMTP mode (RFC 2033). */
+ * A scenario with .lmtp runs the client in LMTP mode (RFC 2033).
+ *
+ * STARTTLS (RFC 3207): .tls and .tls_active configure the client; the
+ * event STARTTLS is logged, READY inside TLS is logged READY:TLS, and the
+ * host steps "X:tls" (handshake done: smtp_client_tls_started) and
+ * "X:tlsfail:<why>" (smtp_client_tls_failed) stand for the handshake. A
+ * scenario's .err, if set, is the SESSION_ERROR reply "<code> <enhanced>
+ * <text>". */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -164,6 +171,16 @@ static const struct smtp_client_message msg_dsn = {
     .num_body = 1,
 };
 
+/* RFC 8689: REQUIRETLS on MAIL, only inside TLS to a server offering it. */
+static const struct smtp_client_message msg_requiretls = {
+    .sender = "a@s.example",
+    .rcpts = rcpts3,
+    .num_rcpts = 1,
+    .body = body_hello,
+    .num_body = 1,
+    .requiretls = 1,
+};
+
 /* ---- harness ------------------------------------------------------------- */
 
 #define MAX_STEPS 64
@@ -178,6 +195,9 @@ struct scenario {
   size_t chunk_size; /* default 16 */
   int reset_first;   /* RSET on the first READY */
   int lmtp;          /* LMTP mode */
+  enum smtp_client_tls_mode tls;
+  int tls_active;  /* config.tls_active: TLS from the start */
+  const char *err; /* the SESSION_ERROR reply, if checked */
 };
 
 struct host {
@@ -244,7 +264,7 @@ static void host_done(struct host *h) {
 static void host_ready(struct host *h) {
   const struct scenario *sc = h->sc;
   int want = sc->num_msgs == 0 ? 1 : sc->num_msgs < 0 ? 0 : sc->num_msgs;
-  add_event(h, "READY");
+  add_event(h, smtp_client_tls_active(h->c) ? "READY:TLS" : "READY");
   if (sc->reset_first && !h->reset_done) {
     h->reset_done = 1;
     assert_int_equal(smtp_client_reset(h->c), 0);
@@ -255,6 +275,33 @@ static void host_ready(struct host *h) {
   } else if (sc->num_msgs != -2) {
     smtp_client_quit(h->c);
   }
+}
+
+/* The SESSION_ERROR reply, if the scenario says what it must be. */
+static void host_check_err(struct host *h) {
+  const struct smtp_reply *r = smtp_client_reply(h->c);
+  char got[1024];
+  if (h->sc->err == NULL) {
+    return;
+  }
+  snprintf(got, sizeof(got), "%d %s %s", r->code, r->enhanced, r->text);
+  if (strcmp(got, h->sc->err) != 0) {
+    fail_msg("%s: session error\n got  %s\n want %s", h->sc->name, got,
+             h->sc->err);
+  }
+}
+
+/* EV_STARTTLS: the 220 is in, nothing is left to send in clear, no timer
+ * runs; the handshake is a later step (X:tls, X:tlsfail). */
+static void host_starttls(struct host *h) {
+  const uint8_t *p;
+  size_t n;
+  add_event(h, "STARTTLS");
+  assert_int_equal(smtp_reply_class(smtp_client_reply(h->c)), 2);
+  assert_int_equal(smtp_client_tls_active(h->c), 0);
+  assert_int_equal(smtp_client_timeout_class(h->c), SMTP_CLIENT_TIMEOUT_NONE);
+  smtp_client_output(h->c, &p, &n);
+  assert_int_equal(n, 0);
 }
 
 /* Plays the host until the engine needs input. */
@@ -280,6 +327,10 @@ static void host_drain(struct host *h) {
     case SMTP_CLIENT_EV_SESSION_ERROR:
       add_event(h, "ERR:%c:%d", errs[smtp_client_session_error(h->c)],
                 smtp_client_reply(h->c)->code);
+      host_check_err(h);
+      break;
+    case SMTP_CLIENT_EV_STARTTLS:
+      host_starttls(h);
       break;
     case SMTP_CLIENT_EV_CLOSED:
       add_event(h, "CLOSED");
@@ -336,23 +387,33 @@ static void check_wire(const uint8_t *p, size_t n, const char *label) {
   }
 }
 
-static struct smtp_client *new_client(unsigned use_off, size_t chunk,
-                                      int lmtp) {
+static struct smtp_client *new_client_tls(unsigned use_off, size_t chunk,
+                                          int lmtp,
+                                          enum smtp_client_tls_mode tls,
+                                          int tls_active) {
   struct smtp_client_config cfg;
   smtp_client_config_default(&cfg);
   cfg.helo_name = "client.example";
   cfg.lmtp = lmtp;
   cfg.extensions = SMTP_CLIENT_EXT_ALL & ~use_off;
   cfg.chunk_size = chunk ? chunk : 16;
+  cfg.tls = tls;
+  cfg.tls_active = tls_active;
   struct smtp_client *c = smtp_client_new(&cfg);
   assert_non_null(c);
   return c;
 }
 
+static struct smtp_client *new_client(unsigned use_off, size_t chunk,
+                                      int lmtp) {
+  return new_client_tls(use_off, chunk, lmtp, SMTP_CLIENT_TLS_NONE, 0);
+}
+
 static void run_scenario(const struct scenario *sc, int bytes) {
   struct host h = {.sc = sc};
   struct buf want = {0};
-  h.c = new_client(sc->use_off, sc->chunk_size, sc->lmtp);
+  h.c = new_client_tls(sc->use_off, sc->chunk_size, sc->lmtp, sc->tls,
+                       sc->tls_active);
   host_drain(&h);
   int prev_s = 0;
   for (size_t i = 0; i < MAX_STEPS && sc->steps[i] != NULL; i++) {
@@ -379,6 +440,11 @@ static void run_scenario(const struct scenario *sc, int bytes) {
         smtp_client_timeout(h.c);
       } else if (strcmp(st, "X:eof") == 0) {
         smtp_client_eof(h.c);
+      } else if (strcmp(st, "X:tls") == 0) {
+        assert_int_equal(smtp_client_tls_started(h.c), 0);
+        assert_int_equal(smtp_client_tls_active(h.c), 1);
+      } else if (strncmp(st, "X:tlsfail:", 10) == 0) {
+        smtp_client_tls_failed(h.c, st + 10);
       } else {
         fail_msg("%s: bad step %s", sc->name, st);
       }
@@ -425,6 +491,12 @@ static void run_scenario(const struct scenario *sc, int bytes) {
 /* One whole plain transaction of msg1. */
 #define TXN1 MAIL, OK_MAIL, RCPT_B, OK_RCPT, "C:DATA", GO, BODY_HELLO, QUEUED
 #define TXN1_EV "R0:250/2.1.5 DONE:O:250"
+/* STARTTLS (RFC 3207): an EHLO reply offering it; STARTTLS accepted and
+ * the handshake done. */
+#define E_STARTTLS "S:250-mx.example", "S:250 STARTTLS"
+#define TLS_GO "C:STARTTLS", "S:220 2.0.0 Ready to start TLS", "X:tls"
+#define NOT_OFFERED                                                            \
+  "451 4.7.4 TLS is required, but was not offered by the server"
 
 static const struct scenario scenarios[] = {
     /* greeting */
@@ -1021,6 +1093,160 @@ static const struct scenario scenarios[] = {
                                                 .num_body = 1},
      .num_msgs = 2,
      .lmtp = 1},
+
+    /* STARTTLS (RFC 3207) */
+    {.name = "starttls none: offered, not used",
+     .steps = {HELLO, E_STARTTLS, TXN1, QUIT},
+     .events = "READY " TXN1_EV " READY CLOSED"},
+    {.name = "starttls may: offered, EHLO again inside TLS",
+     .steps = {HELLO, E_STARTTLS, TLS_GO, EHLO, E_PLAIN, TXN1, QUIT},
+     .events = "STARTTLS READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "starttls may: not offered, plaintext",
+     .steps = {HELLO, E_PLAIN, TXN1, QUIT},
+     .events = "READY " TXN1_EV " READY CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "starttls may: 454, plaintext with the first EHLO's extensions",
+     .steps = {HELLO, "S:250-mx.example", "S:250-PIPELINING", "S:250 STARTTLS",
+               "C:STARTTLS", "S:454 4.7.0 TLS not available", MAIL, RCPT_B,
+               "C:DATA", OK_MAIL, OK_RCPT, GO, BODY_HELLO, QUEUED, QUIT},
+     .events = "READY " TXN1_EV " READY CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "starttls may: 554, plaintext",
+     .steps = {HELLO, E_STARTTLS, "C:STARTTLS", "S:554 5.7.0 not for you", TXN1,
+               QUIT},
+     .events = "READY " TXN1_EV " READY CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "starttls may: HELO fallback, plaintext",
+     .steps = {GREET, EHLO, "S:502 5.5.1 no", "C:HELO client.example",
+               "S:250 mx.example", TXN1, QUIT},
+     .events = "READY " TXN1_EV " READY CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "starttls require: accepted, the message goes inside TLS",
+     .steps = {HELLO, E_STARTTLS, TLS_GO, EHLO, E_PIPE, MAIL, RCPT_B, "C:DATA",
+               OK_MAIL, OK_RCPT, GO, BODY_HELLO, QUEUED, QUIT},
+     .events = "STARTTLS READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE},
+    {.name = "starttls require: not offered, no MAIL",
+     .steps = {HELLO, E_PIPE, QUIT},
+     .events = "ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE,
+     .err = NOT_OFFERED},
+    {.name = "starttls require: 454",
+     .steps = {HELLO, E_STARTTLS, "C:STARTTLS",
+               "S:454 4.7.0 TLS not available due to temporary reason", QUIT},
+     .events = "ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE,
+     .err = "451 4.7.4 TLS is required, but the server refused STARTTLS: "
+            "454 4.7.0 TLS not available due to temporary reason"},
+    {.name = "starttls require: 554 still defers",
+     .steps = {HELLO, E_STARTTLS, "C:STARTTLS", "S:554 no TLS for you", QUIT},
+     .events = "ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE,
+     .err = "451 4.7.4 TLS is required, but the server refused STARTTLS: "
+            "554 no TLS for you"},
+    {.name = "starttls require: HELO fallback",
+     .steps = {GREET, EHLO, "S:500 what", "C:HELO client.example",
+               "S:250 mx.example", QUIT},
+     .events = "ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE,
+     .err = NOT_OFFERED},
+    {.name = "starttls 421",
+     .steps = {HELLO, E_STARTTLS, "C:STARTTLS", "S:421 4.3.2 bye"},
+     .events = "ERR:T:421 CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "starttls timeout waiting for the reply",
+     .steps = {HELLO, E_STARTTLS, "C:STARTTLS", "X:timeout"},
+     .events = "ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY,
+     .err = "451 4.4.2 conversation timed out while waiting for the reply to "
+            "STARTTLS"},
+    {.name = "starttls handshake failed",
+     .steps = {HELLO, E_STARTTLS, "C:STARTTLS", "S:220 go ahead",
+               "X:tlsfail:certificate verify failed"},
+     .events = "STARTTLS ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY,
+     .err = "451 4.7.5 TLS handshake failed: certificate verify failed"},
+    {.name = "starttls eof during the handshake",
+     .steps = {HELLO, E_STARTTLS, "C:STARTTLS", "S:220 go ahead", "X:eof"},
+     .events = "STARTTLS ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE,
+     .err = "451 4.4.2 lost connection while starting TLS"},
+    {.name = "starttls: TLS fails in the middle of a message",
+     .steps = {HELLO, E_STARTTLS, TLS_GO, EHLO, E_PLAIN, MAIL, OK_MAIL, RCPT_B,
+               "X:tlsfail:bad record mac"},
+     .events = "STARTTLS READY:TLS R0:451/4.7.5 DONE:D:451 ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY,
+     .err = "451 4.7.5 TLS failed: bad record mac while waiting for the reply "
+            "to RCPT TO"},
+    {.name = "starttls: extensions before TLS are forgotten",
+     .steps = {HELLO, "S:250-mx.example", "S:250-PIPELINING", "S:250 STARTTLS",
+               TLS_GO, EHLO, E_PLAIN, TXN1, QUIT},
+     .events = "STARTTLS READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "starttls: SIZE of the second EHLO refuses the message",
+     .steps = {HELLO, "S:250-mx.example", "S:250-SIZE 100000", "S:250 STARTTLS",
+               TLS_GO, EHLO, "S:250-mx.example", "S:250 SIZE 20", QUIT},
+     .events = "STARTTLS READY:TLS R0:552/5.3.4 DONE:F:552 READY:TLS CLOSED",
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "starttls: not sent again when offered inside TLS",
+     .steps = {HELLO, E_STARTTLS, TLS_GO, EHLO, E_STARTTLS, TXN1, QUIT},
+     .events = "STARTTLS READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE},
+    {.name = "starttls: HELO fallback inside TLS",
+     .steps = {HELLO, E_STARTTLS, TLS_GO, EHLO, "S:502 5.5.1 no",
+               "C:HELO client.example", "S:250 mx.example", TXN1, QUIT},
+     .events = "STARTTLS READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE},
+    {.name = "starttls: tls_active sends no STARTTLS",
+     .steps = {HELLO, E_STARTTLS, TXN1, QUIT},
+     .events = "READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE,
+     .tls_active = 1},
+    {.name = "starttls lmtp: LHLO again inside TLS",
+     .steps = {GREET, LHLO, "S:250-lmtp.example", "S:250 STARTTLS", TLS_GO,
+               LHLO, L_PIPE, MAIL, RCPT_B, "C:DATA", OK_MAIL, OK_RCPT, GO,
+               BODY_HELLO, "S:250 2.0.0 b Ok", QUIT},
+     .events = "STARTTLS READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE,
+     .lmtp = 1},
+    {.name = "starttls lmtp require: not offered",
+     .steps = {GREET, LHLO, L_PIPE, QUIT},
+     .events = "ERR:T:451 CLOSED",
+     .tls = SMTP_CLIENT_TLS_REQUIRE,
+     .err = NOT_OFFERED,
+     .lmtp = 1},
+
+    /* REQUIRETLS (RFC 8689) */
+    {.name = "requiretls offered inside TLS",
+     .steps = {HELLO, E_STARTTLS, TLS_GO, EHLO, "S:250-mx.example",
+               "S:250 REQUIRETLS", MAIL " REQUIRETLS", OK_MAIL, RCPT_B, OK_RCPT,
+               "C:DATA", GO, BODY_HELLO, QUEUED, QUIT},
+     .events = "STARTTLS READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .msg = &msg_requiretls,
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "requiretls not offered inside TLS",
+     .steps = {HELLO, E_STARTTLS, TLS_GO, EHLO, E_PLAIN, QUIT},
+     .events = "STARTTLS READY:TLS R0:550/5.7.30 DONE:F:550 READY:TLS CLOSED",
+     .msg = &msg_requiretls,
+     .tls = SMTP_CLIENT_TLS_MAY},
+    {.name = "requiretls offered but not TLS",
+     .steps = {HELLO, "S:250-mx.example", "S:250 REQUIRETLS", QUIT},
+     .events = "READY R0:550/5.7.30 DONE:F:550 READY CLOSED",
+     .msg = &msg_requiretls},
+    {.name = "requiretls with implicit TLS",
+     .steps = {HELLO, "S:250-mx.example", "S:250 REQUIRETLS",
+               MAIL " REQUIRETLS", OK_MAIL, RCPT_B, OK_RCPT, "C:DATA", GO,
+               BODY_HELLO, QUEUED, QUIT},
+     .events = "READY:TLS " TXN1_EV " READY:TLS CLOSED",
+     .msg = &msg_requiretls,
+     .tls_active = 1},
+    {.name = "requiretls switched off",
+     .steps = {HELLO, "S:250-mx.example", "S:250 REQUIRETLS", QUIT},
+     .events = "READY:TLS R0:550/5.7.30 DONE:F:550 READY:TLS CLOSED",
+     .msg = &msg_requiretls,
+     .use_off = SMTP_CLIENT_EXT_REQUIRETLS,
+     .tls_active = 1},
 };
 
 static void test_scenario(void **state) {
@@ -1179,14 +1405,190 @@ static void test_capabilities(void **state) {
   struct smtp_client *c = ready_client(
       "250-mx.example\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n"
       "250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
-      "250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n");
+      "250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250-REQUIRETLS\r\n"
+      "250 AUTH PLAIN\r\n");
   assert_int_equal(smtp_client_extensions(c), SMTP_CLIENT_EXT_ALL);
   assert_int_equal(smtp_client_size_limit(c), 52428800);
   assert_int_equal(smtp_client_is_esmtp(c), 1);
   assert_int_equal(smtp_client_last_reply(c)->code, 250);
   assert_string_equal(smtp_client_last_reply(c)->text,
                       "mx.example PIPELINING SIZE 52428800 8BITMIME SMTPUTF8 "
-                      "CHUNKING DSN ENHANCEDSTATUSCODES STARTTLS AUTH PLAIN");
+                      "CHUNKING DSN ENHANCEDSTATUSCODES STARTTLS REQUIRETLS "
+                      "AUTH PLAIN");
+  assert_int_equal(smtp_client_tls_active(c), 0);
+  smtp_client_free(c);
+}
+
+/* Output so far as a string, taken (so the next check sees only new
+ * output). */
+static void take_output(struct smtp_client *c, char *out, size_t cap) {
+  const uint8_t *p;
+  size_t n;
+  smtp_client_output(c, &p, &n);
+  assert_true(n < cap);
+  memcpy(out, p, n);
+  out[n] = '\0';
+  smtp_client_output_sent(c, n);
+}
+
+/* A MAY client that has sent STARTTLS. */
+static struct smtp_client *starttls_client(void) {
+  char out[256];
+  struct smtp_client *c = new_client_tls(0, 0, 0, SMTP_CLIENT_TLS_MAY, 0);
+  feed_str(c, "220 mx.example ESMTP\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "greeting");
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, "EHLO client.example\r\n");
+  feed_str(c, "250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
+              "250 STARTTLS\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "ehlo");
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, "STARTTLS\r\n");
+  assert_int_equal(smtp_client_timeout_class(c), SMTP_CLIENT_TIMEOUT_COMMAND);
+  return c;
+}
+
+/* The session ended on a protocol error about injected bytes, and sent
+ * nothing more (no EHLO, no QUIT: the stream is not to be trusted). */
+static void expect_injection_error(struct smtp_client *c, const char *label) {
+  char out[256];
+  expect_event(c, SMTP_CLIENT_EV_SESSION_ERROR, label);
+  assert_int_equal(smtp_client_session_error(c), SMTP_CLIENT_ERR_PROTOCOL);
+  const struct smtp_reply *r = smtp_client_reply(c);
+  assert_int_equal(r->code, 451);
+  assert_string_equal(r->enhanced, "4.5.0");
+  assert_string_equal(r->text, "protocol error: data after the STARTTLS "
+                               "reply while starting TLS");
+  expect_event(c, SMTP_CLIENT_EV_CLOSED, label);
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, "");
+  assert_int_equal(smtp_client_tls_started(c), -1);
+  assert_int_equal(smtp_client_tls_active(c), 0);
+}
+
+/* RFC 3207 §5 and the STARTTLS injection family: server bytes behind the
+ * 220, in the same read or fed before the handshake is reported, came in
+ * clear and must never be read as replies inside TLS. */
+static void test_starttls_injection(void **state) {
+  static const char *const tails[] = {
+      "250-mx.example\r\n250 PIPELINING\r\n", /* a whole fake reply */
+      "2",                                    /* one octet */
+      "\r\n",
+  };
+  for (size_t i = 0; i < sizeof(tails) / sizeof(tails[0]); i++) {
+    /* in the same feed as the 220: no STARTTLS event at all */
+    char in[256];
+    snprintf(in, sizeof(in), "220 2.0.0 go ahead\r\n%s", tails[i]);
+    struct smtp_client *c = starttls_client();
+    feed_str(c, in);
+    expect_injection_error(c, "same feed");
+    smtp_client_free(c);
+    /* fed after EV_STARTTLS, before the handshake is reported */
+    c = starttls_client();
+    feed_str(c, "220 2.0.0 go ahead\r\n");
+    expect_event(c, SMTP_CLIENT_EV_STARTTLS, "starttls");
+    feed_str(c, tails[i]);
+    assert_int_equal(smtp_client_tls_started(c), -1);
+    expect_injection_error(c, "later feed");
+    smtp_client_free(c);
+  }
+  /* a 220 read before STARTTLS was even sent answers nothing */
+  struct smtp_client *c = new_client_tls(0, 0, 0, SMTP_CLIENT_TLS_MAY, 0);
+  feed_str(c, "220 mx.example ESMTP\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "greeting");
+  drop_output(c);
+  feed_str(c, "250-mx.example\r\n250 STARTTLS\r\n220 2.0.0 go ahead\r\n");
+  expect_event(c, SMTP_CLIENT_EV_SESSION_ERROR, "early 220");
+  assert_int_equal(smtp_client_session_error(c), SMTP_CLIENT_ERR_PROTOCOL);
+  assert_string_equal(smtp_client_reply(c)->text,
+                      "protocol error: STARTTLS reply before STARTTLS was "
+                      "sent while starting TLS");
+  expect_event(c, SMTP_CLIENT_EV_CLOSED, "early 220");
+  assert_int_equal(smtp_client_tls_started(c), -1);
+  smtp_client_free(c);
+}
+
+/* The STARTTLS event, the handshake's API and what it resets. */
+static void test_starttls_api(void **state) {
+  char out[256];
+  struct smtp_client_config cfg;
+  smtp_client_config_default(&cfg);
+  assert_int_equal(cfg.tls, SMTP_CLIENT_TLS_NONE);
+  assert_int_equal(cfg.tls_active, 0);
+  cfg.tls = (enum smtp_client_tls_mode)7;
+  assert_null(smtp_client_new(&cfg));
+
+  struct smtp_client *c = starttls_client();
+  assert_int_equal(smtp_client_tls_started(c), -1); /* no 220 yet */
+  assert_int_equal(smtp_client_send_message(c, &msg1), -1);
+  feed_str(c, "220 2.0.0 Ready to start TLS\r\n");
+  expect_event(c, SMTP_CLIENT_EV_STARTTLS, "starttls");
+  assert_int_equal(smtp_client_reply(c)->code, 220);
+  assert_string_equal(smtp_client_reply(c)->text, "Ready to start TLS");
+  assert_int_equal(smtp_client_timeout_class(c), SMTP_CLIENT_TIMEOUT_NONE);
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "handshake");
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, ""); /* nothing more in clear */
+  assert_int_equal(smtp_client_send_message(c, &msg1), -1);
+  assert_int_equal(smtp_client_reset(c), -1);
+  assert_int_equal(smtp_client_tls_started(c), 0);
+  assert_int_equal(smtp_client_tls_started(c), -1); /* once */
+  assert_int_equal(smtp_client_tls_active(c), 1);
+  /* RFC 3207 §4.2: nothing learnt before TLS is kept */
+  assert_int_equal(smtp_client_extensions(c), 0);
+  assert_int_equal(smtp_client_size_limit(c), 0);
+  assert_int_equal(smtp_client_is_esmtp(c), 0);
+  assert_int_equal(smtp_client_timeout_class(c), SMTP_CLIENT_TIMEOUT_COMMAND);
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "second ehlo");
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, "EHLO client.example\r\n");
+  feed_str(c, "250-mx.example\r\n250-DSN\r\n250 STARTTLS\r\n");
+  expect_event(c, SMTP_CLIENT_EV_READY, "ready");
+  assert_int_equal(smtp_client_extensions(c),
+                   SMTP_CLIENT_EXT_DSN | SMTP_CLIENT_EXT_STARTTLS);
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, ""); /* no second STARTTLS */
+  /* a TLS failure while idle inside TLS */
+  smtp_client_tls_failed(c, NULL);
+  expect_event(c, SMTP_CLIENT_EV_SESSION_ERROR, "tls failed");
+  assert_string_equal(smtp_client_reply(c)->text,
+                      "TLS failed: unknown error while idle");
+  assert_string_equal(smtp_client_reply(c)->enhanced, "4.7.5");
+  expect_event(c, SMTP_CLIENT_EV_CLOSED, "closed");
+  smtp_client_tls_failed(c, "again"); /* closed: nothing happens */
+  expect_event(c, SMTP_CLIENT_EV_CLOSED, "closed repeats");
+  smtp_client_free(c);
+
+  /* quit asked for before the EHLO reply: no STARTTLS, just QUIT */
+  c = new_client_tls(0, 0, 0, SMTP_CLIENT_TLS_REQUIRE, 0);
+  feed_str(c, "220 mx.example ESMTP\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "greeting");
+  drop_output(c);
+  smtp_client_quit(c);
+  feed_str(c, "250-mx.example\r\n250 STARTTLS\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "ehlo");
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, "QUIT\r\n");
+  feed_str(c, "221 bye\r\n");
+  expect_event(c, SMTP_CLIENT_EV_CLOSED, "closed");
+  smtp_client_free(c);
+
+  /* quit asked for during the handshake: QUIT follows the second EHLO */
+  c = starttls_client();
+  feed_str(c, "220 go\r\n");
+  expect_event(c, SMTP_CLIENT_EV_STARTTLS, "starttls");
+  smtp_client_quit(c);
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "handshake");
+  assert_int_equal(smtp_client_tls_started(c), 0);
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "second ehlo");
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, "EHLO client.example\r\n");
+  feed_str(c, "250 mx.example\r\n");
+  expect_event(c, SMTP_CLIENT_NEED_INPUT, "quit");
+  take_output(c, out, sizeof(out));
+  assert_string_equal(out, "QUIT\r\n");
+  feed_str(c, "221 bye\r\n");
+  expect_event(c, SMTP_CLIENT_EV_CLOSED, "closed");
   smtp_client_free(c);
 }
 
@@ -1807,6 +2209,8 @@ int main(void) {
       cmocka_unit_test(test_reply_enhanced),
       cmocka_unit_test(test_reply_text),
       cmocka_unit_test(test_capabilities),
+      cmocka_unit_test(test_starttls_injection),
+      cmocka_unit_test(test_starttls_api),
       cmocka_unit_test(test_invalid_messages),
       cmocka_unit_test(test_rcpt_results),
       cmocka_unit_test(test_lmtp_results),

@@ -5,7 +5,11 @@
  * stops and waits for replies (the harness then runs the engine until it
  * needs input); NUL stands for a 0 octet. The harness's host accepts
  * everything except addresses containing "reject" (550 5.7.1) and bodies
- * containing "REJECTME" (554 5.7.1); messages are queued as "Q1". */
+ * containing "REJECTME" (554 5.7.1); messages are queued as "Q1". It
+ * finishes a TLS handshake at the first WAIT after EV_STARTTLS (what the
+ * client sent in clear before that is discarded by the engine), and takes
+ * user "alice" with password "secret", answers user "busy" 454 (rate
+ * limited) and fails anyone else. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +35,8 @@
 #define A60 A10 A10 A10 A10 A10 A10
 #define L63 A60 "bbb"
 #define L64 A60 "bbbb"
+#define X6000 X500 X500 X500 X500 X500 X500 X500 X500 X500 X500 X500 X500
+#define X12288 X6000 X6000 X100 X100 X50 X10 X10 X10 "xxxxxxxx"
 
 #define EHLO "EHLO client.example" CRLF WAIT
 #define HELO "HELO client.example" CRLF WAIT
@@ -54,6 +60,34 @@
                  "QUIT" CRLF
 #define BDAT_SPLIT_BODY "Subject: s\r\n\r\nline one\r\nline two\r\n"
 
+/* STARTTLS and AUTH: the extensions hosts opt in to, base64 responses. */
+#define EXT_TLS_AUTH (SMTP_EXT_STARTTLS | SMTP_EXT_AUTH)
+#define STARTTLS "STARTTLS" CRLF WAIT
+#define B64_ALICE "YWxpY2U="                       /* alice */
+#define B64_SECRET "c2VjcmV0"                      /* secret */
+#define PLAIN_ALICE "AGFsaWNlAHNlY3JldA=="         /* \0alice\0secret */
+#define PLAIN_ZID_SAME "YWxpY2UAYWxpY2UAc2VjcmV0"  /* alice\0alice\0secret */
+#define PLAIN_ZID_OTHER "Ym9iAGFsaWNlAHNlY3JldA==" /* bob\0alice\0secret */
+#define PLAIN_WRONG "AGFsaWNlAHdyb25n"             /* \0alice\0wrong */
+#define PLAIN_BUSY "AGJ1c3kAeA=="                  /* \0busy\0x */
+#define PLAIN_NO_USER "AABzZWNyZXQ="               /* \0\0secret */
+#define PLAIN_ONE_NUL "YWxpY2UAc2VjcmV0"           /* alice\0secret */
+#define PLAIN_THREE_NULS "AGFsaWNlAHNlYwByZXQ="    /* \0alice\0sec\0ret */
+#define LOGIN_CTRL "AWJhZA=="                      /* \x01bad */
+#define AUTH_OK "AUTH PLAIN " PLAIN_ALICE CRLF WAIT
+#define R_AUTH_OK "220|250|235 2.7.0"
+
+/* A submission client: STARTTLS with a MAIL and an AUTH pipelined in
+ * clear (discarded), a cancelled LOGIN, a failed PLAIN, a LOGIN, then a
+ * message. */
+#define SUBMISSION_SESSION                                                     \
+  EHLO "STARTTLS" CRLF MAIL "AUTH PLAIN " PLAIN_ALICE CRLF WAIT EHLO           \
+       "AUTH LOGIN" CRLF WAIT B64_ALICE CRLF WAIT "*" CRLF WAIT                \
+       "AUTH PLAIN" CRLF WAIT PLAIN_WRONG CRLF WAIT                            \
+       "AUTH LOGIN " B64_ALICE CRLF WAIT B64_SECRET CRLF                       \
+       "MAIL FROM:<a@b.example> AUTH=a+2Bb" CRLF RCPT "DATA" CRLF WAIT         \
+       "x" CRLF "." CRLF "QUIT" CRLF
+
 /* ---- harness --------------------------------------------------------- */
 
 struct result {
@@ -62,12 +96,22 @@ struct result {
   char detail[8192]; /* what the host saw: addresses, bodies */
   struct buf body;   /* the last message body */
   int closed;
+  int tls_pending; /* EV_STARTTLS seen; the handshake ends at the next WAIT */
 };
 
 enum feed_mode { FEED_SEGMENTS, FEED_SPLIT, FEED_BYTES };
 
+/* Session flags (struct smtp_server_config's TLS and AUTH fields). */
+enum {
+  CFG_TLS_ACTIVE = 1u << 0,
+  CFG_TLS_REQUIRED = 1u << 1,
+  CFG_AUTH_REQUIRED = 1u << 2,
+};
+
 struct run {
   unsigned ext_off; /* extensions switched off */
+  unsigned ext_on;  /* extensions switched on (beyond SMTP_EXT_ALL) */
+  unsigned cfg;     /* CFG_* */
   void (*tweak)(struct smtp_server_limits *l);
   enum feed_mode mode;
   size_t split_at; /* FEED_SPLIT: script offset of the extra split */
@@ -117,6 +161,43 @@ static void host_message(struct smtp_server *s, struct result *r) {
   }
 }
 
+/* Checks the password against alice/secret; the password getter holds it
+ * only until the verdict. */
+static void host_auth(struct smtp_server *s, struct result *r) {
+  const char *user = smtp_server_auth_user(s);
+  const char *pass = smtp_server_auth_password(s);
+  assert_non_null(user);
+  assert_non_null(pass);
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_NONE);
+  add_word(r->detail, sizeof(r->detail), "AUTH %s", user);
+  if (strcmp(user, "busy") == 0) {
+    smtp_server_reject(s, 454, "4.7.0", "Too many failures");
+  } else {
+    smtp_server_auth_result(s, strcmp(user, "alice") == 0 &&
+                                   strcmp(pass, "secret") == 0);
+  }
+  assert_null(smtp_server_auth_password(s));
+  if (smtp_server_authenticated(s)) {
+    assert_string_equal(smtp_server_auth_user(s), "alice");
+  } else {
+    assert_null(smtp_server_auth_user(s));
+  }
+}
+
+static void host_mail(struct smtp_server *s, struct result *r) {
+  const struct smtp_envelope *e = smtp_server_envelope(s);
+  add_word(r->detail, sizeof(r->detail), "MAIL <%s> proto=%s", e->sender,
+           smtp_server_protocol(s));
+  if (e->auth != NULL) {
+    add_word(r->detail, sizeof(r->detail), "auth=<%s>", e->auth);
+  }
+  if (strstr(e->sender, "reject")) {
+    smtp_server_reject(s, 550, "5.7.1", "Sender rejected");
+  } else {
+    smtp_server_accept(s);
+  }
+}
+
 /* Plays the host: runs the engine until it needs input, giving verdicts. */
 static void drain(struct smtp_server *s, struct result *r) {
   for (;;) {
@@ -127,20 +208,26 @@ static void drain(struct smtp_server *s, struct result *r) {
       collect_output(s, r);
       return;
     case SMTP_SERVER_WAIT_VERDICT:
-      fail_msg("WAIT_VERDICT although every verdict was given");
+      if (!r->tls_pending) {
+        fail_msg("WAIT_VERDICT although every verdict was given");
+      }
+      collect_output(s, r); /* the 220 leaves in clear */
       return;
+    case SMTP_SERVER_EV_STARTTLS:
+      add_word(r->events, sizeof(r->events), "STARTTLS");
+      assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_NONE);
+      r->tls_pending = 1;
+      break;
+    case SMTP_SERVER_EV_AUTH:
+      add_word(r->events, sizeof(r->events), "AUTH");
+      host_auth(s, r);
+      break;
     case SMTP_SERVER_EV_HELO:
       add_word(r->events, sizeof(r->events), "HELO");
       break;
     case SMTP_SERVER_EV_MAIL:
       add_word(r->events, sizeof(r->events), "MAIL");
-      add_word(r->detail, sizeof(r->detail), "MAIL <%s>",
-               smtp_server_envelope(s)->sender);
-      if (strstr(smtp_server_envelope(s)->sender, "reject")) {
-        smtp_server_reject(s, 550, "5.7.1", "Sender rejected");
-      } else {
-        smtp_server_accept(s);
-      }
+      host_mail(s, r);
       break;
     case SMTP_SERVER_EV_RCPT:
       rc = smtp_server_pending_rcpt(s);
@@ -202,11 +289,27 @@ static void feed_segment(struct smtp_server *s, struct result *r,
   }
 }
 
+/* The handshake is over: what the client sent in clear after STARTTLS
+ * (in the same segment) was discarded, never run. */
+static void host_tls_started(struct smtp_server *s, struct result *r) {
+  add_word(r->detail, sizeof(r->detail), "STARTTLS discarded=%zu",
+           smtp_server_discarded(s));
+  assert_int_equal(smtp_server_tls_active(s), 0);
+  smtp_server_tls_started(s);
+  assert_int_equal(smtp_server_tls_active(s), 1);
+  assert_null(smtp_server_helo(s));
+  r->tls_pending = 0;
+  drain(s, r);
+}
+
 static struct smtp_server *new_session(const struct run *run) {
   struct smtp_server_config cfg = {
       .hostname = "mx.example",
-      .extensions = SMTP_EXT_ALL & ~run->ext_off,
+      .extensions = (SMTP_EXT_ALL & ~run->ext_off) | run->ext_on,
       .stats = run->stats,
+      .tls_active = (run->cfg & CFG_TLS_ACTIVE) != 0,
+      .tls_required = (run->cfg & CFG_TLS_REQUIRED) != 0,
+      .auth_required = (run->cfg & CFG_AUTH_REQUIRED) != 0,
   };
   smtp_server_limits_default(&cfg.limits);
   if (run->tweak != NULL) {
@@ -233,6 +336,9 @@ static void run_script(const struct run *run, const char *script, size_t len,
       seg[i - start] = script[i] == NUL[0] ? 0 : (uint8_t)script[i];
     }
     feed_segment(s, r, run, seg, end - start, start);
+    if (r->tls_pending && !r->closed) {
+      host_tls_started(s, r);
+    }
     start = end + 1;
   }
   free(seg);
@@ -298,6 +404,10 @@ struct scenario {
   const char *events;  /* NULL: not checked */
   const char *detail;  /* substring of what the host saw; NULL: none */
   unsigned ext_off;
+  unsigned ext_on;
+  unsigned cfg; /* CFG_* */
+  int whole;    /* the outcome depends on how the octets arrive (improper
+                   pipelining): not also fed byte by byte */
   void (*tweak)(struct smtp_server_limits *l);
 };
 
@@ -313,7 +423,8 @@ static void three_errors(struct smtp_server_limits *l) {
   l->max_errors = 3;
 }
 
-/* Designated fields, so ext_off and tweak may be left out. */
+/* Designated fields, so ext_off, ext_on, cfg, whole and tweak may be left
+ * out. */
 #define SC(n, sc, rep, ev, det, ...)                                           \
   {                                                                            \
     .name = n, .script = sc, .replies = rep, .events = ev, .detail = det,      \
@@ -635,15 +746,16 @@ static const struct scenario scenarios[] = {
        R_TXN "|250 2.0.0|250 2.1.0|250 2.0.0|221",
        EV_TXN " MESSAGE MAIL RSET CLOSE", NULL),
     SC("improper pipelining after ehlo", "EHLO c.example" CRLF MAIL,
-       "220|554 5.5.0", "CLOSE", NULL),
+       "220|554 5.5.0", "CLOSE", NULL, .whole = 1),
     SC("improper pipelining after helo", "HELO c.example" CRLF "NOOP" CRLF,
-       "220|554 5.5.0", "CLOSE", NULL),
+       "220|554 5.5.0", "CLOSE", NULL, .whole = 1),
     SC("improper pipelining after data",
        EHLO MAIL RCPT "DATA" CRLF "Subject: x" CRLF "." CRLF,
-       "220|250|250 2.1.0|250 2.1.5|554 5.5.0", EV_TXN " CLOSE", NULL),
+       "220|250|250 2.1.0|250 2.1.5|554 5.5.0", EV_TXN " CLOSE", NULL,
+       .whole = 1),
     SC("improper pipelining after refused data",
        EHLO "DATA" CRLF "MAIL FROM:<e@evil.example>" CRLF, "220|250|554 5.5.0",
-       "HELO CLOSE", NULL),
+       "HELO CLOSE", NULL, .whole = 1),
 
     /* limits */
     SC("command line 512", "NOOP " X500 "xxxxx" CRLF, "220|250", "", NULL),
@@ -782,44 +894,266 @@ static const struct scenario scenarios[] = {
                       "BDAT 3 LAST" CRLF "c" CRLF,
        R_BDAT "|550 5.6.0|250 2.1.0|250 2.1.5|250 2.0.0 Ok: queued",
        EV_TXN " MAIL RCPT MESSAGE", "BODY[c\r\n]"),
+
+    /* STARTTLS (RFC 3207) */
+    SC("starttls then ehlo again", EHLO STARTTLS EHLO MAIL,
+       "220|250|220 2.0.0 Ready to start TLS|250|250 2.1.0",
+       "HELO STARTTLS HELO MAIL",
+       "STARTTLS discarded=0 MAIL <a@sender.example> proto=ESMTPS",
+       .ext_on = EXT_TLS_AUTH),
+    SC("starttls discards pipelined commands",
+       EHLO "STARTTLS" CRLF MAIL WAIT MAIL EHLO MAIL,
+       "220|250|220 2.0.0|503 5.5.1|250|250 2.1.0", "HELO STARTTLS HELO MAIL",
+       "STARTTLS discarded=30 MAIL <a@sender.example> proto=ESMTPS",
+       .ext_on = EXT_TLS_AUTH),
+    SC("starttls discards a pipelined auth",
+       EHLO "STARTTLS" CRLF "AUTH PLAIN " PLAIN_ALICE CRLF WAIT EHLO MAIL,
+       "220|250|220 2.0.0|250|250 2.1.0", "HELO STARTTLS HELO MAIL",
+       "STARTTLS discarded=33 MAIL <a@sender.example> proto=ESMTPS",
+       .ext_on = EXT_TLS_AUTH),
+    SC("starttls before ehlo", "STARTTLS" CRLF WAIT EHLO, "220|220 2.0.0|250",
+       "STARTTLS HELO", NULL, .ext_on = EXT_TLS_AUTH),
+    SC("starttls with argument", EHLO "STARTTLS now" CRLF, "220|250|501 5.5.4",
+       "HELO", NULL, .ext_on = EXT_TLS_AUTH),
+    SC("starttls twice", EHLO STARTTLS EHLO "STARTTLS" CRLF,
+       "220|250|220 2.0.0|250|503 5.5.1", "HELO STARTTLS HELO", NULL,
+       .ext_on = EXT_TLS_AUTH),
+    SC("starttls in transaction", EHLO MAIL WAIT "STARTTLS" CRLF,
+       "220|250|250 2.1.0|503 5.5.1", "HELO MAIL", NULL,
+       .ext_on = EXT_TLS_AUTH),
+    SC("starttls with implicit tls", EHLO "STARTTLS" CRLF, "220|250|503 5.5.1",
+       "HELO", NULL, .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("starttls not offered", EHLO "STARTTLS" CRLF, "220|250|502 5.5.1",
+       "HELO", NULL, .ext_on = SMTP_EXT_AUTH),
+    SC("tls required",
+       EHLO MAIL "RSET" CRLF "VRFY u" CRLF "HELO c.example" CRLF WAIT
+                 "NOOP" CRLF WAIT STARTTLS EHLO MAIL,
+       "220|250|530 5.7.0 Must issue a STARTTLS command first|530 5.7.0|"
+       "530 5.7.0|530 5.7.0|250 2.0.0|220 2.0.0|250|250 2.1.0",
+       "HELO STARTTLS HELO MAIL", "proto=ESMTPS", .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_REQUIRED),
+    SC("tls required: auth before starttls",
+       EHLO "AUTH PLAIN " PLAIN_ALICE CRLF, "220|250|530 5.7.0", "HELO", NULL,
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_REQUIRED),
+    SC("tls required: bdat chunk is still read",
+       EHLO "BDAT 6" CRLF "QUIT" CRLF WAIT "NOOP" CRLF, "220|250|503 5.5.1|250",
+       "HELO", NULL, .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_REQUIRED),
+
+    /* AUTH (RFC 4954): PLAIN and LOGIN, inside TLS only */
+    SC("auth before tls", EHLO "AUTH PLAIN " PLAIN_ALICE CRLF,
+       "220|250|538 5.7.11 Encryption required for requested authentication "
+       "mechanism",
+       "HELO", NULL, .ext_on = EXT_TLS_AUTH),
+    SC("auth not offered", EHLO "AUTH PLAIN " PLAIN_ALICE CRLF,
+       "220|250|502 5.5.1", "HELO", NULL, .ext_on = SMTP_EXT_STARTTLS,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("auth after starttls", EHLO STARTTLS EHLO AUTH_OK MAIL,
+       "220|250|220 2.0.0|250|235 2.7.0|250 2.1.0",
+       "HELO STARTTLS HELO AUTH MAIL",
+       "AUTH alice MAIL <a@sender.example> "
+       "proto=ESMTPSA",
+       .ext_on = EXT_TLS_AUTH),
+    SC("auth plain initial response", EHLO AUTH_OK MAIL,
+       R_AUTH_OK " Authentication successful|250 2.1.0", "HELO AUTH MAIL",
+       "AUTH alice MAIL <a@sender.example> proto=ESMTPSA",
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth plain empty initial response", EHLO "AUTH PLAIN =" CRLF,
+       "220|250|501 5.5.2 Cannot decode response", "HELO", NULL,
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth plain continuation",
+       EHLO "AUTH PLAIN" CRLF WAIT PLAIN_ALICE CRLF WAIT MAIL,
+       "220|250|334 |235 2.7.0|250 2.1.0", "HELO AUTH MAIL", "AUTH alice",
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth plain empty continuation", EHLO "AUTH PLAIN" CRLF WAIT CRLF,
+       "220|250|334 |501 5.5.2", "HELO", NULL, .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("auth plain authzid of the user", EHLO "AUTH PLAIN " PLAIN_ZID_SAME CRLF,
+       R_AUTH_OK, "HELO AUTH", "AUTH alice", .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("auth plain authzid of another", EHLO "AUTH PLAIN " PLAIN_ZID_OTHER CRLF,
+       "220|250|535 5.7.8 Authentication credentials invalid", "HELO", NULL,
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth plain layout",
+       EHLO "AUTH PLAIN " PLAIN_ONE_NUL CRLF "AUTH PLAIN " PLAIN_THREE_NULS CRLF
+            "AUTH PLAIN " PLAIN_NO_USER CRLF,
+       "220|250|501 5.5.2|501 5.5.2|535 5.7.8", "HELO", NULL,
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth login",
+       EHLO
+       "AUTH LOGIN" CRLF WAIT B64_ALICE CRLF WAIT B64_SECRET CRLF WAIT MAIL,
+       "220|250|334 VXNlcm5hbWU6|334 UGFzc3dvcmQ6|235 2.7.0|250 2.1.0",
+       "HELO AUTH MAIL", "AUTH alice MAIL <a@sender.example> proto=ESMTPSA",
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth login initial response",
+       EHLO "auth login " B64_ALICE CRLF WAIT B64_SECRET CRLF,
+       "220|250|334 UGFzc3dvcmQ6|235 2.7.0", "HELO AUTH", "AUTH alice",
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth login user with a control octet",
+       EHLO "AUTH LOGIN " LOGIN_CTRL CRLF, "220|250|535 5.7.8", "HELO", NULL,
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth login password with a nul",
+       EHLO "AUTH LOGIN " B64_ALICE CRLF WAIT "AA==" CRLF,
+       "220|250|334 UGFzc3dvcmQ6|535 5.7.8", "HELO", NULL,
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth cancel",
+       EHLO "AUTH LOGIN" CRLF WAIT "*" CRLF WAIT
+            "AUTH LOGIN " B64_ALICE CRLF WAIT "*" CRLF WAIT AUTH_OK,
+       "220|250|334 VXNlcm5hbWU6|501 5.0.0 Authentication canceled|"
+       "334 UGFzc3dvcmQ6|501 5.0.0|235 2.7.0",
+       "HELO AUTH", NULL, .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth bad base64",
+       EHLO "AUTH PLAIN AGFsaWNl!HNlY3JldA==" CRLF "AUTH LOGIN YR==" CRLF
+            "AUTH PLAIN ====" CRLF "AUTH PLAIN" CRLF WAIT "abc" CRLF WAIT
+            "AUTH PLAIN" CRLF WAIT PLAIN_ALICE "\n" WAIT "AUTH PLAIN" CRLF WAIT
+            "AGFsaWNl AHNlY3JldA==" CRLF WAIT "AUTH PLAIN *" CRLF,
+       "220|250|501 5.5.2|501 5.5.2|501 5.5.2|334 |501 5.5.2|334 |501 5.5.2|"
+       "334 |501 5.5.2|501 5.5.2",
+       "HELO", NULL, .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth wrong password then right",
+       EHLO "AUTH PLAIN " PLAIN_WRONG CRLF WAIT AUTH_OK,
+       "220|250|535 5.7.8 Authentication credentials invalid|235 2.7.0",
+       "HELO AUTH AUTH", "AUTH alice AUTH alice", .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("auth failures count as errors",
+       EHLO "AUTH PLAIN " PLAIN_WRONG CRLF WAIT
+            "AUTH PLAIN " PLAIN_WRONG CRLF WAIT
+            "AUTH PLAIN " PLAIN_WRONG CRLF WAIT AUTH_OK,
+       "220|250|535 5.7.8|535 5.7.8|535 5.7.8|421 4.7.0",
+       "HELO AUTH AUTH AUTH CLOSE", NULL, .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE, .tweak = three_errors),
+    SC("auth refused by the host",
+       EHLO "AUTH PLAIN " PLAIN_BUSY CRLF WAIT AUTH_OK,
+       "220|250|454 4.7.0 Too many failures|235 2.7.0", "HELO AUTH AUTH",
+       "AUTH busy AUTH alice", .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth then pipelined mail",
+       EHLO "AUTH PLAIN " PLAIN_ALICE CRLF MAIL RCPT "DATA" CRLF WAIT "x" CRLF
+            "." CRLF,
+       R_AUTH_OK "|250 2.1.0|250 2.1.5|354|250 2.0.0",
+       "HELO AUTH MAIL RCPT MESSAGE", "proto=ESMTPSA", .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("auth required", EHLO MAIL WAIT AUTH_OK MAIL,
+       "220|250|530 5.7.0 Authentication required|235 2.7.0|250 2.1.0",
+       "HELO AUTH MAIL", "proto=ESMTPSA", .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE | CFG_AUTH_REQUIRED),
+    SC("auth twice", EHLO AUTH_OK AUTH_OK, R_AUTH_OK "|503 5.5.1", "HELO AUTH",
+       NULL, .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth in transaction", EHLO MAIL WAIT AUTH_OK,
+       "220|250|250 2.1.0|503 5.5.1", "HELO MAIL", NULL, .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("auth before ehlo", AUTH_OK HELO AUTH_OK, "220|503 5.5.1|250|503 5.5.1",
+       "HELO", NULL, .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth survives ehlo", EHLO AUTH_OK EHLO MAIL, R_AUTH_OK "|250|250 2.1.0",
+       "HELO AUTH HELO MAIL", "proto=ESMTPSA", .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("auth syntax",
+       EHLO "AUTH CRAM-MD5" CRLF "AUTH" CRLF "AUTH PLAIN a b" CRLF
+            "AUTH  PLAIN" CRLF,
+       "220|250|504 5.5.4|501 5.5.4|501 5.5.4|501 5.5.4", "HELO", NULL,
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth response at the line limit",
+       EHLO "AUTH PLAIN" CRLF WAIT X12288 CRLF WAIT "NOOP" CRLF,
+       "220|250|334 |535 5.7.8|250", "HELO", NULL, .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("auth response over the line limit",
+       EHLO "AUTH LOGIN" CRLF WAIT X12288 "x" CRLF WAIT "NOOP" CRLF,
+       "220|250|334|500 5.5.6 Authentication exchange line is too long|250",
+       "HELO", NULL, .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("auth response far over the line limit",
+       EHLO "AUTH LOGIN" CRLF WAIT X12288 X12288 "NOOP" CRLF WAIT "NOOP" CRLF,
+       "220|250|334|500 5.5.6|250", "HELO", NULL, .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("mail auth parameter",
+       EHLO AUTH_OK "MAIL FROM:<a@b.example> AUTH=<>" CRLF "RSET" CRLF
+                    "MAIL FROM:<a@b.example> AUTH=alice+40example.com" CRLF,
+       R_AUTH_OK "|250 2.1.0|250|250 2.1.0", "HELO AUTH MAIL RSET MAIL",
+       "MAIL <a@b.example> proto=ESMTPSA auth=<> MAIL <a@b.example> "
+       "proto=ESMTPSA auth=<alice@example.com>",
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    SC("mail auth parameter unauthenticated",
+       EHLO "MAIL FROM:<a@b.example> AUTH=alice+40example.com" CRLF "RSET" CRLF
+            "MAIL FROM:<a@b.example> AUTH=a+zz" CRLF
+            "MAIL FROM:<a@b.example> AUTH" CRLF,
+       "220|250|250 2.1.0|250|501 5.5.4|501 5.5.4", "HELO MAIL RSET",
+       "MAIL <a@b.example> proto=ESMTPS auth=<>", .ext_on = EXT_TLS_AUTH,
+       .cfg = CFG_TLS_ACTIVE),
+    SC("mail auth parameter without the extension",
+       EHLO "MAIL FROM:<a@b.example> AUTH=a+zz" CRLF, "220|250|250 2.1.0",
+       "HELO MAIL", "MAIL <a@b.example> proto=ESMTP"),
+    SC("submission session", SUBMISSION_SESSION,
+       "220|250|220 2.0.0|250|334 VXNlcm5hbWU6|334 UGFzc3dvcmQ6|501 5.0.0|334 |"
+       "535 5.7.8|334 UGFzc3dvcmQ6|235 2.7.0|250 2.1.0|250 2.1.5|354|"
+       "250 2.0.0|221",
+       "HELO STARTTLS HELO AUTH AUTH MAIL RCPT MESSAGE CLOSE",
+       "STARTTLS discarded=63 AUTH alice AUTH alice MAIL <a@b.example> "
+       "proto=ESMTPSA auth=<a+b>",
+       .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_REQUIRED | CFG_AUTH_REQUIRED),
+    SC("command line 1012 with auth",
+       "NOOP " X500 X500 "xxxxx" CRLF "NOOP " X500 X500 "xxxxxx" CRLF,
+       "220|250|500 5.5.2", "", NULL, .ext_on = SMTP_EXT_AUTH),
 };
 
+/* Runs a scenario fed as its segments, then (unless `whole`) one octet at
+ * a time: a client waiting at each WAIT gets the same answers however its
+ * octets are cut. No reply ever carries the password or its base64. */
 static void test_scenario(void **state) {
   const struct scenario *sc = *state;
-  struct run run = {.ext_off = sc->ext_off, .tweak = sc->tweak};
-  struct result r;
-  char got[8192];
-  run_script(&run, sc->script, strlen(sc->script), &r);
-  reply_lines(&r, got, sizeof(got));
-  if (!replies_match(got, sc->replies)) {
-    fail_msg("%s: replies\n got  %s\n want %s", sc->name, got, sc->replies);
+  static const enum feed_mode modes[] = {FEED_SEGMENTS, FEED_BYTES};
+  static const char *const mode_names[] = {"segments", "bytes"};
+  for (size_t m = 0; m < (sc->whole ? 1 : 2); m++) {
+    struct run run = {.ext_off = sc->ext_off,
+                      .ext_on = sc->ext_on,
+                      .cfg = sc->cfg,
+                      .tweak = sc->tweak,
+                      .mode = modes[m]};
+    struct result r;
+    char got[8192];
+    run_script(&run, sc->script, strlen(sc->script), &r);
+    reply_lines(&r, got, sizeof(got));
+    const char *mode = mode_names[m];
+    if (!replies_match(got, sc->replies)) {
+      fail_msg("%s (%s): replies\n got  %s\n want %s", sc->name, mode, got,
+               sc->replies);
+    }
+    if (sc->events != NULL && strcmp(r.events, sc->events) != 0) {
+      fail_msg("%s (%s): events got \"%s\" want \"%s\"", sc->name, mode,
+               r.events, sc->events);
+    }
+    if (sc->detail != NULL && strstr(r.detail, sc->detail) == NULL) {
+      fail_msg("%s (%s): host saw \"%s\", want it to contain \"%s\"", sc->name,
+               mode, r.detail, sc->detail);
+    }
+    if (memmem(r.out.data, r.out.len, "secret", 6) != NULL ||
+        memmem(r.out.data, r.out.len, B64_SECRET, 8) != NULL) {
+      fail_msg("%s (%s): the password reached a reply", sc->name, mode);
+    }
+    result_free(&r);
   }
-  if (sc->events != NULL && strcmp(r.events, sc->events) != 0) {
-    fail_msg("%s: events got \"%s\" want \"%s\"", sc->name, r.events,
-             sc->events);
-  }
-  if (sc->detail != NULL && strstr(r.detail, sc->detail) == NULL) {
-    fail_msg("%s: host saw \"%s\", want it to contain \"%s\"", sc->name,
-             r.detail, sc->detail);
-  }
-  result_free(&r);
 }
 
 /* ---- sessions split at every point ----------------------------------- */
 
-/* Compliant clients: each segment is what a client sends before waiting. */
-static const char *const split_sessions[] = {
-    EHLO "MAIL FROM:<a@b.example> SIZE=100 BODY=8BITMIME" CRLF
-         "RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE" CRLF
-         "RCPT TO:<reject@d.example>" CRLF "DATA" CRLF WAIT
-         "Subject: split" CRLF CRLF "..stuffed" CRLF "x\r\n.x" CRLF "" CRLF
-         "." CRLF "RSET" CRLF "NOOP" CRLF "QUIT" CRLF,
-    EHLO MAIL RCPT "BDAT 10" CRLF "0123456789"
-                   "BDAT 6 LAST" CRLF "\r\n.\r\n"
-                   "QUIT" CRLF,
-    TXN "x\n.\r\nMAIL FROM:<e@evil.example>" CRLF "." CRLF "NOOP" CRLF,
-    BDAT_SPLIT_SESSION,
-    "NOOP " X500 X100 CRLF "NOOP" CRLF,
+/* Compliant clients: each segment is what a client sends before waiting
+ * (after STARTTLS, the rest of its segment is what it sent in clear before
+ * the handshake). */
+static const struct {
+  const char *script;
+  unsigned ext_on, cfg;
+} split_sessions[] = {
+    {.script = EHLO "MAIL FROM:<a@b.example> SIZE=100 BODY=8BITMIME" CRLF
+                    "RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE" CRLF
+                    "RCPT TO:<reject@d.example>" CRLF "DATA" CRLF WAIT
+                    "Subject: split" CRLF CRLF "..stuffed" CRLF "x\r\n.x" CRLF
+                    "" CRLF "." CRLF "RSET" CRLF "NOOP" CRLF "QUIT" CRLF},
+    {.script = EHLO MAIL RCPT "BDAT 10" CRLF "0123456789"
+                              "BDAT 6 LAST" CRLF "\r\n.\r\n"
+                              "QUIT" CRLF},
+    {.script =
+         TXN "x\n.\r\nMAIL FROM:<e@evil.example>" CRLF "." CRLF "NOOP" CRLF},
+    {.script = BDAT_SPLIT_SESSION},
+    {.script = "NOOP " X500 X100 CRLF "NOOP" CRLF},
+    {.script = SUBMISSION_SESSION,
+     .ext_on = EXT_TLS_AUTH,
+     .cfg = CFG_TLS_REQUIRED | CFG_AUTH_REQUIRED},
 };
 
 static void compare_results(const char *label, size_t at,
@@ -846,9 +1180,11 @@ static void compare_results(const char *label, size_t at,
 static void test_split_every_point(void **state) {
   for (size_t i = 0; i < sizeof(split_sessions) / sizeof(split_sessions[0]);
        i++) {
-    const char *script = split_sessions[i];
+    const char *script = split_sessions[i].script;
     size_t len = strlen(script);
-    struct run run = {.mode = FEED_SEGMENTS};
+    struct run run = {.mode = FEED_SEGMENTS,
+                      .ext_on = split_sessions[i].ext_on,
+                      .cfg = split_sessions[i].cfg};
     struct result want, got;
     run_script(&run, script, len, &want);
     assert_true(want.out.len > 0);
@@ -1227,6 +1563,307 @@ static void test_stats(void **state) {
   result_free(&r);
 }
 
+/* ---- STARTTLS and AUTH through the host API -------------------------- */
+
+static struct smtp_server *cfg_session(unsigned ext, unsigned flags) {
+  struct run run = {
+      .ext_off = SMTP_EXT_ALL & ~ext, .ext_on = ext, .cfg = flags};
+  return new_session(&run);
+}
+
+/* Moves the pending output into out (replacing its contents). */
+static void take_output(struct smtp_server *s, struct buf *out) {
+  const uint8_t *p;
+  size_t n;
+  buf_reset(out);
+  smtp_server_output(s, &p, &n);
+  assert_int_equal(buf_append(out, p, n), 0);
+  assert_int_equal(buf_append(out, "", 1), 0); /* NUL: compare as text */
+  smtp_server_output_sent(s, n);
+}
+
+static void expect_output(struct smtp_server *s, const char *want,
+                          const char *label) {
+  struct buf out = {0};
+  take_output(s, &out);
+  if (strcmp((const char *)out.data, want) != 0) {
+    fail_msg("%s: output\n got  %s\n want %s", label, (const char *)out.data,
+             want);
+  }
+  buf_free(&out);
+}
+
+/* After STARTTLS and the handshake, as a host would drive it. */
+static void starttls_done(struct smtp_server *s) {
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo before tls");
+  feed_str(s, "STARTTLS" CRLF);
+  expect_event(s, SMTP_SERVER_EV_STARTTLS, "starttls");
+  smtp_server_tls_started(s);
+}
+
+/* RFC 3207 §4.2 and RFC 4954 §4: STARTTLS only before TLS, AUTH only
+ * inside it; SMTP_EXT_ALL holds neither. */
+static void test_ehlo_tls_keywords(void **state) {
+  static const struct {
+    const char *label;
+    unsigned ext, flags;
+    int starttls; /* EHLO again after STARTTLS and the handshake */
+    const char *want;
+  } cases[] = {
+      {"in clear", EXT_TLS_AUTH | SMTP_EXT_PIPELINING, 0, 0,
+       "250-mx.example\r\n250-PIPELINING\r\n250 STARTTLS\r\n"},
+      {"after starttls", EXT_TLS_AUTH | SMTP_EXT_PIPELINING, 0, 1,
+       "250-mx.example\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n"},
+      {"implicit tls", EXT_TLS_AUTH, CFG_TLS_ACTIVE, 0,
+       "250-mx.example\r\n250 AUTH PLAIN LOGIN\r\n"},
+      {"starttls alone after starttls", SMTP_EXT_STARTTLS, 0, 1,
+       "250 mx.example\r\n"},
+      {"auth alone in clear", SMTP_EXT_AUTH, 0, 0, "250 mx.example\r\n"},
+      {"all is neither", SMTP_EXT_ALL, CFG_TLS_ACTIVE, 0,
+       "250-mx.example\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n"
+       "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"
+       "250-CHUNKING\r\n250 DSN\r\n"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct smtp_server *s = cfg_session(cases[i].ext, cases[i].flags);
+    if (cases[i].starttls) {
+      starttls_done(s);
+    }
+    struct buf skip = {0};
+    take_output(s, &skip);
+    buf_free(&skip);
+    feed_str(s, "EHLO c.example" CRLF);
+    expect_event(s, SMTP_SERVER_EV_HELO, cases[i].label);
+    expect_output(s, cases[i].want, cases[i].label);
+    smtp_server_free(s);
+  }
+}
+
+/* CVE-2011-0411: what follows STARTTLS in clear, buffered or fed before
+ * the handshake is done, is counted and never run; the session restarts. */
+static void test_starttls_discards(void **state) {
+  struct smtp_server *s = cfg_session(SMTP_EXT_ALL | EXT_TLS_AUTH, 0);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "ehlo done");
+  struct buf skip = {0};
+  take_output(s, &skip);
+  buf_free(&skip);
+  feed_str(s, "STARTTLS" CRLF MAIL RCPT);
+  expect_event(s, SMTP_SERVER_EV_STARTTLS, "starttls");
+  assert_int_equal(smtp_server_discarded(s), strlen(MAIL RCPT));
+  expect_event(s, SMTP_SERVER_WAIT_VERDICT, "handshake");
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_NONE);
+  assert_int_equal(smtp_server_is_idle(s), 0);
+  assert_int_equal(smtp_server_tls_active(s), 0);
+  expect_output(s, "220 2.0.0 Ready to start TLS\r\n", "220");
+  feed_str(s, "DATA" CRLF);
+  assert_int_equal(smtp_server_discarded(s), strlen(MAIL RCPT "DATA" CRLF));
+  expect_event(s, SMTP_SERVER_WAIT_VERDICT, "still in handshake");
+  smtp_server_tls_started(s);
+  assert_int_equal(smtp_server_tls_active(s), 1);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "after handshake");
+  expect_output(s, "", "no new greeting");
+  assert_null(smtp_server_helo(s));
+  assert_string_equal(smtp_server_protocol(s), "SMTP");
+  assert_int_equal(smtp_server_is_idle(s), 1);
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_COMMAND);
+  feed_str(s, MAIL);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "mail before ehlo");
+  expect_output(s, "503 5.5.1 Error: send HELO/EHLO first\r\n", "503");
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo in tls");
+  assert_string_equal(smtp_server_protocol(s), "ESMTPS");
+  smtp_server_free(s);
+
+  /* A session closed during the handshake ignores the late tls_started. */
+  s = cfg_session(EXT_TLS_AUTH, 0);
+  feed_str(s, "STARTTLS" CRLF);
+  expect_event(s, SMTP_SERVER_EV_STARTTLS, "starttls 2");
+  smtp_server_shutdown(s);
+  expect_event(s, SMTP_SERVER_EV_CLOSE, "shutdown");
+  smtp_server_tls_started(s);
+  expect_event(s, SMTP_SERVER_EV_CLOSE, "still closed");
+  smtp_server_free(s);
+}
+
+/* The host checks the password on another thread: input waits, the
+ * getters hold the credentials until the verdict, then only the user. */
+static void test_auth_async_verdict(void **state) {
+  struct smtp_server *s = cfg_session(SMTP_EXT_ALL | EXT_TLS_AUTH,
+                                      CFG_TLS_ACTIVE | CFG_AUTH_REQUIRED);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "ehlo done");
+  struct buf skip = {0};
+  take_output(s, &skip);
+  buf_free(&skip);
+  feed_str(s, "AUTH PLAIN " PLAIN_ALICE CRLF MAIL);
+  expect_event(s, SMTP_SERVER_EV_AUTH, "auth");
+  assert_string_equal(smtp_server_auth_user(s), "alice");
+  assert_string_equal(smtp_server_auth_password(s), "secret");
+  assert_int_equal(smtp_server_authenticated(s), 0);
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_NONE);
+  expect_event(s, SMTP_SERVER_WAIT_VERDICT, "checking 1");
+  feed_str(s, "NOOP" CRLF);
+  expect_event(s, SMTP_SERVER_WAIT_VERDICT, "checking 2");
+  expect_output(s, "", "nothing before the verdict");
+  smtp_server_auth_result(s, 1);
+  assert_null(smtp_server_auth_password(s));
+  assert_string_equal(smtp_server_auth_user(s), "alice");
+  assert_int_equal(smtp_server_authenticated(s), 1);
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail after auth");
+  assert_string_equal(smtp_server_protocol(s), "ESMTPSA");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "noop");
+  expect_output(s,
+                "235 2.7.0 Authentication successful\r\n250 2.1.0 Ok\r\n"
+                "250 2.0.0 Ok\r\n",
+                "replies");
+  feed_str(s, "QUIT" CRLF);
+  expect_event(s, SMTP_SERVER_EV_CLOSE, "quit");
+  smtp_server_free(s);
+
+  /* A SASL exchange waits on the client (command timer); a session freed
+   * mid-exchange or with the verdict owed leaks nothing (ASan). */
+  s = cfg_session(EXT_TLS_AUTH, CFG_TLS_ACTIVE);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo 2");
+  feed_str(s, "AUTH LOGIN" CRLF);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "334");
+  assert_int_equal(smtp_server_timeout_class(s), SMTP_TIMEOUT_COMMAND);
+  assert_int_equal(smtp_server_is_idle(s), 0);
+  feed_str(s, B64_ALICE CRLF);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "password?");
+  assert_null(smtp_server_auth_user(s));
+  smtp_server_free(s);
+  s = cfg_session(EXT_TLS_AUTH, CFG_TLS_ACTIVE);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo 3");
+  feed_str(s, "AUTH PLAIN " PLAIN_ALICE CRLF);
+  expect_event(s, SMTP_SERVER_EV_AUTH, "auth 3");
+  smtp_server_free(s);
+}
+
+static void b64_append(struct buf *out, const uint8_t *p, size_t n) {
+  static const char d[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16 |
+                 (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                 (i + 2 < n ? p[i + 2] : 0);
+    char q[4] = {d[v >> 18 & 63], d[v >> 12 & 63],
+                 i + 1 < n ? d[v >> 6 & 63] : '=', i + 2 < n ? d[v & 63] : '='};
+    assert_int_equal(buf_append(out, q, 4), 0);
+  }
+}
+
+/* Sends one AUTH PLAIN (authcid user, password pass_len octets) as a
+ * continuation line; returns 1 if the host was asked, with both intact. */
+static int auth_plain_asks(const char *user, size_t pass_len) {
+  struct smtp_server *s = cfg_session(EXT_TLS_AUTH, CFG_TLS_ACTIVE);
+  struct buf msg = {0}, line = {0};
+  assert_int_equal(buf_append(&msg, "\0", 1), 0);
+  assert_int_equal(buf_append(&msg, user, strlen(user) + 1), 0);
+  for (size_t i = 0; i < pass_len; i++) {
+    assert_int_equal(buf_append(&msg, i % 2 ? "p" : "\x7f", 1), 0);
+  }
+  b64_append(&line, msg.data, msg.len);
+  assert_int_equal(buf_append_str(&line, CRLF), 0);
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  feed_str(s, "AUTH PLAIN" CRLF);
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "334");
+  assert_int_equal(smtp_server_feed(s, line.data, line.len), 0);
+  int asked = smtp_server_next(s) == SMTP_SERVER_EV_AUTH;
+  if (asked) {
+    assert_string_equal(smtp_server_auth_user(s), user);
+    assert_int_equal(strlen(smtp_server_auth_password(s)), pass_len);
+    assert_memory_equal(smtp_server_auth_password(s),
+                        msg.data + 2 + strlen(user), pass_len);
+    smtp_server_auth_result(s, 0);
+  }
+  smtp_server_free(s);
+  buf_free(&msg);
+  buf_free(&line);
+  return asked;
+}
+
+/* RFC 4954 §4 limits we set: authcid 1..255 octets without controls,
+ * well-formed UTF-8; password up to 1024 octets. */
+static void test_auth_limits(void **state) {
+  static char u255[256], u256[257];
+  memset(u255, 'u', 255);
+  memset(u256, 'u', 256);
+  static const struct {
+    const char *label;
+    const char *user;
+    size_t pass_len;
+    int want;
+  } cases[] = {
+      {"user of 255", u255, 8, 1},
+      {"user of 256", u256, 8, 0},
+      {"utf-8 user", "j\xc3\xb6rg", 8, 1},
+      {"bad utf-8 user", "j\xc3(rg", 8, 0},
+      {"user with tab", "a\tb", 8, 0},
+      {"empty password", "alice", 0, 1},
+      {"password of 1024", "alice", 1024, 1},
+      {"password of 1025", "alice", 1025, 0},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int got = auth_plain_asks(cases[i].user, cases[i].pass_len);
+    if (got != cases[i].want) {
+      fail_msg("%s: host asked %d want %d", cases[i].label, got, cases[i].want);
+    }
+  }
+}
+
+/* Every length and padding of a LOGIN user name decodes back to itself. */
+static void test_auth_base64_round_trip(void **state) {
+  for (size_t len = 1; len <= 255; len++) {
+    char user[256];
+    for (size_t i = 0; i < len; i++) {
+      user[i] = (char)(0x21 + (i * 37 + len) % 94);
+    }
+    user[len] = '\0';
+    struct buf line = {0};
+    assert_int_equal(buf_append_str(&line, "AUTH LOGIN "), 0);
+    b64_append(&line, (const uint8_t *)user, len);
+    assert_int_equal(buf_append_str(&line, CRLF B64_SECRET CRLF), 0);
+    struct smtp_server *s = cfg_session(EXT_TLS_AUTH, CFG_TLS_ACTIVE);
+    feed_str(s, "EHLO c.example" CRLF);
+    expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+    assert_int_equal(smtp_server_feed(s, line.data, line.len), 0);
+    if (smtp_server_next(s) != SMTP_SERVER_EV_AUTH ||
+        strcmp(smtp_server_auth_user(s), user) != 0) {
+      fail_msg("user of %zu octets did not round-trip", len);
+    }
+    smtp_server_reject(s, 454, "4.7.0", "later");
+    smtp_server_free(s);
+    buf_free(&line);
+  }
+}
+
+static void test_stats_tls_auth(void **state) {
+  struct smtp_server_stats st = {0};
+  struct run run = {.stats = &st, .ext_on = EXT_TLS_AUTH};
+  struct result r;
+  const char *script = EHLO STARTTLS EHLO
+      "AUTH LOGIN" CRLF WAIT B64_ALICE CRLF WAIT B64_SECRET CRLF WAIT
+      "EXPN x" CRLF;
+  run_script(&run, script, strlen(script), &r);
+  assert_int_equal(st.commands[SMTP_VERB_EHLO], 2);
+  assert_int_equal(st.commands[SMTP_VERB_STARTTLS], 1);
+  assert_int_equal(st.commands[SMTP_VERB_AUTH], 1); /* not its responses */
+  assert_int_equal(st.commands[SMTP_VERB_UNKNOWN], 1);
+  /* 220, 250, 220 STARTTLS, 250, 235; two 334; 502 */
+  assert_int_equal(st.replies[2], 5);
+  assert_int_equal(st.replies[3], 2);
+  assert_int_equal(st.replies[5], 1);
+  result_free(&r);
+}
+
 int main(void) {
   static const struct CMUnitTest fixed[] = {
       cmocka_unit_test(test_split_every_point),
@@ -1243,6 +1880,12 @@ int main(void) {
       cmocka_unit_test(test_timeouts_and_shutdown),
       cmocka_unit_test(test_bdat_timeout_class),
       cmocka_unit_test(test_stats),
+      cmocka_unit_test(test_ehlo_tls_keywords),
+      cmocka_unit_test(test_starttls_discards),
+      cmocka_unit_test(test_auth_async_verdict),
+      cmocka_unit_test(test_auth_limits),
+      cmocka_unit_test(test_auth_base64_round_trip),
+      cmocka_unit_test(test_stats_tls_auth),
   };
   size_t num_sc = sizeof(scenarios) / sizeof(scenarios[0]);
   size_t num_fixed = sizeof(fixed) / sizeof(fixed[0]);
