@@ -315,6 +315,81 @@ static void clear_dns_servers(struct config *c, const struct setting *s) {
   c->num_dns_servers = 0;
 }
 
+static const char *const tls_level_names[] = {"none", "may", "encrypt",
+                                              "verify", "dane"};
+
+const char *config_tls_level_name(enum config_tls_level level) {
+  return (unsigned)level < ARRAY_LEN(tls_level_names) ? tls_level_names[level]
+                                                      : "?";
+}
+
+/* tls_level_parse: "none", "may", ... Returns 0, or -1. */
+static int tls_level_parse(const char *v, enum config_tls_level *out) {
+  for (size_t i = 0; i < ARRAY_LEN(tls_level_names); i++) {
+    if (strcmp(v, tls_level_names[i]) == 0) {
+      *out = (enum config_tls_level)i;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static int set_tls_level(struct config *c, const struct setting *s,
+                         const char *v, char *msg, size_t msg_len) {
+  if (tls_level_parse(v, field(c, s->off)) != 0) {
+    return msgf(msg, msg_len,
+                "\"%.40s\" is not none, may, encrypt, verify or dane", v);
+  }
+  return 0;
+}
+
+static int set_tls_version(struct config *c, const struct setting *s,
+                           const char *v, char *msg, size_t msg_len) {
+  if (strcmp(v, "1.2") != 0 && strcmp(v, "1.3") != 0) {
+    return msgf(msg, msg_len, "\"%.40s\" is not 1.2 or 1.3", v);
+  }
+  return replace_str(field(c, s->off), v, strlen(v), msg, msg_len);
+}
+
+/* add_tls_policy: "DOMAIN LEVEL", DOMAIN a domain, ".domain" or "*". */
+static int add_tls_policy(struct config *c, const struct setting *s,
+                          const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  if (c->num_tls_policies >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  const char *sp = strchr(v, ' ');
+  struct config_tls_policy *p = &c->tls_policies[c->num_tls_policies];
+  size_t n = sp ? (size_t)(sp - v) : 0;
+  while (sp != NULL && *sp == ' ') {
+    sp++;
+  }
+  if (sp == NULL || n == 0 || n >= sizeof(p->domain) ||
+      tls_level_parse(sp, &p->level) != 0) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not \"DOMAIN LEVEL\" (LEVEL none, may, "
+                "encrypt, verify or dane)",
+                v);
+  }
+  memcpy(p->domain, v, n);
+  p->domain[n] = '\0';
+  const char *d = p->domain[0] == '.' ? p->domain + 1 : p->domain;
+  if (strcmp(p->domain, "*") != 0 && !netaddr_hostname_valid(d)) {
+    return msgf(msg, msg_len, "\"%.80s\": \"%s\" is not a domain", v,
+                p->domain);
+  }
+  for (char *q = p->domain; *q; q++) {
+    *q = (char)tolower((unsigned char)*q);
+  }
+  c->num_tls_policies++;
+  return 0;
+}
+
+static void clear_tls_policies(struct config *c, const struct setting *s) {
+  (void)s;
+  c->num_tls_policies = 0;
+}
+
 static int set_listen(struct config *c, const struct setting *s, const char *v,
                       char *msg, size_t msg_len) {
   struct config_listen *l = field(c, s->off);
@@ -439,6 +514,82 @@ static const struct setting listen_settings[] = {
      .shape = SHAPE_STRING,
      .set = set_listen,
      FIELD(metrics)},
+    {.name = "submissions",
+     .env = "POSTSEAL_SUBMISSIONS_LISTEN",
+     .shape = SHAPE_STRING,
+     .set = set_listen,
+     FIELD(submissions)},
+};
+
+static const struct setting tls_settings[] = {
+    {.name = "cert_file",
+     .env = "POSTSEAL_TLS_CERT_FILE",
+     .shape = SHAPE_STRING,
+     .set = set_path_or_empty,
+     FIELD(tls_cert_file)},
+    {.name = "key_file",
+     .env = "POSTSEAL_TLS_KEY_FILE",
+     .shape = SHAPE_STRING,
+     .set = set_path_or_empty,
+     FIELD(tls_key_file)},
+    {.name = "min_version",
+     .shape = SHAPE_STRING,
+     .set = set_tls_version,
+     FIELD(tls_min_version)},
+    {.name = "ca_file",
+     .env = "POSTSEAL_TLS_CA_FILE",
+     .shape = SHAPE_STRING,
+     .set = set_path_or_empty,
+     FIELD(tls_ca_file)},
+    {.name = "outbound",
+     .env = "POSTSEAL_TLS_OUTBOUND",
+     .shape = SHAPE_STRING,
+     .set = set_tls_level,
+     FIELD(tls_outbound)},
+    {.name = "policies",
+     .env = "POSTSEAL_TLS_POLICIES",
+     .shape = SHAPE_LIST,
+     .set = add_tls_policy,
+     .clear = clear_tls_policies},
+    {.name = "smtp_starttls",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(smtp_starttls)},
+};
+
+static const struct setting auth_settings[] = {
+    {.name = "passwd_file",
+     .env = "POSTSEAL_AUTH_PASSWD_FILE",
+     .shape = SHAPE_STRING,
+     .set = set_path_or_empty,
+     FIELD(auth_passwd_file)},
+    {.name = "max_failures",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(auth_max_failures),
+     .min = 1,
+     .max = 1000},
+    {.name = "failure_window",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(auth_failure_window),
+     .min = 1,
+     .max = 86400},
+    {.name = "sender_login_match",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(auth_sender_login_match)},
+};
+
+static const struct setting submission_settings[] = {
+    {.name = "require_auth",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(submission_require_auth)},
+    {.name = "require_tls",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(submission_require_tls)},
 };
 
 static const struct setting limit_settings[] = {
@@ -668,16 +819,28 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_STRING,
      .set = set_path_or_empty,
      FIELD(control_socket)},
+    {.name = "tls",
+     .shape = SHAPE_MAPPING,
+     .sub = tls_settings,
+     .num_sub = ARRAY_LEN(tls_settings)},
+    {.name = "auth",
+     .shape = SHAPE_MAPPING,
+     .sub = auth_settings,
+     .num_sub = ARRAY_LEN(auth_settings)},
+    {.name = "submission",
+     .shape = SHAPE_MAPPING,
+     .sub = submission_settings,
+     .num_sub = ARRAY_LEN(submission_settings)},
 };
 
 /* load_mapping tracks the keys seen in a 32-bit mask. */
-_Static_assert(ARRAY_LEN(top_settings) <= 32 &&
-                   ARRAY_LEN(limit_settings) <= 32 &&
-                   ARRAY_LEN(timeout_settings) <= 32 &&
-                   ARRAY_LEN(delivery_settings) <= 32 &&
-                   ARRAY_LEN(dns_settings) <= 32 &&
-                   ARRAY_LEN(listen_settings) <= 32,
-               "setting tables must fit the seen mask");
+_Static_assert(
+    ARRAY_LEN(top_settings) <= 32 && ARRAY_LEN(limit_settings) <= 32 &&
+        ARRAY_LEN(timeout_settings) <= 32 &&
+        ARRAY_LEN(delivery_settings) <= 32 && ARRAY_LEN(dns_settings) <= 32 &&
+        ARRAY_LEN(listen_settings) <= 32 && ARRAY_LEN(tls_settings) <= 32 &&
+        ARRAY_LEN(auth_settings) <= 32 && ARRAY_LEN(submission_settings) <= 32,
+    "setting tables must fit the seen mask");
 
 /* default_hostname: gethostname(), or "localhost" if it is unusable. */
 static const char *default_hostname(char *buf, size_t buf_len) {
@@ -722,6 +885,23 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->delivery_delay_warning = 4 * 3600;
   c->dns_timeout_ms = 2000;
   c->dns_tries = 3;
+  c->tls_outbound = CONFIG_TLS_MAY;
+  c->auth_max_failures = 5;
+  c->auth_failure_window = 600;
+  c->auth_sender_login_match = 1;
+  c->submission_require_auth = 1;
+  c->submission_require_tls = 1;
+  c->smtp_starttls = 1;
+  c->tls_cert_file = strdup("");
+  c->tls_key_file = strdup("");
+  c->tls_min_version = strdup("1.2");
+  c->tls_ca_file = strdup("/etc/ssl/certs/ca-certificates.crt");
+  c->auth_passwd_file = strdup("");
+  if (c->tls_cert_file == NULL || c->tls_key_file == NULL ||
+      c->tls_min_version == NULL || c->tls_ca_file == NULL ||
+      c->auth_passwd_file == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
   for (size_t i = 0; i < ARRAY_LEN(top_settings); i++) {
     if (top_settings[i].set == set_local_transport &&
         set_local_transport(c, &top_settings[i], "maildir:mail/%d/%u", msg,
@@ -1047,6 +1227,26 @@ static int apply_env(struct config *c, const struct setting *table, size_t num,
   return 0;
 }
 
+/* config_check: rules that join several keys, after file and env. */
+static int config_check(const struct config *c, char *err, size_t err_len) {
+  const char *where = c->path ? c->path : "configuration";
+  if ((c->tls_cert_file[0] == '\0') != (c->tls_key_file[0] == '\0')) {
+    snprintf(err, err_len,
+             "%s: tls.cert_file and tls.key_file are set together or not "
+             "at all",
+             where);
+    return -1;
+  }
+  if (c->submissions.enabled && c->tls_cert_file[0] == '\0') {
+    snprintf(err, err_len,
+             "%s: listen.submissions (implicit TLS) needs tls.cert_file and "
+             "tls.key_file",
+             where);
+    return -1;
+  }
+  return 0;
+}
+
 /* ---- public ---- */
 
 struct config *config_load(const char *path, char *err, size_t err_len) {
@@ -1079,7 +1279,8 @@ struct config *config_load(const char *path, char *err, size_t err_len) {
       return NULL;
     }
   }
-  if (apply_env(c, top_settings, ARRAY_LEN(top_settings), err, err_len) != 0) {
+  if (apply_env(c, top_settings, ARRAY_LEN(top_settings), err, err_len) != 0 ||
+      config_check(c, err, err_len) != 0) {
     config_free(c);
     return NULL;
   }
@@ -1106,7 +1307,44 @@ void config_free(struct config *c) {
     free(c->dns_servers[i]);
   }
   free(c->control_socket);
+  free(c->tls_cert_file);
+  free(c->tls_key_file);
+  free(c->tls_min_version);
+  free(c->tls_ca_file);
+  free(c->auth_passwd_file);
+  if (c->runtime_free != NULL) {
+    c->runtime_free(c->runtime);
+  }
   free(c);
+}
+
+enum config_tls_level config_tls_level(const struct config *c,
+                                       const char *domain) {
+  size_t dlen = strlen(domain);
+  if (dlen > 0 && domain[dlen - 1] == '.') {
+    dlen--;
+  }
+  const struct config_tls_policy *best = NULL, *star = NULL;
+  size_t best_len = 0;
+  for (size_t i = 0; i < c->num_tls_policies; i++) {
+    const struct config_tls_policy *p = &c->tls_policies[i];
+    size_t plen = strlen(p->domain);
+    if (strcmp(p->domain, "*") == 0) {
+      star = star ? star : p;
+    } else if (p->domain[0] != '.') {
+      if (plen == dlen && strncasecmp(p->domain, domain, dlen) == 0) {
+        return p->level;
+      }
+    } else if (dlen > plen && plen > best_len &&
+               strncasecmp(domain + dlen - plen, p->domain, plen) == 0) {
+      best = p;
+      best_len = plen;
+    }
+  }
+  if (best != NULL) {
+    return best->level;
+  }
+  return star != NULL ? star->level : c->tls_outbound;
 }
 
 /* domain_listed: 1 if domain (any case, one trailing dot ignored) equals

@@ -30,6 +30,26 @@ struct config_listen {
 
 enum config_log_format { CONFIG_LOG_PLAIN, CONFIG_LOG_JSON };
 
+/* Outbound TLS per destination (Postfix's smtp_tls_security_level):
+ * none: never STARTTLS; may: opportunistic (plaintext if it fails);
+ * encrypt: TLS required, certificate not checked; verify: TLS with a
+ * certificate that chains to tls.ca_file and names the next hop; dane:
+ * RFC 7672 (TLSA from a validating resolver), else may. */
+enum config_tls_level {
+  CONFIG_TLS_NONE,
+  CONFIG_TLS_MAY,
+  CONFIG_TLS_ENCRYPT,
+  CONFIG_TLS_VERIFY,
+  CONFIG_TLS_DANE,
+};
+
+/* One tls.policies entry: "DOMAIN LEVEL"; DOMAIN ".example.com" matches
+ * subdomains, "*" everything. */
+struct config_tls_policy {
+  char domain[256];
+  enum config_tls_level level;
+};
+
 struct config {
   char *path;       /* file loaded, or NULL for defaults */
   char *hostname;   /* default: gethostname() */
@@ -38,6 +58,9 @@ struct config {
   struct config_listen smtp;       /* default 127.0.0.1:2525 */
   struct config_listen submission; /* default 127.0.0.1:2587 */
   struct config_listen metrics;    /* default 127.0.0.1:9425 */
+  /* Implicit TLS submission (RFC 8314, port 465); needs tls.cert_file.
+   * Default "" (off). */
+  struct config_listen submissions;
 
   char *spool_dir;           /* default "spool" */
   size_t spool_segment_size; /* rotate segments at this size: 64 MiB */
@@ -93,6 +116,31 @@ struct config {
   unsigned dns_tries;      /* default 3 */
 
   char *control_socket; /* default <spool_dir>/control; "" = none */
+
+  /* TLS (crypto/tls.h). Inbound TLS needs a certificate: without one,
+   * STARTTLS is not offered and the submissions listener cannot start. */
+  char *tls_cert_file;   /* PEM chain; "" = no inbound TLS (default) */
+  char *tls_key_file;    /* PEM key; set together with cert_file */
+  char *tls_min_version; /* "1.2" (default) or "1.3" */
+  char *tls_ca_file;     /* trust anchors for outbound verify: default
+                            /etc/ssl/certs/ca-certificates.crt */
+  enum config_tls_level tls_outbound; /* default MAY */
+  struct config_tls_policy tls_policies[CONFIG_MAX_LIST];
+  size_t num_tls_policies;
+
+  /* AUTH (policy/auth.h) on the submission listeners. */
+  char *auth_passwd_file;       /* "" = AUTH not offered (default) */
+  unsigned auth_max_failures;   /* per client, default 5 */
+  unsigned auth_failure_window; /* seconds, default 600 */
+  int auth_sender_login_match;  /* MAIL FROM must be the user's: default 1 */
+  int submission_require_auth;  /* default 1 */
+  int submission_require_tls;   /* default 1 */
+  int smtp_starttls;            /* offer STARTTLS on port 25: default 1 */
+
+  /* Runtime objects the daemon builds from this configuration (TLS
+   * contexts, the password table); freed with it by runtime_free. */
+  void *runtime;
+  void (*runtime_free)(void *runtime);
 };
 
 /* config_load reads `path` (NULL: defaults only), then the environment.
@@ -110,5 +158,13 @@ int config_is_relay_domain(const struct config *c, const char *domain);
  * smtp:[host]:port or smtp:host), else MX routing ("smtp:"). */
 void config_route(const struct config *c, const char *domain,
                   struct route *out);
+
+/* config_tls_level: the outbound TLS level for a next-hop domain (the
+ * recipient domain, or the relayhost's): the first tls.policies entry
+ * that matches exactly, then the longest ".suffix", then "*", then
+ * tls.outbound. */
+enum config_tls_level config_tls_level(const struct config *c,
+                                       const char *domain);
+const char *config_tls_level_name(enum config_tls_level level);
 
 #endif

@@ -29,6 +29,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format \
   liburing-dev android-libboringssl-dev libc-ares-dev libjemalloc-dev \
   libxxhash-dev libyaml-dev libcmocka-dev zlib1g-dev libcrypt-dev \
-  python3 postfix swaks prometheus \
+  python3 postfix swaks libnet-ssleay-perl libio-socket-ssl-perl prometheus \
+  whois testssl.sh \
   nsd ldnsutils dovecot-core dovecot-lmtpd gnuplot-nox \
   util-linux procps iproute2

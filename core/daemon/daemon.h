@@ -25,6 +25,8 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/spool.h"
+#include "crypto/tls.h"
+#include "policy/auth.h"
 #include "policy/dns.h"
 #include "proto/http.h"
 #include "proto/smtp_client.h"
@@ -47,8 +49,9 @@
 enum listener_kind {
   LISTEN_SMTP,
   LISTEN_SUBMISSION,
-  LISTEN_METRICS,
-  LISTEN_CONTROL, /* the queue control socket (control.c), worker 0 */
+  LISTEN_SUBMISSIONS, /* implicit TLS (RFC 8314) */
+  LISTEN_METRICS,     /* kinds below this one speak SMTP */
+  LISTEN_CONTROL,     /* the queue control socket (control.c), worker 0 */
   LISTEN_COUNT
 };
 
@@ -69,6 +72,31 @@ enum dlv_result {
   DLV_DEFERRED,
   DLV_BOUNCED,
   DLV_RESULT_COUNT,
+};
+
+/* TLS handshakes by outcome: the label of postseal_tls_handshakes_total. */
+enum tls_hs_result {
+  TLS_HS_OK,
+  TLS_HS_RESUMED,
+  TLS_HS_FAILED,
+  TLS_HS_COUNT,
+};
+
+/* AUTH outcomes: the label of postseal_auth_attempts_total. */
+enum auth_result {
+  AUTH_SUCCESS,
+  AUTH_FAILURE,
+  AUTH_BLOCKED, /* refused by the failed-attempt limiter */
+  AUTH_RESULT_COUNT,
+};
+
+/* Outbound TLS policy failures: the label of
+ * postseal_tls_policy_failures_total. */
+enum tls_policy_failure {
+  TLS_PF_NOT_OFFERED, /* STARTTLS missing or refused where required */
+  TLS_PF_HANDSHAKE,   /* the handshake failed where TLS was required */
+  TLS_PF_VERIFY,      /* certificate not verified (verify level) */
+  TLS_PF_COUNT,
 };
 
 /* Counters of one worker; only that worker writes them (METRIC_ADD). */
@@ -103,6 +131,11 @@ struct worker_metrics {
   uint64_t queue_state[3];
   /* Copied from this worker's resolver every tick (policy/dns.h). */
   uint64_t segments_reclaimed; /* deleted while running (segments.c) */
+  /* TLS: [0] inbound, [1] outbound; by outcome and by version (1.2, 1.3). */
+  uint64_t tls_handshakes[2][TLS_HS_COUNT];
+  uint64_t tls_versions[2][2];
+  uint64_t tls_policy_failures[TLS_PF_COUNT];
+  uint64_t auth_attempts[AUTH_RESULT_COUNT];
   uint64_t dns_queries, dns_cache_hits, dns_cache_misses, dns_coalesced,
       dns_tempfails, dns_timeouts;
 };
@@ -153,6 +186,10 @@ struct local_result {
 struct local_job {
   struct local_job *next;
   struct worker *w;
+  /* Other blocking work the pool runs (a password check): run on a pool
+   * thread, then done on the worker, which frees the job. NULL: Maildir. */
+  void (*run)(struct local_job *lj);
+  void (*done)(struct worker *w, struct local_job *lj);
   void *cookie; /* delivery.c's job */
   const char *tmpl;
   const char *sender;
@@ -198,6 +235,9 @@ struct conn {
   uint64_t queue_id;  /* of the message being committed */
   size_t message_size;
   size_t message_rcpts;
+  struct tls *tls;      /* TLS on this connection (tlsglue.c), or NULL */
+  int tls_ready;        /* handshake done */
+  int auth_pending;     /* a password check runs on the pool */
   int outbound;         /* a delivery connection (delivery.c) */
   int connecting;       /* OP_CONNECT in flight */
   struct dlv_conn *dlv; /* outbound kind */
@@ -282,15 +322,28 @@ struct __attribute__((aligned(64))) worker {
    * whose destination this worker owns, and this worker's jobs coming
    * back with their outcomes. */
   struct dlv_job *dlv_inbox, *dlv_back;
-  int dlv_closed;          /* exiting: hand-overs stay home */
-  unsigned dlv_remote_out; /* this worker's jobs out on other workers */
-  unsigned ctl_ops_out;    /* worker 0: commands not yet answered */
-  char *ctl_path;          /* worker 0: the socket to unlink at exit */
-  struct seg *segs;        /* segments.c */
+  int dlv_closed;                /* exiting: hand-overs stay home */
+  unsigned dlv_remote_out;       /* this worker's jobs out on other workers */
+  unsigned ctl_ops_out;          /* worker 0: commands not yet answered */
+  char *ctl_path;                /* worker 0: the socket to unlink at exit */
+  struct seg *segs;              /* segments.c */
+  struct buf tls_plain, tls_out; /* tlsglue.c scratch */
+};
+
+/* What a configuration needs at run time beyond its values: TLS contexts
+ * and the password table, built by runtime_attach() when the config is
+ * loaded (start and SIGHUP) and hung on config->runtime. Referenced, so
+ * a password check in flight keeps its table after a reload. */
+struct runtime {
+  int refs;                   /* atomic */
+  struct tls_ctx *tls_server; /* NULL: no inbound TLS */
+  struct tls_ctx *tls_client; /* outbound STARTTLS */
+  struct auth_db *auth;       /* NULL: AUTH not offered */
 };
 
 struct daemon {
   const char *config_path;
+  struct auth_limiter *auth_limiter; /* failed AUTH per client, shared */
   char *spool_dir;     /* the spool opened at start; a reload cannot move it */
   int lock_fd;         /* spool_lock(): held until exit */
   struct config *cfg;  /* published config (atomic pointer) */
@@ -322,6 +375,25 @@ void *worker_main(void *arg);
 void worker_wake(struct worker *w);
 int64_t daemon_now_ms(void);
 int64_t daemon_mono_ns(void);
+
+/* tlsglue.c: runtime objects and TLS on connections. */
+int runtime_attach(struct config *cfg, char *err, size_t err_len);
+static inline struct runtime *cfg_runtime(const struct config *cfg) {
+  return (struct runtime *)cfg->runtime;
+}
+void runtime_up_ref(struct runtime *rt);
+void runtime_put(struct runtime *rt);
+/* conn_send_raw queues bytes for the socket as they are (ciphertext, or
+ * plaintext before TLS); conn_send encrypts when the conn has TLS. */
+void conn_send_raw(struct conn *c, const uint8_t *data, size_t len);
+void conn_tls_flush(struct conn *c);
+void conn_tls_on_input(struct conn *c, const uint8_t *in, size_t in_len);
+/* conn_tls_start_server puts a server TLS session on c (STARTTLS or
+ * implicit TLS). Returns 0, or -1 (no context or out of memory). */
+int conn_tls_start_server(struct conn *c);
+void session_on_tls_ready(struct conn *c);
+void delivery_on_tls_ready(struct conn *c);
+void delivery_on_tls_error(struct conn *c, const char *why);
 
 /* session.c: SMTP glue, called by the worker. */
 int session_start(struct conn *c);

@@ -183,6 +183,9 @@ struct dlv_dest {
   unsigned num_jobs; /* jobs that point here */
   unsigned local_in_flight;
   int64_t hold_until_ms;
+  /* Opportunistic TLS failed its handshake here: plaintext until then
+   * (as Postfix retries "may" without TLS). */
+  int64_t tls_plain_until_ms;
   /* Route: addresses in MX order, or why there are none. */
   int resolving;
   uint64_t dns_handle;
@@ -231,11 +234,14 @@ struct dlv_conn {
   struct smtp_client_span span;
   struct buf storage; /* a re-read record */
   struct buf rcpt_storage;
+  enum config_tls_level tls_level; /* this connection's TLS policy */
+  char tls_host[256];              /* the next-hop name the cert must match */
 };
 
 static uint64_t dlv_done_len;
 
 static void dlv_job_ready(struct worker *w, struct dlv_job *j);
+static void dlv_start_tls(struct conn *c);
 static void dlv_after_attempt(struct worker *w, struct dlv_job *j);
 
 /* ---- the waiting heap ---- */
@@ -1551,6 +1557,11 @@ static void dlv_on_session_error(struct conn *c) {
   log_i64(&r, "code", reply->code);
   log_str(&r, "text", reply->text);
   log_end(&r);
+  /* The engine's own 4.7.4: STARTTLS missing or refused where the policy
+   * requires TLS (a stripping attacker looks exactly like this). */
+  if (reply->local && strcmp(reply->enhanced, "4.7.4") == 0) {
+    METRIC_ADD(c->w->m.tls_policy_failures[TLS_PF_NOT_OFFERED], 1);
+  }
   if (dc->starting) {
     dest_site_failed(c->w, dc->dest, dc->addr_index, dc->relay, reply);
   }
@@ -1578,6 +1589,9 @@ static void dlv_move_output(struct conn *c) {
 /* dlv_set_deadline arms the RFC 5321 §4.5.3.2 timeout of the engine's
  * state, or the idle wait. */
 static void dlv_set_deadline(struct conn *c) {
+  if (c->tls != NULL && !c->tls_ready) {
+    return; /* the handshake's deadline (dlv_start_tls) */
+  }
   if (c->dlv->idle) {
     c->deadline_ms = c->dlv->idle_until;
     return;
@@ -1609,6 +1623,13 @@ void delivery_pump(struct conn *c) {
       }
       break;
     case SMTP_CLIENT_EV_RCPT_RESULT:
+      break;
+    case SMTP_CLIENT_EV_STARTTLS:
+      dlv_move_output(c);
+      dlv_start_tls(c);
+      if (c->tls != NULL) {
+        return; /* the engine waits for delivery_on_tls_ready */
+      }
       break;
     case SMTP_CLIENT_EV_MESSAGE_DONE:
       dlv_on_message_done(c);
@@ -1647,6 +1668,89 @@ void delivery_on_eof(struct conn *c) {
   delivery_pump(c);
 }
 
+/* dlv_tls_listed: 1 if tls.policies names this domain (or "*"). */
+static int dlv_tls_listed(const struct config *cfg, const char *domain) {
+  for (size_t i = 0; i < cfg->num_tls_policies; i++) {
+    const char *p = cfg->tls_policies[i].domain;
+    size_t pl = strlen(p), dl = strlen(domain);
+    if (strcmp(p, "*") == 0 || strcasecmp(p, domain) == 0 ||
+        (p[0] == '.' && dl > pl && strcasecmp(domain + dl - pl, p) == 0)) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* dlv_start_tls: the server said 220 to STARTTLS; the handshake starts
+ * (the ClientHello leaves now) and the engine waits for it. */
+static void dlv_start_tls(struct conn *c) {
+  struct dlv_conn *dc = c->dlv;
+  struct runtime *rt = cfg_runtime(c->w->cfg);
+  char key[700];
+  snprintf(key, sizeof(key), "%.300s|%.63s", dc->dest->name, c->peer_text);
+  struct tls_client_params p = {
+      .sni = dc->tls_host,
+      .names = {dc->tls_host},
+      .num_names = 1,
+      .session_key = key,
+  };
+  c->tls = tls_new_client(rt->tls_client, &p);
+  if (c->tls == NULL) {
+    smtp_client_tls_failed(dc->cl, "out of memory");
+    return;
+  }
+  c->tls_ready = 0;
+  conn_tls_flush(c);
+  c->deadline_ms = c->w->now_ms + (int64_t)c->w->cfg->timeout_command * 1000;
+}
+
+void delivery_on_tls_ready(struct conn *c) {
+  struct dlv_conn *dc = c->dlv;
+  if (dc == NULL) {
+    return;
+  }
+  enum tls_verify_result vr = tls_verify(c->tls);
+  struct log_rec r;
+  log_begin(&r, "tls");
+  log_str(&r, "dest", dc->dest->name);
+  log_str(&r, "relay", dc->relay);
+  log_str(&r, "version", tls_version(c->tls));
+  log_str(&r, "cipher", tls_cipher(c->tls));
+  log_u64(&r, "resumed", (uint64_t)tls_session_reused(c->tls));
+  log_str(&r, "verified", vr == TLS_VERIFY_OK ? "yes" : "no");
+  if (vr == TLS_VERIFY_FAILED) {
+    log_str(&r, "verify_error", tls_verify_error(c->tls));
+  }
+  log_str(&r, "policy", config_tls_level_name(dc->tls_level));
+  log_end(&r);
+  if (dc->tls_level == CONFIG_TLS_VERIFY && vr != TLS_VERIFY_OK) {
+    char why[300];
+    snprintf(why, sizeof(why), "server certificate not verified: %.200s",
+             tls_verify_error(c->tls));
+    METRIC_ADD(c->w->m.tls_policy_failures[TLS_PF_VERIFY], 1);
+    smtp_client_tls_failed(dc->cl, why);
+  } else {
+    smtp_client_tls_started(dc->cl); /* EHLO again, inside TLS */
+  }
+  delivery_pump(c);
+}
+
+void delivery_on_tls_error(struct conn *c, const char *why) {
+  struct dlv_conn *dc = c->dlv;
+  if (dc == NULL) {
+    return;
+  }
+  if (dc->tls_level == CONFIG_TLS_MAY) {
+    dc->dest->tls_plain_until_ms = c->w->now_ms + 3600 * 1000;
+  } else {
+    METRIC_ADD(c->w->m.tls_policy_failures[TLS_PF_HANDSHAKE], 1);
+  }
+  char text[300];
+  snprintf(text, sizeof(text), "%.250s", why);
+  smtp_client_tls_failed(dc->cl, text);
+  delivery_pump(c);
+}
+
 /* dlv_connect opens one connection to the destination's next address.
  * Returns 0, or -1 when no connection could be started (local error). */
 static int dlv_connect(struct worker *w, struct dlv_dest *d) {
@@ -1681,6 +1785,23 @@ static int dlv_connect(struct worker *w, struct dlv_dest *d) {
   smtp_client_config_default(&cc);
   cc.helo_name = w->cfg->hostname;
   cc.lmtp = d->route.kind == ROUTE_LMTP_TCP || d->route.kind == ROUTE_LMTP_UNIX;
+  /* TLS policy per next-hop domain; LMTP is local delivery (a unix socket
+   * or a host we name ourselves): plaintext unless a policy names it. */
+  enum config_tls_level level = config_tls_level(w->cfg, d->lookup);
+  if (cc.lmtp && !dlv_tls_listed(w->cfg, d->lookup)) {
+    level = CONFIG_TLS_NONE;
+  }
+  if (level == CONFIG_TLS_MAY && w->now_ms < d->tls_plain_until_ms) {
+    level = CONFIG_TLS_NONE;
+  }
+  cc.tls = level == CONFIG_TLS_NONE  ? SMTP_CLIENT_TLS_NONE
+           : level == CONFIG_TLS_MAY ? SMTP_CLIENT_TLS_MAY
+                                     : SMTP_CLIENT_TLS_REQUIRE;
+  /* DANE is not enforced yet (no TLSA lookups): such destinations get
+   * opportunistic TLS. */
+  if (level == CONFIG_TLS_DANE) {
+    cc.tls = SMTP_CLIENT_TLS_MAY;
+  }
   if (cc.limits.max_rcpts < w->cfg->recipient_limit) {
     cc.limits.max_rcpts = w->cfg->recipient_limit;
   }
@@ -1705,6 +1826,9 @@ static int dlv_connect(struct worker *w, struct dlv_dest *d) {
   dc->cl = cl;
   dc->dest = d;
   dc->starting = 1;
+  dc->tls_level = level;
+  snprintf(dc->tls_host, sizeof(dc->tls_host), "%s",
+           d->route.kind == ROUTE_LMTP_UNIX ? "localhost" : d->addr_host[ai]);
   snprintf(dc->relay, sizeof(dc->relay), "%s", relay);
   snprintf(c->peer_text, sizeof(c->peer_text), "%.63s", relay);
   c->dlv = dc;

@@ -1,6 +1,8 @@
 /* core/daemon/local.c — the local delivery pool: a few threads that write
  * Maildir messages (core/maildir.h), because writing, fsync and rename
- * block and must not stall a worker's ring.
+ * block and must not stall a worker's ring. It also runs other blocking
+ * jobs given their own run/done functions (AUTH password checks, whose
+ * hashes cost milliseconds of CPU on purpose).
  *
  * Flow: a worker submits a local_job (local_pool_submit); a pool thread
  * delivers each recipient, then appends the job to its worker's done list
@@ -71,7 +73,11 @@ static void *local_main(void *arg) {
       d->local_tail = NULL;
     }
     pthread_mutex_unlock(&d->local_mu);
-    local_run(lj);
+    if (lj->run != NULL) {
+      lj->run(lj);
+    } else {
+      local_run(lj);
+    }
     struct worker *w = lj->w;
     pthread_mutex_lock(&w->local_mu);
     lj->next = w->local_done;
@@ -139,7 +145,11 @@ void local_take_done(struct worker *w) {
   }
   while (rev != NULL) {
     struct local_job *next = rev->next;
-    delivery_local_done(w, rev);
+    if (rev->done != NULL) {
+      rev->done(w, rev);
+    } else {
+      delivery_local_done(w, rev);
+    }
     rev = next;
   }
 }

@@ -98,6 +98,25 @@ static void free_retired_configs(struct daemon *d) {
   d->num_old_cfgs = kept;
 }
 
+/* warn_config logs settings that work but are likely not what the
+ * operator wants. */
+static void warn_config(const struct config *cfg) {
+  const struct runtime *rt = cfg_runtime(cfg);
+  if (cfg->open_relay) {
+    log_msg("warning", "open_relay is set: anyone may relay through this "
+                       "server");
+  }
+  int submission = cfg->submission.enabled || cfg->submissions.enabled;
+  if (submission && cfg->submission_require_auth && rt->auth == NULL) {
+    log_msg("warning", "submission requires AUTH but auth.passwd_file is "
+                       "not set: the submission listeners accept no mail");
+  } else if (cfg->submission.enabled && rt->tls_server == NULL &&
+             (cfg->submission_require_tls || rt->auth != NULL)) {
+    log_msg("warning", "tls.cert_file is not set: the submission listener "
+                       "offers neither STARTTLS nor AUTH");
+  }
+}
+
 static void reload(struct daemon *d) {
   char err[1024];
   free_retired_configs(d);
@@ -107,11 +126,13 @@ static void reload(struct daemon *d) {
     return;
   }
   struct config *cfg = config_load(d->config_path, err, sizeof(err));
-  if (cfg == NULL) {
+  if (cfg == NULL || runtime_attach(cfg, err, sizeof(err)) != 0) {
     log_msg("error", "reload refused, keeping the running configuration: %s",
             err);
+    config_free(cfg);
     return;
   }
+  warn_config(cfg);
   if (strcmp(cfg->spool_dir, d->spool_dir) != 0) {
     log_msg("warning",
             "spool_dir changed to %s: it takes effect on restart; "
@@ -262,8 +283,9 @@ int main(int argc, char **argv) {
   log_set_program("postseald");
   char err[1024];
   d->cfg = config_load(d->config_path, err, sizeof(err));
-  if (d->cfg == NULL) {
+  if (d->cfg == NULL || runtime_attach(d->cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "postseald: %s\n", err);
+    config_free(d->cfg);
     return 1;
   }
   if (check_only) {
@@ -273,9 +295,11 @@ int main(int argc, char **argv) {
     return 0;
   }
   log_set_json(d->cfg->log_format == CONFIG_LOG_JSON);
-  if (d->cfg->open_relay) {
-    log_msg("warning", "open_relay is set: anyone may relay through this "
-                       "server");
+  warn_config(d->cfg);
+  d->auth_limiter = auth_limiter_new(65536);
+  if (d->auth_limiter == NULL) {
+    fprintf(stderr, "postseald: out of memory\n");
+    return 1;
   }
   raise_nofile();
   d->start_ms = daemon_now_ms();
@@ -304,12 +328,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   log_msg("info",
-          "postseald ready: smtp=%s submission=%s metrics=%s "
-          "threads=%u spool=%s",
+          "postseald ready: smtp=%s submission=%s submissions=%s "
+          "metrics=%s threads=%u spool=%s tls=%s auth=%s",
           d->cfg->smtp.enabled ? d->cfg->smtp.text : "off",
           d->cfg->submission.enabled ? d->cfg->submission.text : "off",
+          d->cfg->submissions.enabled ? d->cfg->submissions.text : "off",
           d->cfg->metrics.enabled ? d->cfg->metrics.text : "off",
-          d->num_workers, d->cfg->spool_dir);
+          d->num_workers, d->cfg->spool_dir,
+          cfg_runtime(d->cfg)->tls_server ? "on" : "off",
+          cfg_runtime(d->cfg)->auth ? "on" : "off");
   serve(d, &set);
   for (unsigned i = 0; i < d->num_workers; i++) {
     pthread_join(d->workers[i].thread, NULL);
@@ -325,6 +352,7 @@ int main(int argc, char **argv) {
     config_free(d->old_cfgs[i]);
   }
   config_free(d->cfg);
+  auth_limiter_free(d->auth_limiter);
   free(d->spool_dir);
   return 0;
 }

@@ -11,8 +11,11 @@ static const char *const verb_names[] = {
 };
 _Static_assert(sizeof(verb_names) / sizeof(verb_names[0]) == SMTP_VERB_COUNT,
                "one name per SMTP verb");
-static const char *const listener_names[LISTEN_COUNT] = {"smtp", "submission",
-                                                         "metrics"};
+static const char *const listener_names[] = {
+    "smtp", "submission", "submissions", "metrics", "control"};
+_Static_assert(sizeof(listener_names) / sizeof(listener_names[0]) ==
+                   LISTEN_COUNT,
+               "one name per listener");
 static const char *const reject_names[REJECT_COUNT] = {
     "relay_denied", "spool_full", "spool_error", "shutdown"};
 
@@ -214,6 +217,56 @@ static void render_spool(struct daemon *d, struct buf *out) {
                     &latency, &daemon_latency_spec);
 }
 
+/* render_tls: handshakes by direction, result and version; outbound policy
+ * failures; AUTH outcomes. */
+static void render_tls(struct daemon *d, struct buf *out) {
+  static const char *const dirs[2] = {"inbound", "outbound"};
+  static const char *const results[TLS_HS_COUNT] = {"full", "resumed",
+                                                    "failed"};
+  static const char *const versions[2] = {"TLSv1.2", "TLSv1.3"};
+  static const char *const failures[TLS_PF_COUNT] = {"starttls_not_offered",
+                                                     "handshake", "verify"};
+  static const char *const auths[AUTH_RESULT_COUNT] = {"success", "failure",
+                                                       "blocked"};
+  char label[160];
+  metric_write_header(out, "postseal_tls_handshakes_total", "counter",
+                      "TLS handshakes, by direction and result (full, "
+                      "resumed, failed).");
+  for (int dir = 0; dir < 2; dir++) {
+    for (int r = 0; r < TLS_HS_COUNT; r++) {
+      snprintf(label, sizeof(label), "direction=\"%s\",result=\"%s\"",
+               dirs[dir], results[r]);
+      metric_write_value(out, "postseal_tls_handshakes_total", label,
+                         (double)SUM(d, tls_handshakes[dir][r]));
+    }
+  }
+  metric_write_header(out, "postseal_tls_sessions_total", "counter",
+                      "Completed TLS handshakes, by direction and protocol "
+                      "version.");
+  for (int dir = 0; dir < 2; dir++) {
+    for (int v = 0; v < 2; v++) {
+      snprintf(label, sizeof(label), "direction=\"%s\",version=\"%s\"",
+               dirs[dir], versions[v]);
+      metric_write_value(out, "postseal_tls_sessions_total", label,
+                         (double)SUM(d, tls_versions[dir][v]));
+    }
+  }
+  metric_write_header(out, "postseal_tls_policy_failures_total", "counter",
+                      "Outbound connections that the TLS policy stopped "
+                      "(mail deferred, never sent in clear), by failure.");
+  for (int f = 0; f < TLS_PF_COUNT; f++) {
+    render_labelled(out, "postseal_tls_policy_failures_total", "type",
+                    failures[f], (double)SUM(d, tls_policy_failures[f]));
+  }
+  metric_write_header(out, "postseal_auth_attempts_total", "counter",
+                      "SMTP AUTH attempts, by result (blocked: refused by "
+                      "the failed-attempt limit).");
+  for (int a = 0; a < AUTH_RESULT_COUNT; a++) {
+    render_labelled(out, "postseal_auth_attempts_total", "result", auths[a],
+                    (double)SUM(d, auth_attempts[a]));
+  }
+}
+
 void metrics_render(struct daemon *d, struct buf *out) {
   render_sessions(d, out);
   render_smtp(d, out);
@@ -221,6 +274,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_spool(d, out);
   render_delivery(d, out);
   render_dns(d, out);
+  render_tls(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
                       "Event loop threads (one io_uring each).");
   metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);

@@ -11,16 +11,36 @@
 #include "core/log.h"
 #include "policy/access.h"
 
+static void session_move_output(struct conn *c);
+
+static const char *const listener_label[] = {"smtp", "submission",
+                                             "submissions"};
+
 #define SESSION_MAX_STACK_RCPTS 128
 
 int session_start(struct conn *c) {
   struct worker *w = c->w;
   const struct config *cfg = w->cfg;
+  struct runtime *rt = cfg_runtime(cfg);
+  int submission = c->kind != LISTEN_SMTP;
   struct smtp_server_config sc = {
       .hostname = cfg->hostname,
       .extensions = SMTP_EXT_ALL,
       .stats = &w->m.smtp,
+      .tls_active = c->kind == LISTEN_SUBMISSIONS,
+      .tls_required =
+          c->kind == LISTEN_SUBMISSION && cfg->submission_require_tls,
+      .auth_required = submission && cfg->submission_require_auth,
   };
+  /* STARTTLS where there is a certificate (on port 25 unless switched
+   * off); AUTH on the submission listeners only, where users are. */
+  if (rt->tls_server != NULL && c->kind != LISTEN_SUBMISSIONS &&
+      (submission || cfg->smtp_starttls)) {
+    sc.extensions |= SMTP_EXT_STARTTLS;
+  }
+  if (rt->auth != NULL && submission) {
+    sc.extensions |= SMTP_EXT_AUTH;
+  }
   smtp_server_limits_default(&sc.limits);
   sc.limits.max_message_size = cfg->message_size_limit;
   sc.limits.max_recipients = cfg->recipient_limit;
@@ -38,7 +58,7 @@ int session_start(struct conn *c) {
   log_begin(&r, "connect");
   log_str(&r, "session", c->session_text);
   log_str(&r, "client", c->peer_text);
-  log_str(&r, "listener", c->kind == LISTEN_SMTP ? "smtp" : "submission");
+  log_str(&r, "listener", listener_label[c->kind]);
   log_end(&r);
   session_pump(c);
   return 0;
@@ -61,6 +81,9 @@ void session_free(struct conn *c) {
  * the engine's current state. */
 static void session_set_deadline(struct conn *c) {
   const struct config *cfg = c->w->cfg;
+  if (c->tls != NULL && !c->tls_ready) {
+    return; /* the handshake's own deadline (conn_tls_start_server) */
+  }
   switch (smtp_server_timeout_class(c->smtp)) {
   case SMTP_TIMEOUT_COMMAND:
     c->deadline_ms = c->w->now_ms + (int64_t)cfg->timeout_command * 1000;
@@ -80,7 +103,8 @@ static void session_on_rcpt(struct conn *c) {
   struct access_verdict v;
   access_check_rcpt(w->cfg, (const struct sockaddr *)&c->peer, rcpt->addr,
                     rcpt->source_route, &v);
-  if (v.accept) {
+  /* RFC 4954 §6 / RFC 6409: an authenticated user may relay. */
+  if (v.accept || smtp_server_authenticated(c->smtp)) {
     smtp_server_accept(c->smtp);
     return;
   }
@@ -94,6 +118,158 @@ static void session_on_rcpt(struct conn *c) {
   log_str(&r, "from", smtp_server_envelope(c->smtp)->sender);
   log_str(&r, "to", rcpt->addr);
   log_end(&r);
+}
+
+/* session_on_mail: an authenticated user may use only its own sender
+ * addresses (Postfix's reject_sender_login_mismatch). */
+static void session_on_mail(struct conn *c) {
+  struct worker *w = c->w;
+  struct runtime *rt = cfg_runtime(w->cfg);
+  const char *user = smtp_server_auth_user(c->smtp);
+  const char *sender = smtp_server_envelope(c->smtp)->sender;
+  if (!smtp_server_authenticated(c->smtp) || !w->cfg->auth_sender_login_match ||
+      rt->auth == NULL || auth_db_may_send_as(rt->auth, user, sender)) {
+    smtp_server_accept(c->smtp);
+    return;
+  }
+  METRIC_ADD(w->m.messages_rejected[REJECT_RELAY_DENIED], 1);
+  struct log_rec r;
+  log_begin(&r, "reject");
+  log_str(&r, "session", c->session_text);
+  log_str(&r, "client", c->peer_text);
+  log_str(&r, "reason", "sender_login_mismatch");
+  log_str(&r, "user", user);
+  log_str(&r, "from", sender);
+  log_end(&r);
+  /* Last: the verdict frees the envelope the log read. */
+  smtp_server_reject(c->smtp, 553, "5.7.1",
+                     "Sender address rejected: not owned by the "
+                     "authenticated user");
+}
+
+/* session_on_starttls: the engine sent 220 and dropped what the client
+ * pipelined after STARTTLS; whatever we hold unread is dropped too
+ * (CVE-2011-0411), then every later byte is TLS. */
+static void session_on_starttls(struct conn *c) {
+  session_move_output(c); /* the 220 leaves in plaintext */
+  size_t dropped = c->held.len + smtp_server_discarded(c->smtp);
+  buf_reset(&c->held);
+  if (dropped > 0) {
+    struct log_rec r;
+    log_begin(&r, "starttls_discard");
+    log_str(&r, "session", c->session_text);
+    log_str(&r, "client", c->peer_text);
+    log_u64(&r, "bytes", dropped);
+    log_end(&r);
+  }
+  if (conn_tls_start_server(c) != 0) {
+    conn_close(c);
+  }
+}
+
+void session_on_tls_ready(struct conn *c) {
+  struct log_rec r;
+  log_begin(&r, "tls");
+  log_str(&r, "session", c->session_text);
+  log_str(&r, "client", c->peer_text);
+  log_str(&r, "version", tls_version(c->tls));
+  log_str(&r, "cipher", tls_cipher(c->tls));
+  log_u64(&r, "resumed", (uint64_t)tls_session_reused(c->tls));
+  if (tls_sni(c->tls) != NULL) {
+    log_str(&r, "sni", tls_sni(c->tls));
+  }
+  log_end(&r);
+  if (c->kind != LISTEN_SUBMISSIONS) {
+    smtp_server_tls_started(c->smtp); /* the client must EHLO again */
+  }
+  session_pump(c);
+}
+
+/* A password check on the pool: the hash costs milliseconds on purpose. */
+struct auth_job {
+  struct local_job lj; /* first: the pool sees only this */
+  struct conn *c;
+  struct runtime *rt;
+  int ok;
+  char user[256];
+  char password[AUTH_MAX_PASSWORD + 1];
+};
+
+static void session_auth_run(struct local_job *lj) {
+  struct auth_job *aj = (struct auth_job *)lj;
+  aj->ok = auth_db_check(aj->rt->auth, aj->user, aj->password);
+  explicit_bzero(aj->password, sizeof(aj->password));
+}
+
+static void session_auth_log(struct conn *c, const char *user,
+                             const char *result) {
+  struct log_rec r;
+  log_begin(&r, "auth");
+  log_str(&r, "session", c->session_text);
+  log_str(&r, "client", c->peer_text);
+  log_str(&r, "user", user);
+  log_str(&r, "result", result);
+  log_end(&r);
+}
+
+static void session_auth_done(struct worker *w, struct local_job *lj) {
+  struct auth_job *aj = (struct auth_job *)lj;
+  struct conn *c = aj->c;
+  c->auth_pending = 0;
+  const struct sockaddr *peer = (const struct sockaddr *)&c->peer;
+  if (aj->ok) {
+    auth_limiter_succeeded(w->d->auth_limiter, peer);
+  } else {
+    auth_limiter_failed(w->d->auth_limiter, peer, daemon_mono_ns() / 1000000,
+                        w->cfg->auth_failure_window);
+  }
+  METRIC_ADD(w->m.auth_attempts[aj->ok ? AUTH_SUCCESS : AUTH_FAILURE], 1);
+  runtime_put(aj->rt);
+  if (!c->shut && c->smtp != NULL) {
+    session_auth_log(c, aj->user, aj->ok ? "success" : "failure");
+    smtp_server_auth_result(c->smtp, aj->ok);
+    session_pump(c);
+  }
+  free(aj);
+  conn_maybe_free(c);
+}
+
+/* session_on_auth checks the limiter, then hands the check to the pool;
+ * the engine keeps later input until the verdict (no password is logged,
+ * and it is wiped once used). */
+static void session_on_auth(struct conn *c) {
+  struct worker *w = c->w;
+  struct runtime *rt = cfg_runtime(w->cfg);
+  const char *user = smtp_server_auth_user(c->smtp);
+  if (auth_limiter_blocked(
+          w->d->auth_limiter, (const struct sockaddr *)&c->peer,
+          daemon_mono_ns() / 1000000, w->cfg->auth_max_failures,
+          w->cfg->auth_failure_window)) {
+    METRIC_ADD(w->m.auth_attempts[AUTH_BLOCKED], 1);
+    session_auth_log(c, user, "blocked");
+    smtp_server_reject(c->smtp, 454, "4.7.0",
+                       "Too many failed authentication attempts, try again "
+                       "later");
+    return;
+  }
+  struct auth_job *aj = calloc(1, sizeof(*aj));
+  if (aj == NULL || rt->auth == NULL) {
+    free(aj);
+    smtp_server_reject(c->smtp, 454, "4.7.0",
+                       "Temporary authentication failure");
+    return;
+  }
+  aj->lj.w = w;
+  aj->lj.run = session_auth_run;
+  aj->lj.done = session_auth_done;
+  aj->c = c;
+  aj->rt = rt;
+  runtime_up_ref(rt);
+  snprintf(aj->user, sizeof(aj->user), "%s", user);
+  snprintf(aj->password, sizeof(aj->password), "%s",
+           smtp_server_auth_password(c->smtp));
+  c->auth_pending = 1;
+  local_pool_submit(w->d, &aj->lj);
 }
 
 /* session_received_header writes the trace header RFC 5321 §4.4 requires
@@ -121,6 +297,11 @@ static int session_received_header(struct conn *c, struct buf *out,
                       "%s id %s",
                       n ? helo : "unknown", c->peer_text, c->w->cfg->hostname,
                       smtp_server_protocol(c->smtp), qid);
+  if (c->tls != NULL && c->tls_ready) {
+    rc |= buf_printf(out, "\r\n\t(using %s with cipher %s (%d bits))",
+                     tls_version(c->tls), tls_cipher(c->tls),
+                     tls_cipher_bits(c->tls));
+  }
   /* "for" only with one recipient: more would disclose the others. */
   if (env->num_rcpts == 1 && strlen(env->rcpts[0].addr) < 400) {
     rc |= buf_printf(out, "\r\n\tfor <%s>", env->rcpts[0].addr);
@@ -255,7 +436,15 @@ void session_pump(struct conn *c) {
       break;
     }
     if (ev == SMTP_SERVER_EV_MAIL) {
-      smtp_server_accept(c->smtp);
+      session_on_mail(c);
+    } else if (ev == SMTP_SERVER_EV_STARTTLS) {
+      session_on_starttls(c);
+      if (c->closing || c->shut) {
+        return;
+      }
+      break; /* nothing runs until the handshake is done */
+    } else if (ev == SMTP_SERVER_EV_AUTH) {
+      session_on_auth(c);
     } else if (ev == SMTP_SERVER_EV_RCPT) {
       session_on_rcpt(c);
     } else if (ev == SMTP_SERVER_EV_MESSAGE) {
@@ -364,8 +553,19 @@ static void session_close_now(struct conn *c) {
 }
 
 void session_on_timeout(struct conn *c) {
-  if (c->commit_pending) {
-    return; /* our own disk is slow: not the client's fault; wait */
+  if (c->commit_pending || c->auth_pending) {
+    return; /* our own disk or CPU is slow: not the client's fault; wait */
+  }
+  if (c->tls != NULL && !c->tls_ready) {
+    METRIC_ADD(c->w->m.timeouts, 1);
+    struct log_rec r;
+    log_begin(&r, "tls_handshake_timeout");
+    log_str(&r, "session", c->session_text);
+    log_str(&r, "client", c->peer_text);
+    log_end(&r);
+    c->deadline_ms = 0;
+    conn_close(c);
+    return;
   }
   smtp_server_timeout(c->smtp);
   session_close_now(c);

@@ -141,7 +141,8 @@ int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
   w->seen_reload_gen = d->reload_gen;
   w->now_ms = daemon_now_ms();
   const struct config_listen *ls[LISTEN_COUNT] = {
-      &d->cfg->smtp, &d->cfg->submission, &d->cfg->metrics, NULL};
+      &d->cfg->smtp, &d->cfg->submission, &d->cfg->submissions,
+      &d->cfg->metrics, NULL};
   for (int k = 0; k < LISTEN_COUNT; k++) {
     w->listeners[k].fd = -1;
     w->listeners[k].kind = (enum listener_kind)k;
@@ -230,11 +231,14 @@ static void conn_arm_recv(struct conn *c) {
  * no operation in flight and no message waiting in the spool batch. */
 void conn_maybe_free(struct conn *c) {
   struct worker *w = c->w;
-  if (c->freed || !c->shut || c->num_ops > 0 || c->commit_pending) {
+  if (c->freed || !c->shut || c->num_ops > 0 || c->commit_pending ||
+      c->auth_pending) {
     return;
   }
   c->freed = 1; /* callers may still hold c for the rest of their event */
   close(c->fd);
+  tls_free(c->tls);
+  c->tls = NULL;
   if (c->outbound) {
     delivery_conn_free(c);
   } else if (c->kind < LISTEN_METRICS) {
@@ -285,10 +289,28 @@ static void conn_flush(struct conn *c) {
   c->num_ops++;
 }
 
-/* conn_send queues bytes. The kernel reads c->out while a send is in
- * flight, and appending could move that buffer, so bytes queued meanwhile
- * wait in c->pending and follow when the send completes. */
+/* conn_send queues bytes for the peer: encrypted first if the connection
+ * has TLS (plaintext waits in the adapter until the handshake is done). */
 void conn_send(struct conn *c, const uint8_t *data, size_t len) {
+  if (c->tls == NULL) {
+    conn_send_raw(c, data, len);
+    return;
+  }
+  if (c->shut || len == 0) {
+    return;
+  }
+  if (tls_write(c->tls, data, len) != 0) {
+    c->closing = 1;
+    conn_shutdown(c);
+    return;
+  }
+  conn_tls_flush(c);
+}
+
+/* conn_send_raw queues bytes for the socket. The kernel reads c->out while
+ * a send is in flight, and appending could move that buffer, so bytes
+ * queued meanwhile wait in c->pending and follow when the send completes. */
+void conn_send_raw(struct conn *c, const uint8_t *data, size_t len) {
   if (c->shut || len == 0) {
     return;
   }
@@ -323,6 +345,10 @@ void conn_start_recv(struct conn *c) {
 }
 
 void conn_close(struct conn *c) {
+  if (!c->closing && c->tls != NULL && c->tls_ready && !c->shut) {
+    tls_close(c->tls); /* close_notify, so the peer knows it got it all */
+    conn_tls_flush(c);
+  }
   if (!c->closing) {
     /* The last replies get a bounded time to leave: a client that never
      * reads must not keep the connection (or a shutdown) alive. */
@@ -415,7 +441,10 @@ static void worker_on_accept(struct worker *w, struct listener *l, int res,
   }
   METRIC_ADD(w->m.sessions_total[l->kind], 1);
   METRIC_ADD(w->m.sessions_active[l->kind], 1);
-  if (session_start(c) != 0) {
+  /* Implicit TLS: the greeting waits inside the adapter for the
+   * handshake (RFC 8314 §3.3). */
+  if ((l->kind == LISTEN_SUBMISSIONS && conn_tls_start_server(c) != 0) ||
+      session_start(c) != 0) {
     conn_close(c);
   }
 }
@@ -429,7 +458,14 @@ static void worker_on_recv(struct worker *w, struct conn *c, int res,
   if (res > 0) {
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
     const uint8_t *data = bufring_data(&w->bufs, bid);
-    if (c->outbound) {
+    if (c->tls != NULL) {
+      if (!c->shut && (c->outbound || !c->closing)) {
+        if (!c->outbound) {
+          METRIC_ADD(w->m.bytes_received, (uint64_t)res);
+        }
+        conn_tls_on_input(c, data, (size_t)res);
+      }
+    } else if (c->outbound) {
       if (!c->shut) {
         delivery_on_input(c, data, (size_t)res);
       }
@@ -779,6 +815,8 @@ void *worker_main(void *arg) {
   delivery_free_all(w);
   segs_free(w);
   bufring_free(&w->bufs, &w->ring);
+  buf_free(&w->tls_plain);
+  buf_free(&w->tls_out);
   io_uring_queue_exit(&w->ring);
   log_flush();
   __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);

@@ -102,11 +102,13 @@ class Daemon:
     """
 
     def __init__(self, extra="", threads=2, spool_dir=None, mynetworks=None,
-                 env=None):
+                 env=None, submissions=False):
         self.tmp = tempfile.mkdtemp(prefix="postseal-test-")
         self.spool = spool_dir or os.path.join(self.tmp, "spool")
         self.smtp_port = free_port(reserve=True)
         self.submission_port = free_port(reserve=True)
+        # Implicit TLS (needs tls: cert_file/key_file in extra).
+        self.submissions_port = free_port(reserve=True) if submissions else 0
         self.metrics_port = free_port(reserve=True)
         self.threads = threads
         self.config_path = os.path.join(self.tmp, "postseald.yaml")
@@ -117,7 +119,9 @@ class Daemon:
             "listen:\n"
             f"  smtp: 127.0.0.1:{self.smtp_port}\n"
             f"  submission: 127.0.0.1:{self.submission_port}\n"
-            f"  metrics: 127.0.0.1:{self.metrics_port}\n"
+            f"  metrics: 127.0.0.1:{self.metrics_port}\n" +
+            (f"  submissions: 127.0.0.1:{self.submissions_port}\n"
+             if submissions else "") +
             f"spool_dir: {self.spool}\n"
             "mynetworks:\n" + "".join(f"  - {n}\n" for n in nets) +
             self._safe_defaults(extra))
@@ -354,16 +358,24 @@ class SmtpSink:
 
     rcpt_reply(addr) -> None (250) or (code, "x.y.z text"): the RCPT answer.
     delay: seconds to wait before answering end of data (a slow server).
-    Every accepted message is kept in .messages as (sender, [rcpts], data).
+    tls: an ssl.SSLContext (server side): STARTTLS is offered and done with
+    it; starttls_reply: answer STARTTLS with this line instead (a refusal).
+    Every accepted message is kept in .messages as (sender, [rcpts], data),
+    and in .tls the TLS version it came under (None: plaintext) and
+    whether that session was resumed.
     Handles PIPELINING by reading commands one line at a time. Each
     connection is a thread; stop() closes the listener and waits for them.
     """
 
-    def __init__(self, port=None, rcpt_reply=None, delay=0.0):
+    def __init__(self, port=None, rcpt_reply=None, delay=0.0, tls=None,
+                 starttls_reply=None):
         import threading
         self.port = port or free_port()
         self.rcpt_reply = rcpt_reply
         self.delay = delay
+        self.tls_ctx = tls
+        self.starttls_reply = starttls_reply
+        self.tls = []
         self.messages = []
         self.lock = threading.Lock()
         self.threads = []
@@ -417,14 +429,27 @@ class SmtpSink:
     def _dialogue(self, s, f):
         s.sendall(b"220 sink.test ESMTP\r\n")
         sender, rcpts = None, []
+        in_tls = False
         for _ in range(100000):
             line = f.readline(4096)
             if not line:
                 return
             cmd = line.decode("utf-8", "replace").strip()
             verb = cmd[:4].upper()
+            if cmd.upper() == "STARTTLS" and self.tls_ctx and not in_tls:
+                if self.starttls_reply:
+                    s.sendall(self.starttls_reply.encode() + b"\r\n")
+                    continue
+                s.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+                s = self.tls_ctx.wrap_socket(s, server_side=True)
+                f = s.makefile("rb")
+                in_tls = True
+                sender, rcpts = None, []
+                continue
             if verb == "EHLO":
-                s.sendall(b"250-sink.test\r\n250-PIPELINING\r\n"
+                offer = (b"250-STARTTLS\r\n"
+                         if self.tls_ctx and not in_tls else b"")
+                s.sendall(b"250-sink.test\r\n250-PIPELINING\r\n" + offer +
                           b"250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")
             elif verb == "HELO":
                 s.sendall(b"250 sink.test\r\n")
@@ -455,6 +480,8 @@ class SmtpSink:
                     time.sleep(self.delay)
                 with self.lock:
                     self.messages.append((sender, list(rcpts), b"".join(data)))
+                    self.tls.append((s.version(), s.session_reused)
+                                    if in_tls else (None, False))
                 s.sendall(b"250 2.0.0 Ok: queued\r\n")
             elif verb == "RSET":
                 sender, rcpts = None, []

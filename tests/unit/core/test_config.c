@@ -23,7 +23,10 @@ static const char *const env_vars[] = {
     "POSTSEAL_RELAYHOST",      "POSTSEAL_MYNETWORKS",
     "POSTSEAL_THREADS",        "POSTSEAL_LOG_FORMAT",
     "POSTSEAL_HOSTNAME",       "POSTSEAL_LOCAL_DOMAINS",
-    "POSTSEAL_RELAY_DOMAINS",
+    "POSTSEAL_RELAY_DOMAINS",  "POSTSEAL_SUBMISSIONS_LISTEN",
+    "POSTSEAL_TLS_CERT_FILE",  "POSTSEAL_TLS_KEY_FILE",
+    "POSTSEAL_TLS_CA_FILE",    "POSTSEAL_TLS_OUTBOUND",
+    "POSTSEAL_TLS_POLICIES",   "POSTSEAL_AUTH_PASSWD_FILE",
 };
 
 /* clear_env: tests start from no overrides, whatever the shell had. */
@@ -635,6 +638,76 @@ static void test_deploy_example(void **state) {
   config_free(c);
 }
 
+/* TLS and AUTH keys: defaults, per-destination levels, and the rules that
+ * join keys (cert with key, implicit TLS needs a certificate). */
+static void test_tls_and_auth(void **state) {
+  char path[256], err[512];
+  struct config *c = config_load(NULL, err, sizeof(err));
+  assert_non_null(c);
+  assert_int_equal(c->tls_outbound, CONFIG_TLS_MAY);
+  assert_string_equal(c->tls_cert_file, "");
+  assert_string_equal(c->tls_min_version, "1.2");
+  assert_int_equal(c->submissions.enabled, 0);
+  assert_int_equal(c->submission_require_auth, 1);
+  assert_int_equal(c->submission_require_tls, 1);
+  assert_int_equal(c->auth_max_failures, 5);
+  assert_int_equal(config_tls_level(c, "example.com"), CONFIG_TLS_MAY);
+  config_free(c);
+
+  c = load_text("tls:\n  cert_file: /c.pem\n  key_file: /k.pem\n"
+                "  outbound: encrypt\n  min_version: \"1.3\"\n"
+                "  policies: [\"example.com verify\", \".example.org dane\",\n"
+                "             \"mail.example.org  none\", \"* may\"]\n"
+                "listen:\n  submissions: 127.0.0.1:2465\n"
+                "auth:\n  passwd_file: /p\n  max_failures: 3\n"
+                "submission:\n  require_auth: false\n",
+                path, sizeof(path), err, sizeof(err));
+  assert_non_null(c);
+  static const struct {
+    const char *domain;
+    enum config_tls_level want;
+  } cases[] = {
+      {"example.com", CONFIG_TLS_VERIFY},
+      {"EXAMPLE.COM.", CONFIG_TLS_VERIFY},
+      {"sub.example.com", CONFIG_TLS_MAY}, /* exact entry only */
+      {"a.example.org", CONFIG_TLS_DANE},
+      {"mail.example.org", CONFIG_TLS_NONE}, /* exact beats suffix */
+      {"example.org", CONFIG_TLS_MAY},       /* ".x" is subdomains only */
+      {"other.net", CONFIG_TLS_MAY},         /* "*" beats tls.outbound */
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    enum config_tls_level got = config_tls_level(c, cases[i].domain);
+    if (got != cases[i].want) {
+      fail_msg("%s: got %s, want %s", cases[i].domain,
+               config_tls_level_name(got),
+               config_tls_level_name(cases[i].want));
+    }
+  }
+  assert_string_equal(c->tls_min_version, "1.3");
+  assert_int_equal(c->submissions.port, 2465);
+  assert_int_equal(c->auth_max_failures, 3);
+  assert_int_equal(c->submission_require_auth, 0);
+  config_free(c);
+
+  static const struct {
+    const char *yaml, *want;
+  } bad[] = {
+      {"tls:\n  cert_file: /c.pem\n", "set together"},
+      {"listen:\n  submissions: 127.0.0.1:2465\n", "needs tls.cert_file"},
+      {"tls:\n  outbound: maybe\n", "is not none, may"},
+      {"tls:\n  policies: [\"example.com\"]\n", "DOMAIN LEVEL"},
+      {"tls:\n  policies: [\"exa_mple.com may\"]\n", "is not a domain"},
+      {"tls:\n  min_version: \"1.1\"\n", "is not 1.2 or 1.3"},
+      {"auth:\n  max_failures: 0\n", "out of range"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    c = load_text(bad[i].yaml, path, sizeof(path), err, sizeof(err));
+    if (c != NULL || strstr(err, bad[i].want) == NULL) {
+      fail_msg("%s: got \"%s\", want \"%s\"", bad[i].yaml, err, bad[i].want);
+    }
+  }
+}
+
 static void test_free_null(void **state) {
   config_free(NULL);
 }
@@ -653,6 +726,7 @@ int main(void) {
       cmocka_unit_test_setup(test_env_blank_lists, clear_env),
       cmocka_unit_test_setup(test_domain_match, clear_env),
       cmocka_unit_test_setup(test_deploy_example, clear_env),
+      cmocka_unit_test_setup(test_tls_and_auth, clear_env),
       cmocka_unit_test(test_free_null),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
