@@ -22,13 +22,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/bytestring.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -76,15 +79,32 @@ struct tls_cache_slot {
   SSL_SESSION *session;
 };
 
+/* A session ticket key (RFC 5077 §4 layout: name, AES-256-CBC and
+ * HMAC-SHA256 keys). */
+struct tls_ticket_key {
+  uint8_t name[SSL_TICKET_KEY_NAME_LEN];
+  uint8_t aes[32];
+  uint8_t hmac[32];
+  int64_t made; /* seconds since the epoch; 0: unset */
+};
+
+/* Ticket keys live TLS_TICKET_ROTATE seconds as the current key and as
+ * long again as the previous one, so a ticket opens for at most twice
+ * that: forward secrecy for resumed sessions within a day (BoringSSL's
+ * own rotation keeps keys for 48 hours). */
+#define TLS_TICKET_ROTATE (6 * 3600)
+
 struct tls_ctx {
   SSL_CTX *ssl;
   atomic_int refs;
   int is_server;
   int has_ca;                   /* client: trust anchors were loaded */
   int64_t not_after;            /* server: the leaf's notAfter */
-  pthread_mutex_t lock;         /* guards slots and next */
+  pthread_mutex_t lock;         /* guards slots, next and tickets */
   struct tls_cache_slot *slots; /* TLS_MAX_SESSIONS, made at first use */
   size_t next; /* ring position: the oldest entry, replaced next */
+  /* Server: session ticket keys, [0] current, [1] the one before. */
+  struct tls_ticket_key tickets[2];
 };
 
 struct tls {
@@ -185,7 +205,76 @@ static int parse_min_version(const char *s, uint16_t *out) {
 }
 
 /* tls_ctx_destroy releases a context whose last reference is gone. */
+static int tls_ctx_index = -1; /* SSL_CTX ex_data slot: our tls_ctx */
+static pthread_once_t tls_ctx_index_once = PTHREAD_ONCE_INIT;
+
+static void tls_ctx_index_init(void) {
+  tls_ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* tls_ticket_rotate makes a new current key when the current one is old
+ * (under ctx->lock). Returns 0, or -1 if no random bytes. */
+static int tls_ticket_rotate(struct tls_ctx *ctx, int64_t now) {
+  struct tls_ticket_key *cur = &ctx->tickets[0];
+  if (cur->made != 0 && now - cur->made < TLS_TICKET_ROTATE) {
+    return 0;
+  }
+  struct tls_ticket_key fresh;
+  if (!RAND_bytes(fresh.name, sizeof(fresh.name)) ||
+      !RAND_bytes(fresh.aes, sizeof(fresh.aes)) ||
+      !RAND_bytes(fresh.hmac, sizeof(fresh.hmac))) {
+    return -1;
+  }
+  fresh.made = now;
+  OPENSSL_cleanse(&ctx->tickets[1], sizeof(ctx->tickets[1]));
+  ctx->tickets[1] = *cur;
+  *cur = fresh;
+  OPENSSL_cleanse(&fresh, sizeof(fresh));
+  return 0;
+}
+
+/* tls_ticket_cb seals new tickets with the current key and opens those of
+ * the current or previous key (renewing the latter). See
+ * SSL_CTX_set_tlsext_ticket_key_cb for the return values. */
+static int tls_ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv,
+                         EVP_CIPHER_CTX *cctx, HMAC_CTX *hctx, int encrypt) {
+  struct tls_ctx *ctx =
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_ctx_index);
+  int64_t now = (int64_t)time(NULL);
+  int rc = 0;
+  pthread_mutex_lock(&ctx->lock);
+  if (tls_ticket_rotate(ctx, now) != 0) {
+    rc = encrypt ? -1 : 0;
+  } else if (encrypt) {
+    const struct tls_ticket_key *k = &ctx->tickets[0];
+    memcpy(key_name, k->name, sizeof(k->name));
+    rc = RAND_bytes(iv, 16) &&
+                 EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes,
+                                    iv) &&
+                 HMAC_Init_ex(hctx, k->hmac, sizeof(k->hmac), EVP_sha256(),
+                              NULL)
+             ? 1
+             : -1;
+  } else {
+    for (int i = 0; i < 2 && rc == 0; i++) {
+      const struct tls_ticket_key *k = &ctx->tickets[i];
+      if (k->made == 0 || now - k->made >= 2 * TLS_TICKET_ROTATE ||
+          memcmp(key_name, k->name, sizeof(k->name)) != 0) {
+        continue;
+      }
+      rc = HMAC_Init_ex(hctx, k->hmac, sizeof(k->hmac), EVP_sha256(), NULL) &&
+                   EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes,
+                                      iv)
+               ? (i == 0 ? 1 : 2) /* 2: re-issue under the current key */
+               : -1;
+    }
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  return rc;
+}
+
 static void tls_ctx_destroy(struct tls_ctx *ctx) {
+  OPENSSL_cleanse(ctx->tickets, sizeof(ctx->tickets));
   if (ctx->slots != NULL) {
     for (size_t i = 0; i < TLS_MAX_SESSIONS; i++) {
       free(ctx->slots[i].key);
@@ -326,9 +415,20 @@ struct tls_ctx *tls_ctx_new_server(const struct tls_server_config *config,
     return NULL;
   }
   SSL_CTX_set_options(ctx->ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
-  /* Tickets (on by default) resume TLS 1.2 and 1.3; BoringSSL makes their
-   * keys and rotates them every 48 hours by itself. The session-ID cache
-   * only serves TLS 1.2 clients without tickets: bound it. */
+  /* Tickets resume TLS 1.2 and 1.3 under our own keys, rotated every
+   * TLS_TICKET_ROTATE (tls_ticket_cb); a ticket's lifetime hint matches
+   * how long its key opens it. The session-ID cache only serves TLS 1.2
+   * clients without tickets: bound it. */
+  pthread_once(&tls_ctx_index_once, tls_ctx_index_init);
+  if (tls_ctx_index < 0 ||
+      !SSL_CTX_set_ex_data(ctx->ssl, tls_ctx_index, ctx) ||
+      !SSL_CTX_set_tlsext_ticket_key_cb(ctx->ssl, tls_ticket_cb)) {
+    snprintf(err, err_len, "cannot set up session tickets");
+    tls_ctx_destroy(ctx);
+    return NULL;
+  }
+  SSL_CTX_set_timeout(ctx->ssl, 2 * TLS_TICKET_ROTATE);
+  SSL_CTX_set_session_psk_dhe_timeout(ctx->ssl, 2 * TLS_TICKET_ROTATE);
   SSL_CTX_sess_set_cache_size(ctx->ssl, TLS_MAX_SESSIONS);
   SSL_CTX_set_session_id_context(ctx->ssl, kSessionIdContext,
                                  sizeof(kSessionIdContext) - 1);
