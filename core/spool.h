@@ -106,6 +106,7 @@ struct spool_message {
   uint8_t ret;        /* enum smtp_ret */
   uint8_t body_type;  /* enum smtp_body_type */
   uint8_t smtputf8;
+  uint8_t requiretls;      /* RFC 8689: deliver only over verified TLS */
   const char *client_addr; /* textual IP of the submitting client */
   const char *helo;        /* may be "" */
   size_t num_rcpts;

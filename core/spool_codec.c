@@ -7,7 +7,8 @@
  *
  * MESSAGE payload, version 1 (integers little-endian, str = u16 length,
  * bytes, NUL; the length excludes the NUL and the bytes hold no NUL):
- *   u8 version | u8 flags (bit 0: envid present) | u8 ret | u8 body_type |
+ *   u8 version | u8 flags (bit 0: envid present, bit 1: REQUIRETLS) |
+ *   u8 ret | u8 body_type |
  *   u8 smtputf8 (0/1) | u64 queue_id | i64 arrival_ms | str sender |
  *   [str envid] | str client_addr | str helo | u32 num_rcpts |
  *   num_rcpts * (u8 rflags (bit 0: orcpt present) | u8 notify | str addr |
@@ -36,6 +37,7 @@
 #define SPOOL_HOLD_VERSION 1
 #define SPOOL_SEGMENT_PAYLOAD_LEN 12
 #define SPOOL_MSG_F_ENVID 0x01u
+#define SPOOL_MSG_F_REQUIRETLS 0x02u /* RFC 8689; absent in older records */
 #define SPOOL_RCPT_F_ORCPT 0x01u
 /* The smallest encoded recipient: rflags, notify, u16 length, NUL. */
 #define SPOOL_RCPT_MIN_LEN 5u
@@ -322,7 +324,7 @@ static int wr_end(struct spool_wr *w, size_t start) {
 
 static int message_valid(const struct spool_message *m) {
   if (m->num_rcpts == 0 || m->num_rcpts > SPOOL_MAX_RCPTS || m->rcpts == NULL ||
-      m->smtputf8 > 1) {
+      m->smtputf8 > 1 || m->requiretls > 1) {
     return 0;
   }
   if (m->body_len > SPOOL_MAX_RECORD || (m->body_len && m->body == NULL)) {
@@ -355,7 +357,9 @@ int spool_message_encode_head(struct buf *out, const struct spool_message *m,
   }
   record_begin(&w, SPOOL_REC_MESSAGE);
   wr_uint(&w, 1, SPOOL_MESSAGE_VERSION);
-  wr_uint(&w, 1, m->envid ? SPOOL_MSG_F_ENVID : 0);
+  wr_uint(&w, 1,
+          (m->envid ? SPOOL_MSG_F_ENVID : 0) |
+              (m->requiretls ? SPOOL_MSG_F_REQUIRETLS : 0));
   wr_uint(&w, 1, m->ret);
   wr_uint(&w, 1, m->body_type);
   wr_uint(&w, 1, m->smtputf8);
@@ -412,9 +416,11 @@ static int message_get_fixed(struct spool_rd *r, struct spool_message *out) {
   uint8_t version, flags;
   uint64_t id, arrival;
   if (!rd_u8(r, &version) || version != SPOOL_MESSAGE_VERSION ||
-      !rd_u8(r, &flags) || (flags & ~SPOOL_MSG_F_ENVID) != 0) {
+      !rd_u8(r, &flags) ||
+      (flags & ~(SPOOL_MSG_F_ENVID | SPOOL_MSG_F_REQUIRETLS)) != 0) {
     return 0;
   }
+  out->requiretls = (flags & SPOOL_MSG_F_REQUIRETLS) != 0;
   if (!rd_u8(r, &out->ret) || !rd_u8(r, &out->body_type) ||
       !rd_u8(r, &out->smtputf8) || out->smtputf8 > 1) {
     return 0;

@@ -53,7 +53,8 @@ enum smtp_server_verdict {
 #define SMTP_SERVER_MAX_SASL_DECODED                                           \
   (SMTP_SERVER_MAX_AUTHZID + 1 + SMTP_SERVER_MAX_AUTHCID + 1 +                 \
    SMTP_SERVER_MAX_PASSWORD)
-#define SMTP_SERVER_EXT_KNOWN (SMTP_EXT_ALL | SMTP_EXT_STARTTLS | SMTP_EXT_AUTH)
+#define SMTP_SERVER_EXT_KNOWN                                                  \
+  (SMTP_EXT_ALL | SMTP_EXT_STARTTLS | SMTP_EXT_AUTH | SMTP_EXT_REQUIRETLS)
 
 /* The message being received by DATA or BDAT. */
 struct smtp_server_msg {
@@ -366,6 +367,25 @@ static const char *smtp_server_param_smtputf8(struct smtp_server *s,
   return NULL;
 }
 
+/* RFC 8689 §4: REQUIRETLS takes no value and only makes sense inside
+ * TLS (it is not advertised outside, so a client sending it there has
+ * TLS stripped underneath it: refuse rather than accept a promise the
+ * session itself already broke). */
+static const char *smtp_server_param_requiretls(struct smtp_server *s,
+                                                const uint8_t *val,
+                                                size_t len, int has_val) {
+  (void)val;
+  (void)len;
+  if (has_val) {
+    return smtp_server_bad_param;
+  }
+  if (!s->tls) {
+    return "530 5.7.10 Error: REQUIRETLS needs a TLS session\r\n";
+  }
+  s->env.requiretls = 1;
+  return NULL;
+}
+
 /* RFC 3461 §4.3 RET=FULL / HDRS. */
 static const char *smtp_server_param_ret(struct smtp_server *s,
                                          const uint8_t *val, size_t len,
@@ -515,6 +535,7 @@ static const struct smtp_server_param smtp_server_params[] = {
     {"RET", SMTP_EXT_DSN, 0, smtp_server_param_ret},
     {"ENVID", SMTP_EXT_DSN, 0, smtp_server_param_envid},
     {"AUTH", 0, 0, smtp_server_param_auth},
+    {"REQUIRETLS", SMTP_EXT_REQUIRETLS, 0, smtp_server_param_requiretls},
     {"NOTIFY", SMTP_EXT_DSN, 1, smtp_server_param_notify},
     {"ORCPT", SMTP_EXT_DSN, 1, smtp_server_param_orcpt},
 };
@@ -1204,6 +1225,7 @@ static const struct {
     {SMTP_EXT_DSN, "DSN"},
     {SMTP_EXT_STARTTLS, "STARTTLS"},
     {SMTP_EXT_AUTH, "AUTH PLAIN LOGIN"},
+    {SMTP_EXT_REQUIRETLS, "REQUIRETLS"},
 };
 
 /* Whether EHLO advertises an enabled extension now: STARTTLS only before
@@ -1216,7 +1238,7 @@ static int smtp_server_offers(const struct smtp_server *s, unsigned ext) {
   if (ext == SMTP_EXT_STARTTLS) {
     return !s->tls;
   }
-  return ext == SMTP_EXT_AUTH ? s->tls : 1;
+  return ext == SMTP_EXT_AUTH || ext == SMTP_EXT_REQUIRETLS ? s->tls : 1;
 }
 
 /* The multi-line 250 of RFC 5321 §4.1.1.1, counted as one reply. */

@@ -137,6 +137,8 @@ enum {
   SMTP_EXT_ALL = (1u << 7) - 1, /* the above; not STARTTLS, AUTH */
   SMTP_EXT_STARTTLS = 1u << 7,  /* RFC 3207; offered while not in TLS */
   SMTP_EXT_AUTH = 1u << 8,      /* RFC 4954 PLAIN LOGIN; offered in TLS */
+  SMTP_EXT_REQUIRETLS = 1u << 9, /* RFC 8689; offered (and its MAIL
+                                    parameter taken) only in TLS */
 };
 
 /* Verbs, for the per-verb command counters. */
@@ -231,6 +233,7 @@ struct smtp_envelope {
   enum smtp_ret ret;
   char *envid;             /* ENVID, or NULL */
   int smtputf8;            /* 1 if SMTPUTF8 was given */
+  int requiretls;          /* 1 if REQUIRETLS was given (RFC 8689) */
   char *auth;              /* RFC 4954 §5 AUTH= mailbox, decoded; "" for
                               <> or an unauthenticated client; NULL if
                               absent or SMTP_EXT_AUTH is off */

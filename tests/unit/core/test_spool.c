@@ -137,6 +137,7 @@ static void fixture_make(struct msg_fixture *f, const struct msg_case *c,
       .ret = 1,
       .body_type = 2,
       .smtputf8 = c->smtputf8,
+      .requiretls = (uint8_t)(id % 2), /* both flag states round-trip */
       .client_addr = "192.0.2.7",
       .helo = c->helo ? c->helo : "mx.example.net",
       .num_rcpts = c->num_rcpts,
@@ -183,6 +184,7 @@ static void check_message_eq(const char *label, const struct spool_message *got,
   CHECK(label, got->ret, want->ret);
   CHECK(label, got->body_type, want->body_type);
   CHECK(label, got->smtputf8, want->smtputf8);
+  CHECK(label, got->requiretls, want->requiretls);
   CHECK(label, str_eq(got->client_addr, want->client_addr), 1);
   CHECK(label, str_eq(got->helo, want->helo), 1);
   CHECK(label, got->num_rcpts, want->num_rcpts);

@@ -191,6 +191,9 @@ static void host_mail(struct smtp_server *s, struct result *r) {
   if (e->auth != NULL) {
     add_word(r->detail, sizeof(r->detail), "auth=<%s>", e->auth);
   }
+  if (e->requiretls) {
+    add_word(r->detail, sizeof(r->detail), "requiretls");
+  }
   if (strstr(e->sender, "reject")) {
     smtp_server_reject(s, 550, "5.7.1", "Sender rejected");
   } else {
@@ -1069,6 +1072,23 @@ static const struct scenario scenarios[] = {
        "MAIL <a@b.example> proto=ESMTPSA auth=<> MAIL <a@b.example> "
        "proto=ESMTPSA auth=<alice@example.com>",
        .ext_on = EXT_TLS_AUTH, .cfg = CFG_TLS_ACTIVE),
+    /* RFC 8689: REQUIRETLS only inside TLS, as a bare keyword. */
+    SC("requiretls in tls",
+       EHLO "MAIL FROM:<a@b.example> REQUIRETLS" CRLF,
+       "220|250 REQUIRETLS|250 2.1.0", "HELO MAIL",
+       "MAIL <a@b.example> proto=ESMTPS requiretls",
+       .ext_on = SMTP_EXT_REQUIRETLS, .cfg = CFG_TLS_ACTIVE),
+    SC("requiretls outside tls",
+       EHLO "MAIL FROM:<a@b.example> REQUIRETLS" CRLF,
+       "220|250 DSN|530 5.7.10", "HELO", NULL,
+       .ext_on = SMTP_EXT_REQUIRETLS),
+    SC("requiretls with a value",
+       EHLO "MAIL FROM:<a@b.example> REQUIRETLS=yes" CRLF,
+       "220|250 REQUIRETLS|501 5.5.4", "HELO", NULL,
+       .ext_on = SMTP_EXT_REQUIRETLS, .cfg = CFG_TLS_ACTIVE),
+    SC("requiretls not offered",
+       EHLO "MAIL FROM:<a@b.example> REQUIRETLS" CRLF,
+       "220|250 DSN|555 5.5.4", "HELO", NULL, .cfg = CFG_TLS_ACTIVE),
     SC("mail auth parameter unauthenticated",
        EHLO "MAIL FROM:<a@b.example> AUTH=alice+40example.com" CRLF "RSET" CRLF
             "MAIL FROM:<a@b.example> AUTH=a+zz" CRLF
