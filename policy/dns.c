@@ -992,6 +992,7 @@ static void target_fill(struct route_build *b, const struct dns_host *h,
   } else if (h->status == DNS_OK) {
     enum dns_status st[2];
     const char *w[2];
+    int host_secure = 1;
     for (int k = 0; k < 2; k++) {
       const struct dns_sub *s = &h->addr[k];
       st[k] = sub_status(s, &w[k]);
@@ -1002,6 +1003,7 @@ static void target_fill(struct route_build *b, const struct dns_host *h,
       if (st[k] == DNS_OK || st[k] == DNS_NOT_FOUND) {
         b->any_answer = 1;
         b->route.secure = b->route.secure && s->entry->secure;
+        host_secure = host_secure && s->entry->secure;
         if (s->entry->num_cnames > 0 && b->alias_host == NULL) {
           b->alias_host = h->name;
           b->alias_owner = s->entry->owner;
@@ -1016,6 +1018,9 @@ static void target_fill(struct route_build *b, const struct dns_host *h,
                                     : 1;
     t->status = t->num_addrs > 0 ? DNS_OK : st[k];
     why = w[k];
+    /* RFC 7672 §2.2.1: a failed family gave no address to trust or
+     * distrust; the answers used must all be validated. */
+    t->secure = t->num_addrs > 0 && host_secure;
   }
   if (t->status == DNS_TEMPFAIL) {
     b->any_temp = 1;
@@ -1056,9 +1061,19 @@ static void route_verdict(struct route_build *b, const struct dns_lookup *lk) {
   }
 }
 
+/* mx_secure: did the MX step get an answer with AD (the RRset, or the
+ * NODATA of an implicit MX)? RFC 7672 §2.2.1. */
+static int mx_secure(const struct dns_lookup *lk) {
+  const struct dns_entry *e = lk->first.entry;
+  if (lk->kind != DNS_LOOKUP_MX || e == NULL) {
+    return 0;
+  }
+  return (e->status == DNS_OK || e->status == DNS_NOT_FOUND) && e->secure;
+}
+
 /* route_finish builds the route, runs the callback and frees lk. */
 static void route_finish(struct dns *d, struct dns_lookup *lk) {
-  struct route_build b = {.route = {.secure = 1}};
+  struct route_build b = {.route = {.secure = 1, .mx_secure = mx_secure(lk)}};
   struct dns_target *targets = NULL;
   struct sockaddr_storage *addrs = NULL;
   if (lk->step == DNS_STEP_DONE) {
@@ -1224,6 +1239,64 @@ uint64_t dns_query(struct dns *d, const char *name, uint16_t type,
     lookup_ready(d, lk);
   }
   return lk->handle;
+}
+
+/* ---- DANE (RFC 7672) ---- */
+
+int dns_tlsa_usable(const struct dns_rr *rr) {
+  if (rr->type != DNS_TYPE_TLSA) {
+    return 0;
+  }
+  if ((rr->rd.tlsa.usage != 2 && rr->rd.tlsa.usage != 3) ||
+      rr->rd.tlsa.selector > 1) {
+    return 0; /* §3.1.3: PKIX-TA(0) and PKIX-EE(1) are unusable for SMTP */
+  }
+  switch (rr->rd.tlsa.mtype) {
+  case 0:
+    return rr->rd.tlsa.data_len > 0;
+  case 1:
+    return rr->rd.tlsa.data_len == 32; /* SHA2-256 */
+  case 2:
+    return rr->rd.tlsa.data_len == 64; /* SHA2-512 */
+  default:
+    return 0;
+  }
+}
+
+enum dns_dane dns_dane_verdict(const struct dns_answer *a,
+                               size_t *out_num_usable) {
+  *out_num_usable = 0;
+  if (a->status != DNS_OK && a->status != DNS_NOT_FOUND) {
+    return DNS_DANE_FAILED; /* §2.2: no plaintext on a failed lookup */
+  }
+  if (!a->secure) {
+    return DNS_DANE_INSECURE;
+  }
+  if (a->status == DNS_NOT_FOUND) {
+    return DNS_DANE_NONE;
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < a->num_rrs; i++) {
+    n += (size_t)dns_tlsa_usable(&a->rrs[i]);
+  }
+  *out_num_usable = n;
+  return n > 0 ? DNS_DANE_USABLE : DNS_DANE_UNUSABLE;
+}
+
+const char *dns_dane_name(enum dns_dane v) {
+  switch (v) {
+  case DNS_DANE_USABLE:
+    return "usable";
+  case DNS_DANE_UNUSABLE:
+    return "unusable";
+  case DNS_DANE_NONE:
+    return "none";
+  case DNS_DANE_INSECURE:
+    return "insecure";
+  case DNS_DANE_FAILED:
+    return "failed";
+  }
+  return "?";
 }
 
 void dns_cancel(struct dns *d, uint64_t handle) {

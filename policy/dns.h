@@ -131,6 +131,10 @@ struct dns_target {
   size_t num_addrs;
   struct sockaddr_storage *addrs; /* IPv6 first; port 0 */
   enum dns_status status;         /* DNS_OK iff num_addrs > 0 */
+  /* The host has addresses and every AAAA and A answer used for them
+   * (NODATA included, CNAMEs followed) had AD: RFC 7672 §2.2.1-2, a
+   * host whose TLSA records may count. 0 for an address literal. */
+  int secure;
 };
 
 struct dns_route {
@@ -140,6 +144,10 @@ struct dns_route {
   struct dns_target *targets;  /* by preference, shuffled within one */
   size_t num_targets;
   int secure; /* every answer used had AD (and there was one) */
+  /* dns_route_mx: the MX answer had AD: the MX RRset, or the NODATA that
+   * made the domain its own implicit MX (RFC 7672 §2.2.1: only then may
+   * DANE apply). 0 for dns_route_host and address literals (no MX). */
+  int mx_secure;
 };
 
 typedef void (*dns_route_cb)(void *arg, const struct dns_route *route);
@@ -214,6 +222,32 @@ uint64_t dns_route_host(struct dns *d, const char *host, dns_route_cb cb,
  * For TXT (SPF, DMARC, DKIM, MTA-STS) and TLSA (DANE). */
 uint64_t dns_query(struct dns *d, const char *name, uint16_t type,
                    dns_answer_cb cb, void *arg);
+
+/* What a TLSA answer (RFC 6698) for one next-hop host means for DANE
+ * (RFC 7672 §2.2), asked only for a host whose addresses were secure. */
+enum dns_dane {
+  DNS_DANE_USABLE,   /* secure, some usable record: TLS and a match needed */
+  DNS_DANE_UNUSABLE, /* secure records, none usable: TLS needed (§2.2),
+                        the certificate not checked */
+  DNS_DANE_NONE,     /* secure NXDOMAIN or NODATA: no DANE for the host */
+  DNS_DANE_INSECURE, /* an answer without AD: no DANE for the host */
+  DNS_DANE_FAILED,   /* SERVFAIL (a validating resolver's answer to bogus
+                        data too), timeout, or another failure: the host
+                        must not get mail in plaintext (§2.2) */
+};
+
+/* dns_tlsa_usable: 1 if a TLSA record is one RFC 7672 §3.1.3 lets a
+ * client use: DANE-TA(2) or DANE-EE(3), selector 0 or 1, matching type
+ * 0 (some data), 1 (32 octets) or 2 (64 octets); as crypto/tls.h keeps. */
+int dns_tlsa_usable(const struct dns_rr *rr);
+
+/* dns_dane_verdict reads a TLSA answer; *out_num_usable counts its usable
+ * records (0 unless DNS_DANE_USABLE). */
+enum dns_dane dns_dane_verdict(const struct dns_answer *a,
+                               size_t *out_num_usable);
+
+/* dns_dane_name: "usable", "unusable", "none", "insecure", "failed". */
+const char *dns_dane_name(enum dns_dane v);
 
 /* dns_cancel: the lookup's callback will not run. */
 void dns_cancel(struct dns *d, uint64_t handle);

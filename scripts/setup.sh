@@ -12,9 +12,10 @@ export DEBIAN_FRONTEND=noninteractive
 # (smtp-source, smtp-sink, the comparison relay), so no configuration.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 
-# nsd and dovecot are test peers too, started by the tests on loopback
-# ports: the packages' own services must not start at install time (they
-# would take port 53 and the mail ports). policy-rc.d tells invoke-rc.d so;
+# nsd, unbound and dovecot are test peers too, started by the tests on
+# loopback ports: the packages' own services must not start at install
+# time (they would take port 53 and the mail ports). policy-rc.d tells
+# invoke-rc.d so;
 # one we add is removed again.
 ADDED_POLICY=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -31,5 +32,5 @@ $SUDO apt-get install -y -q --no-install-recommends \
   libxxhash-dev libyaml-dev libcmocka-dev zlib1g-dev libcrypt-dev \
   python3 postfix swaks libnet-ssleay-perl libio-socket-ssl-perl prometheus \
   whois testssl.sh \
-  nsd ldnsutils dovecot-core dovecot-lmtpd gnuplot-nox \
+  nsd unbound ldnsutils dovecot-core dovecot-lmtpd gnuplot-nox \
   util-linux procps iproute2

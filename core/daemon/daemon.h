@@ -96,6 +96,8 @@ enum tls_policy_failure {
   TLS_PF_NOT_OFFERED, /* STARTTLS missing or refused where required */
   TLS_PF_HANDSHAKE,   /* the handshake failed where TLS was required */
   TLS_PF_VERIFY,      /* certificate not verified (verify level) */
+  TLS_PF_DANE,        /* dane level: no TLSA match, or the TLSA lookup
+                         failed (RFC 7672 §2.2) */
   TLS_PF_COUNT,
 };
 

@@ -150,6 +150,7 @@ struct dlv_msg {
   char *sender;
   char *envid;
   uint8_t ret, body_type, smtputf8;
+  uint8_t requiretls; /* RFC 8689: only over verified TLS (dlv_requiretls) */
   struct dlv_rcpt *rcpts;
   size_t num_rcpts;
   size_t num_open; /* recipients without a DONE */
@@ -195,6 +196,9 @@ struct dlv_dest {
   int64_t route_expire_ms;
   struct sockaddr_storage addrs[DLV_MAX_ADDRS];
   char addr_host[DLV_MAX_ADDRS][256];
+  /* RFC 7672 §2.2.1-2: the MX answer and this address's host records
+   * were DNSSEC-validated, so its TLSA records count (dane level). */
+  uint8_t addr_dane[DLV_MAX_ADDRS];
   size_t num_addrs;
   size_t addr_next;  /* the address the next connection uses */
   size_t num_failed; /* consecutive connect failures */
@@ -236,6 +240,7 @@ struct dlv_conn {
   struct buf rcpt_storage;
   enum config_tls_level tls_level; /* this connection's TLS policy */
   char tls_host[256];              /* the next-hop name the cert must match */
+  struct dlv_dane *dane;           /* the dane level's TLSA state, or NULL */
 };
 
 static uint64_t dlv_done_len;
@@ -243,6 +248,17 @@ static uint64_t dlv_done_len;
 static void dlv_job_ready(struct worker *w, struct dlv_job *j);
 static void dlv_start_tls(struct conn *c);
 static void dlv_after_attempt(struct worker *w, struct dlv_job *j);
+static int dane_begin(struct worker *w, struct dlv_dest *d, size_t ai,
+                      const char *relay, struct dlv_dane **out);
+static void dane_attach(struct conn *c, struct dlv_dane *dn);
+static void dane_free(struct worker *w, struct dlv_dane *dn);
+static int dane_tick(struct conn *c, int expired, int force);
+static void dane_tls_params(const struct conn *c, struct tls_client_params *p,
+                            char *key, size_t key_len);
+static void dane_tls_ready(struct conn *c, enum tls_verify_result vr);
+static int dane_host_secure(const struct dlv_dest *d,
+                            const struct dns_route *route,
+                            const struct dns_target *tg);
 
 /* ---- the waiting heap ---- */
 
@@ -491,6 +507,7 @@ struct dlv_msg *delivery_msg_new(const struct spool_message *m) {
   dm->ret = m->ret;
   dm->body_type = m->body_type;
   dm->smtputf8 = m->smtputf8;
+  dm->requiretls = m->requiretls;
   dm->loc.queue_id = m->queue_id;
   dm->loc.arrival_ms = m->arrival_ms;
   dm->loc.num_rcpts = m->num_rcpts;
@@ -1112,7 +1129,10 @@ static int dlv_queue_dsn(struct worker *w, struct dlv_msg *m) {
       .arrival_ms = m->loc.arrival_ms,
       .now_ms = w->now_ms,
       .unique = qid,
-      .ret = m->ret == SMTP_RET_FULL ? DSN_RET_FULL : DSN_RET_HDRS,
+      /* RFC 8689 §5: a REQUIRETLS message's report carries its headers
+       * only, whatever RET said: the report may travel less safely. */
+      .ret = m->ret == SMTP_RET_FULL && !m->requiretls ? DSN_RET_FULL
+                                                       : DSN_RET_HDRS,
       .original = have_orig ? orig : NULL,
       .original_len = have_orig ? orig_len : 0,
       .max_original_len = w->cfg->message_size_limit / 2,
@@ -1413,6 +1433,7 @@ static int dlv_prepare(struct worker *w, struct dlv_conn *dc,
       .envid = m->envid,
       .body_8bit = m->body_type == SMTP_BODY_8BITMIME,
       .smtputf8 = m->smtputf8,
+      .requiretls = m->requiretls && m->sender[0] != '\0',
       .rcpts = dc->crcpts,
       .num_rcpts = n,
       .body = &dc->span,
@@ -1437,12 +1458,49 @@ static void dlv_idle_remove(struct conn *c) {
   dc->idle_next = NULL;
 }
 
+/* dlv_requiretls: NULL if a REQUIRETLS message may go on this
+ * connection, else why not (RFC 8689 §5): TLS is up, the certificate was
+ * verified for the next-hop name (PKIX or DANE), and that name is
+ * trustworthy: DANE (validated MX and TLSA), or a next hop the operator
+ * named (transport or relayhost: no MX lookup an attacker could answer).
+ * The engine then checks that the server offers REQUIRETLS. */
+static const char *dlv_requiretls(const struct conn *c) {
+  const struct dlv_conn *dc = c->dlv;
+  if (c->tls == NULL || !c->tls_ready) {
+    return "the next hop did not use TLS";
+  }
+  enum tls_verify_result vr = tls_verify(c->tls);
+  if (vr == TLS_VERIFY_DANE_OK) {
+    return NULL;
+  }
+  if (vr != TLS_VERIFY_OK) {
+    return "the next hop's certificate was not verified";
+  }
+  if (dc->dest->route.kind == ROUTE_SMTP_MX) {
+    return "the MX host name is not authenticated (no DNSSEC, no MTA-STS)";
+  }
+  return NULL;
+}
+
 /* dlv_start_job hands a due job to the connection. 0, or -1 when the job
  * could not start (it was deferred). */
 static int dlv_start_job(struct conn *c, struct dlv_job *j) {
   struct worker *w = c->w;
   struct dlv_conn *dc = c->dlv;
   xo_begin(w, j);
+  /* §5's duties hold for a non-empty return path; a report about such a
+   * message carries headers only instead. */
+  int requiretls = j->msg->requiretls && j->msg->sender[0] != '\0';
+  const char *why = requiretls ? dlv_requiretls(c) : NULL;
+  if (why != NULL) {
+    /* RFC 8689 §5: never sent where TLS is not assured; a bounce. */
+    struct smtp_reply r;
+    char text[300];
+    snprintf(text, sizeof(text), "REQUIRETLS support required: %s", why);
+    smtp_reply_set(&r, 550, "5.7.30", text);
+    dlv_end_rest(w, j, 1, dc->relay, &r);
+    return -1;
+  }
   if (dlv_prepare(w, dc, j) == 0 &&
       smtp_client_send_message(dc->cl, &dc->cm) == 0) {
     dc->job = j;
@@ -1694,6 +1752,7 @@ static void dlv_start_tls(struct conn *c) {
       .num_names = 1,
       .session_key = key,
   };
+  dane_tls_params(c, &p, key, sizeof(key));
   c->tls = tls_new_client(rt->tls_client, &p);
   if (c->tls == NULL) {
     smtp_client_tls_failed(dc->cl, "out of memory");
@@ -1717,13 +1776,18 @@ void delivery_on_tls_ready(struct conn *c) {
   log_str(&r, "version", tls_version(c->tls));
   log_str(&r, "cipher", tls_cipher(c->tls));
   log_u64(&r, "resumed", (uint64_t)tls_session_reused(c->tls));
-  log_str(&r, "verified", vr == TLS_VERIFY_OK ? "yes" : "no");
+  log_str(&r, "verified",
+          vr == TLS_VERIFY_OK        ? "yes"
+          : vr == TLS_VERIFY_DANE_OK ? "dane"
+                                     : "no");
   if (vr == TLS_VERIFY_FAILED) {
     log_str(&r, "verify_error", tls_verify_error(c->tls));
   }
   log_str(&r, "policy", config_tls_level_name(dc->tls_level));
   log_end(&r);
-  if (dc->tls_level == CONFIG_TLS_VERIFY && vr != TLS_VERIFY_OK) {
+  if (dc->tls_level == CONFIG_TLS_DANE) {
+    dane_tls_ready(c, vr); /* a TLSA record must have matched */
+  } else if (dc->tls_level == CONFIG_TLS_VERIFY && vr != TLS_VERIFY_OK) {
     char why[300];
     snprintf(why, sizeof(why), "server certificate not verified: %.200s",
              tls_verify_error(c->tls));
@@ -1749,6 +1813,60 @@ void delivery_on_tls_error(struct conn *c, const char *why) {
   snprintf(text, sizeof(text), "%.250s", why);
   smtp_client_tls_failed(dc->cl, text);
   delivery_pump(c);
+}
+
+/* dlv_tls_level: the TLS policy for a new connection to d, per next-hop
+ * domain. LMTP is local delivery (a unix socket or a host we name
+ * ourselves): plaintext unless a policy names it. */
+static enum config_tls_level dlv_tls_level(const struct worker *w,
+                                           const struct dlv_dest *d) {
+  int lmtp =
+      d->route.kind == ROUTE_LMTP_TCP || d->route.kind == ROUTE_LMTP_UNIX;
+  if (lmtp && !dlv_tls_listed(w->cfg, d->lookup)) {
+    return CONFIG_TLS_NONE;
+  }
+  return config_tls_level(w->cfg, d->lookup);
+}
+
+/* dlv_may_level: "may" after a failed handshake here is plaintext for a
+ * while (delivery_on_tls_error). */
+static enum config_tls_level dlv_may_level(const struct worker *w,
+                                           const struct dlv_dest *d,
+                                           enum config_tls_level level) {
+  if (level == CONFIG_TLS_MAY && w->now_ms < d->tls_plain_until_ms) {
+    return CONFIG_TLS_NONE;
+  }
+  return level;
+}
+
+/* dlv_client_new makes the SMTP (LMTP) engine of a connection to d at a
+ * decided TLS level (for dane: after the TLSA lookup). NULL: no memory. */
+static struct smtp_client *dlv_client_new(const struct worker *w,
+                                          const struct dlv_dest *d,
+                                          enum config_tls_level level) {
+  struct smtp_client_config cc;
+  smtp_client_config_default(&cc);
+  cc.helo_name = w->cfg->hostname;
+  cc.lmtp = d->route.kind == ROUTE_LMTP_TCP || d->route.kind == ROUTE_LMTP_UNIX;
+  cc.tls = level == CONFIG_TLS_NONE  ? SMTP_CLIENT_TLS_NONE
+           : level == CONFIG_TLS_MAY ? SMTP_CLIENT_TLS_MAY
+                                     : SMTP_CLIENT_TLS_REQUIRE;
+  if (cc.limits.max_rcpts < w->cfg->recipient_limit) {
+    cc.limits.max_rcpts = w->cfg->recipient_limit;
+  }
+  return smtp_client_new(&cc);
+}
+
+/* dlv_submit_connect starts the connect of c, timed by
+ * delivery.connect_timeout. */
+static void dlv_submit_connect(struct conn *c) {
+  struct worker *w = c->w;
+  struct dlv_conn *dc = c->dlv;
+  c->deadline_ms = w->now_ms + (int64_t)w->cfg->delivery_connect_timeout * 1000;
+  struct io_uring_sqe *sqe = worker_get_sqe(w);
+  io_uring_prep_connect(sqe, c->fd, (struct sockaddr *)&dc->addr, dc->addr_len);
+  io_uring_sqe_set_data64(sqe, op_tag(c, OP_CONNECT));
+  c->num_ops++;
 }
 
 /* dlv_connect opens one connection to the destination's next address.
@@ -1781,40 +1899,29 @@ static int dlv_connect(struct worker *w, struct dlv_dest *d) {
     snprintf(relay, sizeof(relay), "%s[%s]:%u", d->addr_host[ai], text,
              d->route.port);
   }
-  struct smtp_client_config cc;
-  smtp_client_config_default(&cc);
-  cc.helo_name = w->cfg->hostname;
-  cc.lmtp = d->route.kind == ROUTE_LMTP_TCP || d->route.kind == ROUTE_LMTP_UNIX;
-  /* TLS policy per next-hop domain; LMTP is local delivery (a unix socket
-   * or a host we name ourselves): plaintext unless a policy names it. */
-  enum config_tls_level level = config_tls_level(w->cfg, d->lookup);
-  if (cc.lmtp && !dlv_tls_listed(w->cfg, d->lookup)) {
-    level = CONFIG_TLS_NONE;
-  }
-  if (level == CONFIG_TLS_MAY && w->now_ms < d->tls_plain_until_ms) {
-    level = CONFIG_TLS_NONE;
-  }
-  cc.tls = level == CONFIG_TLS_NONE  ? SMTP_CLIENT_TLS_NONE
-           : level == CONFIG_TLS_MAY ? SMTP_CLIENT_TLS_MAY
-                                     : SMTP_CLIENT_TLS_REQUIRE;
-  /* DANE is not enforced yet (no TLSA lookups): such destinations get
-   * opportunistic TLS. */
+  enum config_tls_level level = dlv_tls_level(w, d);
+  /* dane: a host with secure records gets its TLSA lookup first, whose
+   * answer decides the level (dane_on_tlsa); any other host acts as may
+   * (RFC 7672 §2.2.1). */
+  struct dlv_dane *dn = NULL;
   if (level == CONFIG_TLS_DANE) {
-    cc.tls = SMTP_CLIENT_TLS_MAY;
+    if (dane_begin(w, d, ai, relay, &dn) != 0) {
+      return -1;
+    }
+    level = dn != NULL ? CONFIG_TLS_DANE : CONFIG_TLS_MAY;
   }
-  if (cc.limits.max_rcpts < w->cfg->recipient_limit) {
-    cc.limits.max_rcpts = w->cfg->recipient_limit;
-  }
+  level = dlv_may_level(w, d, level);
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   struct dlv_conn *dc = calloc(1, sizeof(*dc));
-  struct smtp_client *cl = smtp_client_new(&cc);
+  struct smtp_client *cl = dn == NULL ? dlv_client_new(w, d, level) : NULL;
   struct conn *c = NULL;
-  if (fd >= 0 && dc != NULL && cl != NULL) {
+  if (fd >= 0 && dc != NULL && (cl != NULL || dn != NULL)) {
     c = conn_new_outbound(w, fd);
   }
   if (c == NULL) {
     smtp_client_free(cl);
     free(dc);
+    dane_free(w, dn);
     if (fd >= 0) {
       close(fd);
     }
@@ -1833,15 +1940,15 @@ static int dlv_connect(struct worker *w, struct dlv_dest *d) {
   snprintf(c->peer_text, sizeof(c->peer_text), "%.63s", relay);
   c->dlv = dc;
   c->connecting = 1;
-  c->deadline_ms = w->now_ms + (int64_t)w->cfg->delivery_connect_timeout * 1000;
-  struct io_uring_sqe *sqe = worker_get_sqe(w);
-  io_uring_prep_connect(sqe, fd, (struct sockaddr *)&dc->addr, dc->addr_len);
-  io_uring_sqe_set_data64(sqe, op_tag(c, OP_CONNECT));
-  c->num_ops++;
   d->num_conns++;
   d->num_starting++;
   w->dlv_num_conns++;
   METRIC_ADD(w->m.dlv_conns_opened, 1);
+  if (dn != NULL) {
+    dane_attach(c, dn); /* the connect waits for the TLSA answer */
+    return 0;
+  }
+  dlv_submit_connect(c);
   return 0;
 }
 
@@ -1895,6 +2002,9 @@ void delivery_conn_tick(struct conn *c, int force) {
     return;
   }
   if (c->connecting) {
+    if (dane_tick(c, expired, force)) {
+      return; /* the TLSA lookup runs before the connect */
+    }
     /* Stopping: a connect carries no transaction yet; end it now. */
     if ((expired || force || w->stopping) && !dc->connect_expired) {
       dc->connect_expired = 1;
@@ -1935,9 +2045,272 @@ void delivery_conn_free(struct conn *c) {
   w->dlv_num_conns--;
   dlv_conn_release_attempt(dc);
   smtp_client_free(dc->cl);
+  dane_free(w, dc->dane);
   free(dc);
   c->dlv = NULL;
   dest_activate(w->dlv, d); /* the scheduler may free it or reconnect */
+}
+
+/* ---- DANE (RFC 7672) ---- */
+
+/* One connection's DANE state at the dane level: the TLSA lookup that
+ * runs before the connect, then the usable records for the handshake.
+ * Freed with the connection (delivery_conn_free). */
+struct dlv_dane {
+  struct conn *c;  /* set by dane_attach */
+  uint64_t handle; /* the TLSA lookup in flight; 0 once answered */
+  char qname[DNS_NAME_TEXT_MAX + 16]; /* _port._tcp.host */
+  size_t num_tlsa;
+  struct tls_tlsa tlsa[TLS_MAX_TLSA];
+  uint8_t *data; /* the records' data, one allocation */
+};
+
+/* dane_host_secure: may the TLSA records of this target count? Its
+ * address records were validated, and with MX routing so was the MX
+ * answer (RFC 7672 §2.2.1); "[host]" routes have no MX (§2.2.2). */
+static int dane_host_secure(const struct dlv_dest *d,
+                            const struct dns_route *route,
+                            const struct dns_target *tg) {
+  if (!tg->secure) {
+    return 0;
+  }
+  return d->route.kind != ROUTE_SMTP_MX || route->mx_secure;
+}
+
+/* dane_log writes the one line of a DANE decision for a connection:
+ * tlsa=N usable records, or unusable, none, insecure, failed. */
+static void dane_log(const struct dlv_dest *d, const char *host,
+                     const char *relay, const char *tlsa, const char *why) {
+  struct log_rec r;
+  log_begin(&r, "dane");
+  log_str(&r, "dest", d->name);
+  log_str(&r, "host", host);
+  log_str(&r, "relay", relay);
+  log_str(&r, "tlsa", tlsa);
+  if (why != NULL) {
+    log_str(&r, "why", why);
+  }
+  log_end(&r);
+}
+
+static void dane_on_tlsa(void *arg, const struct dns_answer *a);
+
+/* dane_begin: the connection about to go to address ai of d is at the
+ * dane level. If DANE applies to that host, its TLSA lookup starts and
+ * *out is the state for dane_attach; else *out is NULL (logged: the host
+ * acts as may). Returns 0, or -1 out of memory. */
+static int dane_begin(struct worker *w, struct dlv_dest *d, size_t ai,
+                      const char *relay, struct dlv_dane **out) {
+  *out = NULL;
+  int tcp = d->route.kind == ROUTE_SMTP_MX ||
+            d->route.kind == ROUTE_SMTP_HOST || d->route.kind == ROUTE_LMTP_TCP;
+  if (!tcp || ai >= d->num_addrs || !d->addr_dane[ai]) {
+    dane_log(d, tcp ? d->addr_host[ai] : d->lookup, relay, "insecure",
+             "MX or address records not DNSSEC-validated");
+    return 0;
+  }
+  if (w->dns == NULL) {
+    return -1; /* dest_route: no route without a resolver */
+  }
+  struct dlv_dane *dn = calloc(1, sizeof(*dn));
+  if (dn == NULL) {
+    return -1;
+  }
+  /* RFC 6698 §3, RFC 7672 §2.2.3: _port._tcp.<MX host>. A name too long
+   * for the DNS fails the lookup: a DANE failure, never a cut name. */
+  snprintf(dn->qname, sizeof(dn->qname), "_%u._tcp.%s", d->route.port,
+           d->addr_host[ai]);
+  dn->handle = dns_query(w->dns, dn->qname, DNS_TYPE_TLSA, dane_on_tlsa, dn);
+  if (dn->handle == 0) {
+    free(dn);
+    return -1;
+  }
+  *out = dn;
+  return 0;
+}
+
+/* dane_attach joins the state to its connection, which waits for the
+ * TLSA answer within delivery.connect_timeout (c-ares bounds it too). */
+static void dane_attach(struct conn *c, struct dlv_dane *dn) {
+  dn->c = c;
+  c->dlv->dane = dn;
+  c->deadline_ms =
+      c->w->now_ms + (int64_t)c->w->cfg->delivery_connect_timeout * 1000;
+}
+
+static void dane_free(struct worker *w, struct dlv_dane *dn) {
+  if (dn == NULL) {
+    return;
+  }
+  if (dn->handle != 0 && w->dns != NULL) {
+    dns_cancel(w->dns, dn->handle);
+  }
+  free(dn->data);
+  free(dn);
+}
+
+/* dane_keep copies the usable records (the first TLS_MAX_TLSA) of a
+ * TLSA answer, which lives only during its callback. 0, or -1. */
+static int dane_keep(struct dlv_dane *dn, const struct dns_answer *a) {
+  size_t total = 0, kept = 0;
+  for (size_t i = 0; i < a->num_rrs && kept < TLS_MAX_TLSA; i++) {
+    if (dns_tlsa_usable(&a->rrs[i])) {
+      total += a->rrs[i].rd.tlsa.data_len;
+      kept++;
+    }
+  }
+  dn->data = malloc(total > 0 ? total : 1);
+  if (dn->data == NULL) {
+    return -1;
+  }
+  size_t off = 0;
+  for (size_t i = 0; i < a->num_rrs && dn->num_tlsa < kept; i++) {
+    const struct dns_rr *rr = &a->rrs[i];
+    if (!dns_tlsa_usable(rr)) {
+      continue;
+    }
+    memcpy(dn->data + off, rr->rd.tlsa.data, rr->rd.tlsa.data_len);
+    dn->tlsa[dn->num_tlsa++] = (struct tls_tlsa){
+        .usage = rr->rd.tlsa.usage,
+        .selector = rr->rd.tlsa.selector,
+        .mtype = rr->rd.tlsa.mtype,
+        .data = dn->data + off,
+        .data_len = rr->rd.tlsa.data_len,
+    };
+    off += rr->rd.tlsa.data_len;
+  }
+  return 0;
+}
+
+/* dane_conn_fail ends a connection that failed its TLSA step, before
+ * any connect, as a failed connect: the next address is tried (RFC 7672
+ * §2.2: never this host in plaintext), and once every address failed the
+ * due jobs are deferred with this reply. */
+static void dane_conn_fail(struct conn *c, const char *enhanced,
+                           const char *text) {
+  struct dlv_conn *dc = c->dlv;
+  struct smtp_reply r;
+  smtp_reply_set(&r, 451, enhanced, text);
+  c->connecting = 0;
+  /* Still counted as starting until freed: "up" counts others only. */
+  dest_site_failed(c->w, dc->dest, dc->addr_index, dc->relay, &r);
+  c->closing = 1;
+  c->shut = 1; /* nothing was ever sent: no shutdown(2) needed */
+  conn_maybe_free(c);
+}
+
+/* dane_level: the TLS level a TLSA verdict gives the host (RFC 7672
+ * §2.2): usable records, TLS with a match; secure but unusable ones, TLS
+ * without authentication; none or insecure, may. */
+static enum config_tls_level
+dane_level(const struct worker *w, const struct dlv_dest *d, enum dns_dane v) {
+  switch (v) {
+  case DNS_DANE_USABLE:
+    return CONFIG_TLS_DANE;
+  case DNS_DANE_UNUSABLE:
+    return CONFIG_TLS_ENCRYPT;
+  default:
+    return dlv_may_level(w, d, CONFIG_TLS_MAY);
+  }
+}
+
+/* dane_on_tlsa: the TLSA answer decides the connection's TLS level, and
+ * the connect starts; a failed lookup fails the connection. */
+static void dane_on_tlsa(void *arg, const struct dns_answer *a) {
+  struct dlv_dane *dn = arg;
+  struct conn *c = dn->c;
+  struct worker *w = c->w;
+  struct dlv_conn *dc = c->dlv;
+  dn->handle = 0;
+  size_t n = 0;
+  enum dns_dane v = dns_dane_verdict(a, &n);
+  char count[32];
+  snprintf(count, sizeof(count), "%zu", n);
+  const char *why = v == DNS_DANE_FAILED && a->why != NULL ? a->why : NULL;
+  dane_log(dc->dest, dc->tls_host, dc->relay,
+           v == DNS_DANE_USABLE ? count : dns_dane_name(v), why);
+  if (v == DNS_DANE_FAILED) {
+    char text[SMTP_REPLY_MAX_TEXT];
+    snprintf(text, sizeof(text), "TLSA lookup for %.260s failed: %.100s",
+             dn->qname, why != NULL ? why : "unknown error");
+    METRIC_ADD(w->m.tls_policy_failures[TLS_PF_DANE], 1);
+    dane_conn_fail(c, "4.7.5", text);
+    return;
+  }
+  if (w->stopping) {
+    dane_conn_fail(c, "4.4.1", "connect cancelled by shutdown");
+    return;
+  }
+  dc->tls_level = dane_level(w, dc->dest, v);
+  if ((v == DNS_DANE_USABLE && dane_keep(dn, a) != 0) ||
+      (dc->cl = dlv_client_new(w, dc->dest, dc->tls_level)) == NULL) {
+    dane_conn_fail(c, "4.3.0", "local error: out of memory");
+    return;
+  }
+  dlv_submit_connect(c);
+}
+
+/* dane_tick: 1 while c waits for its TLSA answer; the connect timeout or
+ * a stop ends the wait (and c), 0 when there is none. */
+static int dane_tick(struct conn *c, int expired, int force) {
+  struct dlv_dane *dn = c->dlv->dane;
+  struct worker *w = c->w;
+  if (dn == NULL || dn->handle == 0) {
+    return 0;
+  }
+  if (!expired && !force && !w->stopping) {
+    return 1;
+  }
+  dns_cancel(w->dns, dn->handle);
+  dn->handle = 0;
+  const char *why = w->stopping ? "cancelled by shutdown" : "timed out";
+  char text[SMTP_REPLY_MAX_TEXT];
+  snprintf(text, sizeof(text), "TLSA lookup for %.260s: %s", dn->qname, why);
+  dane_log(c->dlv->dest, c->dlv->tls_host, c->dlv->relay, "failed", why);
+  if (!w->stopping) {
+    METRIC_ADD(w->m.tls_policy_failures[TLS_PF_DANE], 1);
+  }
+  dane_conn_fail(c, w->stopping ? "4.4.1" : "4.7.5", text);
+  return 1;
+}
+
+/* dane_tls_params adds what a DANE connection's handshake checks: the
+ * usable TLSA records and, besides the TLSA base domain (the host, also
+ * the SNI, RFC 7672 §8.1), the next-hop domain as a reference name for
+ * DANE-TA (§3.2.2). Its sessions are cached apart from opportunistic
+ * ones; a resumed session is judged again against these records anyway
+ * (crypto/tls.c verifies the stored chain). */
+static void dane_tls_params(const struct conn *c, struct tls_client_params *p,
+                            char *key, size_t key_len) {
+  const struct dlv_conn *dc = c->dlv;
+  const struct dlv_dane *dn = dc->dane;
+  if (dc->tls_level != CONFIG_TLS_DANE || dn == NULL) {
+    return;
+  }
+  p->tlsa = dn->tlsa;
+  p->num_tlsa = dn->num_tlsa;
+  if (strcasecmp(dc->dest->lookup, dc->tls_host) != 0 &&
+      p->num_names < TLS_MAX_NAMES) {
+    p->names[p->num_names++] = dc->dest->lookup;
+  }
+  size_t n = strlen(key);
+  snprintf(key + n, key_len - n, "|dane");
+}
+
+/* dane_tls_ready: at the dane level a TLSA record must have matched (RFC
+ * 7672 §2.2, §3); else the connection fails before any mail, and the
+ * next MX host is tried. */
+static void dane_tls_ready(struct conn *c, enum tls_verify_result vr) {
+  struct dlv_conn *dc = c->dlv;
+  if (vr == TLS_VERIFY_DANE_OK) {
+    smtp_client_tls_started(dc->cl); /* EHLO again, inside TLS */
+    return;
+  }
+  char why[300];
+  snprintf(why, sizeof(why), "DANE verification failed: %.200s",
+           tls_verify_error(c->tls));
+  METRIC_ADD(c->w->m.tls_policy_failures[TLS_PF_DANE], 1);
+  smtp_client_tls_failed(dc->cl, why);
 }
 
 /* ---- routes (DNS) ---- */
@@ -1958,6 +2331,7 @@ static void dlv_on_route(void *arg, const struct dns_route *route) {
       d->addrs[d->num_addrs] = tg->addrs[a];
       snprintf(d->addr_host[d->num_addrs], sizeof(d->addr_host[0]), "%s",
                tg->host);
+      d->addr_dane[d->num_addrs] = (uint8_t)dane_host_secure(d, route, tg);
       d->num_addrs++;
     }
   }

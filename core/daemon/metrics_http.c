@@ -224,8 +224,8 @@ static void render_tls(struct daemon *d, struct buf *out) {
   static const char *const results[TLS_HS_COUNT] = {"full", "resumed",
                                                     "failed"};
   static const char *const versions[2] = {"TLSv1.2", "TLSv1.3"};
-  static const char *const failures[TLS_PF_COUNT] = {"starttls_not_offered",
-                                                     "handshake", "verify"};
+  static const char *const failures[TLS_PF_COUNT] = {
+      "starttls_not_offered", "handshake", "verify", "dane"};
   static const char *const auths[AUTH_RESULT_COUNT] = {"success", "failure",
                                                        "blocked"};
   char label[160];

@@ -41,6 +41,11 @@ int session_start(struct conn *c) {
   if (rt->auth != NULL && submission) {
     sc.extensions |= SMTP_EXT_AUTH;
   }
+  /* RFC 8689: offered inside TLS; such a message leaves only over
+   * verified TLS (delivery.c). */
+  if (rt->tls_server != NULL) {
+    sc.extensions |= SMTP_EXT_REQUIRETLS;
+  }
   smtp_server_limits_default(&sc.limits);
   sc.limits.max_message_size = cfg->message_size_limit;
   sc.limits.max_recipients = cfg->recipient_limit;
@@ -350,6 +355,7 @@ static void session_on_message(struct conn *c) {
       .ret = (uint8_t)env->ret,
       .body_type = (uint8_t)env->body,
       .smtputf8 = (uint8_t)env->smtputf8,
+      .requiretls = (uint8_t)env->requiretls,
       .client_addr = c->peer_text,
       .helo = smtp_server_helo(c->smtp) ? smtp_server_helo(c->smtp) : "",
       .num_rcpts = env->num_rcpts,

@@ -368,13 +368,15 @@ class SmtpSink:
     """
 
     def __init__(self, port=None, rcpt_reply=None, delay=0.0, tls=None,
-                 starttls_reply=None):
+                 starttls_reply=None, requiretls=False):
         import threading
         self.port = port or free_port()
         self.rcpt_reply = rcpt_reply
         self.delay = delay
         self.tls_ctx = tls
         self.starttls_reply = starttls_reply
+        self.requiretls = requiretls  # advertise REQUIRETLS inside TLS
+        self.mail_params = []  # per message: the MAIL parameters, upper
         self.tls = []
         self.messages = []
         self.lock = threading.Lock()
@@ -428,7 +430,7 @@ class SmtpSink:
 
     def _dialogue(self, s, f):
         s.sendall(b"220 sink.test ESMTP\r\n")
-        sender, rcpts = None, []
+        sender, rcpts, params = None, [], []
         in_tls = False
         for _ in range(100000):
             line = f.readline(4096)
@@ -449,12 +451,16 @@ class SmtpSink:
             if verb == "EHLO":
                 offer = (b"250-STARTTLS\r\n"
                          if self.tls_ctx and not in_tls else b"")
+                if in_tls and self.requiretls:
+                    offer += b"250-REQUIRETLS\r\n"
                 s.sendall(b"250-sink.test\r\n250-PIPELINING\r\n" + offer +
                           b"250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")
             elif verb == "HELO":
                 s.sendall(b"250 sink.test\r\n")
             elif verb == "MAIL":
                 sender = cmd[10:].split(">")[0].lstrip("<")
+                params = cmd.split(">", 1)[1].upper().split() if ">" in cmd \
+                    else []
                 rcpts = []
                 s.sendall(b"250 2.1.0 Ok\r\n")
             elif verb == "RCPT":
@@ -480,6 +486,7 @@ class SmtpSink:
                     time.sleep(self.delay)
                 with self.lock:
                     self.messages.append((sender, list(rcpts), b"".join(data)))
+                    self.mail_params.append(params)
                     self.tls.append((s.version(), s.session_reused)
                                     if in_tls else (None, False))
                 s.sendall(b"250 2.0.0 Ok: queued\r\n")

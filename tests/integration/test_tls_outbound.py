@@ -9,6 +9,7 @@ openssl. Routes with names go through nsd on loopback (mx.tls.test ->
 127.0.0.1) so the certificate's name can be checked."""
 
 import os
+import re
 import smtplib
 import sys
 import tempfile
@@ -169,6 +170,96 @@ def test_verify_policy():
         wrong.stop()
 
 
+def submit_requiretls(d, rcpt, subject, ca):
+    """Sends one message with MAIL ... REQUIRETLS over STARTTLS."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False  # the daemon's test cert names mx.tls.test
+    with smtplib.SMTP("127.0.0.1", d.smtp_port, timeout=10) as s:
+        s.starttls(context=ctx)
+        s.ehlo("client.test")
+        check(s.has_extn("requiretls"), "REQUIRETLS offered inside TLS")
+        s.sendmail("s@bounce.test", [rcpt],
+                   f"Subject: {subject}\r\n\r\nsecret body\r\n".encode(),
+                   mail_options=["REQUIRETLS", "RET=FULL"])
+
+
+def requiretls_config(dns_port, p, good_port, plain_port, bounce_port):
+    cert, key = p.good
+    return ("dns:\n  servers:\n"
+            f"    - 127.0.0.1:{dns_port}\n"
+            "  timeout_ms: 500\n  tries: 2\n"
+            "transports:\n"
+            f"  - \"named.test smtp:[mx.tls.test]:{good_port}\"\n"
+            f"  - \"noreq.test smtp:[mx.tls.test]:{plain_port}\"\n"
+            f"  - \"tls.test smtp:tls.test:{good_port}\"\n"
+            f"  - \"bounce.test smtp:[127.0.0.1]:{bounce_port}\"\n"
+            f"tls:\n  cert_file: {cert}\n  key_file: {key}\n"
+            f"  ca_file: {p.ca_cert}\n"
+            "delivery:\n  retry_initial: 1\n  retry_max: 2\n"
+            "  connect_timeout: 5\n")
+
+
+def test_requiretls():
+    """RFC 8689: a REQUIRETLS message goes only over verified TLS to a next
+    hop that offers REQUIRETLS, and only where the next-hop name is
+    authenticated (named by the operator here; an MX answer without
+    DNSSEC is not); else it bounces 5.7.30, never downgraded."""
+    if not dnsserver.have_nsd():
+        return
+    p = pki()
+    good = SmtpSink(tls=p.server_context(*p.good), requiretls=True).start()
+    noreq = SmtpSink(tls=p.server_context(*p.good)).start()
+    bounces = SmtpSink().start()
+    try:
+        with dnsserver.Nsd(ZONES) as ns, \
+                Daemon(requiretls_config(ns.port, p, good.port, noreq.port,
+                                         bounces.port)) as d:
+            submit_requiretls(d, "u@named.test", "rtls ok", p.ca_cert)
+            ok = wait_until(lambda: good.count() == 1, 20)
+            if not ok:
+                d.dump_log()
+            check(ok, "delivered to the named, verified next hop")
+            check("REQUIRETLS" in good.mail_params[0],
+                  f"REQUIRETLS passed on: {good.mail_params}")
+            submit_requiretls(d, "u@noreq.test", "rtls noreq", p.ca_cert)
+            submit_requiretls(d, "u@tls.test", "rtls mx", p.ca_cert)
+            ok = wait_until(lambda: d.read_log().count("5.7.30") >= 2, 20)
+            if not ok:
+                d.dump_log()
+            check(ok, "both refused with 5.7.30")
+            log = d.read_log()
+            check(re.search(r"event=bounced .*to=u@noreq\.test .*"
+                            r"does not offer REQUIRETLS", log),
+                  "a hop without REQUIRETLS: bounced")
+            check(re.search(r"event=bounced .*to=u@tls\.test .*"
+                            r"MX host name is not authenticated", log),
+                  "an MX found without DNSSEC: bounced")
+            check(noreq.count() == 0, "nothing to a hop without REQUIRETLS")
+            check(good.count() == 1, "nothing over an unauthenticated MX")
+            check(wait_until(lambda: bounces.count() == 2, 20),
+                  "two failure reports to the sender")
+            for _, _, data in bounces.messages:
+                check(b"text/rfc822-headers" in data and
+                      b"secret body" not in data,
+                      "RFC 8689 §5: the report carries headers only "
+                      f"despite RET=FULL: {data[-600:]!r}")
+            # Outside TLS the parameter is refused: TLS was stripped.
+            with smtplib.SMTP("127.0.0.1", d.smtp_port, timeout=10) as s:
+                s.ehlo("client.test")
+                check(not s.has_extn("requiretls"), "not offered in clear")
+                try:
+                    s.sendmail("s@example.org", ["u@named.test"], b"x\r\n",
+                               mail_options=["REQUIRETLS"])
+                    check(False, "REQUIRETLS in clear must be refused")
+                except smtplib.SMTPSenderRefused as e:
+                    check(e.smtp_code == 530, f"530 in clear: {e}")
+    finally:
+        good.stop()
+        noreq.stop()
+        bounces.stop()
+
+
 if __name__ == "__main__":
     import atexit
     import shutil
@@ -180,4 +271,5 @@ if __name__ == "__main__":
         test_opportunistic_plaintext_fallback,
         test_encrypt_never_in_clear,
         test_verify_policy,
+        test_requiretls,
     ]))

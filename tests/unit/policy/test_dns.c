@@ -38,8 +38,9 @@ struct zrr {
 };
 
 /* Z_TC: over UDP a truncated answer (TC, no records), over TCP the
- * whole answer. */
-enum zflag { Z_SERVFAIL = 1, Z_SILENT = 2, Z_TC = 4 };
+ * whole answer. Z_NOAD: no AD on answers for the name, even with fx->ad
+ * (an insecure zone behind a validating resolver). */
+enum zflag { Z_SERVFAIL = 1, Z_SILENT = 2, Z_TC = 4, Z_NOAD = 8 };
 
 struct zname_flag {
   const char *name;
@@ -321,7 +322,8 @@ static int server_reply(struct fx *fx, const uint8_t *q, size_t n, int over_tcp,
       ns = 1;
     }
   }
-  unsigned hflags = 0x8000 | 0x0400 | 0x0100 | rcode | (fx->ad ? 0x0020 : 0) |
+  int ad = fx->ad && !(flags & Z_NOAD);
+  unsigned hflags = 0x8000 | 0x0400 | 0x0100 | rcode | (ad ? 0x0020 : 0) |
                     (truncated ? 0x0200 : 0);
   w->b[2] = (uint8_t)(hflags >> 8);
   w->b[3] = (uint8_t)hflags;
@@ -569,7 +571,7 @@ struct got_route {
   int done;
   enum dns_status status;
   char detail[DNS_DETAIL_MAX];
-  int secure;
+  int secure, mx_secure;
   size_t num_targets;
   struct {
     char host[256];
@@ -577,6 +579,7 @@ struct got_route {
     enum dns_status status;
     size_t num_addrs;
     char addr[4][64];
+    int secure;
   } t[DNS_ROUTE_MAX_HOSTS];
 };
 
@@ -585,6 +588,7 @@ static void on_route(void *arg, const struct dns_route *r) {
   g->done++;
   g->status = r->status;
   g->secure = r->secure;
+  g->mx_secure = r->mx_secure;
   snprintf(g->detail, sizeof g->detail, "%s", r->detail);
   g->num_targets = r->num_targets;
   for (size_t i = 0; i < r->num_targets; i++) {
@@ -593,6 +597,7 @@ static void on_route(void *arg, const struct dns_route *r) {
     g->t[i].pref = t->pref;
     g->t[i].status = t->status;
     g->t[i].num_addrs = t->num_addrs;
+    g->t[i].secure = t->secure;
     for (size_t k = 0; k < t->num_addrs && k < 4; k++) {
       const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[k];
       const void *a =
@@ -608,6 +613,8 @@ struct got_answer {
   int done;
   enum dns_status status;
   int nxdomain, secure;
+  enum dns_dane dane; /* dns_dane_verdict of the answer */
+  size_t num_usable;
   uint32_t ttl;
   size_t num_rrs, num_cnames;
   char owner[DNS_NAME_TEXT_MAX];
@@ -620,6 +627,7 @@ static void on_answer(void *arg, const struct dns_answer *a) {
   g->status = a->status;
   g->nxdomain = a->nxdomain;
   g->secure = a->secure;
+  g->dane = dns_dane_verdict(a, &g->num_usable);
   g->ttl = a->ttl;
   g->num_rrs = a->num_rrs;
   g->num_cnames = a->num_cnames;
@@ -675,6 +683,26 @@ static const struct zrr zone[] = {
     {"silent.test", DNS_TYPE_A, 300, "192.0.2.10"},
     {"big.test", DNS_TYPE_TXT, 300, "too big for UDP, says the server"},
     {"big.test", DNS_TYPE_A, 300, "192.0.2.11"},
+    /* DANE: a signed zone (fx->ad) with an unsigned corner (Z_NOAD). */
+    {"dane.test", DNS_TYPE_MX, 300, "10 mx1.dane.test"},
+    {"dane.test", DNS_TYPE_MX, 300, "20 mx2.dane.test"},
+    {"mx1.dane.test", DNS_TYPE_A, 300, "192.0.2.21"},
+    {"mx1.dane.test", DNS_TYPE_AAAA, 300, "2001:db8::21"},
+    {"mx2.dane.test", DNS_TYPE_A, 300, "192.0.2.22"},
+    {"insecure-mx.test", DNS_TYPE_MX, 300, "10 mx1.dane.test"},
+    {"implicit.dane.test", DNS_TYPE_A, 300, "192.0.2.24"},
+    {"cname.dane.test", DNS_TYPE_MX, 300, "10 calias.dane.test"},
+    {"calias.dane.test", DNS_TYPE_CNAME, 300, "ctarget.dane.test"},
+    {"ctarget.dane.test", DNS_TYPE_A, 300, "192.0.2.23"},
+    {"_25._tcp.ok.dane.test", DNS_TYPE_TLSA, 300,
+     "3 1 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},
+    {"_25._tcp.ok.dane.test", DNS_TYPE_TLSA, 300,
+     "0 0 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},
+    {"_25._tcp.pkix.dane.test", DNS_TYPE_TLSA, 300,
+     "1 1 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},
+    {"_25._tcp.short.dane.test", DNS_TYPE_TLSA, 300, "3 1 1 0a0b0c"},
+    {"_25._tcp.noad.dane.test", DNS_TYPE_TLSA, 300,
+     "3 1 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},
 };
 #define ZONE_LEN (sizeof(zone) / sizeof(zone[0]))
 
@@ -682,6 +710,11 @@ static const struct zname_flag zflags[] = {
     {"sf.test", Z_SERVFAIL},
     {"silent.test", Z_SILENT},
     {"big.test", Z_TC},
+    {"mx2.dane.test", Z_NOAD},
+    {"insecure-mx.test", Z_NOAD},
+    {"ctarget.dane.test", Z_NOAD},
+    {"_25._tcp.noad.dane.test", Z_NOAD},
+    {"_25._tcp.sf.dane.test", Z_SERVFAIL},
     {NULL, 0},
 };
 
@@ -1031,6 +1064,204 @@ static void test_secure(void **state) {
   assert_int_equal(g.secure, 1);
 }
 
+/* RFC 7672 §2.2.1: the MX answer's AD and each host's (its AAAA and A
+ * answers, NODATA included) are kept apart, so one insecure host or an
+ * insecure MX RRset does not hide the others. */
+struct secure_case {
+  const char *label;
+  int host_route; /* dns_route_host instead of dns_route_mx */
+  int no_chase;   /* the server leaves CNAMEs to the resolver */
+  const char *name;
+  int want_mx_secure;
+  size_t num_targets;
+  const char *host[2];
+  int want_secure[2];
+};
+
+static void test_secure_per_target(void **state) {
+  static const struct secure_case cases[] = {
+      {"signed MX, one unsigned host",
+       0,
+       0,
+       "dane.test",
+       1,
+       2,
+       {"mx1.dane.test", "mx2.dane.test"},
+       {1, 0}},
+      {"unsigned MX, signed host",
+       0,
+       0,
+       "insecure-mx.test",
+       0,
+       1,
+       {"mx1.dane.test"},
+       {1}},
+      {"implicit MX: secure NODATA",
+       0,
+       0,
+       "implicit.dane.test",
+       1,
+       1,
+       {"implicit.dane.test"},
+       {1}},
+      {"CNAME'd host, unsigned target",
+       0,
+       1,
+       "cname.dane.test",
+       1,
+       1,
+       {"calias.dane.test"},
+       {0}},
+      {"host route: no MX",
+       1,
+       0,
+       "mx1.dane.test",
+       0,
+       1,
+       {"mx1.dane.test"},
+       {1}},
+      {"address literal", 0, 0, "[192.0.2.30]", 0, 1, {"192.0.2.30"}, {0}},
+  };
+  struct fx *fx = *state;
+  fx->ad = 1;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const struct secure_case *c = &cases[i];
+    struct got_route g = {0};
+    fx->no_chase = c->no_chase;
+    if (c->host_route) {
+      dns_route_host(fx->dns, c->name, on_route, &g);
+    } else {
+      dns_route_mx(fx->dns, c->name, on_route, &g);
+    }
+    fx_run(fx, &g.done, 1);
+    if (g.status != DNS_OK || g.num_targets != c->num_targets ||
+        g.mx_secure != c->want_mx_secure) {
+      fail_msg("%s: got status %s, %zu targets, mx_secure %d; want ok, %zu, "
+               "%d",
+               c->label, dns_status_name(g.status), g.num_targets, g.mx_secure,
+               c->num_targets, c->want_mx_secure);
+    }
+    for (size_t k = 0; k < c->num_targets; k++) {
+      if (strcmp(g.t[k].host, c->host[k]) != 0 ||
+          g.t[k].secure != c->want_secure[k]) {
+        fail_msg("%s: target %zu got %s secure %d, want %s secure %d", c->label,
+                 k, g.t[k].host, g.t[k].secure, c->host[k], c->want_secure[k]);
+      }
+    }
+  }
+}
+
+/* A TLSA answer's AD reaches dns_dane_verdict through the cache. */
+struct dane_case {
+  const char *label;
+  const char *name;
+  enum dns_dane want;
+  size_t want_usable;
+};
+
+static void test_dane_verdict_answers(void **state) {
+  static const struct dane_case cases[] = {
+      {"usable and PKIX records", "_25._tcp.ok.dane.test", DNS_DANE_USABLE, 1},
+      {"PKIX-EE only", "_25._tcp.pkix.dane.test", DNS_DANE_UNUSABLE, 0},
+      {"digest of the wrong length", "_25._tcp.short.dane.test",
+       DNS_DANE_UNUSABLE, 0},
+      {"secure NXDOMAIN", "_25._tcp.none.dane.test", DNS_DANE_NONE, 0},
+      {"secure NODATA", "mx1.dane.test", DNS_DANE_NONE, 0},
+      {"no AD", "_25._tcp.noad.dane.test", DNS_DANE_INSECURE, 0},
+      {"SERVFAIL (bogus)", "_25._tcp.sf.dane.test", DNS_DANE_FAILED, 0},
+  };
+  struct fx *fx = *state;
+  fx->ad = 1;
+  for (int round = 0; round < 2; round++) { /* the second from the cache */
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+      struct got_answer a = {0};
+      dns_query(fx->dns, cases[i].name, DNS_TYPE_TLSA, on_answer, &a);
+      fx_run(fx, &a.done, 1);
+      if (a.dane != cases[i].want || a.num_usable != cases[i].want_usable) {
+        fail_msg("%s (round %d): got %s with %zu usable, want %s with %zu",
+                 cases[i].label, round, dns_dane_name(a.dane), a.num_usable,
+                 dns_dane_name(cases[i].want), cases[i].want_usable);
+      }
+    }
+  }
+}
+
+/* dns_tlsa_usable and dns_dane_verdict on answers made by hand. */
+static void test_dane_verdict_table(void **state) {
+  (void)state;
+  static const uint8_t d32[32], d64[64], d3[3];
+  struct usable_case {
+    const char *label;
+    uint8_t usage, selector, mtype;
+    const uint8_t *data;
+    size_t data_len;
+    int want;
+  };
+  static const struct usable_case uc[] = {
+      {"3 1 1", 3, 1, 1, d32, 32, 1},       {"2 0 1", 2, 0, 1, d32, 32, 1},
+      {"3 0 2", 3, 0, 2, d64, 64, 1},       {"2 1 0", 2, 1, 0, d3, 3, 1},
+      {"0 0 1", 0, 0, 1, d32, 32, 0},       {"1 1 1", 1, 1, 1, d32, 32, 0},
+      {"4 1 1", 4, 1, 1, d32, 32, 0},       {"3 2 1", 3, 2, 1, d32, 32, 0},
+      {"3 1 3", 3, 1, 3, d32, 32, 0},       {"3 1 1 short", 3, 1, 1, d3, 3, 0},
+      {"3 1 2 short", 3, 1, 2, d32, 32, 0}, {"3 1 0 empty", 3, 1, 0, d3, 0, 0},
+  };
+  for (size_t i = 0; i < sizeof(uc) / sizeof(uc[0]); i++) {
+    struct dns_rr rr = {.type = DNS_TYPE_TLSA};
+    rr.rd.tlsa.usage = uc[i].usage;
+    rr.rd.tlsa.selector = uc[i].selector;
+    rr.rd.tlsa.mtype = uc[i].mtype;
+    rr.rd.tlsa.data = uc[i].data;
+    rr.rd.tlsa.data_len = uc[i].data_len;
+    if (dns_tlsa_usable(&rr) != uc[i].want) {
+      fail_msg("%s: usable %d, want %d", uc[i].label, dns_tlsa_usable(&rr),
+               uc[i].want);
+    }
+  }
+  struct dns_rr rrs[2] = {{.type = DNS_TYPE_TLSA}, {.type = DNS_TYPE_TLSA}};
+  rrs[0].rd.tlsa.usage = 1; /* unusable */
+  rrs[0].rd.tlsa.data = d32;
+  rrs[0].rd.tlsa.data_len = 32;
+  rrs[1] = rrs[0];
+  rrs[1].rd.tlsa.usage = 3;
+  rrs[1].rd.tlsa.selector = 1;
+  rrs[1].rd.tlsa.mtype = 1;
+  struct verdict_case {
+    const char *label;
+    struct dns_answer a;
+    enum dns_dane want;
+    size_t want_usable;
+  } vc[] = {
+      {"secure, one usable",
+       {.status = DNS_OK, .secure = 1, .num_rrs = 2, .rrs = rrs},
+       DNS_DANE_USABLE,
+       1},
+      {"secure, none usable",
+       {.status = DNS_OK, .secure = 1, .num_rrs = 1, .rrs = rrs},
+       DNS_DANE_UNUSABLE,
+       0},
+      {"insecure records",
+       {.status = DNS_OK, .num_rrs = 2, .rrs = rrs},
+       DNS_DANE_INSECURE,
+       0},
+      {"secure NXDOMAIN",
+       {.status = DNS_NOT_FOUND, .secure = 1, .nxdomain = 1},
+       DNS_DANE_NONE,
+       0},
+      {"insecure NODATA", {.status = DNS_NOT_FOUND}, DNS_DANE_INSECURE, 0},
+      {"TEMPFAIL", {.status = DNS_TEMPFAIL}, DNS_DANE_FAILED, 0},
+      {"PERMFAIL", {.status = DNS_PERMFAIL}, DNS_DANE_FAILED, 0},
+  };
+  for (size_t i = 0; i < sizeof(vc) / sizeof(vc[0]); i++) {
+    size_t n = 99;
+    enum dns_dane got = dns_dane_verdict(&vc[i].a, &n);
+    if (got != vc[i].want || n != vc[i].want_usable) {
+      fail_msg("%s: got %s with %zu usable, want %s with %zu", vc[i].label,
+               dns_dane_name(got), n, dns_dane_name(vc[i].want),
+               vc[i].want_usable);
+    }
+  }
+}
+
 /* At most DNS_ROUTE_MAX_HOSTS hosts, the most preferred. */
 static void test_max_hosts(void **state) {
   struct fx *fx = *state;
@@ -1132,6 +1363,10 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_cache_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_secure, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_secure_per_target, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_dane_verdict_answers, setup,
+                                      teardown),
+      cmocka_unit_test(test_dane_verdict_table),
       cmocka_unit_test_setup_teardown(test_max_hosts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_callback_reentry, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tcp_fallback_level, setup, teardown),
