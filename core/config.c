@@ -555,6 +555,16 @@ static const struct setting tls_settings[] = {
      .shape = SHAPE_PLAIN,
      .set = set_bool,
      FIELD(smtp_starttls)},
+    {.name = "mta_sts",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(tls_mta_sts)},
+    {.name = "mta_sts_port",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(tls_mta_sts_port),
+     .min = 1,
+     .max = 65535},
 };
 
 static const struct setting auth_settings[] = {
@@ -892,6 +902,8 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->submission_require_auth = 1;
   c->submission_require_tls = 1;
   c->smtp_starttls = 1;
+  c->tls_mta_sts = 1;
+  c->tls_mta_sts_port = 443;
   c->tls_cert_file = strdup("");
   c->tls_key_file = strdup("");
   c->tls_min_version = strdup("1.2");

@@ -136,6 +136,9 @@ struct config {
   int submission_require_auth;  /* default 1 */
   int submission_require_tls;   /* default 1 */
   int smtp_starttls;            /* offer STARTTLS on port 25: default 1 */
+  int tls_mta_sts;              /* honour MTA-STS (RFC 8461): default 1 */
+  unsigned tls_mta_sts_port;    /* HTTPS port of mta-sts.<domain>: 443 (a
+                                   test knob; RFC 8461 fixes 443) */
 
   /* Runtime objects the daemon builds from this configuration (TLS
    * contexts, the password table); freed with it by runtime_free. */

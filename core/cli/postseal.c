@@ -43,8 +43,8 @@ static int cmd_queue_cat(int argc, char **argv);
 static const struct cli_cmd cli_commands[] = {
     {"queue", "list|cat|summary|delete|hold|release|flush ...",
      "inspect and manage the mail queue", cmd_queue},
-    {"resolve", "mx|host|txt|tlsa NAME [--server IP:PORT]... [--json]",
-     "look up delivery routes and records in the DNS", cli_resolve},
+    {"resolve", "mx|host|txt|tlsa|mta-sts NAME [--server IP:PORT]... [--json]",
+     "look up delivery routes, records and MTA-STS policies", cli_resolve},
     {"version", "", "print the version", cmd_version},
     {"help", "", "print this help", cmd_help},
 };

@@ -1,7 +1,9 @@
 /* core/cli/resolve.c — `postseal resolve`; see cli_resolve.h. The loop is
  * the smallest host policy/dns needs: poll() the sockets it asks for,
  * dns_process_fd the ready ones, dns_tick after, dns_dispatch before each
- * sleep. */
+ * sleep. `resolve mta-sts` runs two lookups in that loop (the TXT record,
+ * then the policy host's addresses), then fetches the policy with the
+ * blocking crypto/https. */
 #include "core/cli/cli_resolve.h"
 
 #include <errno.h>
@@ -13,15 +15,28 @@
 #include <sysexits.h>
 #include <time.h>
 
+#include "core/config.h"
 #include "core/netaddr.h"
+#include "crypto/https.h"
 #include "policy/dns.h"
+#include "policy/mta_sts.h"
 
 #define RESOLVE_MAX_FDS (2 * DNS_MAX_SERVERS) /* a UDP and a TCP each */
 #define RESOLVE_MAX_REPEAT 1000
 #define RESOLVE_POLL_MAX_MS 1000 /* dns_tick at least once a second */
 #define RESOLVE_ERR_LEN 256
+#define RESOLVE_STS_CONNECT_TIMEOUT_MS 5000 /* as postseald's fetches */
+#define RESOLVE_STS_FETCH_TIMEOUT_MS 20000
+#define RESOLVE_STS_PATH "/.well-known/mta-sts.txt" /* RFC 8461 §3.2 */
+#define RESOLVE_DEFAULT_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
-enum resolve_kind { RESOLVE_MX, RESOLVE_HOST, RESOLVE_TXT, RESOLVE_TLSA };
+enum resolve_kind {
+  RESOLVE_MX,
+  RESOLVE_HOST,
+  RESOLVE_TXT,
+  RESOLVE_TLSA,
+  RESOLVE_MTA_STS,
+};
 
 struct resolve_opts {
   enum resolve_kind kind;
@@ -33,6 +48,22 @@ struct resolve_opts {
   unsigned repeat;
   int show_stats;
   int json;
+  const char *config_path; /* -c: dns servers, timeout, tries, TLS */
+  const char *ca_file;     /* mta-sts: --ca-file, else the config's */
+  unsigned port;           /* mta-sts: --port, else the config's; 0 unset */
+  struct config *cfg;      /* loaded from config_path */
+};
+
+/* What `resolve mta-sts` learns in the DNS loop. */
+struct resolve_sts {
+  enum dns_status txt_status;
+  char txt_detail[MTA_STS_ERR_LEN + DNS_NAME_TEXT_MAX];
+  int have_id;
+  char id[MTA_STS_MAX_ID + 1];
+  enum dns_status host_status;
+  char host_detail[DNS_DETAIL_MAX];
+  size_t num_addrs;
+  struct sockaddr_storage addrs[DNS_ROUTE_MAX_ADDRS];
 };
 
 struct resolve_run {
@@ -42,12 +73,17 @@ struct resolve_run {
   size_t num_fds;
   unsigned started, finished;
   int exit_code;
+  struct resolve_sts sts;
 };
 
 static void resolve_usage(FILE *f) {
   fprintf(f, "usage: postseal resolve mx|host|txt|tlsa NAME [--server "
              "IP:PORT]... [--timeout MS]\n"
-             "                        [--tries N] [--repeat N] [--json]\n");
+             "                        [--tries N] [--repeat N] [--json] "
+             "[-c CONFIG]\n"
+             "       postseal resolve mta-sts DOMAIN [--server IP:PORT]... "
+             "[-c CONFIG]\n"
+             "                        [--ca-file PEM] [--port N] [--json]\n");
 }
 
 static int64_t monotonic_ms(void) {
@@ -78,7 +114,8 @@ static int parse_kind(const char *s, enum resolve_kind *out) {
   } kinds[] = {{"mx", RESOLVE_MX},
                {"host", RESOLVE_HOST},
                {"txt", RESOLVE_TXT},
-               {"tlsa", RESOLVE_TLSA}};
+               {"tlsa", RESOLVE_TLSA},
+               {"mta-sts", RESOLVE_MTA_STS}};
   for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
     if (strcmp(s, kinds[i].name) == 0) {
       *out = kinds[i].kind;
@@ -123,6 +160,17 @@ static int resolve_option(int argc, char **argv, int *i,
   if (strcmp(a, "--tries") == 0 && parse_uint(v, 1, 10, &o->tries) == 0) {
     return 0;
   }
+  if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+    o->config_path = v;
+    return 0;
+  }
+  if (strcmp(a, "--ca-file") == 0) {
+    o->ca_file = v;
+    return 0;
+  }
+  if (strcmp(a, "--port") == 0 && parse_uint(v, 1, 65535, &o->port) == 0) {
+    return 0;
+  }
   if (strcmp(a, "--repeat") == 0 &&
       parse_uint(v, 1, RESOLVE_MAX_REPEAT, &o->repeat) == 0) {
     o->show_stats = 1;
@@ -132,12 +180,66 @@ static int resolve_option(int argc, char **argv, int *i,
   return -1;
 }
 
+/* resolve_opts_check refuses options that do not go with the kind. */
+static int resolve_opts_check(const struct resolve_opts *o) {
+  int sts = o->kind == RESOLVE_MTA_STS;
+  if (!sts && (o->ca_file != NULL || o->port != 0)) {
+    fprintf(stderr, "postseal resolve: --ca-file and --port are for "
+                    "mta-sts\n");
+    return -1;
+  }
+  if (sts && o->repeat > 1) {
+    fprintf(stderr, "postseal resolve: --repeat is not for mta-sts\n");
+    return -1;
+  }
+  if (sts && !mta_sts_domain_valid(o->name)) {
+    fprintf(stderr, "postseal resolve: %s is not a domain name\n", o->name);
+    return -1;
+  }
+  return 0;
+}
+
+/* resolve_opts_config fills from -c CONFIG what the command line did not
+ * give: the resolvers, the timeout and tries, and for mta-sts the CA
+ * file and port. 0, or -1 (reason printed). */
+static int resolve_opts_config(struct resolve_opts *o) {
+  if (o->config_path == NULL) {
+    return 0;
+  }
+  char err[RESOLVE_ERR_LEN] = "";
+  o->cfg = config_load(o->config_path, err, sizeof err);
+  if (o->cfg == NULL) {
+    fprintf(stderr, "postseal resolve: %s\n", err[0] ? err : o->config_path);
+    return -1;
+  }
+  const struct config *c = o->cfg;
+  for (size_t i = 0;
+       o->num_servers == 0 && i < c->num_dns_servers && i < DNS_MAX_SERVERS;
+       i++) {
+    o->servers[i] = c->dns_servers[i];
+    o->num_servers = i + 1;
+  }
+  if (o->timeout_ms == 0) {
+    o->timeout_ms = c->dns_timeout_ms;
+  }
+  if (o->tries == 0) {
+    o->tries = c->dns_tries;
+  }
+  if (o->ca_file == NULL) {
+    o->ca_file = c->tls_ca_file;
+  }
+  if (o->port == 0) {
+    o->port = c->tls_mta_sts_port;
+  }
+  return 0;
+}
+
 static int resolve_opts_parse(int argc, char **argv, struct resolve_opts *o) {
   int num_pos = 0;
   *o = (struct resolve_opts){.repeat = 1};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (strncmp(a, "--", 2) == 0) {
+    if (strncmp(a, "--", 2) == 0 || strcmp(a, "-c") == 0) {
       if (resolve_option(argc, argv, &i, o) != 0) {
         return -1;
       }
@@ -155,7 +257,7 @@ static int resolve_opts_parse(int argc, char **argv, struct resolve_opts *o) {
     fprintf(stderr, "postseal resolve: need a kind and a name\n");
     return -1;
   }
-  return 0;
+  return resolve_opts_check(o);
 }
 
 /* ---- output ---- */
@@ -365,9 +467,56 @@ static void on_answer(void *arg, const struct dns_answer *a) {
   }
 }
 
+/* ---- mta-sts: the DNS part ---- */
+
+static void on_sts_host(void *arg, const struct dns_route *r) {
+  struct resolve_run *run = arg;
+  struct resolve_sts *st = &run->sts;
+  st->host_status = r->status;
+  snprintf(st->host_detail, sizeof st->host_detail, "%s", r->detail);
+  for (size_t i = 0; i < r->num_targets; i++) {
+    for (size_t k = 0;
+         k < r->targets[i].num_addrs && st->num_addrs < DNS_ROUTE_MAX_ADDRS;
+         k++) {
+      st->addrs[st->num_addrs++] = r->targets[i].addrs[k];
+    }
+  }
+  run->finished++;
+}
+
+/* on_sts_txt reads _mta-sts.DOMAIN (RFC 8461 §3.1); an id leads on to
+ * the addresses of mta-sts.DOMAIN. */
+static void on_sts_txt(void *arg, const struct dns_answer *a) {
+  struct resolve_run *run = arg;
+  struct resolve_sts *st = &run->sts;
+  st->txt_status = a->status;
+  if (a->status != DNS_OK) {
+    snprintf(st->txt_detail, sizeof st->txt_detail, "_mta-sts.%s: %s",
+             run->o->name, a->why ? a->why : dns_status_name(a->status));
+    run->finished++;
+    return;
+  }
+  char err[MTA_STS_ERR_LEN] = "";
+  if (mta_sts_txt_find(st->id, err, sizeof err, a->rrs, a->num_rrs) !=
+      MTA_STS_TXT_FOUND) {
+    snprintf(st->txt_detail, sizeof st->txt_detail, "_mta-sts.%s: %s",
+             run->o->name, err);
+    run->finished++;
+    return;
+  }
+  st->have_id = 1;
+  char host[DNS_NAME_TEXT_MAX + 16];
+  snprintf(host, sizeof host, "mta-sts.%s", run->o->name);
+  if (dns_route_host(run->dns, host, on_sts_host, run) == 0) {
+    fprintf(stderr, "postseal resolve: out of memory\n");
+    exit(EX_SOFTWARE);
+  }
+}
+
 static void start_lookup(struct resolve_run *run) {
   const struct resolve_opts *o = run->o;
   uint64_t h = 0;
+  char sts_name[DNS_NAME_TEXT_MAX + 16];
   run->started++;
   switch (o->kind) {
   case RESOLVE_MX:
@@ -382,11 +531,162 @@ static void start_lookup(struct resolve_run *run) {
   case RESOLVE_TLSA:
     h = dns_query(run->dns, o->name, DNS_TYPE_TLSA, on_answer, run);
     break;
+  case RESOLVE_MTA_STS:
+    snprintf(sts_name, sizeof sts_name, "_mta-sts.%s", o->name);
+    h = dns_query(run->dns, sts_name, DNS_TYPE_TXT, on_sts_txt, run);
+    break;
   }
   if (h == 0) {
     fprintf(stderr, "postseal resolve: out of memory\n");
     exit(EX_SOFTWARE);
   }
+}
+
+/* ---- mta-sts: the fetch and the output ---- */
+
+/* The outcome of `resolve mta-sts`. */
+struct sts_result {
+  int exit_code;
+  char error[HTTPS_ERR_LEN + 128]; /* "" on success */
+  int have_policy;
+  struct mta_sts_policy policy;
+  char peer[64];
+};
+
+/* sts_fetch gets and parses the policy (RFC 8461 §3.3): PKIX against the
+ * CA file for mta-sts.DOMAIN, no redirects, text/plain, 64 KiB. */
+static void sts_fetch(const struct resolve_run *run, struct sts_result *res) {
+  const struct resolve_opts *o = run->o;
+  const char *ca = o->ca_file ? o->ca_file : RESOLVE_DEFAULT_CA_FILE;
+  struct tls_client_config cc = {.ca_file = ca[0] ? ca : NULL};
+  char err[HTTPS_ERR_LEN] = "", host[DNS_NAME_TEXT_MAX + 16];
+  struct tls_ctx *tls = tls_ctx_new_client(&cc, err, sizeof err);
+  if (tls == NULL) {
+    snprintf(res->error, sizeof res->error, "TLS: %s", err);
+    res->exit_code = EX_CONFIG;
+    return;
+  }
+  snprintf(host, sizeof host, "mta-sts.%s", o->name);
+  size_t hl = strlen(host);
+  if (hl > 0 && host[hl - 1] == '.') {
+    host[hl - 1] = '\0';
+  }
+  struct https_request req = {
+      .tls = tls,
+      .host = host,
+      .port = (uint16_t)(o->port ? o->port : 443),
+      .path = RESOLVE_STS_PATH,
+      .addrs = run->sts.addrs,
+      .num_addrs = run->sts.num_addrs,
+      .connect_timeout_ms = RESOLVE_STS_CONNECT_TIMEOUT_MS,
+      .timeout_ms = RESOLVE_STS_FETCH_TIMEOUT_MS,
+      .max_body = MTA_STS_MAX_POLICY_LEN,
+      .want_media_type = "text/plain",
+  };
+  struct https_response resp;
+  res->exit_code = EX_UNAVAILABLE;
+  if (https_get(&req, &resp, err, sizeof err) != 0) {
+    snprintf(res->error, sizeof res->error, "policy fetch failed: %s", err);
+  } else if (mta_sts_policy_parse(&res->policy, err, sizeof err, resp.body.data,
+                                  resp.body.len) != 0) {
+    snprintf(res->error, sizeof res->error, "invalid policy from %s: %s",
+             resp.peer, err);
+  } else {
+    res->have_policy = 1;
+    res->exit_code = EX_OK;
+    snprintf(res->peer, sizeof res->peer, "%s", resp.peer);
+  }
+  https_response_cleanup(&resp);
+  tls_ctx_free(tls);
+}
+
+/* sts_judge: what the DNS part left to do, and the exit status. */
+static void sts_judge(const struct resolve_run *run, struct sts_result *res) {
+  const struct resolve_sts *st = &run->sts;
+  if (!st->have_id) {
+    /* No usable record: no policy (RFC 8461 §3.1). */
+    res->exit_code = st->txt_status == DNS_TEMPFAIL ? EX_TEMPFAIL : EX_NOUSER;
+    snprintf(res->error, sizeof res->error, "no MTA-STS policy: %s",
+             st->txt_detail);
+    return;
+  }
+  if (st->num_addrs == 0) {
+    res->exit_code =
+        st->host_status == DNS_TEMPFAIL ? EX_TEMPFAIL : EX_UNAVAILABLE;
+    snprintf(res->error, sizeof res->error,
+             "policy fetch failed: mta-sts.%s: no address (%s)", run->o->name,
+             st->host_detail[0] ? st->host_detail
+                                : dns_status_name(st->host_status));
+    return;
+  }
+  sts_fetch(run, res);
+}
+
+static void print_sts_text(const struct resolve_run *run,
+                           const struct sts_result *res) {
+  const struct resolve_sts *st = &run->sts;
+  printf("domain %s\n", run->o->name);
+  if (st->have_id) {
+    printf("id %s\n", st->id);
+  }
+  if (!res->have_policy) {
+    return;
+  }
+  printf("fetched_from %s\nversion STSv1\nmode %s\nmax_age %u\n", res->peer,
+         mta_sts_mode_name(res->policy.mode), res->policy.max_age);
+  for (size_t i = 0; i < res->policy.num_mx; i++) {
+    printf("mx %s\n", mta_sts_policy_mx(&res->policy, i));
+  }
+}
+
+static void print_sts_json(const struct resolve_run *run,
+                           const struct sts_result *res) {
+  const struct resolve_sts *st = &run->sts;
+  printf("{\"domain\":");
+  json_str(run->o->name, strlen(run->o->name));
+  printf(",\"id\":");
+  if (st->have_id) {
+    json_str(st->id, strlen(st->id));
+  } else {
+    printf("null");
+  }
+  printf(",\"policy\":");
+  if (res->have_policy) {
+    printf("{\"version\":\"STSv1\",\"mode\":\"%s\",\"max_age\":%u,"
+           "\"mx\":[",
+           mta_sts_mode_name(res->policy.mode), res->policy.max_age);
+    for (size_t i = 0; i < res->policy.num_mx; i++) {
+      const char *mx = mta_sts_policy_mx(&res->policy, i);
+      printf("%s", i > 0 ? "," : "");
+      json_str(mx, strlen(mx));
+    }
+    printf("],\"fetched_from\":\"%s\"}", res->peer);
+  } else {
+    printf("null");
+  }
+  printf(",\"error\":");
+  if (res->error[0] != '\0') {
+    json_str(res->error, strlen(res->error));
+  } else {
+    printf("null");
+  }
+  printf("}\n");
+}
+
+/* sts_finish fetches and prints; the exit status. */
+static int sts_finish(const struct resolve_run *run) {
+  struct sts_result res = {.exit_code = EX_SOFTWARE};
+  sts_judge(run, &res);
+  if (run->o->json) {
+    print_sts_json(run, &res);
+  } else {
+    print_sts_text(run, &res);
+  }
+  if (res.error[0] != '\0') {
+    fprintf(stderr, "postseal resolve: mta-sts %s: %s\n", run->o->name,
+            res.error);
+  }
+  return res.exit_code;
 }
 
 /* ---- the loop ---- */
@@ -485,6 +785,9 @@ static int resolve_run(const struct resolve_opts *o) {
     }
   }
   dns_free(run.dns);
+  if (o->kind == RESOLVE_MTA_STS && run.finished == o->repeat) {
+    run.exit_code = sts_finish(&run);
+  }
   fflush(stdout);
   return run.exit_code;
 }
@@ -500,5 +803,10 @@ int cli_resolve(int argc, char **argv) {
     resolve_usage(stderr);
     return EX_USAGE;
   }
-  return resolve_run(&o);
+  if (resolve_opts_config(&o) != 0) {
+    return EX_CONFIG;
+  }
+  int rc = resolve_run(&o);
+  config_free(o.cfg);
+  return rc;
 }

@@ -140,6 +140,11 @@ struct worker_metrics {
   uint64_t auth_attempts[AUTH_RESULT_COUNT];
   uint64_t dns_queries, dns_cache_hits, dns_cache_misses, dns_coalesced,
       dns_tempfails, dns_timeouts;
+  /* ---- MTA-STS (mtasts.c) ---- */
+  uint64_t mtasts_results[3]; /* lookups answered, by enum mtasts_status */
+  uint64_t mtasts_fetches;    /* policy fetches started on the pool */
+  uint64_t mtasts_fetch_failures;
+  /* ---- end MTA-STS ---- */
 };
 
 extern const struct metric_hist_spec daemon_batch_spec;
@@ -368,6 +373,8 @@ struct daemon {
   int local_stop;
   unsigned num_local_threads;
   pthread_t local_threads[8];
+  struct mtasts *mtasts; /* mtasts.c: MTA-STS policy cache (atomic pointer,
+                            made on first use, freed by mtasts_free) */
 };
 
 /* worker.c */
@@ -493,5 +500,50 @@ void segs_free(struct worker *w);
 /* metrics_http.c */
 void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len);
 void metrics_render(struct daemon *d, struct buf *out);
+
+/* ---- mtasts.c: MTA-STS policy discovery (RFC 8461) ----
+ *
+ * mtasts_lookup finds the policy of a recipient domain on the worker's
+ * thread: the _mta-sts.<domain> TXT record through w->dns, then, for an
+ * id not cached, the addresses of mta-sts.<domain> and an HTTPS fetch of
+ * /.well-known/mta-sts.txt on the local pool (cfg->tls_mta_sts_port, the
+ * runtime's client TLS context, PKIX required). Policies are cached
+ * daemon-wide (policy/mta_sts.h); a cached unexpired policy is used when
+ * the TXT record is missing or fails, or the fetch of a new id fails
+ * (RFC 8461 §5.1). Lookups of one domain on one worker share the work.
+ *
+ * Returns 0: cb runs later, once (inside dns_dispatch/dns_tick or on
+ * OP_WAKE, never inside mtasts_lookup), unless mtasts_cancel(w, arg)
+ * came first. -1: no callback will come; treat it as MTASTS_TEMPFAIL (a
+ * domain that is not an LDH name, no resolver, stopping, too many
+ * lookups, out of memory). After a 0, dns_dispatch must run before the
+ * loop sleeps (delivery_schedule does). policy and detail are valid
+ * during the callback only; policy is non-NULL iff MTASTS_POLICY. */
+struct mta_sts_policy;
+enum mtasts_status {
+  MTASTS_NONE,     /* no policy: the domain has none, or it could not be
+                      fetched and none is cached (RFC 8461 §3.3) */
+  MTASTS_POLICY,   /* a policy (fresh or cached) applies */
+  MTASTS_TEMPFAIL, /* the TXT lookup failed temporarily, none cached */
+};
+typedef void (*mtasts_cb)(void *arg, enum mtasts_status status,
+                          const struct mta_sts_policy *policy,
+                          const char *detail);
+int mtasts_lookup(struct worker *w, const char *domain, mtasts_cb cb,
+                  void *arg);
+/* mtasts_cancel drops w's callbacks for arg (the work goes on, its
+ * result is cached). */
+void mtasts_cancel(struct worker *w, void *arg);
+/* mtasts_idle: 1 if no fetch of w's is on the pool (worker_done must
+ * wait for it: the pool hands the job back to w). */
+int mtasts_idle(const struct worker *w);
+/* mtasts_cache_entries: policy domains cached (a gauge for metrics). */
+size_t mtasts_cache_entries(struct daemon *d);
+/* mtasts_free frees the cache and what the workers left (after they
+ * exited and the pool stopped). */
+void mtasts_free(struct daemon *d);
+const char *mtasts_status_name(enum mtasts_status s); /* none, policy,
+                                                         tempfail */
+/* ---- end mtasts.c ---- */
 
 #endif

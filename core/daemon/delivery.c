@@ -56,6 +56,7 @@
 #include <xxhash.h>
 
 #include "core/daemon/daemon.h"
+#include "policy/mta_sts.h"
 #include "core/log.h"
 #include "proto/ctl.h"
 #include "proto/dsn.h"
@@ -187,6 +188,10 @@ struct dlv_dest {
   /* Opportunistic TLS failed its handshake here: plaintext until then
    * (as Postfix retries "may" without TLS). */
   int64_t tls_plain_until_ms;
+  /* MTA-STS (RFC 8461) of the next-hop domain, looked up with the route
+   * (MX routing only): the policy in force (enforce or testing), or NULL. */
+  int sts_pending;
+  struct mta_sts_policy *sts;
   /* Route: addresses in MX order, or why there are none. */
   int resolving;
   uint64_t dns_handle;
@@ -240,6 +245,8 @@ struct dlv_conn {
   struct buf rcpt_storage;
   enum config_tls_level tls_level; /* this connection's TLS policy */
   char tls_host[256];              /* the next-hop name the cert must match */
+  int sts_enforce; /* MTA-STS enforce: TLS verified for the MX host */
+  int sts_testing; /* MTA-STS testing: log what enforce would refuse */
   struct dlv_dane *dane;           /* the dane level's TLSA state, or NULL */
 };
 
@@ -247,6 +254,7 @@ static uint64_t dlv_done_len;
 
 static void dlv_job_ready(struct worker *w, struct dlv_job *j);
 static void dlv_start_tls(struct conn *c);
+static int dest_sts_addr(const struct dlv_dest *d, size_t ai);
 static void dlv_after_attempt(struct worker *w, struct dlv_job *j);
 static int dane_begin(struct worker *w, struct dlv_dest *d, size_t ai,
                       const char *relay, struct dlv_dane **out);
@@ -381,13 +389,14 @@ static struct dlv_dest *dest_get(struct worker *w, const struct route *r,
 /* dest_maybe_free drops a destination nothing refers to any more. */
 static void dest_maybe_free(struct worker *w, struct dlv_dest *d) {
   if (d->num_jobs > 0 || d->num_conns > 0 || d->resolving ||
-      d->local_in_flight > 0 || d->active || d->busy) {
+      d->sts_pending || d->local_in_flight > 0 || d->active || d->busy) {
     return;
   }
   struct dlv_dest **pp = &w->dlv->buckets[d->hash & (DLV_DEST_BUCKETS - 1)];
   for (; *pp != NULL; pp = &(*pp)->hnext) {
     if (*pp == d) {
       *pp = d->hnext;
+      free(d->sts);
       free(d);
       return;
     }
@@ -1476,7 +1485,7 @@ static const char *dlv_requiretls(const struct conn *c) {
   if (vr != TLS_VERIFY_OK) {
     return "the next hop's certificate was not verified";
   }
-  if (dc->dest->route.kind == ROUTE_SMTP_MX) {
+  if (dc->dest->route.kind == ROUTE_SMTP_MX && !dc->sts_enforce) {
     return "the MX host name is not authenticated (no DNSSEC, no MTA-STS)";
   }
   return NULL;
@@ -1783,8 +1792,20 @@ void delivery_on_tls_ready(struct conn *c) {
   if (vr == TLS_VERIFY_FAILED) {
     log_str(&r, "verify_error", tls_verify_error(c->tls));
   }
-  log_str(&r, "policy", config_tls_level_name(dc->tls_level));
+  log_str(&r, "policy",
+          dc->sts_enforce   ? "mta-sts"
+          : dc->sts_testing ? "mta-sts-testing"
+                            : config_tls_level_name(dc->tls_level));
   log_end(&r);
+  if (dc->sts_testing && vr != TLS_VERIFY_OK) {
+    /* RFC 8461 §5: testing mode delivers, and reports what failed. */
+    struct log_rec t;
+    log_begin(&t, "mta_sts_testing_failure");
+    log_str(&t, "dest", dc->dest->name);
+    log_str(&t, "relay", dc->relay);
+    log_str(&t, "reason", tls_verify_error(c->tls));
+    log_end(&t);
+  }
   if (dc->tls_level == CONFIG_TLS_DANE) {
     dane_tls_ready(c, vr); /* a TLSA record must have matched */
   } else if (dc->tls_level == CONFIG_TLS_VERIFY && vr != TLS_VERIFY_OK) {
@@ -1886,6 +1907,12 @@ static int dlv_connect(struct worker *w, struct dlv_dest *d) {
     snprintf(relay, sizeof(relay), "unix:%.300s", d->route.path);
   } else {
     ai = d->addr_next % d->num_addrs;
+    /* MTA-STS enforce: only MX hosts the policy names (dest_sts_check
+     * made sure there is one). */
+    for (size_t k = 0; k < d->num_addrs && !dest_sts_addr(d, ai); k++) {
+      d->addr_next++;
+      ai = d->addr_next % d->num_addrs;
+    }
     ss = d->addrs[ai];
     char text[64] = "?";
     sockaddr_format((struct sockaddr *)&ss, text, sizeof(text));
@@ -1909,6 +1936,16 @@ static int dlv_connect(struct worker *w, struct dlv_dest *d) {
       return -1;
     }
     level = dn != NULL ? CONFIG_TLS_DANE : CONFIG_TLS_MAY;
+  }
+  /* MTA-STS where DANE did not decide (RFC 8461 §2: DANE wins):
+   * enforce means TLS with a certificate verified for the MX host. */
+  int sts_enforce = 0, sts_testing = 0;
+  if (d->sts != NULL && dn == NULL && level != CONFIG_TLS_NONE) {
+    sts_enforce = d->sts->mode == MTA_STS_MODE_ENFORCE;
+    sts_testing = !sts_enforce;
+    if (sts_enforce && level < CONFIG_TLS_VERIFY) {
+      level = CONFIG_TLS_VERIFY;
+    }
   }
   level = dlv_may_level(w, d, level);
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1934,6 +1971,8 @@ static int dlv_connect(struct worker *w, struct dlv_dest *d) {
   dc->dest = d;
   dc->starting = 1;
   dc->tls_level = level;
+  dc->sts_enforce = sts_enforce;
+  dc->sts_testing = sts_testing;
   snprintf(dc->tls_host, sizeof(dc->tls_host), "%s",
            d->route.kind == ROUTE_LMTP_UNIX ? "localhost" : d->addr_host[ai]);
   snprintf(dc->relay, sizeof(dc->relay), "%s", relay);
@@ -2351,16 +2390,93 @@ static void dlv_on_route(void *arg, const struct dns_route *route) {
   dest_activate(w->dlv, d);
 }
 
+/* ---- MTA-STS (RFC 8461) ---- */
+
+static void dlv_on_sts(void *arg, enum mtasts_status status,
+                       const struct mta_sts_policy *policy,
+                       const char *detail) {
+  struct dlv_dest *d = arg;
+  struct worker *w = d->route_worker;
+  d->sts_pending = 0;
+  free(d->sts);
+  d->sts = NULL;
+  if (status == MTASTS_POLICY && policy->mode != MTA_STS_MODE_NONE) {
+    d->sts = malloc(sizeof(*d->sts));
+    if (d->sts != NULL) {
+      *d->sts = *policy;
+    }
+  }
+  struct log_rec r;
+  log_begin(&r, "mta_sts");
+  log_str(&r, "dest", d->name);
+  log_str(&r, "domain", d->lookup);
+  log_str(&r, "result", mtasts_status_name(status));
+  if (policy != NULL) {
+    log_str(&r, "mode", mta_sts_mode_name(policy->mode));
+    log_u64(&r, "mx", policy->num_mx);
+  }
+  if (detail != NULL && detail[0] != '\0') {
+    log_str(&r, "detail", detail);
+  }
+  log_end(&r);
+  dest_activate(w->dlv, d);
+}
+
+/* dest_start_sts looks up the next-hop domain's MTA-STS policy with its
+ * route: for MX routing only (a host the operator named needs none), when
+ * tls.mta_sts is on and no tls.policies entry names the domain (the
+ * operator's word wins). */
+static void dest_start_sts(struct worker *w, struct dlv_dest *d) {
+  if (!w->cfg->tls_mta_sts || d->route.kind != ROUTE_SMTP_MX ||
+      dlv_tls_listed(w->cfg, d->lookup) ||
+      config_tls_level(w->cfg, d->lookup) == CONFIG_TLS_NONE) {
+    free(d->sts);
+    d->sts = NULL;
+    return;
+  }
+  d->route_worker = w;
+  d->sts_pending = mtasts_lookup(w, d->lookup, dlv_on_sts, d) == 0;
+  /* -1: no callback comes; like a temporary failure, the last policy
+   * (if any) stays until the next route refresh. */
+}
+
+/* dest_sts_addr: 1 if address ai may carry mail under the destination's
+ * MTA-STS policy (enforce: its MX host matches a pattern, §4.1). */
+static int dest_sts_addr(const struct dlv_dest *d, size_t ai) {
+  return d->sts == NULL || d->sts->mode != MTA_STS_MODE_ENFORCE ||
+         mta_sts_mx_match(d->sts, d->addr_host[ai]);
+}
+
+/* dest_sts_check: with an enforce policy, at least one MX host must match
+ * it (else defer: RFC 8461 §5.1 never bounces for the policy alone). 1
+ * usable, -1 the due jobs were deferred. */
+static int dest_sts_check(struct worker *w, struct dlv_dest *d) {
+  for (size_t ai = 0; ai < d->num_addrs; ai++) {
+    if (dest_sts_addr(d, ai)) {
+      return 1;
+    }
+  }
+  char text[SMTP_REPLY_MAX_TEXT];
+  snprintf(text, sizeof(text),
+           "MTA-STS: no MX host of %.200s matches its policy", d->lookup);
+  struct smtp_reply r;
+  smtp_reply_set(&r, 451, "4.7.5", text);
+  METRIC_ADD(w->m.tls_policy_failures[TLS_PF_VERIFY], 1);
+  dest_end_ready(w, d, 0, NULL, &r);
+  return -1;
+}
+
 /* dest_route: 1 when the destination's addresses are known and usable,
  * 0 while a lookup runs, -1 when the route failed (due jobs handled). */
 static int dest_route(struct worker *w, struct dlv_dest *d) {
   if (d->route.kind == ROUTE_LMTP_UNIX) {
     return 1;
   }
-  if (d->resolving) {
+  if (d->resolving || d->sts_pending) {
     return 0;
   }
   if (!d->route_known || w->now_ms >= d->route_expire_ms) {
+    dest_start_sts(w, d);
     if (w->dns == NULL) {
       struct smtp_reply r;
       smtp_reply_set(&r, 451, "4.4.3", "no DNS resolver");
@@ -2375,6 +2491,10 @@ static int dest_route(struct worker *w, struct dlv_dest *d) {
     if (d->dns_handle != 0) {
       return 0;
     }
+    if (d->sts_pending) {
+      mtasts_cancel(w, d);
+      d->sts_pending = 0;
+    }
     /* No memory for the lookup (no callback will come): a temporary
      * failure, looked up again shortly. */
     d->resolving = 0;
@@ -2384,7 +2504,7 @@ static int dest_route(struct worker *w, struct dlv_dest *d) {
     d->route_expire_ms = w->now_ms + DLV_ROUTE_FAIL_TTL_MS;
   }
   if (d->route_status == DNS_OK) {
-    return 1;
+    return dest_sts_check(w, d);
   }
   struct smtp_reply r;
   char text[SMTP_REPLY_MAX_TEXT];
@@ -2901,11 +3021,11 @@ static int delivery_schedule_pass(struct worker *w) {
     list = d->anext;
     d->active = 0;
     d->anext = NULL;
-    int was_resolving = d->resolving;
+    int was_resolving = d->resolving || d->sts_pending;
     d->busy = 1;
     int again = dest_schedule(w, d);
     d->busy = 0;
-    lookups |= d->resolving && !was_resolving;
+    lookups |= (d->resolving || d->sts_pending) && !was_resolving;
     if (again || d->num_ready > 0 || d->idle != NULL) {
       /* Reconsidered on the next turn (or tick, while held). */
       dest_activate(s, d);
@@ -2943,6 +3063,10 @@ void delivery_free_all(struct worker *w) {
       if (d->resolving && w->dns != NULL) {
         dns_cancel(w->dns, d->dns_handle);
       }
+      if (d->sts_pending) {
+        mtasts_cancel(w, d);
+      }
+      free(d->sts);
       free(d);
     }
   }

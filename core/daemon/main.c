@@ -342,6 +342,7 @@ int main(int argc, char **argv) {
     pthread_join(d->workers[i].thread, NULL);
   }
   local_pool_stop(d);
+  mtasts_free(d); /* after the pool: it hands fetches back to workers */
   if (__atomic_load_n(&d->failed, __ATOMIC_ACQUIRE)) {
     log_msg("error", "postseald stopped: a worker failed to start");
     log_flush();

@@ -267,6 +267,30 @@ static void render_tls(struct daemon *d, struct buf *out) {
   }
 }
 
+/* render_mtasts: MTA-STS lookups by result, policy fetches, the cache. */
+static void render_mtasts(struct daemon *d, struct buf *out) {
+  static const char *const results[3] = {"none", "policy", "tempfail"};
+  metric_write_header(out, "postseal_mta_sts_lookups_total", "counter",
+                      "MTA-STS policy lookups for delivery, by result "
+                      "(policy: a fresh or cached policy applied).");
+  for (int k = 0; k < 3; k++) {
+    render_labelled(out, "postseal_mta_sts_lookups_total", "result", results[k],
+                    (double)SUM(d, mtasts_results[k]));
+  }
+  metric_write_header(out, "postseal_mta_sts_fetches_total", "counter",
+                      "MTA-STS policy fetches over HTTPS, by outcome.");
+  uint64_t fetches = SUM(d, mtasts_fetches);
+  uint64_t failures = SUM(d, mtasts_fetch_failures);
+  render_labelled(out, "postseal_mta_sts_fetches_total", "result", "started",
+                  (double)fetches);
+  render_labelled(out, "postseal_mta_sts_fetches_total", "result", "failed",
+                  (double)failures);
+  metric_write_header(out, "postseal_mta_sts_cached_domains", "gauge",
+                      "Policy domains in the MTA-STS cache.");
+  metric_write_value(out, "postseal_mta_sts_cached_domains", NULL,
+                     (double)mtasts_cache_entries(d));
+}
+
 void metrics_render(struct daemon *d, struct buf *out) {
   render_sessions(d, out);
   render_smtp(d, out);
@@ -275,6 +299,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_delivery(d, out);
   render_dns(d, out);
   render_tls(d, out);
+  render_mtasts(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
                       "Event loop threads (one io_uring each).");
   metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);

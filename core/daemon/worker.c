@@ -761,7 +761,7 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
 /* worker_done: stopping, every session gone, every commit durable. */
 static int worker_done(struct worker *w) {
   return w->stopping && w->num_conns == 0 && delivery_idle(w) &&
-         w->ctl_ops_out == 0 && w->spool_ops == 0 &&
+         mtasts_idle(w) && w->ctl_ops_out == 0 && w->spool_ops == 0 &&
          spool_writer_staged(w->spool) == 0;
 }
 
