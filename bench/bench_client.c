@@ -182,6 +182,39 @@ static void bc_txn_reply(struct bench_client *bc, int code) {
   }
 }
 
+/* bc_send_ehlo queues EHLO; what an earlier EHLO advertised is forgotten
+ * (after STARTTLS it must be: RFC 3207 §4.2). */
+static void bc_send_ehlo(struct bench_client *bc) {
+  bc->server_pipelining = 0;
+  bc->server_starttls = 0;
+  if (buf_printf(&bc->out, "EHLO %s\r\n", bc->cfg.helo) != 0) {
+    bc_close(bc, BENCH_CLIENT_ERR_PROTOCOL);
+    return;
+  }
+  bc->state = BENCH_CLIENT_EHLO;
+}
+
+/* bc_on_ehlo_reply: STARTTLS next if asked and not yet in TLS, else idle. */
+static void bc_on_ehlo_reply(struct bench_client *bc, int cls) {
+  if (cls != 2) {
+    bc_close(bc, BENCH_CLIENT_ERR_REFUSED);
+    return;
+  }
+  bc_push(bc, BENCH_CLIENT_EV_EHLO);
+  if (!bc->cfg.starttls || bc->tls) {
+    bc_enter(bc, BENCH_CLIENT_IDLE);
+    return;
+  }
+  if (!bc->server_starttls) {
+    bc_close(bc, BENCH_CLIENT_ERR_STARTTLS); /* never fall back to clear */
+    return;
+  }
+  bc_cmd(bc, "STARTTLS\r\n");
+  if (bc->state == BENCH_CLIENT_EHLO) {
+    bc->state = BENCH_CLIENT_STARTTLS;
+  }
+}
+
 /* bc_on_reply dispatches one complete reply on the state. */
 static void bc_on_reply(struct bench_client *bc, int code) {
   int cls = bc_class(code);
@@ -207,17 +240,19 @@ static void bc_on_reply(struct bench_client *bc, int code) {
       bc_close(bc, BENCH_CLIENT_ERR_REFUSED);
       return;
     }
-    bc_out_done(bc, buf_printf(&bc->out, "EHLO %s\r\n", bc->cfg.helo));
-    bc->state = BENCH_CLIENT_EHLO;
+    bc_send_ehlo(bc);
     bc_push(bc, BENCH_CLIENT_EV_GREETING);
     break;
   case BENCH_CLIENT_EHLO:
-    if (cls != 2) {
-      bc_close(bc, BENCH_CLIENT_ERR_REFUSED);
+    bc_on_ehlo_reply(bc, cls);
+    break;
+  case BENCH_CLIENT_STARTTLS:
+    if (code != 220) { /* RFC 3207 §4: 454 or 501 mean no TLS here */
+      bc_close(bc, BENCH_CLIENT_ERR_STARTTLS);
       return;
     }
-    bc_push(bc, BENCH_CLIENT_EV_EHLO);
-    bc_enter(bc, BENCH_CLIENT_IDLE);
+    bc->state = BENCH_CLIENT_TLS_WAIT;
+    bc_push(bc, BENCH_CLIENT_EV_STARTTLS);
     break;
   case BENCH_CLIENT_TXN:
     bc_txn_reply(bc, code);
@@ -243,6 +278,14 @@ static void bc_on_reply(struct bench_client *bc, int code) {
   }
 }
 
+/* bc_ehlo_keyword: 1 if an EHLO reply line "250-KEYWORD[ params]" names
+ * the extension (RFC 5321 §4.1.1.1; keywords are case-insensitive). */
+static int bc_ehlo_keyword(const uint8_t *p, size_t n, const char *keyword) {
+  size_t k = strlen(keyword);
+  return n >= 4 + k && strncasecmp((const char *)p + 4, keyword, k) == 0 &&
+         (n == 4 + k || p[4 + k] == ' ');
+}
+
 /* bc_on_line parses one reply line; returns 1 when it ended a reply. */
 static int bc_on_line(struct bench_client *bc, const uint8_t *p, size_t n) {
   if (n < 3 || p[0] < '1' || p[0] > '5' || p[1] < '0' || p[1] > '9' ||
@@ -255,10 +298,9 @@ static int bc_on_line(struct bench_client *bc, const uint8_t *p, size_t n) {
     bc_close(bc, BENCH_CLIENT_ERR_PROTOCOL); /* §4.2.1: same code */
     return 1;
   }
-  if (bc->state == BENCH_CLIENT_EHLO && n >= 14 &&
-      strncasecmp((const char *)p + 4, "PIPELINING", 10) == 0 &&
-      (n == 14 || p[14] == ' ')) {
-    bc->server_pipelining = 1;
+  if (bc->state == BENCH_CLIENT_EHLO) {
+    bc->server_pipelining |= bc_ehlo_keyword(p, n, "PIPELINING");
+    bc->server_starttls |= bc_ehlo_keyword(p, n, "STARTTLS");
   }
   if (n > 3 && p[3] == '-') {
     bc->reply_code = code;
@@ -271,7 +313,10 @@ static int bc_on_line(struct bench_client *bc, const uint8_t *p, size_t n) {
 
 enum bench_client_event bench_client_next(struct bench_client *bc) {
   size_t off = 0;
-  while (bc->num_pending == 0 && bc->state != BENCH_CLIENT_CLOSED) {
+  /* In TLS_WAIT nothing is read: what came in clear after the 220 is
+   * dropped by tls_started, never executed (RFC 3207 §4.2). */
+  while (bc->num_pending == 0 && bc->state != BENCH_CLIENT_CLOSED &&
+         bc->state != BENCH_CLIENT_TLS_WAIT) {
     const uint8_t *p = bc->in.data + off;
     size_t avail = bc->in.len - off;
     const uint8_t *lf = avail ? memchr(p, '\n', avail) : NULL;
@@ -335,6 +380,16 @@ void bench_client_quit(struct bench_client *bc) {
   if (bc->state == BENCH_CLIENT_IDLE) {
     bc->state = BENCH_CLIENT_QUIT;
   }
+}
+
+void bench_client_tls_started(struct bench_client *bc) {
+  if (bc->state != BENCH_CLIENT_TLS_WAIT) {
+    return;
+  }
+  buf_reset(&bc->in);
+  bc->reply_code = 0;
+  bc->tls = 1;
+  bc_send_ehlo(bc);
 }
 
 void bench_client_set_stats(struct bench_client *bc,

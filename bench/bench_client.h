@@ -10,11 +10,21 @@
  * bench_client_output_sent(); the host timestamps events itself.
  *
  * Session: 220 -> EHLO -> (MAIL, RCPT x K, DATA, 354, header + body, 250)* ->
- * QUIT -> 221. With config.pipelining and a server that advertises
- * PIPELINING, MAIL, every RCPT and DATA leave in one write (RFC 2920 §3.1:
- * DATA ends the group). A transaction that fails (MAIL refused, no RCPT
- * accepted, DATA refused, final reply not 2xx) is followed by RSET so the
- * next MAIL starts clean. 421 at any point ends the session.
+ * QUIT -> 221. With config.starttls the first EHLO is followed by STARTTLS
+ * (RFC 3207): on its 220 the client reports EV_STARTTLS and waits; the
+ * host starts TLS on the connection, calls bench_client_tls_started() and
+ * from then on feeds and sends plaintext through its TLS adapter; the
+ * client forgets what the server said before (buffered input, PIPELINING;
+ * RFC 3207 §4.2) and sends EHLO again. A server that does not offer
+ * STARTTLS, or refuses it, ends the session (ERR_STARTTLS): a TLS load
+ * never falls back to plaintext. Implicit TLS (RFC 8314) needs nothing
+ * here: the host wraps the whole session.
+ *
+ * With config.pipelining and a server that advertises PIPELINING, MAIL,
+ * every RCPT and DATA leave in one write (RFC 2920 §3.1: DATA ends the
+ * group). A transaction that fails (MAIL refused, no RCPT accepted, DATA
+ * refused, final reply not 2xx) is followed by RSET so the next MAIL
+ * starts clean. 421 at any point ends the session.
  *
  * The body handed to bench_client_start_message() is borrowed until the
  * next bench_client_output_sent() that covers it; it must already be
@@ -50,12 +60,15 @@ struct bench_client_config {
   const char *to_domain; /* recipients are rcpt<k>@to_domain */
   unsigned num_rcpts;    /* per message, 1..BENCH_CLIENT_MAX_RCPTS */
   int pipelining;        /* use PIPELINING when the server offers it */
+  int starttls;          /* STARTTLS after the first EHLO (RFC 3207) */
   struct bench_client_stats *stats; /* may be NULL */
 };
 
 enum bench_client_state {
   BENCH_CLIENT_GREETING, /* waiting for 220 */
   BENCH_CLIENT_EHLO,     /* waiting for the EHLO reply */
+  BENCH_CLIENT_STARTTLS, /* STARTTLS sent, waiting for 220 */
+  BENCH_CLIENT_TLS_WAIT, /* 220 seen: the host starts TLS */
   BENCH_CLIENT_IDLE,     /* between transactions; the host decides */
   BENCH_CLIENT_TXN,      /* MAIL/RCPT/DATA replies owed */
   BENCH_CLIENT_BODY,     /* body sent, final reply owed */
@@ -72,13 +85,16 @@ enum bench_client_event {
   BENCH_CLIENT_EV_BODY,     /* 354 seen, header and body queued */
   BENCH_CLIENT_EV_MESSAGE,  /* transaction over: bench_client_result() */
   BENCH_CLIENT_EV_CLOSE,    /* session over: bench_client_error() */
+  BENCH_CLIENT_EV_STARTTLS, /* 220 to STARTTLS: start TLS, then
+                               bench_client_tls_started() */
 };
 
 enum bench_client_error {
-  BENCH_CLIENT_OK,          /* QUIT answered */
-  BENCH_CLIENT_ERR_REFUSED, /* greeting or EHLO not 2xx */
-  BENCH_CLIENT_ERR_421,     /* the server closed the session with 421 */
-  BENCH_CLIENT_ERR_PROTOCOL /* malformed or unexpected reply, limits */
+  BENCH_CLIENT_OK,           /* QUIT answered */
+  BENCH_CLIENT_ERR_REFUSED,  /* greeting or EHLO not 2xx */
+  BENCH_CLIENT_ERR_421,      /* the server closed the session with 421 */
+  BENCH_CLIENT_ERR_PROTOCOL, /* malformed or unexpected reply, limits */
+  BENCH_CLIENT_ERR_STARTTLS, /* STARTTLS not offered, or refused */
 };
 
 /* What the host gives per message: its serial (for the Message-ID), the
@@ -101,6 +117,8 @@ struct bench_client {
   const struct bench_client_message *msg; /* during TXN only */
   struct bench_client_message msg_copy;
   int server_pipelining; /* EHLO advertised PIPELINING */
+  int server_starttls;   /* EHLO advertised STARTTLS */
+  int tls;               /* bench_client_tls_started() was called */
   int pipelined_txn;     /* this transaction's commands went in one write */
   /* reply being assembled (multi-line) */
   int reply_code;
@@ -134,6 +152,11 @@ void bench_client_start_message(struct bench_client *bc,
                                 const struct bench_client_message *m);
 /* bench_client_quit sends QUIT; only in IDLE. */
 void bench_client_quit(struct bench_client *bc);
+
+/* bench_client_tls_started: after EV_STARTTLS the host has started TLS
+ * (its handshake may still run: the EHLO queued now leaves inside TLS).
+ * Input buffered from before is dropped, unread. Only in TLS_WAIT. */
+void bench_client_tls_started(struct bench_client *bc);
 
 /* bench_client_set_stats points the counters elsewhere (the host keeps
  * warm-up replies out of its measured block); NULL counts nothing. */

@@ -11,7 +11,15 @@
  * connection is reused for its next session only when none of its
  * operations is left. Sends go out with sendmsg over two pieces: the
  * session's commands and header (copied) and the shared body (borrowed,
- * it lives for the run); a short send is resumed. */
+ * it lives for the run); a short send is resumed.
+ *
+ * TLS (--starttls after the first EHLO, --tls from the first byte) runs
+ * through the sans-I/O adapter of crypto/tls.h: received bytes go through
+ * tls_input() before the session sees them, and what the session queues
+ * goes through tls_write() into the connection's send buffer (one piece,
+ * ciphertext). One client context serves every connection; with
+ * --tls-resume its session cache, keyed by the target, resumes later
+ * handshakes. The server's certificate is not checked: this is load. */
 #include <errno.h>
 #include <getopt.h>
 #include <liburing.h>
@@ -26,8 +34,9 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
-#include "core/bufring.h"
 #include "bench/bench_client.h"
+#include "core/bufring.h"
+#include "crypto/tls.h"
 
 #define SEND_BUF_SIZE 4096
 #define SEND_BUF_COUNT 1024 /* power of two */
@@ -36,6 +45,16 @@
 #define SEND_TICK_NS 100000000      /* timeouts, retries, stop checks */
 #define SEND_RETRY_NS 100000000     /* after a failed connect */
 #define SEND_MAX_CONNECT_FAILS 1000 /* in a row: the target is not there */
+/* Sessions in a row that ended in error before their first message (EHLO
+ * or STARTTLS refused, a handshake failed, the server hung up): the
+ * target cannot take this load at all. */
+#define SEND_MAX_SESSION_FAILS 100
+
+enum send_tls_mode {
+  SEND_TLS_NONE,
+  SEND_TLS_STARTTLS, /* RFC 3207, after the first EHLO */
+  SEND_TLS_IMPLICIT, /* RFC 8314, from the first byte */
+};
 
 enum send_op {
   SEND_OP_CONNECT = 1,
@@ -62,11 +81,21 @@ struct send_opts {
   const char *to_domain;
   const char *json;
   uint64_t seed;
+  enum send_tls_mode tls_mode;
+  int tls_resume;              /* session_key = the target */
+  const char *tls_min_version; /* NULL: the adapter's default (1.2) */
 };
 
 struct send_errors {
   uint64_t connect, disconnect, timeout, protocol;
+  uint64_t tls;  /* STARTTLS missing or refused, handshake or record error */
   uint64_t lost; /* messages that got no final reply */
+};
+
+/* Handshakes of measured sessions (started after the warm-up). */
+struct send_tls_stats {
+  uint64_t full, resumed, failed;
+  uint64_t tls13; /* of full + resumed */
 };
 
 struct send_run;
@@ -86,6 +115,9 @@ struct sconn {
   int opening; /* counted in run->num_opening */
   int64_t t_connect, t_ehlo, t_body, t_msg, last_io;
   int64_t retry_at; /* 0, or when to connect again */
+  struct tls *tls;  /* NULL: plaintext (so far) */
+  int tls_done;     /* the handshake finished */
+  int64_t t_tls;    /* the handshake started */
 };
 
 struct send_run {
@@ -114,11 +146,16 @@ struct send_run {
   uint64_t sessions;
   uint64_t bytes_sent;
   uint64_t connect_fails_in_row;
+  uint64_t session_fails_in_row;
   int done;
   int fatal;
   struct send_errors err;
   struct bench_client_stats stats, warm_stats;
-  struct hdr h_connect, h_ehlo, h_data, h_msg;
+  struct hdr h_connect, h_ehlo, h_data, h_msg, h_tls;
+  struct tls_ctx *tls_ctx; /* NULL unless --starttls or --tls */
+  struct buf plain;        /* scratch: what one tls_input() decrypted */
+  struct send_tls_stats tls;
+  char tls_version[16], tls_cipher[64]; /* of the last handshake */
 };
 
 static volatile sig_atomic_t send_signalled;
@@ -192,6 +229,24 @@ static int send_want_session(struct send_run *r, int64_t now) {
           send_in_warmup(r, now));
 }
 
+/* sconn_failed_early notes a session that ended in error before its
+ * first message: its slot waits before connecting again, and too many in
+ * a row end the run (a refusing server must not make a busy loop). */
+static void sconn_failed_early(struct sconn *c, int64_t now, const char *why) {
+  struct send_run *r = c->r;
+  if (c->msgs_on_conn > 0 || c->shut) {
+    return;
+  }
+  c->retry_at = now + SEND_RETRY_NS;
+  if (++r->session_fails_in_row == SEND_MAX_SESSION_FAILS) {
+    fprintf(stderr,
+            "postseal-bench send: %d sessions in a row ended before their "
+            "first message (last: %s); giving up\n",
+            SEND_MAX_SESSION_FAILS, why);
+    r->fatal = 1;
+  }
+}
+
 static void sconn_opened(struct sconn *c) {
   if (c->opening) {
     c->opening = 0;
@@ -220,6 +275,7 @@ static void sconn_connect(struct sconn *c, int64_t now) {
       .to_domain = o->to_domain,
       .num_rcpts = o->rcpts,
       .pipelining = o->pipelining,
+      .starttls = o->tls_mode == SEND_TLS_STARTTLS,
       .stats = send_in_warmup(r, now) ? &r->warm_stats : &r->stats,
   };
   c->retry_at = 0;
@@ -259,6 +315,8 @@ static void sconn_finish(struct sconn *c, int64_t now) {
   close(c->fd);
   c->fd = -1;
   bench_client_cleanup(&c->bc);
+  tls_free(c->tls);
+  c->tls = NULL;
   sconn_opened(c);
   if (send_want_session(r, now)) {
     if (c->retry_at == 0) {
@@ -283,28 +341,67 @@ static void sconn_shutdown(struct sconn *c, int64_t now) {
   sconn_finish(c, now);
 }
 
-/* sconn_flush sends what the session has queued; one send in flight. */
+/* sconn_fill_plain moves what the session queued into the iovecs: the
+ * commands (copied to out) and the borrowed body. */
+static int sconn_fill_plain(struct sconn *c) {
+  const uint8_t *p1, *p2;
+  size_t n1, n2;
+  bench_client_output(&c->bc, &p1, &n1, &p2, &n2);
+  if (n1 + n2 == 0) {
+    return 0;
+  }
+  buf_reset(&c->out);
+  if (n1 > 0 && buf_append(&c->out, p1, n1) != 0) {
+    return -1;
+  }
+  /* The session forgets these bytes now: out is ours, the body is the
+   * run's and outlives every send. */
+  bench_client_output_sent(&c->bc, n1 + n2);
+  c->iov[0] = (struct iovec){.iov_base = c->out.data, .iov_len = n1};
+  c->iov[1] = (struct iovec){.iov_base = (void *)p2, .iov_len = n2};
+  return 0;
+}
+
+/* sconn_fill_tls encrypts what the session queued and takes everything
+ * the adapter has to send (handshake messages, records, alerts) into out,
+ * the one piece to send. */
+static int sconn_fill_tls(struct sconn *c) {
+  const uint8_t *p1, *p2;
+  size_t n1, n2;
+  bench_client_output(&c->bc, &p1, &n1, &p2, &n2);
+  if ((n1 > 0 && tls_write(c->tls, p1, n1) != 0) ||
+      (n2 > 0 && tls_write(c->tls, p2, n2) != 0)) {
+    return -1;
+  }
+  bench_client_output_sent(&c->bc, n1 + n2);
+  buf_reset(&c->out);
+  if (tls_take_output(c->tls, &c->out) != 0) {
+    return -1;
+  }
+  c->iov[0] = (struct iovec){.iov_base = c->out.data, .iov_len = c->out.len};
+  c->iov[1] = (struct iovec){.iov_base = NULL, .iov_len = 0};
+  return 0;
+}
+
+/* sconn_flush sends what the session has queued; one send in flight. A
+ * send cut short goes on from where it stopped before anything new is
+ * taken (so the clear STARTTLS leaves before the ClientHello). */
 static void sconn_flush(struct sconn *c) {
   if (c->sending || c->shut || c->fd < 0 || c->connecting) {
     return;
   }
   if (c->iov[0].iov_len + c->iov[1].iov_len == 0) {
-    const uint8_t *p1, *p2;
-    size_t n1, n2;
-    bench_client_output(&c->bc, &p1, &n1, &p2, &n2);
-    if (n1 + n2 == 0) {
-      return;
-    }
-    buf_reset(&c->out);
-    if (n1 > 0 && buf_append(&c->out, p1, n1) != 0) {
+    int rc = c->tls != NULL ? sconn_fill_tls(c) : sconn_fill_plain(c);
+    if (rc != 0) {
+      if (c->tls != NULL) {
+        c->r->err.tls++;
+      }
       sconn_shutdown(c, bench_now_ns());
       return;
     }
-    /* The session forgets these bytes now: out is ours, the body is the
-     * run's and outlives every send. */
-    bench_client_output_sent(&c->bc, n1 + n2);
-    c->iov[0] = (struct iovec){.iov_base = c->out.data, .iov_len = n1};
-    c->iov[1] = (struct iovec){.iov_base = (void *)p2, .iov_len = n2};
+    if (c->iov[0].iov_len + c->iov[1].iov_len == 0) {
+      return;
+    }
   }
   c->mh = (struct msghdr){.msg_iov = c->iov, .msg_iovlen = 2};
   if (c->iov[0].iov_len == 0) {
@@ -316,6 +413,67 @@ static void sconn_flush(struct sconn *c) {
   io_uring_sqe_set_data64(sqe, send_tag(c, SEND_OP_SEND));
   c->sending = 1;
   c->num_ops++;
+}
+
+/* ---- TLS ---- */
+
+/* sconn_tls_start puts TLS under the session: after the 220 to STARTTLS,
+ * or at connect (implicit). The ClientHello waits in the adapter for the
+ * next flush. Returns 0, or -1 (allocation). */
+static int sconn_tls_start(struct sconn *c, int64_t now) {
+  struct send_run *r = c->r;
+  struct tls_client_params params = {
+      .session_key = r->o->tls_resume ? r->o->target : NULL};
+  c->tls = tls_new_client(r->tls_ctx, &params);
+  if (c->tls == NULL) {
+    r->err.tls++;
+    return -1;
+  }
+  c->tls_done = 0;
+  c->t_tls = now;
+  return 0;
+}
+
+/* sconn_tls_done counts a finished handshake of a measured session. */
+static void sconn_tls_done(struct sconn *c, int64_t now) {
+  struct send_run *r = c->r;
+  c->tls_done = 1;
+  if (send_in_warmup(r, c->t_connect)) {
+    return;
+  }
+  if (tls_session_reused(c->tls)) {
+    r->tls.resumed++;
+  } else {
+    r->tls.full++;
+  }
+  if (strcmp(tls_version(c->tls), "TLSv1.3") == 0) {
+    r->tls.tls13++;
+  }
+  snprintf(r->tls_version, sizeof(r->tls_version), "%s", tls_version(c->tls));
+  snprintf(r->tls_cipher, sizeof(r->tls_cipher), "%s", tls_cipher(c->tls));
+  send_record_us(r, &r->h_tls, c->t_tls, now);
+}
+
+/* sconn_tls_input decrypts what arrived and hands the plaintext to the
+ * session; the caller pumps the session, then acts on the status. */
+static enum tls_status sconn_tls_input(struct sconn *c, const uint8_t *in,
+                                       size_t in_len, int64_t now) {
+  struct send_run *r = c->r;
+  buf_reset(&r->plain);
+  enum tls_status st = tls_input(c->tls, &r->plain, in, in_len);
+  if (!c->tls_done && tls_handshake_done(c->tls)) {
+    sconn_tls_done(c, now);
+  }
+  if (r->plain.len > 0) {
+    bench_client_feed(&c->bc, r->plain.data, r->plain.len);
+  }
+  if (st == TLS_ERROR && !c->shut) {
+    r->err.tls++;
+    if (!c->tls_done && !send_in_warmup(r, c->t_connect)) {
+      r->tls.failed++;
+    }
+  }
+  return st;
 }
 
 /* ---- messages ---- */
@@ -365,6 +523,7 @@ static void sconn_start(struct sconn *c, int64_t t_start, int64_t now) {
       .body_len = body->len,
   };
   c->msgs_on_conn++;
+  r->session_fails_in_row = 0;
   c->t_msg = t_start;
   c->t_body = 0;
   c->last_io = now;
@@ -435,11 +594,22 @@ static void sconn_on_message(struct sconn *c, int64_t now) {
 }
 
 static void sconn_on_close(struct sconn *c, int64_t now) {
+  static const char *const whys[] = {
+      [BENCH_CLIENT_ERR_REFUSED] = "greeting or EHLO refused",
+      [BENCH_CLIENT_ERR_421] = "421",
+      [BENCH_CLIENT_ERR_PROTOCOL] = "protocol error",
+      [BENCH_CLIENT_ERR_STARTTLS] = "STARTTLS not offered or refused",
+  };
   enum bench_client_error e = bench_client_error(&c->bc);
   if (e == BENCH_CLIENT_ERR_PROTOCOL || e == BENCH_CLIENT_ERR_REFUSED) {
     c->r->err.protocol++;
   } else if (e == BENCH_CLIENT_ERR_421) {
     c->r->err.disconnect++;
+  } else if (e == BENCH_CLIENT_ERR_STARTTLS) {
+    c->r->err.tls++;
+  }
+  if (e != BENCH_CLIENT_OK) {
+    sconn_failed_early(c, now, whys[e]);
   }
   sconn_shutdown(c, now);
 }
@@ -459,9 +629,12 @@ static void sconn_pump(struct sconn *c) {
       c->t_ehlo = now;
       break;
     case BENCH_CLIENT_EV_EHLO:
-      if (!send_in_warmup(c->r, now)) {
+      /* the first EHLO only: the one after STARTTLS includes the
+       * handshake, which has its own histogram */
+      if (c->t_ehlo != 0 && !send_in_warmup(c->r, now)) {
         send_record_us(c->r, &c->r->h_ehlo, c->t_ehlo, now);
       }
+      c->t_ehlo = 0;
       break;
     case BENCH_CLIENT_EV_READY:
       sconn_on_ready(c, now);
@@ -476,6 +649,13 @@ static void sconn_pump(struct sconn *c) {
       sconn_flush(c);
       sconn_on_close(c, now);
       return;
+    case BENCH_CLIENT_EV_STARTTLS:
+      if (sconn_tls_start(c, now) != 0) {
+        sconn_shutdown(c, now);
+        return;
+      }
+      bench_client_tls_started(&c->bc); /* EHLO, queued inside TLS */
+      break;
     }
   }
 }
@@ -507,6 +687,36 @@ static void sconn_on_connect(struct sconn *c, int res) {
   }
   c->last_io = now;
   sconn_arm_recv(c);
+  if (r->o->tls_mode == SEND_TLS_IMPLICIT) {
+    if (sconn_tls_start(c, now) != 0) {
+      sconn_shutdown(c, now);
+      return;
+    }
+    sconn_flush(c); /* the ClientHello: the client speaks first */
+  }
+}
+
+/* sconn_on_data runs the session on received bytes (through TLS when it
+ * is up). A TLS error or close_notify ends the connection once the
+ * session has seen the plaintext before it. */
+static void sconn_on_data(struct sconn *c, const uint8_t *in, size_t in_len) {
+  int64_t now = bench_now_ns();
+  c->last_io = now;
+  if (c->tls == NULL) {
+    bench_client_feed(&c->bc, in, in_len);
+    sconn_pump(c);
+    return;
+  }
+  enum tls_status st = sconn_tls_input(c, in, in_len, now);
+  sconn_pump(c); /* also sends the handshake's next flight */
+  if (st == TLS_ERROR) {
+    sconn_failed_early(c, now, "TLS error");
+    sconn_shutdown(c, now);
+  } else if (st == TLS_CLOSED && !c->shut) {
+    c->r->err.disconnect++; /* close_notify before 221 */
+    sconn_failed_early(c, now, "close_notify before a message");
+    sconn_shutdown(c, now);
+  }
 }
 
 static void sconn_on_recv(struct sconn *c, int res, unsigned flags) {
@@ -518,9 +728,7 @@ static void sconn_on_recv(struct sconn *c, int res, unsigned flags) {
   if (res > 0) {
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
     if (!c->shut) {
-      c->last_io = bench_now_ns();
-      bench_client_feed(&c->bc, bufring_data(&r->bufs, bid), (size_t)res);
-      sconn_pump(c);
+      sconn_on_data(c, bufring_data(&r->bufs, bid), (size_t)res);
     }
     bufring_return(&r->bufs, bid);
   }
@@ -528,6 +736,7 @@ static void sconn_on_recv(struct sconn *c, int res, unsigned flags) {
   if (res == 0 || (res < 0 && res != -ENOBUFS)) {
     if (!c->shut) {
       r->err.disconnect++; /* the server left without 221 */
+      sconn_failed_early(c, now, "the server closed the connection");
     }
     sconn_shutdown(c, now);
   } else if (!c->recv_armed && !c->shut) {
@@ -698,8 +907,13 @@ static void send_usage(FILE *f) {
           "       [--rcpts K] [--per-conn M] [--pipelining] [--warmup S]\n"
           "       [--from ADDR] [--to-domain D] [--timeout S] [--seed N] "
           "[--json FILE]\n"
+          "       [--starttls | --tls] [--tls-resume] [--tls-min-version "
+          "1.2|1.3]\n"
           "Closed loop unless --rate (messages/s, open loop). At most %llu "
-          "messages and %.0f s.\n",
+          "messages and %.0f s.\n"
+          "--starttls: STARTTLS after EHLO, then EHLO again; --tls: TLS from "
+          "the first byte\n(RFC 8314); --tls-resume: resume sessions across "
+          "connections. No certificate\ncheck (this is load).\n",
           BENCH_MAX_MESSAGES, BENCH_MAX_SECONDS);
 }
 
@@ -751,6 +965,11 @@ static int send_check(const struct send_opts *o) {
                     "--duration are required\n");
     return -1;
   }
+  if (o->tls_resume && o->tls_mode == SEND_TLS_NONE) {
+    fprintf(stderr, "postseal-bench send: --tls-resume needs --starttls or "
+                    "--tls\n");
+    return -1;
+  }
   if (o->count > BENCH_MAX_MESSAGES || o->duration_s > BENCH_MAX_SECONDS ||
       o->warmup_s > BENCH_MAX_SECONDS || o->connections < 1 ||
       o->connections > BENCH_MAX_CONNECTIONS || o->rcpts < 1 ||
@@ -780,6 +999,10 @@ static int send_parse(int argc, char **argv, struct send_opts *o) {
       {"to-domain", required_argument, NULL, 'D'},
       {"seed", required_argument, NULL, 'e'},
       {"json", required_argument, NULL, 'j'},
+      {"starttls", no_argument, NULL, 'L'},
+      {"tls", no_argument, NULL, 'I'},
+      {"tls-resume", no_argument, NULL, 'R'},
+      {"tls-min-version", required_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -797,8 +1020,7 @@ static int send_parse(int argc, char **argv, struct send_opts *o) {
   while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     double v = 0;
     int bad = 0;
-    if (ch != 't' && ch != 's' && ch != 'S' && ch != 'p' && ch != 'f' &&
-        ch != 'D' && ch != 'j' && ch != 'h' && ch != '?') {
+    if (strchr("cndrkmwTe", ch) != NULL) {
       bad = send_number(optarg, &v);
     }
     switch (ch) {
@@ -849,6 +1071,19 @@ static int send_parse(int argc, char **argv, struct send_opts *o) {
     case 'j':
       o->json = optarg;
       break;
+    case 'L':
+    case 'I': {
+      enum send_tls_mode m = ch == 'L' ? SEND_TLS_STARTTLS : SEND_TLS_IMPLICIT;
+      bad = o->tls_mode != SEND_TLS_NONE && o->tls_mode != m;
+      o->tls_mode = m;
+      break;
+    }
+    case 'R':
+      o->tls_resume = 1;
+      break;
+    case 'V':
+      o->tls_min_version = optarg; /* the adapter checks it */
+      break;
     case 'h':
       send_usage(stdout);
       exit(0);
@@ -856,7 +1091,8 @@ static int send_parse(int argc, char **argv, struct send_opts *o) {
       return -1;
     }
     if (bad) {
-      fprintf(stderr, "postseal-bench send: bad value: %s\n", optarg);
+      fprintf(stderr, "postseal-bench send: bad value: %s\n",
+              optarg != NULL ? optarg : "--starttls with --tls");
       return -1;
     }
   }
@@ -875,6 +1111,28 @@ static void send_classes_json(FILE *f, const uint64_t *v) {
 static double send_elapsed(const struct send_run *r) {
   int64_t end = r->t_last_reply > r->t_measure ? r->t_last_reply : r->t_measure;
   return (double)(end - r->t_measure) / 1e9;
+}
+
+static const char *send_tls_mode_name(enum send_tls_mode m) {
+  return m == SEND_TLS_STARTTLS   ? "starttls"
+         : m == SEND_TLS_IMPLICIT ? "implicit"
+                                  : "none";
+}
+
+/* send_tls_json: the "tls" member (handshakes of measured sessions). */
+static void send_tls_json(FILE *f, const struct send_run *r, double el) {
+  const struct send_tls_stats *t = &r->tls;
+  uint64_t done = t->full + t->resumed;
+  fprintf(f,
+          " \"tls\": {\"mode\": \"%s\", \"resume\": %s, \"handshakes\": %llu, "
+          "\"full\": %llu, \"resumed\": %llu, \"failed\": %llu, "
+          "\"handshakes_per_s\": %.1f, \"tls13\": %llu, \"version\": \"%s\", "
+          "\"cipher\": \"%s\"}",
+          send_tls_mode_name(r->o->tls_mode),
+          r->o->tls_resume ? "true" : "false", (unsigned long long)done,
+          (unsigned long long)t->full, (unsigned long long)t->resumed,
+          (unsigned long long)t->failed, el > 0 ? (double)done / el : 0.0,
+          (unsigned long long)t->tls13, r->tls_version, r->tls_cipher);
 }
 
 static void send_report_json(FILE *f, const struct send_run *r) {
@@ -907,15 +1165,19 @@ static void send_report_json(FILE *f, const struct send_run *r) {
   send_classes_json(f, r->stats.rcpt);
   fprintf(f, ",\n \"message_replies\": ");
   send_classes_json(f, r->stats.messages);
-  fprintf(
-      f,
-      ",\n \"errors\": {\"connect\": %llu, \"disconnect\": %llu, "
-      "\"timeout\": %llu, \"protocol\": %llu},\n \"latency_us\": {",
-      (unsigned long long)r->err.connect, (unsigned long long)r->err.disconnect,
-      (unsigned long long)r->err.timeout, (unsigned long long)r->err.protocol);
-  const struct hdr *hs[] = {&r->h_connect, &r->h_ehlo, &r->h_data, &r->h_msg};
-  const char *names[] = {"connect", "ehlo", "data", "message"};
-  for (int i = 0; i < 4; i++) {
+  fprintf(f,
+          ",\n \"errors\": {\"connect\": %llu, \"disconnect\": %llu, "
+          "\"timeout\": %llu, \"protocol\": %llu, \"tls\": %llu},\n",
+          (unsigned long long)r->err.connect,
+          (unsigned long long)r->err.disconnect,
+          (unsigned long long)r->err.timeout,
+          (unsigned long long)r->err.protocol, (unsigned long long)r->err.tls);
+  send_tls_json(f, r, el);
+  fprintf(f, ",\n \"latency_us\": {");
+  const struct hdr *hs[] = {&r->h_connect, &r->h_ehlo, &r->h_data, &r->h_msg,
+                            &r->h_tls};
+  const char *names[] = {"connect", "ehlo", "data", "message", "tls"};
+  for (int i = 0; i < 5; i++) {
     fprintf(f, "%s\n  \"%s\": ", i ? "," : "", names[i]);
     bench_hdr_json(f, hs[i]);
   }
@@ -949,16 +1211,32 @@ static void send_report_text(FILE *f, const struct send_run *r) {
           (unsigned long long)r->stats.rcpt[2],
           (unsigned long long)r->stats.rcpt[4],
           (unsigned long long)r->stats.rcpt[5]);
-  fprintf(
-      f,
-      "errors: connect %llu, disconnect %llu, timeout %llu, "
-      "protocol %llu\nlatency:\n",
-      (unsigned long long)r->err.connect, (unsigned long long)r->err.disconnect,
-      (unsigned long long)r->err.timeout, (unsigned long long)r->err.protocol);
+  fprintf(f,
+          "errors: connect %llu, disconnect %llu, timeout %llu, "
+          "protocol %llu, tls %llu\n",
+          (unsigned long long)r->err.connect,
+          (unsigned long long)r->err.disconnect,
+          (unsigned long long)r->err.timeout,
+          (unsigned long long)r->err.protocol, (unsigned long long)r->err.tls);
+  if (o->tls_mode != SEND_TLS_NONE) {
+    const struct send_tls_stats *t = &r->tls;
+    fprintf(f,
+            "tls: %s%s, handshakes %llu (full %llu, resumed %llu; %.1f/s), "
+            "failed %llu; %s %s\n",
+            send_tls_mode_name(o->tls_mode), o->tls_resume ? "+resume" : "",
+            (unsigned long long)(t->full + t->resumed),
+            (unsigned long long)t->full, (unsigned long long)t->resumed,
+            el > 0 ? (double)(t->full + t->resumed) / el : 0.0,
+            (unsigned long long)t->failed, r->tls_version, r->tls_cipher);
+  }
+  fprintf(f, "latency:\n");
   bench_hdr_text(f, "connect", &r->h_connect);
   bench_hdr_text(f, "ehlo", &r->h_ehlo);
   bench_hdr_text(f, "data", &r->h_data);
   bench_hdr_text(f, "message", &r->h_msg);
+  if (o->tls_mode != SEND_TLS_NONE) {
+    bench_hdr_text(f, "tls", &r->h_tls);
+  }
 }
 
 /* send_setup: address, bodies, histograms, connection slots. */
@@ -978,9 +1256,20 @@ static int send_setup(struct send_run *r, const struct send_opts *o) {
     }
     r->weight_total += o->weights[i];
   }
-  struct hdr *hs[] = {&r->h_connect, &r->h_ehlo, &r->h_data, &r->h_msg};
-  for (int i = 0; i < 4; i++) {
+  struct hdr *hs[] = {&r->h_connect, &r->h_ehlo, &r->h_data, &r->h_msg,
+                      &r->h_tls};
+  for (int i = 0; i < 5; i++) {
     if (hdr_init(hs[i], BENCH_HDR_HIGHEST_US, BENCH_HDR_SUB_BITS) != 0) {
+      return -1;
+    }
+  }
+  if (o->tls_mode != SEND_TLS_NONE) {
+    char err[256];
+    struct tls_client_config tc = {.ca_file = NULL,
+                                   .min_version = o->tls_min_version};
+    r->tls_ctx = tls_ctx_new_client(&tc, err, sizeof(err));
+    if (r->tls_ctx == NULL) {
+      fprintf(stderr, "postseal-bench send: tls: %s\n", err);
       return -1;
     }
   }
@@ -1002,8 +1291,12 @@ static void send_cleanup(struct send_run *r) {
   if (r->conns != NULL) {
     for (unsigned i = 0; i < r->o->connections; i++) {
       buf_free(&r->conns[i].out);
+      tls_free(r->conns[i].tls);
     }
   }
+  buf_free(&r->plain);
+  tls_ctx_free(r->tls_ctx);
+  hdr_cleanup(&r->h_tls);
   for (unsigned i = 0; i < BENCH_MAX_SIZES; i++) {
     buf_free(&r->bodies[i]);
   }

@@ -7,7 +7,16 @@
  * One thread per --threads, each with its own ring, SO_REUSEPORT listener,
  * provided-buffer ring and counters; the main thread waits for SIGTERM,
  * SIGINT or --duration, stops the workers through their eventfds, sums the
- * counters and writes the JSON report. */
+ * counters and writes the JSON report.
+ *
+ * With --tls-cert and --tls-key the sink offers STARTTLS (RFC 3207), or
+ * with --tls speaks TLS from the first byte (RFC 8314), through the
+ * sans-I/O adapter of crypto/tls.h: one server context for every worker
+ * (it issues session tickets, so clients resume), one adapter per
+ * connection. Received bytes go through tls_input() before the engine
+ * sees them; the engine's replies through tls_write(). The 220 to
+ * STARTTLS leaves in clear, and the adapter's output follows it in the
+ * same send queue, so the order on the wire is kept. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -24,6 +33,7 @@
 
 #include "bench/bench.h"
 #include "core/bufring.h"
+#include "crypto/tls.h"
 #include "proto/smtp_server.h"
 
 #define SINK_BUF_SIZE (16 * 1024)
@@ -53,6 +63,9 @@ struct sink_opts {
   const char *report;
   double duration_s;
   uint64_t seed;
+  const char *tls_cert, *tls_key; /* both or neither */
+  int tls_implicit;               /* --tls: TLS from the first byte */
+  const char *tls_min_version;
 };
 
 struct sink_stats {
@@ -61,6 +74,7 @@ struct sink_stats {
   uint64_t rcpt_accepted, rcpt_tempfailed, rcpt_permfailed;
   uint64_t bytes;
   uint64_t write_errors;
+  uint64_t tls_full, tls_resumed, tls_failed; /* handshakes */
   int64_t first_ns, last_ns; /* first accept, last message verdict */
   struct smtp_server_stats smtp;
 };
@@ -76,6 +90,8 @@ struct sink_conn {
   size_t out_off;
   struct buf held; /* received while the engine's input was full */
   struct buf body; /* the message waiting for its delayed verdict */
+  struct tls *tls; /* NULL: plaintext (so far) */
+  int tls_ready;   /* the handshake finished */
   struct __kernel_timespec delay_ts;
   int sending, recv_armed, delaying, closing, shut, freed;
   unsigned num_ops;
@@ -85,6 +101,9 @@ struct sink_conn {
 struct sink_worker {
   unsigned index;
   const struct sink_opts *o;
+  struct tls_ctx *tls_ctx; /* shared by every worker; NULL: no TLS */
+  struct buf plain;        /* scratch: what one tls_input() decrypted */
+  struct buf cipher;       /* scratch: what one tls_take_output() gave */
   struct io_uring ring;
   struct bufring bufs; /* multishot recv buffers (group 0) */
   int listen_fd, accept_armed;
@@ -204,6 +223,8 @@ static void sink_maybe_free(struct sink_conn *c) {
   buf_free(&c->pending);
   buf_free(&c->held);
   buf_free(&c->body);
+  tls_free(c->tls);
+  c->tls = NULL;
   if (c->prev != NULL) {
     c->prev->next = c->next;
   } else {
@@ -243,14 +264,12 @@ static void sink_flush(struct sink_conn *c) {
   c->num_ops++;
 }
 
-/* sink_move_output copies the engine's replies to the socket; bytes queued
- * while a send is in flight wait in `pending` (the kernel reads `out`). */
-static void sink_move_output(struct sink_conn *c) {
-  const uint8_t *p;
-  size_t n;
-  smtp_server_output(c->smtp, &p, &n);
+/* sink_queue appends bytes for the socket; while a send is in flight
+ * they wait in `pending` (the kernel reads `out`). 0, or -1 (the
+ * connection is shut). */
+static int sink_queue(struct sink_conn *c, const uint8_t *p, size_t n) {
   if (n == 0 || c->shut) {
-    return;
+    return 0;
   }
   if (!c->sending && c->out_off >= c->out.len) {
     buf_reset(&c->out);
@@ -258,10 +277,45 @@ static void sink_move_output(struct sink_conn *c) {
   }
   if (buf_append(c->sending ? &c->pending : &c->out, p, n) != 0) {
     sink_shutdown(c);
+    return -1;
+  }
+  sink_flush(c);
+  return 0;
+}
+
+/* sink_tls_flush queues what the adapter has to send: handshake
+ * messages, tickets, records, alerts. */
+static void sink_tls_flush(struct sink_conn *c) {
+  struct sink_worker *w = c->w;
+  buf_reset(&w->cipher);
+  if (tls_take_output(c->tls, &w->cipher) != 0) {
+    sink_shutdown(c);
+    return;
+  }
+  sink_queue(c, w->cipher.data, w->cipher.len);
+}
+
+/* sink_move_output sends the engine's replies: in clear, or encrypted
+ * once TLS is on. */
+static void sink_move_output(struct sink_conn *c) {
+  const uint8_t *p;
+  size_t n;
+  smtp_server_output(c->smtp, &p, &n);
+  if (n == 0 || c->shut) {
+    return;
+  }
+  if (c->tls == NULL) {
+    if (sink_queue(c, p, n) == 0) {
+      smtp_server_output_sent(c->smtp, n);
+    }
+    return;
+  }
+  if (tls_write(c->tls, p, n) != 0) {
+    sink_shutdown(c);
     return;
   }
   smtp_server_output_sent(c->smtp, n);
-  sink_flush(c);
+  sink_tls_flush(c);
 }
 
 /* sink_feed_held gives the engine what it could not take before, in
@@ -381,6 +435,17 @@ static void sink_pump(struct sink_conn *c) {
     case SMTP_SERVER_EV_MESSAGE:
       sink_on_message(c);
       continue;
+    case SMTP_SERVER_EV_STARTTLS:
+      sink_move_output(c); /* the 220, in clear */
+      /* Anything held back came in clear after STARTTLS: never run it
+       * as if it came inside TLS (RFC 3207 §4.2, CVE-2011-0411). */
+      buf_reset(&c->held);
+      c->tls = tls_new_server(c->w->tls_ctx);
+      if (c->tls == NULL) {
+        sink_shutdown(c);
+        return;
+      }
+      continue;
     case SMTP_SERVER_EV_CLOSE:
       sink_move_output(c);
       c->closing = 1; /* shut once the last reply has left */
@@ -444,6 +509,12 @@ static void sink_on_accept(struct sink_worker *w, int res, unsigned flags) {
       .extensions = SMTP_EXT_ALL,
       .stats = &w->st.smtp,
   };
+  if (w->tls_ctx != NULL && w->o->tls_implicit) {
+    sc.tls_active = 1;
+    c->tls = tls_new_server(w->tls_ctx);
+  } else if (w->tls_ctx != NULL) {
+    sc.extensions |= SMTP_EXT_STARTTLS;
+  }
   smtp_server_limits_default(&sc.limits);
   sc.limits.max_recipients = 1000;
   /* The refusals we configure count as the client's errors in the engine;
@@ -457,7 +528,7 @@ static void sink_on_accept(struct sink_worker *w, int res, unsigned flags) {
   }
   w->live = c;
   w->num_conns++;
-  if (c->smtp == NULL) {
+  if (c->smtp == NULL || (w->o->tls_implicit && c->tls == NULL)) {
     c->shut = 1;
     sink_maybe_free(c);
     return;
@@ -471,6 +542,67 @@ static void sink_on_accept(struct sink_worker *w, int res, unsigned flags) {
   sink_pump(c); /* the greeting */
 }
 
+/* sink_feed gives the engine received plaintext (or holds it while the
+ * engine's input is full) and runs it. */
+static void sink_feed(struct sink_conn *c, const uint8_t *data, size_t n) {
+  if (n == 0 || c->shut || c->closing) {
+    return;
+  }
+  if (c->held.len == 0 && smtp_server_feed(c->smtp, data, n) == 0) {
+    sink_pump(c);
+  } else if (c->held.len + n > SINK_MAX_HELD ||
+             buf_append(&c->held, data, n) != 0) {
+    sink_shutdown(c); /* a client that never waits for replies */
+  } else {
+    sink_pump(c);
+  }
+}
+
+/* sink_tls_done counts a finished handshake; after STARTTLS the engine
+ * resets the session (the client must EHLO again). */
+static void sink_tls_done(struct sink_conn *c) {
+  struct sink_worker *w = c->w;
+  c->tls_ready = 1;
+  if (tls_session_reused(c->tls)) {
+    w->st.tls_resumed++;
+  } else {
+    w->st.tls_full++;
+  }
+  if (!w->o->tls_implicit) {
+    smtp_server_tls_started(c->smtp);
+  }
+}
+
+/* sink_on_tls_data decrypts received bytes; the engine learns that TLS
+ * is up before it sees the first plaintext inside it. An error or the
+ * client's close_notify ends the session once the replies have left. */
+static void sink_on_tls_data(struct sink_conn *c, const uint8_t *data,
+                             size_t n) {
+  struct sink_worker *w = c->w;
+  buf_reset(&w->plain);
+  enum tls_status st = tls_input(c->tls, &w->plain, data, n);
+  if (!c->tls_ready && tls_handshake_done(c->tls)) {
+    sink_tls_done(c);
+  }
+  if (st == TLS_ERROR && !c->tls_ready) {
+    w->st.tls_failed++;
+  }
+  sink_tls_flush(c); /* the next handshake flight, tickets, an alert */
+  if (st == TLS_OK) {
+    /* (implicit TLS: the greeting waited inside the adapter and left
+     * with the flush above) */
+    sink_feed(c, w->plain.data, w->plain.len);
+    return;
+  }
+  if (st == TLS_CLOSED) {
+    sink_feed(c, w->plain.data, w->plain.len);
+  }
+  c->closing = 1;
+  if (!c->sending) {
+    sink_shutdown(c);
+  }
+}
+
 static void sink_on_recv(struct sink_worker *w, struct sink_conn *c, int res,
                          unsigned flags) {
   if (!(flags & IORING_CQE_F_MORE)) {
@@ -482,14 +614,10 @@ static void sink_on_recv(struct sink_worker *w, struct sink_conn *c, int res,
     const uint8_t *data = bufring_data(&w->bufs, bid);
     w->st.bytes += (uint64_t)res;
     if (!c->shut && !c->closing) {
-      if (c->held.len == 0 &&
-          smtp_server_feed(c->smtp, data, (size_t)res) == 0) {
-        sink_pump(c);
-      } else if (c->held.len + (size_t)res > SINK_MAX_HELD ||
-                 buf_append(&c->held, data, (size_t)res) != 0) {
-        sink_shutdown(c); /* a client that never waits for replies */
+      if (c->tls != NULL) {
+        sink_on_tls_data(c, data, (size_t)res);
       } else {
-        sink_pump(c);
+        sink_feed(c, data, (size_t)res);
       }
     }
     bufring_return(&w->bufs, bid);
@@ -617,8 +745,12 @@ static void sink_usage(FILE *f) {
           "       [--delay-ms D] [--tempfail PCT] [--permfail PCT]\n"
           "       [--write-dir DIR] [--report FILE] [--duration S] "
           "[--seed N]\n"
+          "       [--tls-cert PEM --tls-key PEM [--tls] [--tls-min-version "
+          "1.2|1.3]]\n"
           "Accepts SMTP and counts; stops on SIGTERM/SIGINT or after S "
-          "seconds\n(at most %.0f), then writes a JSON report.\n",
+          "seconds\n(at most %.0f), then writes a JSON report. With a "
+          "certificate it offers STARTTLS,\nor with --tls speaks TLS from "
+          "the first byte (RFC 8314).\n",
           BENCH_MAX_SECONDS);
 }
 
@@ -633,6 +765,10 @@ static int sink_parse(int argc, char **argv, struct sink_opts *o) {
       {"report", required_argument, NULL, 'r'},
       {"duration", required_argument, NULL, 'D'},
       {"seed", required_argument, NULL, 's'},
+      {"tls-cert", required_argument, NULL, 'C'},
+      {"tls-key", required_argument, NULL, 'K'},
+      {"tls", no_argument, NULL, 'I'},
+      {"tls-min-version", required_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -671,6 +807,18 @@ static int sink_parse(int argc, char **argv, struct sink_opts *o) {
     case 's':
       o->seed = strtoull(optarg, &end, 10);
       break;
+    case 'C':
+      o->tls_cert = optarg;
+      break;
+    case 'K':
+      o->tls_key = optarg;
+      break;
+    case 'I':
+      o->tls_implicit = 1;
+      break;
+    case 'V':
+      o->tls_min_version = optarg; /* the adapter checks it */
+      break;
     case 'h':
       sink_usage(stdout);
       exit(0);
@@ -684,6 +832,12 @@ static int sink_parse(int argc, char **argv, struct sink_opts *o) {
     end = NULL;
   }
   if (optind != argc || o->listen == NULL) {
+    return -1;
+  }
+  if ((o->tls_cert == NULL) != (o->tls_key == NULL) ||
+      (o->tls_implicit && o->tls_cert == NULL)) {
+    fprintf(stderr, "postseal-bench sink: --tls-cert and --tls-key go "
+                    "together, and --tls needs them\n");
     return -1;
   }
   if (o->threads < 1 || o->threads > SINK_MAX_THREADS ||
@@ -704,6 +858,9 @@ static void sink_sum(struct sink_stats *sum, const struct sink_stats *s) {
   sum->rcpt_permfailed += s->rcpt_permfailed;
   sum->bytes += s->bytes;
   sum->write_errors += s->write_errors;
+  sum->tls_full += s->tls_full;
+  sum->tls_resumed += s->tls_resumed;
+  sum->tls_failed += s->tls_failed;
   if (s->sessions > 0 && (sum->first_ns == 0 || s->first_ns < sum->first_ns)) {
     sum->first_ns = s->first_ns;
   }
@@ -735,6 +892,8 @@ static int sink_report(const struct sink_opts *o, const struct sink_stats *s,
           "\"permfailed\": %llu},\n"
           " \"replies\": {\"2xx\": %llu, \"4xx\": %llu, \"5xx\": %llu},\n"
           " \"bytes\": %llu, \"write_errors\": %llu,\n"
+          " \"tls\": {\"mode\": \"%s\", \"handshakes\": %llu, \"full\": %llu, "
+          "\"resumed\": %llu, \"failed\": %llu},\n"
           " \"elapsed_s\": %.3f, \"active_s\": %.3f, \"msg_per_s\": %.1f}\n",
           o->listen, o->threads, o->delay_ms, o->tempfail_pct, o->permfail_pct,
           (unsigned long long)o->seed, (unsigned long long)s->sessions,
@@ -744,7 +903,13 @@ static int sink_report(const struct sink_opts *o, const struct sink_stats *s,
           (unsigned long long)s->smtp.replies[2],
           (unsigned long long)s->smtp.replies[4],
           (unsigned long long)s->smtp.replies[5], (unsigned long long)s->bytes,
-          (unsigned long long)s->write_errors, elapsed, active,
+          (unsigned long long)s->write_errors,
+          o->tls_cert == NULL ? "none"
+          : o->tls_implicit   ? "implicit"
+                              : "starttls",
+          (unsigned long long)(s->tls_full + s->tls_resumed),
+          (unsigned long long)s->tls_full, (unsigned long long)s->tls_resumed,
+          (unsigned long long)s->tls_failed, elapsed, active,
           active > 0 ? (double)s->messages / active : 0.0);
   if (f != stdout) {
     return fclose(f);
@@ -756,12 +921,14 @@ static int sink_report(const struct sink_opts *o, const struct sink_stats *s,
 /* sink_start_workers opens every worker's listener and ring, then starts
  * the threads. Returns the number started; on failure prints why. */
 static unsigned sink_start_workers(const struct sink_opts *o,
+                                   struct tls_ctx *tls_ctx,
                                    struct sink_worker *ws) {
   char err[256];
   for (unsigned i = 0; i < o->threads; i++) {
     struct sink_worker *w = &ws[i];
     w->index = i;
     w->o = o;
+    w->tls_ctx = tls_ctx;
     w->rng = o->seed * 0x9e3779b97f4a7c15ull + i;
     w->listen_fd = sink_listen(o->listen, err, sizeof(err));
     w->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -793,6 +960,8 @@ static void sink_worker_cleanup(struct sink_worker *w) {
   bufring_free(&w->bufs, NULL);
   close(w->listen_fd);
   close(w->wake_fd);
+  buf_free(&w->plain);
+  buf_free(&w->cipher);
   for (struct sink_conn *c = w->free_conns, *next; c != NULL; c = next) {
     next = c->next_free;
     free(c);
@@ -832,15 +1001,29 @@ int bench_sink_main(int argc, char **argv) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
+  struct tls_ctx *tls_ctx = NULL;
+  if (o.tls_cert != NULL) {
+    char err[512];
+    struct tls_server_config tc = {.cert_file = o.tls_cert,
+                                   .key_file = o.tls_key,
+                                   .min_version = o.tls_min_version};
+    tls_ctx = tls_ctx_new_server(&tc, err, sizeof(err));
+    if (tls_ctx == NULL) {
+      fprintf(stderr, "postseal-bench sink: tls: %s\n", err);
+      return 1;
+    }
+  }
   struct sink_worker *ws = calloc(o.threads, sizeof(*ws));
   if (ws == NULL) {
+    tls_ctx_free(tls_ctx);
     return 1;
   }
   int64_t start = bench_now_ns();
-  unsigned started = sink_start_workers(&o, ws);
+  unsigned started = sink_start_workers(&o, tls_ctx, ws);
   if (started == o.threads) {
-    fprintf(stderr, "postseal-bench sink: listening on %s threads=%u\n",
-            o.listen, o.threads);
+    fprintf(stderr, "postseal-bench sink: listening on %s threads=%u%s\n",
+            o.listen, o.threads,
+            tls_ctx == NULL ? "" : (o.tls_implicit ? " tls" : " starttls"));
     sink_wait(o.duration_s);
   }
   for (unsigned i = 0; i < started; i++) {
@@ -857,6 +1040,7 @@ int bench_sink_main(int argc, char **argv) {
   }
   double elapsed = (double)(bench_now_ns() - start) / 1e9;
   free(ws);
+  tls_ctx_free(tls_ctx);
   if (started != o.threads) {
     return 1;
   }

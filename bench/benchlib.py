@@ -815,6 +815,7 @@ def pb_reports(a, anchor, t0, done_ok):
     lat = send.get("latency_us", {})
     ms = lambda h, k: round(h[k] / 1000.0, 3) if h and h.get("count") else None  # noqa: E731
     msgs, rcpts = send.get("messages", {}), srep.get("recipients", {})
+    tin, tout = send.get("tls") or {}, srep.get("tls") or {}
     return t_last if done else None, {
         "wall_s": (t_last - t0) if done else None,          # start of send .. the sink's last 250
         "anchor_err_ms": round((anchor[1] - anchor[0]) * 500.0, 3),
@@ -828,6 +829,14 @@ def pb_reports(a, anchor, t0, done_ok):
         "send_errors": send.get("errors"), "send_msg_per_s": send.get("msg_per_s"),
         "eod_p50_ms": ms(lat.get("data"), "p50"), "eod_p99_ms": ms(lat.get("data"), "p99"),
         "msg_p50_ms": ms(lat.get("message"), "p50"), "msg_p99_ms": ms(lat.get("message"), "p99"),
+        "send_sessions": send.get("sessions"),
+        # TLS (--tls): inbound = the sender's handshakes, outbound = the sink's
+        "in_hs_full": tin.get("full"), "in_hs_resumed": tin.get("resumed"),
+        "in_hs_failed": tin.get("failed"), "in_tls_version": tin.get("version"),
+        "in_tls_cipher": tin.get("cipher"),
+        "tls_p50_ms": ms(lat.get("tls"), "p50"), "tls_p99_ms": ms(lat.get("tls"), "p99"),
+        "out_hs_full": tout.get("full"), "out_hs_resumed": tout.get("resumed"),
+        "out_hs_failed": tout.get("failed"),
     }
 
 
@@ -917,6 +926,132 @@ def cmd_pbrelayrun(a):
     return 0
 
 
+# ---------------------------------------------------------------- TLS (bench/relay.sh --tls)
+
+def tls_hs_cost_ms(r, raw):
+    """The run's handshakes priced at the in-memory rate of crypto/tls.h (server side
+    for the inbound ones, client side for the outbound ones), ms per message; None
+    without both raw figures."""
+    full, res = raw.get("full"), raw.get("resume")
+    if not full or not res or r.get("in_hs_full") is None or r.get("out_hs_full") is None:
+        return None
+    us = (r["in_hs_full"] * full["server"]["us_per_handshake"]
+          + r["in_hs_resumed"] * res["server"]["us_per_handshake"]
+          + r["out_hs_full"] * full["client"]["us_per_handshake"]
+          + r["out_hs_resumed"] * res["client"]["us_per_handshake"])
+    return us / 1000.0 / r["n"]
+
+
+def tls_cell(rs, raw):
+    """Median TLS figures of one path × size over its completed runs."""
+    good = [r for r in rs if r.get("wall_s") and r.get("in_hs_full") is not None]
+    if not good:
+        return None
+    med = lambda f: statistics.median([f(r) for r in good])  # noqa: E731
+    out_conns = lambda r: max(0, (r.get("sink_sessions") or 0) - 1)  # noqa: E731
+    cell = {
+        "runs": len(good),
+        "in_full": med(lambda r: r["in_hs_full"]), "in_resumed": med(lambda r: r["in_hs_resumed"]),
+        "in_per_s": med(lambda r: (r["in_hs_full"] + r["in_hs_resumed"]) / r["wall_s"]),
+        "out_conns": med(out_conns),
+        "out_full": med(lambda r: r["out_hs_full"]), "out_resumed": med(lambda r: r["out_hs_resumed"]),
+        "out_per_s": med(lambda r: (r["out_hs_full"] + r["out_hs_resumed"]) / r["wall_s"]),
+        "msgs_per_out_conn": med(lambda r: r["n"] / out_conns(r) if out_conns(r) else 0),
+        "versions": sorted({r.get("in_tls_version") or "?" for r in good}),
+        "tls_p50_ms": med(lambda r: r.get("tls_p50_ms") or 0),
+        "tls_p99_ms": med(lambda r: r.get("tls_p99_ms") or 0),
+    }
+    costs = [tls_hs_cost_ms(r, raw) for r in good]
+    if all(c is not None for c in costs):
+        cell["hs_cost_ms"] = statistics.median(costs)
+    return cell
+
+
+def tls_section(L, rows, runs, meta):
+    """The handshake table, the raw figure and the comparison of the two."""
+    raw = meta.get("tls_raw") or {}
+    L.append("### TLS handshakes")
+    L.append("")
+    L.append("Per run (median over the repetitions): inbound = `postseal-bench send` → relay, as the sender "
+             "counted them; outbound = relay → sink, as the sink counted them (its sessions but the "
+             "harness's probe). Handshakes/s = handshakes / e2e s. Handshake CPU estimate: see the "
+             "notes; \"share\" = of the relay's measured CPU ms/msg.")
+    L.append("")
+    L.append("| size | path | inbound full / resumed | inbound hs/s | outbound connections | outbound full / resumed "
+             "| outbound hs/s | msgs per outbound conn | sender's TLS p50 / p99 ms | relay CPU ms/msg "
+             "| handshake CPU estimate ms/msg (share) |")
+    L.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        for srv in ("direct", "postseald", "postfix"):
+            x = row.get(srv)
+            c = tls_cell([r for r in runs if r["server"] == srv and r["size"] == row["size"]], raw)
+            if not x or not c:
+                continue
+            x["tls"] = c
+            cpu = x.get("cpu_ms_per_msg")
+            est = "–"
+            if srv != "direct" and "hs_cost_ms" in c:
+                share = f" ({100.0 * c['hs_cost_ms'] / cpu['median']:.0f}%)" if cpu and cpu["median"] else ""
+                est = f"{c['hs_cost_ms']:.3f}{share}"
+            L.append(f"| {row['size']} B | {srv} | {fmt(c['in_full'])} / {fmt(c['in_resumed'])} | "
+                     f"{fmt(c['in_per_s'])} | {fmt(c['out_conns'])} | {fmt(c['out_full'])} / {fmt(c['out_resumed'])} | "
+                     f"{fmt(c['out_per_s'])} | {fmt(c['msgs_per_out_conn'], 1)} | "
+                     f"{c['tls_p50_ms']:.2f} / {c['tls_p99_ms']:.2f} | "
+                     f"{fmt(cpu['median'], 3) if srv != 'direct' and cpu else '–'} | {est} |")
+    L.append("")
+    vers = sorted({r.get("in_tls_version") for r in runs if r.get("in_tls_version")})
+    ciph = sorted({r.get("in_tls_cipher") for r in runs if r.get("in_tls_cipher")})
+    if vers:
+        L.append(f"Inbound protocol: {', '.join(vers)} ({', '.join(ciph)}), as the sender reported it.")
+        L.append("")
+    L.append("### Raw figure: crypto/tls.h (BoringSSL) handshakes in memory, one core")
+    L.append("")
+    if not raw.get("full") and not raw.get("resume"):
+        L.append("Not measured (postseal-bench tls-handshake did not run or failed; see Problems).")
+        L.append("")
+        return
+    L.append("`postseal-bench tls-handshake` with the run's certificate: a client and a server adapter "
+             "against each other on one thread, no sockets; the fastest of the runs (all runs' pairs/s in "
+             "the last column). Pairs/s = both sides on one core; each side's own figure = 1 / its time "
+             "per handshake.")
+    L.append("")
+    L.append("| handshake | handshakes | pairs/s on one core | server side µs | server side handshakes/s per core "
+             "| client side µs | client side handshakes/s per core | server → client octets | protocol | every run, pairs/s |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    for key, label in (("full", "full"), ("resume", "resumed")):
+        x = raw.get(key)
+        if not x:
+            continue
+        every = ", ".join(fmt(v) for v in (raw.get("runs") or {}).get(key, []))
+        L.append(f"| {label} | {x['handshakes']:,} | {fmt(x['pairs_per_s'])} | {x['server']['us_per_handshake']:.1f} | "
+                 f"{fmt(x['server']['per_core_s'])} | {x['client']['us_per_handshake']:.1f} | "
+                 f"{fmt(x['client']['per_core_s'])} | {fmt(x['server']['bytes_sent'])} | "
+                 f"{x['version']} {x['cipher']} | {every} |")
+    L.append("")
+    cores = int(meta.get("nproc") or 1)
+    lines = []
+    for row in rows:
+        c = (row.get("postseald") or {}).get("tls")
+        if c and raw.get("full") and raw.get("resume"):
+            srv_cap = raw["resume"]["server"]["per_core_s"]
+            lines.append(f"{row['size']} B: postseald completed {fmt(c['in_per_s'])} inbound handshakes/s "
+                         f"({fmt(c['in_resumed'])} of {fmt(c['in_full'] + c['in_resumed'])} resumed) and "
+                         f"{fmt(c['out_per_s'])} outbound; the raw server-side rate for resumed handshakes is "
+                         f"{fmt(srv_cap)}/s per core, {fmt(srv_cap * cores)}/s on this machine's {cores} cores")
+    if lines:
+        L.append("Measured against raw: " + "; ".join(lines) + ".")
+        L.append("")
+    if meta.get("openssl_speed"):
+        L.append(f"Context, Postfix's library ({meta.get('openssl_version', 'OpenSSL')}): `openssl speed -seconds 3 "
+                 "ecdsap256 ecdhx25519` (the signature of a full handshake with this certificate, and the key "
+                 "exchange of every TLS 1.3 handshake, full or resumed):")
+        L.append("")
+        L.append("```")
+        L.append(meta["openssl_speed"].rstrip())
+        L.append("```")
+        L.append("")
+
+
 def cmd_relayreport(a):
     meta = json.load(open(a.meta))
     runs = [json.loads(l) for l in open(a.runs) if l.strip()]
@@ -996,13 +1131,26 @@ def cmd_relayreport(a):
         return f"{m['median']:.2f} ({m['min']:.2f}–{m['max']:.2f})"
 
     L = []
-    L.append(f"# SMTP relay end to end: postseald vs Postfix {meta.get('postfix_version', '')} — {meta['date']}")
+    tls = meta.get("tls")
+    if tls:
+        L.append(f"# SMTP relay over TLS on both legs: postseald vs Postfix {meta.get('postfix_version', '')} — {meta['date']}")
+    else:
+        L.append(f"# SMTP relay end to end: postseald vs Postfix {meta.get('postfix_version', '')} — {meta['date']}")
     L.append("")
     if meta.get("smoke"):
         L.append("**Smoke run** (one size, small N, one repetition, postseald only, no idle wait): "
                  "numbers are a sanity check, not a measurement.")
         L.append("")
-    if pb:
+    if tls:
+        L.append("Generated by `bench/relay.sh --tls`. Path: `postseal-bench send --starttls"
+                 + (" --tls-resume" if meta.get("tls_resume") else "") + "` → relay (STARTTLS offered) → "
+                 "`postseal-bench sink --tls-cert --tls-key` (STARTTLS offered, the relay must use it), "
+                 "all on 127.0.0.1: TLS on both legs, every session checked. A run is timed from the start of "
+                 "postseal-bench send until the sink's last 250 (the sink's report, anchored by the "
+                 "harness's probe session). \"direct\" is postseal-bench send → postseal-bench sink over TLS "
+                 "with no relay: the ceiling of this load generator and sink on this machine. The raw "
+                 "handshake rate of the TLS adapter (BoringSSL, in memory) is below the results.")
+    elif pb:
         L.append("Generated by `bench/relay.sh --driver postseal-bench`. Path: `postseal-bench send` → "
                  "relay → `postseal-bench sink` (all on 127.0.0.1). A run is timed from the start of "
                  "postseal-bench send until the sink's last 250: every run has a fresh sink, whose first "
@@ -1028,8 +1176,9 @@ def cmd_relayreport(a):
         per = meta.get("per_conn", 1)
         shape = ("one message per connection" if per == 1 else f"up to {per} messages per connection"
                  if per else "connections reused for every message")
+        tls_opts = (" --starttls" + (" --tls-resume" if meta.get("tls_resume") else "")) if tls else ""
         L.append(f"Load: `postseal-bench send --connections {meta['sessions']} --count N --size SIZE "
-                 f"--per-conn {per}` ({meta['sessions']} concurrent sessions, {shape}, one recipient, "
+                 f"--per-conn {per}{tls_opts}` ({meta['sessions']} concurrent sessions, {shape}, one recipient, "
                  "closed loop, no PIPELINING; SIZE is the body, the tool adds about 190 octets of header). "
                  f"{meta['reps']} repetition(s) per cell after a warm-up run; median (min–max). "
                  "End-to-end msg/s = N / (start of the sender → the sink's last 250). EOD p50/p99 = "
@@ -1066,7 +1215,7 @@ def cmd_relayreport(a):
             f"{ps['pct_of_direct']:.0f}% {'✔' if t['pct_of_direct'] else '✘'}"
         a2 = f"{ps['cpu_ms_per_msg']['median']:.3f} ms {'✔' if t['cpu_ms_per_msg'] else '✘'}"
         tl.append(f"{row['size']} B: {a1}, {a2}")
-    if tl:
+    if tl and not tls:  # the targets are for plaintext relaying
         L.append(f"Delivery-issue targets for postseald (≥ {tgt_pct:g}% of direct, ≤ {tgt_cpu:g} ms CPU per "
                  "relayed message): " + "; ".join(tl) + ".")
         L.append("")
@@ -1094,6 +1243,8 @@ def cmd_relayreport(a):
              + ("**All counts matched, no duplicates, every queue drained.**" if allok
                 else "**MISMATCHES — see Problems.**"))
     L.append("")
+    if tls:
+        tls_section(L, rows, runs, meta)
     L.append("### Per run")
     L.append("")
     if pb:
@@ -1110,9 +1261,10 @@ def cmd_relayreport(a):
                  "jbd2..., other processes = not part of the benchmark), over the e2e interval.")
     L.append("")
     L.append(f"| path | size | rep | N | e2e s | e2e msg/s | ingress s | drain s | relay CPU s | relay CPU ms/msg | sink CPU s | {src} CPU s | kernel threads CPU s | other processes CPU s | machine busy | delivered | dup | queue after | rc |"
-             + (" EOD p50 ms | EOD p99 ms |" if pb else ""))
+             + (" EOD p50 ms | EOD p99 ms |" if pb else "")
+             + (" in TLS full / resumed | out conns | out TLS full / resumed |" if tls else ""))
     L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-             + (" ---: | ---: |" if pb else ""))
+             + (" ---: | ---: |" if pb else "") + (" ---: | ---: | ---: |" if tls else ""))
     for r in runs:
         w = r.get("wall_s")
         e2e = f"{w:.2f}" if w else ("TIMEOUT" if r.get("timed_out") else "STALLED")
@@ -1128,7 +1280,10 @@ def cmd_relayreport(a):
                  f"{r['sink_cpu_s']:.2f} | {r['client_cpu_s']:.2f} | {r.get('kernel_threads_cpu_s', 0):.2f} | "
                  f"{other} | {r.get('machine_busy_pct', 0):.0f}% | {r['delivered']} | {r['duplicates']} | "
                  f"{qa} | {r['rc']} |"
-                 + (f" {fmt(r.get('eod_p50_ms'), 2)} | {fmt(r.get('eod_p99_ms'), 2)} |" if pb else ""))
+                 + (f" {fmt(r.get('eod_p50_ms'), 2)} | {fmt(r.get('eod_p99_ms'), 2)} |" if pb else "")
+                 + (f" {fmt(r.get('in_hs_full'))} / {fmt(r.get('in_hs_resumed'))} | "
+                    f"{fmt(max(0, (r.get('sink_sessions') or 0) - 1))} | "
+                    f"{fmt(r.get('out_hs_full'))} / {fmt(r.get('out_hs_resumed'))} |" if tls else ""))
     L.append("")
     report_tail(L, summary, meta,
                 (f"None: every {src} run exited 0, the sink counted exactly N every time, every relay "
@@ -1168,7 +1323,9 @@ def gp_str(text):
 def chart_title(kind, meta, runs):
     ns = sorted({r["n"] for r in runs})
     n = ns[0] if len(ns) == 1 else "/".join(str(x) for x in ns)
-    if kind == "relay":
+    if kind == "relay" and meta.get("tls"):
+        first = "SMTP relay end to end, STARTTLS on both legs (postseal-bench send → relay → postseal-bench sink)"
+    elif kind == "relay":
         load = ("postseal-bench send → relay → postseal-bench sink" if meta.get("driver") == "postseal-bench"
                 else "smtp-source → relay → smtp-sink")
         first = f"SMTP relay end to end ({load})"

@@ -1,8 +1,9 @@
 """The benchmark harnesses keep working as the daemon changes: a short
-bench/ingress.sh --smoke run, bench/relay.sh --smoke and bench/relay.sh --smoke
---driver postseal-bench (postseald only, 2,000 messages, no thresholds) must
-finish, count every message, print their JSON summary and write a results file
-with its table and, where gnuplot is installed, the chart beside it."""
+bench/ingress.sh --smoke run, bench/relay.sh --smoke, bench/relay.sh --smoke
+--driver postseal-bench and bench/relay.sh --smoke --tls (postseald only, 2,000
+messages, no thresholds) must finish, count every message, print their JSON
+summary and write a results file with its table and, where gnuplot is
+installed, the chart beside it."""
 
 import json
 import os
@@ -95,6 +96,36 @@ def test_relay_smoke_postseal_bench():
         check_results_file(summary, md, "| postseald EOD p50 ms | postseald EOD p99 ms |")
 
 
+def test_relay_smoke_tls():
+    """bench/relay.sh --smoke --tls: postseal-bench send --starttls
+    --tls-resume -> postseald (STARTTLS offered, outbound TLS required) ->
+    postseal-bench sink offering STARTTLS; every session on both legs ran
+    TLS (the script checks it per run), and the raw in-memory handshake
+    figure is in the results."""
+    if not shutil.which("openssl"):
+        print("openssl missing: skipped")
+        return
+    with tempfile.TemporaryDirectory(prefix="postseal-bench-smoke.") as d:
+        summary, md = run_smoke("relay.sh", d, "--tls")
+        check(summary["problems"] == [], f"no problems: {summary['problems']}")
+        check(summary["meta"]["tls"] is True, "TLS is recorded")
+        run = summary["relay"][0]["postseald"]
+        print(json.dumps(run.get("tls"))[:400])
+        check(run["counts_ok"] and run["duplicates"] == 0 and run["completed"] == 1,
+              f"all 2,000 relayed once over TLS: {run}")
+        t = run["tls"]
+        check(t["in_full"] + t["in_resumed"] == 2000 and t["in_resumed"] > 0,
+              f"one inbound handshake per message, most resumed: {t}")
+        check(t["out_conns"] > 0 and t["out_full"] + t["out_resumed"] == t["out_conns"],
+              f"every outbound connection ran TLS: {t}")
+        raw = summary["meta"]["tls_raw"]
+        check(raw["full"]["resumed"] == 0 and raw["resume"]["resumed"] > 0,
+              f"raw figure, full and resumed: {list(raw)}")
+        check_results_file(summary, md, "| size | path | inbound full / resumed |")
+        with open(md) as f:
+            check("### Raw figure" in f.read(), "the raw handshake figure is in the results")
+
+
 if __name__ == "__main__":
     sys.exit(run_tests([test_ingress_smoke, test_relay_smoke,
-                        test_relay_smoke_postseal_bench]))
+                        test_relay_smoke_postseal_bench, test_relay_smoke_tls]))

@@ -7,7 +7,14 @@ real postseald, and with Postfix's smtp-sink.
 - send -> postseald: every message the sender saw accepted is in the spool
   (`postseal queue list --json`).
 - send -> smtp-sink: a sanity check against a server we did not write.
-Every run is bounded in count and time; loopback only.
+- TLS: send --starttls / --tls (with --tls-resume) -> sink with a test
+  certificate: both sides count the same handshakes, later connections
+  resume; send --starttls -> postseald: every message accepted, and the
+  daemon's inbound handshake metrics (full, resumed) match the sender's;
+  a server without STARTTLS gets no plaintext fallback.
+- tls-handshake: the in-memory micro-benchmark runs and resumes.
+The certificates come from a test CA made with /usr/bin/openssl at test
+time (tlsutil.Pki). Every run is bounded in count and time; loopback only.
 """
 
 import json
@@ -21,7 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (BUILD, SKIP, Daemon, check, free_port,  # noqa: E402
-                     run_tests, wait_port)
+                     metric_value, run_tests, wait_port)
+from tlsutil import OPENSSL, Pki  # noqa: E402
 
 BENCH = os.path.join(BUILD, "postseal-bench")
 TMP = tempfile.mkdtemp(prefix="postseal-bench-test-")
@@ -80,8 +88,13 @@ def agree(snd, snk, what):
     check(snd["bytes_sent"] == snk["bytes"],
           f"{what}: bytes {snd['bytes_sent']} == {snk['bytes']}")
     e = snd["errors"]
-    check(e == {"connect": 0, "disconnect": 0, "timeout": 0, "protocol": 0},
+    check(e == {"connect": 0, "disconnect": 0, "timeout": 0, "protocol": 0,
+                "tls": 0},
           f"{what}: no errors: {e}")
+    t, st = snd["tls"], snk["tls"]
+    check((t["full"], t["resumed"]) == (st["full"], st["resumed"]) and
+          t["failed"] == st["failed"] == 0,
+          f"{what}: handshakes {t} match the sink's {st}")
 
 
 def test_send_to_sink():
@@ -103,7 +116,9 @@ def test_send_to_sink():
              "sessions": a["sessions"] + b["sessions"],
              "bytes_sent": a["bytes_sent"] + b["bytes_sent"],
              "errors": {k: a["errors"][k] + b["errors"][k]
-                        for k in a["errors"]}}
+                        for k in a["errors"]},
+             "tls": {k: a["tls"][k] + b["tls"][k]
+                     for k in ("full", "resumed", "failed")}}
     agree(total, s, "send -> sink")
     for run in (a, b):
         lat = run["latency_us"]
@@ -190,12 +205,171 @@ def test_send_to_smtp_sink():
           f"no errors: {r['errors']}")
 
 
+PKI = None
+
+
+def pki():
+    """The test CA and one server certificate (made once)."""
+    global PKI
+    if PKI is None:
+        PKI = Pki(os.path.join(TMP, "pki"))
+        PKI.cert, PKI.key = PKI.leaf("sink", ["sink.bench.test"],
+                                     ips=["127.0.0.1"])
+    return PKI
+
+
+def test_tls_send_to_sink():
+    """STARTTLS and implicit TLS, with and without resumption: the
+    sender's handshakes are the sink's, every message arrives."""
+    p = pki()
+    for mode, sink_args in (("--starttls", []), ("--tls", ["--tls"])):
+        sink = Sink("--tls-cert", p.cert, "--tls-key", p.key, *sink_args)
+        try:
+            a = send(sink.port, mode, "--tls-resume", "--connections", "4",
+                     "--count", "300", "--per-conn", "1", "--pipelining")
+            b = send(sink.port, mode, "--connections", "3", "--count", "30",
+                     "--per-conn", "10")
+        finally:
+            s = sink.stop()
+        what = f"{mode} -> sink"
+        check(a["messages"]["accepted"] == 300 and
+              b["messages"]["accepted"] == 30, f"{what}: all accepted")
+        ta, tb = a["tls"], b["tls"]
+        want = {"--starttls": "starttls", "--tls": "implicit"}[mode]
+        check(ta["mode"] == want, f"{what}: mode reported: {ta['mode']}")
+        check(ta["handshakes"] == a["sessions"] == 300 and
+              ta["full"] <= 4 and ta["resumed"] >= 296,
+              f"{what}: one handshake per session, resumed after the "
+              f"first per connection: {ta}")
+        check(tb["handshakes"] == tb["full"] == b["sessions"] == 3,
+              f"{what}: no --tls-resume, no resumption: {tb}")
+        check(ta["version"] in ("TLSv1.2", "TLSv1.3") and
+              a["latency_us"]["tls"]["count"] == 300,
+              f"{what}: version and handshake latency: {ta}")
+        total = {"messages": {"accepted": 330},
+                 "rcpt_replies": {k: a["rcpt_replies"][k] +
+                                  b["rcpt_replies"][k]
+                                  for k in a["rcpt_replies"]},
+                 "sessions": a["sessions"] + b["sessions"],
+                 "bytes_sent": a["bytes_sent"] + b["bytes_sent"],
+                 "errors": {k: a["errors"][k] + b["errors"][k]
+                            for k in a["errors"]},
+                 "tls": {k: ta[k] + tb[k]
+                         for k in ("full", "resumed", "failed")}}
+        agree(total, s, what)
+        check(s["tls"]["mode"] == ta["mode"], f"{what}: sink mode {s['tls']}")
+
+
+def test_starttls_not_offered():
+    """A server without STARTTLS: every session ends, nothing is sent in
+    clear."""
+    sink = Sink()
+    out = os.path.join(TMP, "send-no-starttls.json")
+    try:
+        start = time.monotonic()
+        p = subprocess.run([BENCH, "send", "--target", f"127.0.0.1:{sink.port}",
+                            "--starttls", "--connections", "20", "--count",
+                            "10", "--per-conn", "1", "--json", out],
+                           capture_output=True, text=True, timeout=60)
+        wall = time.monotonic() - start
+    finally:
+        s = sink.stop()
+    check(p.returncode == 1 and "STARTTLS" in p.stderr and wall < 30,
+          f"the sender gives up, saying why: {p.returncode} {wall:.1f}s "
+          f"{p.stderr[-500:]}")
+    with open(out) as f:
+        r = json.load(f)
+    check(r["messages"]["accepted"] == 0 and s["messages"] == 0,
+          f"no message without TLS: {r['messages']} sink {s['messages']}")
+    check(r["errors"]["tls"] >= 100 and r["tls"]["handshakes"] == 0,
+          f"counted as TLS errors: {r['errors']} {r['tls']}")
+
+
+def tls_metrics(d):
+    m = d.metrics()
+    name = 'postseal_tls_handshakes_total{direction="inbound",result="%s"}'
+    return {k: metric_value(m, name % k) for k in ("full", "resumed", "failed")}
+
+
+def test_starttls_to_postseald():
+    """send --starttls into postseald with a test certificate: every
+    message accepted and spooled; the daemon counts the inbound handshakes
+    the sender made, full, then resumed with --tls-resume."""
+    p = pki()
+    tls = f"tls:\n  cert_file: {p.cert}\n  key_file: {p.key}\n"
+    with Daemon(tls) as d:
+        m0 = tls_metrics(d)
+        check(m0 == {"full": 0, "resumed": 0, "failed": 0},
+              f"no handshakes yet: {m0}")
+        a = send(d.smtp_port, "--starttls", "--connections", "4", "--count",
+                 "60", "--per-conn", "1", "--to-domain", "remote.example")
+        m1 = tls_metrics(d)
+        b = send(d.smtp_port, "--starttls", "--tls-resume", "--connections",
+                 "4", "--count", "120", "--per-conn", "1", "--pipelining",
+                 "--to-domain", "remote.example")
+        m2 = tls_metrics(d)
+        for r in (a, b):
+            check(r["messages"]["accepted"] == r["messages"]["attempted"] and
+                  r["errors"]["tls"] == 0,
+                  f"postseald accepted every message over TLS: "
+                  f"{r['messages']} {r['errors']}")
+        check(len(d.queue()) == 180, "the spool holds all 180")
+        check(m1["full"] == a["tls"]["full"] == 60 and m1["resumed"] == 0,
+              f"60 full inbound handshakes: daemon {m1}, sender {a['tls']}")
+        full, resumed = m2["full"] - m1["full"], m2["resumed"] - m1["resumed"]
+        check((full, resumed) == (b["tls"]["full"], b["tls"]["resumed"]),
+              f"daemon counts what the sender made: {full} full, {resumed} "
+              f"resumed; sender {b['tls']}")
+        check(resumed >= 116 and full + resumed == 120 and m2["failed"] == 0,
+              f"--tls-resume: all but the first per connection resumed: "
+              f"{m2}")
+
+
+def test_tls_handshake_micro():
+    """postseal-bench tls-handshake: full, then resumed, in memory."""
+    out = {}
+    for mode in ("full", "resume"):
+        path = os.path.join(TMP, f"hs-{mode}.json")
+        r = subprocess.run([BENCH, "tls-handshake", "--seconds", "0.3",
+                            "--json", path] +
+                           (["--resume"] if mode == "resume" else []),
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, f"tls-handshake {mode}: {r.stderr}")
+        print(r.stdout.strip().splitlines()[1])
+        with open(path) as f:
+            out[mode] = json.load(f)
+    f, s = out["full"], out["resume"]
+    check(f["handshakes"] > 10 and f["resumed"] == 0 and
+          f["server"]["per_core_s"] > 0 and f["client"]["per_core_s"] > 0,
+          f"full handshakes, both sides timed: {f}")
+    check(s["full"] == 1 and s["resumed"] == s["handshakes"] - 1,
+          f"every handshake after the first resumed: {s}")
+    if not os.path.exists(OPENSSL):
+        return
+    p = pki()
+    r = subprocess.run([BENCH, "tls-handshake", "--seconds", "0.1", "--cert",
+                        p.cert, "--key", p.key], capture_output=True,
+                       text=True, timeout=60)
+    check(r.returncode == 0 and "handshakes" in r.stdout,
+          f"with a given certificate: {r.stdout} {r.stderr}")
+
+
 def test_bounds():
-    """--count or --duration is required; the caps hold."""
-    for args in ([], ["--count", "20000000"], ["--duration", "7200"]):
+    """--count or --duration is required; the caps hold; TLS options
+    that cannot go together are refused."""
+    for args in ([], ["--count", "20000000"], ["--duration", "7200"],
+                 ["--count", "1", "--tls-resume"],
+                 ["--count", "1", "--starttls", "--tls"]):
         r = subprocess.run([BENCH, "send", "--target", "127.0.0.1:1", *args],
                            capture_output=True, text=True, timeout=10)
         check(r.returncode == 2, f"{args}: refused with usage: {r.returncode}")
+    for args in (["--tls-cert", "/nonexistent"], ["--tls"]):
+        r = subprocess.run([BENCH, "sink", "--listen", "127.0.0.1:1", *args],
+                           capture_output=True, text=True, timeout=10)
+        check(r.returncode == 2, f"sink {args}: refused: {r.returncode}")
+    r = subprocess.run([BENCH, "tls-handshake", "--seconds", "7200"],
+                       capture_output=True, text=True, timeout=10)
+    check(r.returncode == 2, f"tls-handshake over the cap: {r.returncode}")
 
 
 if __name__ == "__main__":
@@ -203,9 +377,15 @@ if __name__ == "__main__":
         print(f"{BENCH} not built: skipped")
         sys.exit(SKIP)
     try:
-        rc = run_tests([test_send_to_sink, test_sink_failures_show_in_send,
-                        test_sink_delay_and_rate, test_send_to_postseald,
-                        test_send_to_smtp_sink, test_bounds])
+        tests = [test_send_to_sink, test_sink_failures_show_in_send,
+                 test_sink_delay_and_rate, test_send_to_postseald,
+                 test_send_to_smtp_sink, test_starttls_not_offered,
+                 test_tls_handshake_micro, test_bounds]
+        if os.path.exists(OPENSSL):
+            tests[5:5] = [test_tls_send_to_sink, test_starttls_to_postseald]
+        else:
+            print(f"{OPENSSL} missing: TLS tests against certificates skipped")
+        rc = run_tests(tests)
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
     sys.exit(rc)

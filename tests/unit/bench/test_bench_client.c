@@ -2,7 +2,9 @@
  * scenario scripts: the server's whole reply stream in, the client's
  * events and bytes out. Every script also runs fed byte by byte, which
  * must give the same result. The host starts `msgs` messages, then quits;
- * the shared body shows as "[body]" in the output. */
+ * the shared body shows as "[body]" in the output. With STARTTLS, "[TLS]"
+ * in the server stream is where the TLS layer starts (what follows is the
+ * plaintext inside it), and in the output where the host started TLS. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,9 @@
 #define GREET "220 sink ESMTP\r\n"
 #define EHLO_PIPE "250-sink\r\n250-SIZE 1000\r\n250 PIPELINING\r\n"
 #define EHLO_PLAIN "250-sink\r\n250 8BITMIME\r\n"
+#define EHLO_TLS "250-sink\r\n250-PIPELINING\r\n250 STARTTLS\r\n"
+#define TXN1                                                                   \
+  "MAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\nDATA\r\n" HDR(1) "QUIT\r\n"
 
 struct script {
   const char *label;
@@ -30,6 +35,7 @@ struct script {
   const char *want_events;
   const char *want_out;
   uint64_t want_rcpt[6]; /* RCPT replies by class */
+  int starttls;
 };
 
 static const struct script scripts[] = {
@@ -42,7 +48,8 @@ static const struct script scripts[] = {
      "GREETING EHLO READY BODY MSG2 READY CLOSE0",
      "EHLO h\r\nMAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\nDATA\r\n" HDR(
          1) "QUIT\r\n",
-     {0, 0, 1, 0, 0, 0}},
+     {0, 0, 1, 0, 0, 0},
+     0},
     {"pipelined, second recipient refused",
      1,
      2,
@@ -52,7 +59,8 @@ static const struct script scripts[] = {
      "GREETING EHLO READY BODY MSG2 READY CLOSE0",
      "EHLO h\r\nMAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\nRCPT TO:<rcpt1@d>\r\n"
      "DATA\r\n" HDR(1) "QUIT\r\n",
-     {0, 0, 1, 0, 0, 1}},
+     {0, 0, 1, 0, 0, 1},
+     0},
     {"pipelining asked, not offered: one command at a time",
      1,
      1,
@@ -61,7 +69,8 @@ static const struct script scripts[] = {
      "GREETING EHLO READY BODY MSG2 READY CLOSE0",
      "EHLO h\r\nMAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\nDATA\r\n" HDR(
          1) "QUIT\r\n",
-     {0, 0, 1, 0, 0, 0}},
+     {0, 0, 1, 0, 0, 0},
+     0},
     {"recipient tempfailed: RSET, no DATA",
      0,
      1,
@@ -69,7 +78,8 @@ static const struct script scripts[] = {
      GREET EHLO_PLAIN "250 ok\r\n451 4.3.0 later\r\n250 reset\r\n221 bye\r\n",
      "GREETING EHLO READY MSG4 READY CLOSE0",
      "EHLO h\r\nMAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\nRSET\r\nQUIT\r\n",
-     {0, 0, 0, 0, 1, 0}},
+     {0, 0, 0, 0, 1, 0},
+     0},
     {"MAIL refused: no RCPT",
      0,
      2,
@@ -77,7 +87,8 @@ static const struct script scripts[] = {
      GREET EHLO_PLAIN "550 5.7.1 no\r\n250 reset\r\n221 bye\r\n",
      "GREETING EHLO READY MSG5 READY CLOSE0",
      "EHLO h\r\nMAIL FROM:<f@x>\r\nRSET\r\nQUIT\r\n",
-     {0, 0, 0, 0, 0, 0}},
+     {0, 0, 0, 0, 0, 0},
+     0},
     {"pipelined, every recipient refused, one temporarily",
      1,
      2,
@@ -87,7 +98,8 @@ static const struct script scripts[] = {
      "GREETING EHLO READY MSG4 READY CLOSE0",
      "EHLO h\r\nMAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\nRCPT TO:<rcpt1@d>\r\n"
      "DATA\r\nRSET\r\nQUIT\r\n",
-     {0, 0, 0, 0, 1, 1}},
+     {0, 0, 0, 0, 1, 1},
+     0},
     {"final reply 4xx, then a second message",
      0,
      1,
@@ -98,7 +110,8 @@ static const struct script scripts[] = {
      "EHLO h\r\nMAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\nDATA\r\n" HDR(
          1) "MAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\nDATA\r\n" HDR(2) "QUIT\r"
                                                                       "\n",
-     {0, 0, 2, 0, 0, 0}},
+     {0, 0, 2, 0, 0, 0},
+     0},
     {"421 in a transaction loses the message",
      0,
      1,
@@ -106,7 +119,8 @@ static const struct script scripts[] = {
      GREET EHLO_PLAIN "250 ok\r\n421 4.4.2 timeout\r\n",
      "GREETING EHLO READY MSG4 CLOSE2",
      "EHLO h\r\nMAIL FROM:<f@x>\r\nRCPT TO:<rcpt0@d>\r\n",
-     {0, 0, 0, 0, 0, 0}},
+     {0, 0, 0, 0, 0, 0},
+     0},
     {"greeting refused",
      0,
      1,
@@ -114,7 +128,8 @@ static const struct script scripts[] = {
      "554 go away\r\n",
      "CLOSE1",
      "",
-     {0, 0, 0, 0, 0, 0}},
+     {0, 0, 0, 0, 0, 0},
+     0},
     {"not SMTP",
      0,
      1,
@@ -122,7 +137,8 @@ static const struct script scripts[] = {
      "HTTP/1.1 400 Bad\r\n",
      "CLOSE3",
      "",
-     {0, 0, 0, 0, 0, 0}},
+     {0, 0, 0, 0, 0, 0},
+     0},
     {"multi-line reply changes its code",
      0,
      1,
@@ -130,7 +146,8 @@ static const struct script scripts[] = {
      GREET "250-sink\r\n251 odd\r\n",
      "GREETING CLOSE3",
      "EHLO h\r\n",
-     {0, 0, 0, 0, 0, 0}},
+     {0, 0, 0, 0, 0, 0},
+     0},
     {"bare LF line ends tolerated",
      0,
      1,
@@ -138,7 +155,8 @@ static const struct script scripts[] = {
      "220 x\n250 y\n221 z\n",
      "GREETING EHLO READY CLOSE0",
      "EHLO h\r\nQUIT\r\n",
-     {0, 0, 0, 0, 0, 0}},
+     {0, 0, 0, 0, 0, 0},
+     0},
     {"421 instead of a greeting",
      0,
      1,
@@ -146,7 +164,55 @@ static const struct script scripts[] = {
      "421 4.7.0 busy\r\n",
      "CLOSE2",
      "",
-     {0, 0, 0, 0, 0, 0}},
+     {0, 0, 0, 0, 0, 0},
+     0},
+    {"STARTTLS, EHLO again inside; PIPELINING as the second EHLO says",
+     1,
+     1,
+     1,
+     GREET EHLO_TLS "220 2.0.0 go ahead\r\n[TLS]" EHLO_PLAIN
+                    "250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n221 bye\r\n",
+     "GREETING EHLO STARTTLS EHLO READY BODY MSG2 READY CLOSE0",
+     "EHLO h\r\nSTARTTLS\r\n[TLS]EHLO h\r\n" TXN1,
+     {0, 0, 1, 0, 0, 0},
+     1},
+    {"STARTTLS, then pipelining inside",
+     1,
+     1,
+     1,
+     GREET EHLO_TLS "220 go\r\n[TLS]" EHLO_PIPE
+                    "250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n221 bye\r\n",
+     "GREETING EHLO STARTTLS EHLO READY BODY MSG2 READY CLOSE0",
+     "EHLO h\r\nSTARTTLS\r\n[TLS]EHLO h\r\n" TXN1,
+     {0, 0, 1, 0, 0, 0},
+     1},
+    {"STARTTLS not offered: no plaintext fallback",
+     0,
+     1,
+     1,
+     GREET EHLO_PIPE,
+     "GREETING EHLO CLOSE4",
+     "EHLO h\r\n",
+     {0, 0, 0, 0, 0, 0},
+     1},
+    {"STARTTLS refused",
+     0,
+     1,
+     1,
+     GREET EHLO_TLS "454 4.7.0 TLS not available\r\n",
+     "GREETING EHLO CLOSE4",
+     "EHLO h\r\nSTARTTLS\r\n",
+     {0, 0, 0, 0, 0, 0},
+     1},
+    {"STARTTLS offered but not asked for",
+     0,
+     1,
+     0,
+     GREET EHLO_TLS "221 bye\r\n",
+     "GREETING EHLO READY CLOSE0",
+     "EHLO h\r\nQUIT\r\n",
+     {0, 0, 0, 0, 0, 0},
+     0},
 };
 
 struct result {
@@ -175,6 +241,8 @@ static void event_name(struct bench_client *bc, enum bench_client_event ev,
     snprintf(name, name_len, "MSG%d", bench_client_result(bc));
   } else if (ev == BENCH_CLIENT_EV_CLOSE) {
     snprintf(name, name_len, "CLOSE%d", (int)bench_client_error(bc));
+  } else if (ev == BENCH_CLIENT_EV_STARTTLS) {
+    snprintf(name, name_len, "STARTTLS");
   } else {
     snprintf(name, name_len, "%s", names[ev]);
   }
@@ -189,13 +257,20 @@ static void run(const struct script *s, size_t step, struct result *res) {
                                     .to_domain = "d",
                                     .num_rcpts = s->rcpts,
                                     .pipelining = s->pipelining,
+                                    .starttls = s->starttls,
                                     .stats = &res->stats};
   struct bench_client bc;
   assert_int_equal(bench_client_init(&bc, &cfg), 0);
   unsigned started = 0;
   size_t len = strlen(s->server), off = 0;
   while (off < len) {
-    size_t n = step == 0 || len - off < step ? len - off : step;
+    if (strncmp(s->server + off, "[TLS]", 5) == 0) {
+      off += 5; /* the layer below changes; the client sees plaintext */
+      continue;
+    }
+    const char *mark = strstr(s->server + off, "[TLS]");
+    size_t left = mark != NULL ? (size_t)(mark - (s->server + off)) : len - off;
+    size_t n = step == 0 || left < step ? left : step;
     assert_int_equal(
         bench_client_feed(&bc, (const uint8_t *)s->server + off, n), 0);
     off += n;
@@ -206,7 +281,11 @@ static void run(const struct script *s, size_t step, struct result *res) {
       snprintf(res->events + strlen(res->events),
                sizeof(res->events) - strlen(res->events), "%s%s",
                res->events[0] ? " " : "", name);
-      if (ev == BENCH_CLIENT_EV_READY && started < s->msgs) {
+      if (ev == BENCH_CLIENT_EV_STARTTLS) {
+        take_output(&bc, res); /* STARTTLS left in clear */
+        strcat(res->out, "[TLS]");
+        bench_client_tls_started(&bc);
+      } else if (ev == BENCH_CLIENT_EV_READY && started < s->msgs) {
         started++;
         struct bench_client_message m = {.serial = started,
                                          .run_id = "r",
@@ -293,6 +372,37 @@ static void test_make_body(void **state) {
   }
 }
 
+/* Replies the server sent in clear after its 220 to STARTTLS are dropped,
+ * never read as replies inside TLS (RFC 3207 §4.2). */
+static void test_starttls_drops_clear_input(void **state) {
+  (void)state;
+  static const char clear[] = GREET EHLO_TLS "220 go\r\n250 injected\r\n";
+  static const char inside[] = EHLO_PLAIN "221 bye\r\n";
+  struct bench_client_config cfg = {.helo = "h",
+                                    .from = "f",
+                                    .to_domain = "d",
+                                    .num_rcpts = 1,
+                                    .starttls = 1};
+  struct bench_client bc;
+  assert_int_equal(bench_client_init(&bc, &cfg), 0);
+  assert_int_equal(
+      bench_client_feed(&bc, (const uint8_t *)clear, sizeof(clear) - 1), 0);
+  assert_int_equal(bench_client_next(&bc), BENCH_CLIENT_EV_GREETING);
+  assert_int_equal(bench_client_next(&bc), BENCH_CLIENT_EV_EHLO);
+  assert_int_equal(bench_client_next(&bc), BENCH_CLIENT_EV_STARTTLS);
+  /* Until the host starts TLS, nothing more is read. */
+  assert_int_equal(bench_client_next(&bc), BENCH_CLIENT_NEED_INPUT);
+  bench_client_tls_started(&bc);
+  assert_int_equal(
+      bench_client_feed(&bc, (const uint8_t *)inside, sizeof(inside) - 1), 0);
+  assert_int_equal(bench_client_next(&bc), BENCH_CLIENT_EV_EHLO);
+  assert_int_equal(bench_client_next(&bc), BENCH_CLIENT_EV_READY);
+  bench_client_quit(&bc);
+  assert_int_equal(bench_client_next(&bc), BENCH_CLIENT_EV_CLOSE);
+  assert_int_equal(bench_client_error(&bc), BENCH_CLIENT_OK);
+  bench_client_cleanup(&bc);
+}
+
 static void test_bad_config(void **state) {
   (void)state;
   struct bench_client bc;
@@ -307,6 +417,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_scripts),
       cmocka_unit_test(test_make_body),
+      cmocka_unit_test(test_starttls_drops_clear_input),
       cmocka_unit_test(test_bad_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
