@@ -40,6 +40,9 @@
 #define CONFIG_MAX_RETRY (7 * 86400)
 #define CONFIG_MAX_LIFETIME (90 * 86400)
 #define CONFIG_MAX_DOMAIN 253
+#define CONFIG_MAX_REPORT_INTERVAL (7 * 86400) /* tls.report_interval */
+#define CONFIG_MAX_REPORT_DOMAINS 1000000
+#define CONFIG_MAX_REPORT_DETAILS 10000
 #define CONFIG_MSG_LEN 256
 #define CONFIG_KEY_LEN 64
 
@@ -565,6 +568,28 @@ static const struct setting tls_settings[] = {
      FIELD(tls_mta_sts_port),
      .min = 1,
      .max = 65535},
+    {.name = "reports",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(tls_reports)},
+    {.name = "report_interval",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(tls_report_interval),
+     .min = 1,
+     .max = CONFIG_MAX_REPORT_INTERVAL},
+    {.name = "report_max_domains",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(tls_report_max_domains),
+     .min = 1,
+     .max = CONFIG_MAX_REPORT_DOMAINS},
+    {.name = "report_max_failure_details",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(tls_report_max_failure_details),
+     .min = 1,
+     .max = CONFIG_MAX_REPORT_DETAILS},
 };
 
 static const struct setting auth_settings[] = {
@@ -904,6 +929,10 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->smtp_starttls = 1;
   c->tls_mta_sts = 1;
   c->tls_mta_sts_port = 443;
+  c->tls_reports = 1;
+  c->tls_report_interval = 86400;
+  c->tls_report_max_domains = 10000;
+  c->tls_report_max_failure_details = 100;
   c->tls_cert_file = strdup("");
   c->tls_key_file = strdup("");
   c->tls_min_version = strdup("1.2");

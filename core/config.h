@@ -139,6 +139,12 @@ struct config {
   int tls_mta_sts;              /* honour MTA-STS (RFC 8461): default 1 */
   unsigned tls_mta_sts_port;    /* HTTPS port of mta-sts.<domain>: 443 (a
                                    test knob; RFC 8461 fixes 443) */
+  /* SMTP TLS Reporting (RFC 8460, core/daemon/tlsrpt.c). */
+  int tls_reports;                 /* aggregate and send reports: 1 */
+  unsigned tls_report_interval;    /* seconds per report: 86400 (a UTC
+                                      day); small values are for tests */
+  unsigned tls_report_max_domains; /* policy domains per period: 10000 */
+  unsigned tls_report_max_failure_details; /* rows per domain: 100 */
 
   /* Runtime objects the daemon builds from this configuration (TLS
    * contexts, the password table); freed with it by runtime_free. */

@@ -28,6 +28,7 @@
 #include "crypto/tls.h"
 #include "policy/auth.h"
 #include "policy/dns.h"
+#include "policy/tlsrpt.h"
 #include "proto/http.h"
 #include "proto/smtp_client.h"
 #include "proto/smtp_server.h"
@@ -145,6 +146,13 @@ struct worker_metrics {
   uint64_t mtasts_fetches;    /* policy fetches started on the pool */
   uint64_t mtasts_fetch_failures;
   /* ---- end MTA-STS ---- */
+  /* ---- TLS reporting (tlsrpt.c) ---- */
+  uint64_t tlsrpt_sessions[2]; /* counted: [0] successful, [1] failed */
+  uint64_t tlsrpt_domains;     /* gauge: domains in this worker's period */
+  uint64_t tlsrpt_dropped[4];  /* sessions not kept, by enum tlsrpt_drop */
+  uint64_t tlsrpt_reports[6];  /* report-time outcomes per domain, by enum
+                                  tlsrpt_outcome (worker 0) */
+  /* ---- end TLS reporting ---- */
 };
 
 extern const struct metric_hist_spec daemon_batch_spec;
@@ -335,6 +343,7 @@ struct __attribute__((aligned(64))) worker {
   char *ctl_path;                /* worker 0: the socket to unlink at exit */
   struct seg *segs;              /* segments.c */
   struct buf tls_plain, tls_out; /* tlsglue.c scratch */
+  struct tlsrpt_worker *tlsrpt;  /* tlsrpt.c: this worker's own state */
 };
 
 /* What a configuration needs at run time beyond its values: TLS contexts
@@ -375,6 +384,8 @@ struct daemon {
   pthread_t local_threads[8];
   struct mtasts *mtasts; /* mtasts.c: MTA-STS policy cache (atomic pointer,
                             made on first use, freed by mtasts_free) */
+  /* tlsrpt.c: report periods handed over to worker 0. */
+  struct tlsrpt_hub *tlsrpt;
 };
 
 /* worker.c */
@@ -545,5 +556,77 @@ void mtasts_free(struct daemon *d);
 const char *mtasts_status_name(enum mtasts_status s); /* none, policy,
                                                          tempfail */
 /* ---- end mtasts.c ---- */
+
+/* ---- tlsrpt.c: SMTP TLS Reporting (RFC 8460) ----
+ *
+ * Delivery calls tlsrpt_note once per outbound connection whose TLS
+ * policy outcome is known (and for the MTA-STS failures that stop a
+ * destination before any connection), on the worker running it; the
+ * worker counts it in its own aggregate (policy/tlsrpt.h), no lock.
+ * Periods are tls.report_interval seconds aligned to the Unix epoch (a
+ * UTC day by default). When one ends, each worker's tlsrpt_tick hands its
+ * aggregate to the daemon's hub (a mutex, once a period); worker 0 takes
+ * them once every worker has (or after a grace), merges them, looks up
+ * _smtp._tls.<domain> TXT for each domain through its resolver and queues
+ * one report per domain with a record, to its mailto: URIs, in its own
+ * spool (then delivered like any message). Counts live in memory only:
+ * a restart loses the period's. Everything runs on worker threads but
+ * tlsrpt_init and tlsrpt_free (main, before and after the workers). */
+enum tlsrpt_event {
+  TLSRPT_EV_TLS_READY,   /* the handshake finished: verification decides */
+  TLSRPT_EV_TLS_ERROR,   /* the handshake failed */
+  TLSRPT_EV_NO_STARTTLS, /* STARTTLS missing or refused where required */
+  TLSRPT_EV_PLAINTEXT,   /* the session went on without TLS (may) */
+  TLSRPT_EV_TLSA_FAILED, /* the TLSA lookup failed or timed out (dane) */
+  TLSRPT_EV_STS_NO_MX,   /* no MX host matches the MTA-STS policy */
+  TLSRPT_EV_STS_FETCH,   /* an MTA-STS lookup answered "none": reason is
+                            its detail; only a failed fetch counts */
+};
+
+/* One session's outcome as delivery knows it; read during the call only. */
+struct mta_sts_policy;
+struct tlsrpt_sess {
+  enum tlsrpt_event event;
+  const char *domain;  /* the policy domain: the next hop's domain */
+  const char *mx_host; /* the MX host, or NULL */
+  int fd;              /* our connected socket (sending-mta-ip), or -1 */
+  const struct sockaddr_storage *peer;     /* the MX address, or NULL */
+  enum config_tls_level level;             /* the connection's TLS level */
+  int sts;                                 /* an MTA-STS policy applied */
+  const struct mta_sts_policy *sts_policy; /* that policy, if still known */
+  int dane;                                /* DANE applied (tlsa) */
+  const struct tls_tlsa *tlsa;             /* its usable records */
+  size_t num_tlsa;
+  enum tls_verify_result verify; /* TLSRPT_EV_TLS_READY */
+  const char *verify_error;      /* TLSRPT_EV_TLS_READY, or NULL */
+  const char *reason;            /* our words for the failure, or NULL */
+};
+
+/* Labels of postseal_tlsrpt_dropped_total and postseal_tlsrpt_reports_total. */
+enum tlsrpt_drop {
+  TLSRPT_DROP_DOMAIN, /* past tls.report_max_domains */
+  TLSRPT_DROP_POLICY, /* past TLSRPT_MAX_POLICIES for its domain */
+  TLSRPT_DROP_DETAIL, /* counted, its failure-details row not kept */
+  TLSRPT_DROP_MEMORY,
+  TLSRPT_DROP_COUNT,
+};
+enum tlsrpt_outcome {
+  TLSRPT_OUT_QUEUED,        /* a report was queued */
+  TLSRPT_OUT_NO_RECORD,     /* no TLSRPT record: the data is dropped */
+  TLSRPT_OUT_INVALID,       /* an invalid record (§3): dropped */
+  TLSRPT_OUT_NO_MAILTO,     /* only https: (or unusable) URIs: dropped */
+  TLSRPT_OUT_LOOKUP_FAILED, /* the TXT lookup failed: dropped */
+  TLSRPT_OUT_ERROR,         /* memory or spool: dropped */
+  TLSRPT_OUT_COUNT,
+};
+
+void tlsrpt_note(struct worker *w, const struct tlsrpt_sess *s);
+/* tlsrpt_tick: period ends, hand-overs, worker 0's report runs. */
+void tlsrpt_tick(struct worker *w);
+/* tlsrpt_worker_free: the worker exits (before worker_dns_free). */
+void tlsrpt_worker_free(struct worker *w);
+int tlsrpt_init(struct daemon *d); /* 0, or -1 out of memory */
+void tlsrpt_free(struct daemon *d);
+/* ---- end tlsrpt.c ---- */
 
 #endif

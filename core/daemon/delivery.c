@@ -267,6 +267,11 @@ static void dane_tls_ready(struct conn *c, enum tls_verify_result vr);
 static int dane_host_secure(const struct dlv_dest *d,
                             const struct dns_route *route,
                             const struct dns_target *tg);
+static void dlv_tlsrpt(const struct conn *c, enum tlsrpt_event ev,
+                       const char *reason);
+static void dest_tlsrpt(struct worker *w, const struct dlv_dest *d,
+                        enum tlsrpt_event ev, const char *mx_host,
+                        const char *reason);
 
 /* ---- the waiting heap ---- */
 
@@ -1536,6 +1541,9 @@ static void dlv_on_ready(struct conn *c) {
     dc->starting = 0;
     d->num_starting--;
     d->num_failed = 0;
+    if (c->tls == NULL) {
+      dlv_tlsrpt(c, TLSRPT_EV_PLAINTEXT, NULL);
+    }
   }
   while (!w->stopping &&
          dc->num_msgs < w->cfg->delivery_messages_per_connection) {
@@ -1628,6 +1636,7 @@ static void dlv_on_session_error(struct conn *c) {
    * requires TLS (a stripping attacker looks exactly like this). */
   if (reply->local && strcmp(reply->enhanced, "4.7.4") == 0) {
     METRIC_ADD(c->w->m.tls_policy_failures[TLS_PF_NOT_OFFERED], 1);
+    dlv_tlsrpt(c, TLSRPT_EV_NO_STARTTLS, reply->text);
   }
   if (dc->starting) {
     dest_site_failed(c->w, dc->dest, dc->addr_index, dc->relay, reply);
@@ -1806,6 +1815,7 @@ void delivery_on_tls_ready(struct conn *c) {
     log_str(&t, "reason", tls_verify_error(c->tls));
     log_end(&t);
   }
+  dlv_tlsrpt(c, TLSRPT_EV_TLS_READY, NULL);
   if (dc->tls_level == CONFIG_TLS_DANE) {
     dane_tls_ready(c, vr); /* a TLSA record must have matched */
   } else if (dc->tls_level == CONFIG_TLS_VERIFY && vr != TLS_VERIFY_OK) {
@@ -1832,6 +1842,7 @@ void delivery_on_tls_error(struct conn *c, const char *why) {
   }
   char text[300];
   snprintf(text, sizeof(text), "%.250s", why);
+  dlv_tlsrpt(c, TLSRPT_EV_TLS_ERROR, text);
   smtp_client_tls_failed(dc->cl, text);
   delivery_pump(c);
 }
@@ -2273,6 +2284,7 @@ static void dane_on_tlsa(void *arg, const struct dns_answer *a) {
     snprintf(text, sizeof(text), "TLSA lookup for %.260s failed: %.100s",
              dn->qname, why != NULL ? why : "unknown error");
     METRIC_ADD(w->m.tls_policy_failures[TLS_PF_DANE], 1);
+    dlv_tlsrpt(c, TLSRPT_EV_TLSA_FAILED, text);
     dane_conn_fail(c, "4.7.5", text);
     return;
   }
@@ -2308,6 +2320,7 @@ static int dane_tick(struct conn *c, int expired, int force) {
   dane_log(c->dlv->dest, c->dlv->tls_host, c->dlv->relay, "failed", why);
   if (!w->stopping) {
     METRIC_ADD(w->m.tls_policy_failures[TLS_PF_DANE], 1);
+    dlv_tlsrpt(c, TLSRPT_EV_TLSA_FAILED, text);
   }
   dane_conn_fail(c, w->stopping ? "4.4.1" : "4.7.5", text);
   return 1;
@@ -2350,6 +2363,58 @@ static void dane_tls_ready(struct conn *c, enum tls_verify_result vr) {
            tls_verify_error(c->tls));
   METRIC_ADD(c->w->m.tls_policy_failures[TLS_PF_DANE], 1);
   smtp_client_tls_failed(dc->cl, why);
+}
+
+/* ---- TLS reporting hooks (tlsrpt.c, RFC 8460) ---- */
+
+/* dlv_tlsrpt tells TLS reporting how the TLS policy of c's connection
+ * fared, with what only this file knows of it. SMTP next hops only. */
+static void dlv_tlsrpt(const struct conn *c, enum tlsrpt_event ev,
+                       const char *reason) {
+  const struct dlv_conn *dc = c->dlv;
+  const struct dlv_dest *d = dc->dest;
+  if (d->route.kind != ROUTE_SMTP_MX && d->route.kind != ROUTE_SMTP_HOST) {
+    return;
+  }
+  /* dane_on_tlsa left the dane level (usable records, or a failed
+   * lookup) or encrypt (secure but unusable records); may: no DANE. */
+  int dane = dc->dane != NULL && dc->tls_level >= CONFIG_TLS_ENCRYPT;
+  int ready = ev == TLSRPT_EV_TLS_READY && c->tls != NULL;
+  struct tlsrpt_sess s = {
+      .event = ev,
+      .domain = d->lookup,
+      .mx_host = dc->tls_host,
+      .fd = c->connecting ? -1 : c->fd,
+      .peer = &dc->addr,
+      .level = dc->tls_level,
+      .sts = dc->sts_enforce || dc->sts_testing,
+      .sts_policy = d->sts,
+      .dane = dane,
+      .tlsa = dane ? dc->dane->tlsa : NULL,
+      .num_tlsa = dane ? dc->dane->num_tlsa : 0,
+      .verify = ready ? tls_verify(c->tls) : TLS_VERIFY_NONE,
+      .verify_error = ready ? tls_verify_error(c->tls) : NULL,
+      .reason = reason,
+  };
+  tlsrpt_note(c->w, &s);
+}
+
+/* dest_tlsrpt: the same for an MTA-STS outcome of the destination itself
+ * (no connection). */
+static void dest_tlsrpt(struct worker *w, const struct dlv_dest *d,
+                        enum tlsrpt_event ev, const char *mx_host,
+                        const char *reason) {
+  struct tlsrpt_sess s = {
+      .event = ev,
+      .domain = d->lookup,
+      .mx_host = mx_host,
+      .fd = -1,
+      .level = CONFIG_TLS_VERIFY,
+      .sts = 1,
+      .sts_policy = d->sts,
+      .reason = reason,
+  };
+  tlsrpt_note(w, &s);
 }
 
 /* ---- routes (DNS) ---- */
@@ -2419,6 +2484,9 @@ static void dlv_on_sts(void *arg, enum mtasts_status status,
     log_str(&r, "detail", detail);
   }
   log_end(&r);
+  if (status == MTASTS_NONE) {
+    dest_tlsrpt(w, d, TLSRPT_EV_STS_FETCH, NULL, detail);
+  }
   dest_activate(w->dlv, d);
 }
 
@@ -2462,6 +2530,7 @@ static int dest_sts_check(struct worker *w, struct dlv_dest *d) {
   struct smtp_reply r;
   smtp_reply_set(&r, 451, "4.7.5", text);
   METRIC_ADD(w->m.tls_policy_failures[TLS_PF_VERIFY], 1);
+  dest_tlsrpt(w, d, TLSRPT_EV_STS_NO_MX, d->addr_host[0], text);
   dest_end_ready(w, d, 0, NULL, &r);
   return -1;
 }

@@ -291,6 +291,42 @@ static void render_mtasts(struct daemon *d, struct buf *out) {
                      (double)mtasts_cache_entries(d));
 }
 
+/* render_tlsrpt: TLS reporting (RFC 8460): sessions counted, domains
+ * tracked this period, what was dropped, report-time outcomes. */
+static void render_tlsrpt(struct daemon *d, struct buf *out) {
+  static const char *const drops[TLSRPT_DROP_COUNT] = {
+      "domain", "policy", "failure_detail", "memory"};
+  static const char *const outcomes[TLSRPT_OUT_COUNT] = {
+      "queued",    "no_record",     "invalid_record",
+      "no_mailto", "lookup_failed", "error"};
+  metric_write_header(out, "postseal_tlsrpt_sessions_total", "counter",
+                      "Outbound TLS sessions counted for TLS reports, by "
+                      "result.");
+  render_labelled(out, "postseal_tlsrpt_sessions_total", "result", "successful",
+                  (double)SUM(d, tlsrpt_sessions[0]));
+  render_labelled(out, "postseal_tlsrpt_sessions_total", "result", "failed",
+                  (double)SUM(d, tlsrpt_sessions[1]));
+  metric_write_header(out, "postseal_tlsrpt_domains", "gauge",
+                      "Policy domains with sessions in the current report "
+                      "period (summed over threads).");
+  metric_write_value(out, "postseal_tlsrpt_domains", NULL,
+                     (double)SUM(d, tlsrpt_domains));
+  metric_write_header(out, "postseal_tlsrpt_dropped_total", "counter",
+                      "Sessions a TLS report could not keep in full, by "
+                      "limit.");
+  for (int k = 0; k < TLSRPT_DROP_COUNT; k++) {
+    render_labelled(out, "postseal_tlsrpt_dropped_total", "what", drops[k],
+                    (double)SUM(d, tlsrpt_dropped[k]));
+  }
+  metric_write_header(out, "postseal_tlsrpt_reports_total", "counter",
+                      "Policy domains at report time, by outcome (queued: "
+                      "a report was queued to the domain's rua).");
+  for (int k = 0; k < TLSRPT_OUT_COUNT; k++) {
+    render_labelled(out, "postseal_tlsrpt_reports_total", "result", outcomes[k],
+                    (double)SUM(d, tlsrpt_reports[k]));
+  }
+}
+
 void metrics_render(struct daemon *d, struct buf *out) {
   render_sessions(d, out);
   render_smtp(d, out);
@@ -300,6 +336,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_dns(d, out);
   render_tls(d, out);
   render_mtasts(d, out);
+  render_tlsrpt(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
                       "Event loop threads (one io_uring each).");
   metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);

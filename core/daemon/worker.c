@@ -710,6 +710,7 @@ static void worker_on_tick(struct worker *w) {
   }
   worker_dns_tick(w);
   delivery_tick(w);
+  tlsrpt_tick(w);       /* TLS report periods (RFC 8460) */
   worker_spool_kick(w); /* retry after a failed rotation */
 }
 
@@ -811,6 +812,7 @@ void *worker_main(void *arg) {
   control_close(w); /* commands that still arrive are answered */
   delivery_close(w);
   spool_writer_close(w->spool);
+  tlsrpt_worker_free(w); /* cancels its TXT lookups: before the resolver */
   worker_dns_free(w);
   delivery_free_all(w);
   segs_free(w);

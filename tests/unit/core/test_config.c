@@ -708,6 +708,47 @@ static void test_tls_and_auth(void **state) {
   }
 }
 
+/* TLS reporting keys (RFC 8460): defaults, values, bounds. */
+static void test_tls_reports(void **state) {
+  char path[256], err[512];
+  struct config *c = config_load(NULL, err, sizeof(err));
+  assert_non_null(c);
+  assert_int_equal(c->tls_reports, 1);
+  assert_int_equal(c->tls_report_interval, 86400);
+  assert_int_equal(c->tls_report_max_domains, 10000);
+  assert_int_equal(c->tls_report_max_failure_details, 100);
+  config_free(c);
+
+  c = load_text("tls:\n  reports: false\n  report_interval: 5\n"
+                "  report_max_domains: 7\n  report_max_failure_details: 3\n",
+                path, sizeof(path), err, sizeof(err));
+  if (c == NULL) {
+    fail_msg("got error \"%s\", want a config", err);
+  }
+  assert_int_equal(c->tls_reports, 0);
+  assert_int_equal(c->tls_report_interval, 5);
+  assert_int_equal(c->tls_report_max_domains, 7);
+  assert_int_equal(c->tls_report_max_failure_details, 3);
+  config_free(c);
+
+  static const struct {
+    const char *yaml, *want;
+  } bad[] = {
+      {"tls:\n  reports: sometimes\n", "is not true or false"},
+      {"tls:\n  report_interval: 0\n", "out of range"},
+      {"tls:\n  report_interval: 604801\n", "out of range"},
+      {"tls:\n  report_max_domains: 0\n", "out of range"},
+      {"tls:\n  report_max_failure_details: 10001\n", "out of range"},
+      {"tls:\n  report_intervals: 5\n", "report_intervals"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    c = load_text(bad[i].yaml, path, sizeof(path), err, sizeof(err));
+    if (c != NULL || strstr(err, bad[i].want) == NULL) {
+      fail_msg("%s: got \"%s\", want \"%s\"", bad[i].yaml, err, bad[i].want);
+    }
+  }
+}
+
 static void test_free_null(void **state) {
   config_free(NULL);
 }
@@ -727,6 +768,7 @@ int main(void) {
       cmocka_unit_test_setup(test_domain_match, clear_env),
       cmocka_unit_test_setup(test_deploy_example, clear_env),
       cmocka_unit_test_setup(test_tls_and_auth, clear_env),
+      cmocka_unit_test_setup(test_tls_reports, clear_env),
       cmocka_unit_test(test_free_null),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
