@@ -9,6 +9,12 @@
 #include <string.h>
 #include <strings.h>
 
+/* The PLAIN message (RFC 4616 §2): NUL user NUL password, and its base64
+ * (RFC 4648 §4, padded) with a NUL. */
+#define BC_AUTH_MSG_MAX                                                        \
+  (2 + BENCH_CLIENT_MAX_AUTH_USER + BENCH_CLIENT_MAX_AUTH_PASSWORD)
+#define BC_AUTH_B64_MAX (4 * ((BC_AUTH_MSG_MAX + 2) / 3) + 1)
+
 static int bc_class(int code) {
   int c = code / 100;
   return c < 1 ? 1 : (c > 5 ? 5 : c);
@@ -56,11 +62,25 @@ static void bc_send_rcpt(struct bench_client *bc, unsigned k) {
                              bc->cfg.to_domain));
 }
 
+/* bc_auth_config_ok: no AUTH at all, or a user and a password of
+ * 1*SAFE each (RFC 4616 §2) within our limits. */
+static int bc_auth_config_ok(const struct bench_client_config *cfg) {
+  if (cfg->auth_user == NULL || cfg->auth_password == NULL) {
+    return cfg->auth_user == NULL && cfg->auth_password == NULL;
+  }
+  size_t user_len = strnlen(cfg->auth_user, BENCH_CLIENT_MAX_AUTH_USER + 1);
+  size_t password_len =
+      strnlen(cfg->auth_password, BENCH_CLIENT_MAX_AUTH_PASSWORD + 1);
+  return user_len >= 1 && user_len <= BENCH_CLIENT_MAX_AUTH_USER &&
+         password_len >= 1 && password_len <= BENCH_CLIENT_MAX_AUTH_PASSWORD;
+}
+
 int bench_client_init(struct bench_client *bc,
                       const struct bench_client_config *cfg) {
   memset(bc, 0, sizeof(*bc));
   if (cfg->num_rcpts < 1 || cfg->num_rcpts > BENCH_CLIENT_MAX_RCPTS ||
-      cfg->helo == NULL || cfg->from == NULL || cfg->to_domain == NULL) {
+      cfg->helo == NULL || cfg->from == NULL || cfg->to_domain == NULL ||
+      !bc_auth_config_ok(cfg)) {
     return -1;
   }
   bc->cfg = *cfg;
@@ -187,6 +207,7 @@ static void bc_txn_reply(struct bench_client *bc, int code) {
 static void bc_send_ehlo(struct bench_client *bc) {
   bc->server_pipelining = 0;
   bc->server_starttls = 0;
+  bc->server_auth_plain = 0;
   if (buf_printf(&bc->out, "EHLO %s\r\n", bc->cfg.helo) != 0) {
     bc_close(bc, BENCH_CLIENT_ERR_PROTOCOL);
     return;
@@ -194,19 +215,69 @@ static void bc_send_ehlo(struct bench_client *bc) {
   bc->state = BENCH_CLIENT_EHLO;
 }
 
-/* bc_on_ehlo_reply: STARTTLS next if asked and not yet in TLS, else idle. */
-static void bc_on_ehlo_reply(struct bench_client *bc, int cls) {
-  if (cls != 2) {
-    bc_close(bc, BENCH_CLIENT_ERR_REFUSED);
+/* bc_base64 writes in as base64 (RFC 4648 §4, padded) and a NUL to out,
+ * which holds 4 * ((in_len + 2) / 3) + 1 octets. */
+static void bc_base64(char *out, const uint8_t *in, size_t in_len) {
+  static const char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0;
+  for (size_t i = 0; i < in_len; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    if (i + 1 < in_len) {
+      v |= (uint32_t)in[i + 1] << 8;
+    }
+    if (i + 2 < in_len) {
+      v |= in[i + 2];
+    }
+    out[o++] = alphabet[(v >> 18) & 63];
+    out[o++] = alphabet[(v >> 12) & 63];
+    out[o++] = i + 1 < in_len ? alphabet[(v >> 6) & 63] : '=';
+    out[o++] = i + 2 < in_len ? alphabet[v & 63] : '=';
+  }
+  out[o] = '\0';
+}
+
+/* bc_send_auth queues "AUTH PLAIN" with its initial response (RFC 4954
+ * §4), unless the password would leave in clear or the last EHLO offered
+ * no PLAIN; the copies of the password made here are wiped. */
+static void bc_send_auth(struct bench_client *bc) {
+  if (!bc->tls && !bc->cfg.implicit_tls && !bc->cfg.auth_insecure) {
+    bc_close(bc, BENCH_CLIENT_ERR_AUTH_CLEAR);
     return;
   }
-  bc_push(bc, BENCH_CLIENT_EV_EHLO);
-  if (!bc->cfg.starttls || bc->tls) {
-    bc_enter(bc, BENCH_CLIENT_IDLE);
+  if (!bc->server_auth_plain) {
+    bc_close(bc, BENCH_CLIENT_ERR_AUTH_UNAVAILABLE);
     return;
   }
+  uint8_t msg[BC_AUTH_MSG_MAX];
+  char b64[BC_AUTH_B64_MAX];
+  /* Lengths were checked by bench_client_init; strnlen keeps a string
+   * changed since then inside msg. */
+  size_t user_len = strnlen(bc->cfg.auth_user, BENCH_CLIENT_MAX_AUTH_USER);
+  size_t password_len =
+      strnlen(bc->cfg.auth_password, BENCH_CLIENT_MAX_AUTH_PASSWORD);
+  msg[0] = 0; /* empty authzid: we act as ourselves */
+  memcpy(msg + 1, bc->cfg.auth_user, user_len);
+  msg[1 + user_len] = 0;
+  memcpy(msg + 2 + user_len, bc->cfg.auth_password, password_len);
+  bc_base64(b64, msg, 2 + user_len + password_len);
+  int rc = buf_append_str(&bc->out, "AUTH PLAIN ") != 0 ||
+           buf_append_str(&bc->out, b64) != 0 ||
+           buf_append_str(&bc->out, "\r\n") != 0;
+  explicit_bzero(msg, sizeof(msg));
+  explicit_bzero(b64, sizeof(b64));
+  if (rc != 0) {
+    bc_close(bc, BENCH_CLIENT_ERR_PROTOCOL);
+    return;
+  }
+  bc->state = BENCH_CLIENT_AUTH;
+}
+
+/* bc_send_starttls follows the first EHLO when TLS is asked for; a
+ * server without STARTTLS ends the session (no fallback to clear). */
+static void bc_send_starttls(struct bench_client *bc) {
   if (!bc->server_starttls) {
-    bc_close(bc, BENCH_CLIENT_ERR_STARTTLS); /* never fall back to clear */
+    bc_close(bc, BENCH_CLIENT_ERR_STARTTLS);
     return;
   }
   bc_cmd(bc, "STARTTLS\r\n");
@@ -215,12 +286,46 @@ static void bc_on_ehlo_reply(struct bench_client *bc, int cls) {
   }
 }
 
+/* bc_on_ehlo_reply: STARTTLS next if asked and not yet in TLS, else AUTH
+ * if asked, else idle. */
+static void bc_on_ehlo_reply(struct bench_client *bc, int cls) {
+  if (cls != 2) {
+    bc_close(bc, BENCH_CLIENT_ERR_REFUSED);
+    return;
+  }
+  bc_push(bc, BENCH_CLIENT_EV_EHLO);
+  if (bc->cfg.starttls && !bc->tls) {
+    bc_send_starttls(bc);
+    return;
+  }
+  if (bc->cfg.auth_user != NULL) {
+    bc_send_auth(bc);
+    return;
+  }
+  bc_enter(bc, BENCH_CLIENT_IDLE);
+}
+
+/* bc_on_auth_reply: 235 (RFC 4954 §6) lets the session mail; anything
+ * else (535 credentials, 454 temporary, 334 when we gave the response,
+ * 5xx refusals) ends it: a refused session is never retried in place. */
+static void bc_on_auth_reply(struct bench_client *bc, int code) {
+  if (code != 235) {
+    bc_close(bc, BENCH_CLIENT_ERR_AUTH);
+    return;
+  }
+  bc_push(bc, BENCH_CLIENT_EV_AUTH);
+  bc_enter(bc, BENCH_CLIENT_IDLE);
+}
+
 /* bc_on_reply dispatches one complete reply on the state. */
 static void bc_on_reply(struct bench_client *bc, int code) {
   int cls = bc_class(code);
   bc->last_code = code;
   if (bc->cfg.stats != NULL) {
     bc->cfg.stats->replies[cls]++;
+    if (bc->state == BENCH_CLIENT_AUTH) {
+      bc->cfg.stats->auth[cls]++;
+    }
   }
   if (code == 421 && bc->state != BENCH_CLIENT_QUIT) {
     /* RFC 5321 §3.8: the server is closing; a message in flight is lost. */
@@ -254,6 +359,9 @@ static void bc_on_reply(struct bench_client *bc, int code) {
     bc->state = BENCH_CLIENT_TLS_WAIT;
     bc_push(bc, BENCH_CLIENT_EV_STARTTLS);
     break;
+  case BENCH_CLIENT_AUTH:
+    bc_on_auth_reply(bc, code);
+    break;
   case BENCH_CLIENT_TXN:
     bc_txn_reply(bc, code);
     break;
@@ -286,6 +394,29 @@ static int bc_ehlo_keyword(const uint8_t *p, size_t n, const char *keyword) {
          (n == 4 + k || p[4 + k] == ' ');
 }
 
+/* bc_ehlo_auth_plain: 1 if an EHLO reply line advertises AUTH with the
+ * PLAIN mechanism: "250-AUTH mech..." (RFC 4954 §3), or the "AUTH=mech..."
+ * that old servers send as well; names are case-insensitive. */
+static int bc_ehlo_auth_plain(const uint8_t *p, size_t n) {
+  if (n < 9 || strncasecmp((const char *)p + 4, "AUTH", 4) != 0 ||
+      (p[8] != ' ' && p[8] != '=')) {
+    return 0;
+  }
+  size_t i = 9;
+  while (i < n) {
+    size_t start = i;
+    while (i < n && p[i] != ' ') {
+      i++;
+    }
+    if (i - start == 5 &&
+        strncasecmp((const char *)p + start, "PLAIN", 5) == 0) {
+      return 1;
+    }
+    i++; /* the space */
+  }
+  return 0;
+}
+
 /* bc_on_line parses one reply line; returns 1 when it ended a reply. */
 static int bc_on_line(struct bench_client *bc, const uint8_t *p, size_t n) {
   if (n < 3 || p[0] < '1' || p[0] > '5' || p[1] < '0' || p[1] > '9' ||
@@ -301,6 +432,7 @@ static int bc_on_line(struct bench_client *bc, const uint8_t *p, size_t n) {
   if (bc->state == BENCH_CLIENT_EHLO) {
     bc->server_pipelining |= bc_ehlo_keyword(p, n, "PIPELINING");
     bc->server_starttls |= bc_ehlo_keyword(p, n, "STARTTLS");
+    bc->server_auth_plain |= bc_ehlo_auth_plain(p, n);
   }
   if (n > 3 && p[3] == '-') {
     bc->reply_code = code;

@@ -18,7 +18,21 @@
  * RFC 3207 §4.2) and sends EHLO again. A server that does not offer
  * STARTTLS, or refuses it, ends the session (ERR_STARTTLS): a TLS load
  * never falls back to plaintext. Implicit TLS (RFC 8314) needs nothing
- * here: the host wraps the whole session.
+ * here but config.implicit_tls: the host wraps the whole session.
+ *
+ * With config.auth_user the session authenticates once, after the EHLO
+ * that ends the greeting (the one inside TLS with STARTTLS) and before
+ * its first MAIL: "AUTH PLAIN" with the initial response base64(NUL user
+ * NUL password) (RFC 4954 §4, RFC 4616 §2), then it waits for the reply.
+ * 235 reports EV_AUTH and the session goes idle; any other reply ends it
+ * (ERR_AUTH; 421 is ERR_421 as anywhere). The session ends before AUTH
+ * leaves when that last EHLO did not advertise the PLAIN mechanism
+ * (ERR_AUTH_UNAVAILABLE), or when the session is not inside TLS
+ * (STARTTLS done or config.implicit_tls) and config.auth_insecure is not
+ * set (ERR_AUTH_CLEAR): a password never goes out in clear by accident
+ * (RFC 4954 §4). The user and password are borrowed from the config for
+ * the session's life; the AUTH line leaves through output like any
+ * command, and the copies made to build it are wiped.
  *
  * With config.pipelining and a server that advertises PIPELINING, MAIL,
  * every RCPT and DATA leave in one write (RFC 2920 §3.1: DATA ends the
@@ -34,7 +48,9 @@
  *
  * Limits: reply line BENCH_CLIENT_MAX_LINE octets, buffered input
  * BENCH_CLIENT_MAX_INPUT, recipients BENCH_CLIENT_MAX_RCPTS; past them the
- * session ends with a protocol error. */
+ * session ends with a protocol error. AUTH user 1..BENCH_CLIENT_MAX_AUTH_USER
+ * and password 1..BENCH_CLIENT_MAX_AUTH_PASSWORD octets (RFC 4616 §2: both
+ * non-empty; the daemon's limits), checked by bench_client_init. */
 #ifndef POSTSEAL_BENCH_BENCH_CLIENT_H
 #define POSTSEAL_BENCH_BENCH_CLIENT_H
 
@@ -46,21 +62,28 @@
 #define BENCH_CLIENT_MAX_LINE 2048
 #define BENCH_CLIENT_MAX_INPUT (64 * 1024)
 #define BENCH_CLIENT_MAX_RCPTS 1000
+#define BENCH_CLIENT_MAX_AUTH_USER 255
+#define BENCH_CLIENT_MAX_AUTH_PASSWORD 1024
 
 /* Reply counters by class (index 2..5 used), one block per thread. */
 struct bench_client_stats {
   uint64_t replies[6];  /* every reply the server sent */
   uint64_t rcpt[6];     /* replies to RCPT */
   uint64_t messages[6]; /* transaction outcomes (see bench_client_result) */
+  uint64_t auth[6];     /* replies to AUTH */
 };
 
 struct bench_client_config {
-  const char *helo;      /* EHLO argument */
-  const char *from;      /* MAIL FROM mailbox */
-  const char *to_domain; /* recipients are rcpt<k>@to_domain */
-  unsigned num_rcpts;    /* per message, 1..BENCH_CLIENT_MAX_RCPTS */
-  int pipelining;        /* use PIPELINING when the server offers it */
-  int starttls;          /* STARTTLS after the first EHLO (RFC 3207) */
+  const char *helo;          /* EHLO argument */
+  const char *from;          /* MAIL FROM mailbox */
+  const char *to_domain;     /* recipients are rcpt<k>@to_domain */
+  unsigned num_rcpts;        /* per message, 1..BENCH_CLIENT_MAX_RCPTS */
+  int pipelining;            /* use PIPELINING when the server offers it */
+  int starttls;              /* STARTTLS after the first EHLO (RFC 3207) */
+  int implicit_tls;          /* the host runs the whole session in TLS */
+  const char *auth_user;     /* AUTH PLAIN as this user; NULL: no AUTH */
+  const char *auth_password; /* with auth_user */
+  int auth_insecure;         /* AUTH even outside TLS */
   struct bench_client_stats *stats; /* may be NULL */
 };
 
@@ -69,6 +92,7 @@ enum bench_client_state {
   BENCH_CLIENT_EHLO,     /* waiting for the EHLO reply */
   BENCH_CLIENT_STARTTLS, /* STARTTLS sent, waiting for 220 */
   BENCH_CLIENT_TLS_WAIT, /* 220 seen: the host starts TLS */
+  BENCH_CLIENT_AUTH,     /* AUTH sent, waiting for 235 */
   BENCH_CLIENT_IDLE,     /* between transactions; the host decides */
   BENCH_CLIENT_TXN,      /* MAIL/RCPT/DATA replies owed */
   BENCH_CLIENT_BODY,     /* body sent, final reply owed */
@@ -87,6 +111,7 @@ enum bench_client_event {
   BENCH_CLIENT_EV_CLOSE,    /* session over: bench_client_error() */
   BENCH_CLIENT_EV_STARTTLS, /* 220 to STARTTLS: start TLS, then
                                bench_client_tls_started() */
+  BENCH_CLIENT_EV_AUTH,     /* 235 to AUTH: authenticated */
 };
 
 enum bench_client_error {
@@ -95,6 +120,9 @@ enum bench_client_error {
   BENCH_CLIENT_ERR_421,      /* the server closed the session with 421 */
   BENCH_CLIENT_ERR_PROTOCOL, /* malformed or unexpected reply, limits */
   BENCH_CLIENT_ERR_STARTTLS, /* STARTTLS not offered, or refused */
+  BENCH_CLIENT_ERR_AUTH,     /* AUTH answered other than 235 */
+  BENCH_CLIENT_ERR_AUTH_UNAVAILABLE, /* AUTH PLAIN not advertised */
+  BENCH_CLIENT_ERR_AUTH_CLEAR,       /* AUTH would leave outside TLS */
 };
 
 /* What the host gives per message: its serial (for the Message-ID), the
@@ -118,6 +146,7 @@ struct bench_client {
   struct bench_client_message msg_copy;
   int server_pipelining; /* EHLO advertised PIPELINING */
   int server_starttls;   /* EHLO advertised STARTTLS */
+  int server_auth_plain; /* EHLO advertised AUTH with PLAIN */
   int tls;               /* bench_client_tls_started() was called */
   int pipelined_txn;     /* this transaction's commands went in one write */
   /* reply being assembled (multi-line) */
@@ -135,7 +164,8 @@ struct bench_client {
 };
 
 /* bench_client_init prepares a session that waits for the greeting.
- * Returns 0, or -1 on a bad configuration. */
+ * Returns 0, or -1 on a bad configuration (AUTH user or password empty
+ * or past its limit, a password without a user or the reverse). */
 int bench_client_init(struct bench_client *bc,
                       const struct bench_client_config *cfg);
 void bench_client_cleanup(struct bench_client *bc);

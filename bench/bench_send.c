@@ -19,7 +19,15 @@
  * goes through tls_write() into the connection's send buffer (one piece,
  * ciphertext). One client context serves every connection; with
  * --tls-resume its session cache, keyed by the target, resumes later
- * handshakes. The server's certificate is not checked: this is load. */
+ * handshakes. The server's certificate is not checked: this is load.
+ *
+ * AUTH (--auth USER:PASSWORD): every session authenticates once with AUTH
+ * PLAIN after its last EHLO (bench_client.h), only inside TLS unless
+ * --auth-insecure. A refused AUTH ends the session like a refused EHLO:
+ * counted (errors.auth), the slot waits SEND_RETRY_NS before it connects
+ * again, and SEND_MAX_SESSION_FAILS in a row end the run, so a wrong
+ * password fails the run instead of hammering the server. The password is
+ * copied out of argv and wiped there, never printed, and wiped at exit. */
 #include <errno.h>
 #include <getopt.h>
 #include <liburing.h>
@@ -84,12 +92,23 @@ struct send_opts {
   enum send_tls_mode tls_mode;
   int tls_resume;              /* session_key = the target */
   const char *tls_min_version; /* NULL: the adapter's default (1.2) */
+  char auth_user[BENCH_CLIENT_MAX_AUTH_USER + 1]; /* "": no AUTH */
+  char auth_password[BENCH_CLIENT_MAX_AUTH_PASSWORD + 1];
+  int auth_insecure; /* AUTH without TLS */
 };
 
 struct send_errors {
   uint64_t connect, disconnect, timeout, protocol;
   uint64_t tls;  /* STARTTLS missing or refused, handshake or record error */
+  uint64_t auth; /* AUTH refused, AUTH PLAIN not offered */
   uint64_t lost; /* messages that got no final reply */
+};
+
+/* AUTH outcomes of measured sessions (connected after the warm-up). */
+struct send_auth_stats {
+  uint64_t ok;          /* 235 */
+  uint64_t failed;      /* the session ended over AUTH */
+  uint64_t not_offered; /* of failed: the server had no AUTH PLAIN */
 };
 
 /* Handshakes of measured sessions (started after the warm-up). */
@@ -118,6 +137,7 @@ struct sconn {
   struct tls *tls;  /* NULL: plaintext (so far) */
   int tls_done;     /* the handshake finished */
   int64_t t_tls;    /* the handshake started */
+  int64_t t_auth;   /* the last EHLO reply: AUTH left with its answer */
 };
 
 struct send_run {
@@ -151,7 +171,8 @@ struct send_run {
   int fatal;
   struct send_errors err;
   struct bench_client_stats stats, warm_stats;
-  struct hdr h_connect, h_ehlo, h_data, h_msg, h_tls;
+  struct hdr h_connect, h_ehlo, h_data, h_msg, h_tls, h_auth;
+  struct send_auth_stats auth;
   struct tls_ctx *tls_ctx; /* NULL unless --starttls or --tls */
   struct buf plain;        /* scratch: what one tls_input() decrypted */
   struct send_tls_stats tls;
@@ -276,6 +297,10 @@ static void sconn_connect(struct sconn *c, int64_t now) {
       .num_rcpts = o->rcpts,
       .pipelining = o->pipelining,
       .starttls = o->tls_mode == SEND_TLS_STARTTLS,
+      .implicit_tls = o->tls_mode == SEND_TLS_IMPLICIT,
+      .auth_user = o->auth_user[0] != '\0' ? o->auth_user : NULL,
+      .auth_password = o->auth_user[0] != '\0' ? o->auth_password : NULL,
+      .auth_insecure = o->auth_insecure,
       .stats = send_in_warmup(r, now) ? &r->warm_stats : &r->stats,
   };
   c->retry_at = 0;
@@ -593,23 +618,60 @@ static void sconn_on_message(struct sconn *c, int64_t now) {
   send_record_us(r, &r->h_msg, c->t_msg, now);
 }
 
+/* sconn_on_auth: 235; measured sessions count it and its round trip
+ * (from the EHLO reply that sent AUTH: mostly the server's hash). */
+static void sconn_on_auth(struct sconn *c, int64_t now) {
+  struct send_run *r = c->r;
+  if (send_in_warmup(r, c->t_connect)) {
+    return;
+  }
+  r->auth.ok++;
+  send_record_us(r, &r->h_auth, c->t_auth, now);
+}
+
+/* sconn_auth_failed counts a session that AUTH ended. */
+static void sconn_auth_failed(struct sconn *c, enum bench_client_error e) {
+  struct send_run *r = c->r;
+  r->err.auth++;
+  if (send_in_warmup(r, c->t_connect)) {
+    return;
+  }
+  r->auth.failed++;
+  if (e == BENCH_CLIENT_ERR_AUTH_UNAVAILABLE) {
+    r->auth.not_offered++;
+  }
+}
+
 static void sconn_on_close(struct sconn *c, int64_t now) {
   static const char *const whys[] = {
       [BENCH_CLIENT_ERR_REFUSED] = "greeting or EHLO refused",
       [BENCH_CLIENT_ERR_421] = "421",
       [BENCH_CLIENT_ERR_PROTOCOL] = "protocol error",
       [BENCH_CLIENT_ERR_STARTTLS] = "STARTTLS not offered or refused",
+      [BENCH_CLIENT_ERR_AUTH] = "AUTH PLAIN refused",
+      [BENCH_CLIENT_ERR_AUTH_UNAVAILABLE] = "the server offers no AUTH PLAIN",
+      [BENCH_CLIENT_ERR_AUTH_CLEAR] = "AUTH not sent outside TLS",
   };
   enum bench_client_error e = bench_client_error(&c->bc);
+  char why[96];
+  snprintf(why, sizeof(why), "%s", e != BENCH_CLIENT_OK ? whys[e] : "");
   if (e == BENCH_CLIENT_ERR_PROTOCOL || e == BENCH_CLIENT_ERR_REFUSED) {
     c->r->err.protocol++;
   } else if (e == BENCH_CLIENT_ERR_421) {
     c->r->err.disconnect++;
   } else if (e == BENCH_CLIENT_ERR_STARTTLS) {
     c->r->err.tls++;
+  } else if (e == BENCH_CLIENT_ERR_AUTH ||
+             e == BENCH_CLIENT_ERR_AUTH_UNAVAILABLE ||
+             e == BENCH_CLIENT_ERR_AUTH_CLEAR) {
+    sconn_auth_failed(c, e);
+    if (e == BENCH_CLIENT_ERR_AUTH) {
+      snprintf(why, sizeof(why), "AUTH PLAIN refused with %d",
+               bench_client_last_code(&c->bc));
+    }
   }
   if (e != BENCH_CLIENT_OK) {
-    sconn_failed_early(c, now, whys[e]);
+    sconn_failed_early(c, now, why);
   }
   sconn_shutdown(c, now);
 }
@@ -635,6 +697,10 @@ static void sconn_pump(struct sconn *c) {
         send_record_us(c->r, &c->r->h_ehlo, c->t_ehlo, now);
       }
       c->t_ehlo = 0;
+      c->t_auth = now; /* AUTH, if asked, leaves with this flush */
+      break;
+    case BENCH_CLIENT_EV_AUTH:
+      sconn_on_auth(c, now);
       break;
     case BENCH_CLIENT_EV_READY:
       sconn_on_ready(c, now);
@@ -909,12 +975,19 @@ static void send_usage(FILE *f) {
           "[--json FILE]\n"
           "       [--starttls | --tls] [--tls-resume] [--tls-min-version "
           "1.2|1.3]\n"
+          "       [--auth USER:PASSWORD [--auth-insecure]]\n"
           "Closed loop unless --rate (messages/s, open loop). At most %llu "
           "messages and %.0f s.\n"
           "--starttls: STARTTLS after EHLO, then EHLO again; --tls: TLS from "
           "the first byte\n(RFC 8314); --tls-resume: resume sessions across "
-          "connections. No certificate\ncheck (this is load).\n",
-          BENCH_MAX_MESSAGES, BENCH_MAX_SECONDS);
+          "connections. No certificate\ncheck (this is load).\n"
+          "--auth: AUTH PLAIN once per session, after the last EHLO (inside "
+          "TLS) and before\nMAIL; the user ends at the first ':'. Needs "
+          "--starttls or --tls, or --auth-insecure\nto send the password in "
+          "clear. A session whose AUTH fails ends (errors.auth);\n%d in a "
+          "row end the run (exit 1). The password is wiped from the command "
+          "line\nonce read (ps may still catch it): use a test account.\n",
+          BENCH_MAX_MESSAGES, BENCH_MAX_SECONDS, SEND_MAX_SESSION_FAILS);
 }
 
 /* send_parse_sizes reads "SIZE:WEIGHT,..." (a bare SIZE weighs 1). */
@@ -951,6 +1024,34 @@ static int send_parse_sizes(const char *text, struct send_opts *o) {
   return o->num_sizes > 0 ? 0 : -1;
 }
 
+/* send_parse_auth takes USER:PASSWORD (the user ends at the first ':', as
+ * in the daemon's password file, so a password may hold one) and wipes
+ * the password in argv, so ps shows the user only from now on. Returns 0
+ * or -1; its message never shows what was given. */
+static int send_parse_auth(char *text, struct send_opts *o) {
+  char *colon = strchr(text, ':');
+  size_t user_len = colon != NULL ? (size_t)(colon - text) : 0;
+  size_t password_len = colon != NULL ? strlen(colon + 1) : 0;
+  int ok = colon != NULL && user_len >= 1 &&
+           user_len <= BENCH_CLIENT_MAX_AUTH_USER && password_len >= 1 &&
+           password_len <= BENCH_CLIENT_MAX_AUTH_PASSWORD;
+  if (ok) {
+    memcpy(o->auth_user, text, user_len);
+    o->auth_user[user_len] = '\0';
+    memcpy(o->auth_password, colon + 1, password_len + 1);
+  }
+  if (colon != NULL) {
+    explicit_bzero(colon + 1, password_len);
+  }
+  if (!ok) {
+    fprintf(stderr,
+            "postseal-bench send: --auth wants USER:PASSWORD (user 1..%d "
+            "octets, password 1..%d)\n",
+            BENCH_CLIENT_MAX_AUTH_USER, BENCH_CLIENT_MAX_AUTH_PASSWORD);
+  }
+  return ok ? 0 : -1;
+}
+
 /* send_number parses a whole decimal option value. */
 static int send_number(const char *text, double *out) {
   char *end;
@@ -968,6 +1069,16 @@ static int send_check(const struct send_opts *o) {
   if (o->tls_resume && o->tls_mode == SEND_TLS_NONE) {
     fprintf(stderr, "postseal-bench send: --tls-resume needs --starttls or "
                     "--tls\n");
+    return -1;
+  }
+  if (o->auth_insecure && o->auth_user[0] == '\0') {
+    fprintf(stderr, "postseal-bench send: --auth-insecure needs --auth\n");
+    return -1;
+  }
+  if (o->auth_user[0] != '\0' && o->tls_mode == SEND_TLS_NONE &&
+      !o->auth_insecure) {
+    fprintf(stderr, "postseal-bench send: --auth needs --starttls or --tls "
+                    "(--auth-insecure sends the password in clear)\n");
     return -1;
   }
   if (o->count > BENCH_MAX_MESSAGES || o->duration_s > BENCH_MAX_SECONDS ||
@@ -1003,6 +1114,8 @@ static int send_parse(int argc, char **argv, struct send_opts *o) {
       {"tls", no_argument, NULL, 'I'},
       {"tls-resume", no_argument, NULL, 'R'},
       {"tls-min-version", required_argument, NULL, 'V'},
+      {"auth", required_argument, NULL, 'a'},
+      {"auth-insecure", no_argument, NULL, 'i'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -1084,6 +1197,14 @@ static int send_parse(int argc, char **argv, struct send_opts *o) {
     case 'V':
       o->tls_min_version = optarg; /* the adapter checks it */
       break;
+    case 'a':
+      if (send_parse_auth(optarg, o) != 0) {
+        return -1; /* said why; optarg is not echoed */
+      }
+      break;
+    case 'i':
+      o->auth_insecure = 1;
+      break;
     case 'h':
       send_usage(stdout);
       exit(0);
@@ -1135,6 +1256,21 @@ static void send_tls_json(FILE *f, const struct send_run *r, double el) {
           (unsigned long long)t->tls13, r->tls_version, r->tls_cipher);
 }
 
+/* send_auth_json: the "auth" member (measured sessions; the user and
+ * password are not reported). */
+static void send_auth_json(FILE *f, const struct send_run *r) {
+  const struct send_auth_stats *a = &r->auth;
+  fprintf(f,
+          ",\n \"auth\": {\"mechanism\": \"%s\", \"insecure\": %s, "
+          "\"ok\": %llu, \"failed\": %llu, \"not_offered\": %llu, "
+          "\"replies\": ",
+          r->o->auth_user[0] != '\0' ? "PLAIN" : "none",
+          r->o->auth_insecure ? "true" : "false", (unsigned long long)a->ok,
+          (unsigned long long)a->failed, (unsigned long long)a->not_offered);
+  send_classes_json(f, r->stats.auth);
+  fprintf(f, "}");
+}
+
 static void send_report_json(FILE *f, const struct send_run *r) {
   const struct send_opts *o = r->o;
   double el = send_elapsed(r);
@@ -1165,19 +1301,21 @@ static void send_report_json(FILE *f, const struct send_run *r) {
   send_classes_json(f, r->stats.rcpt);
   fprintf(f, ",\n \"message_replies\": ");
   send_classes_json(f, r->stats.messages);
-  fprintf(f,
-          ",\n \"errors\": {\"connect\": %llu, \"disconnect\": %llu, "
-          "\"timeout\": %llu, \"protocol\": %llu, \"tls\": %llu},\n",
-          (unsigned long long)r->err.connect,
-          (unsigned long long)r->err.disconnect,
-          (unsigned long long)r->err.timeout,
-          (unsigned long long)r->err.protocol, (unsigned long long)r->err.tls);
+  fprintf(
+      f,
+      ",\n \"errors\": {\"connect\": %llu, \"disconnect\": %llu, "
+      "\"timeout\": %llu, \"protocol\": %llu, \"tls\": %llu, "
+      "\"auth\": %llu},\n",
+      (unsigned long long)r->err.connect, (unsigned long long)r->err.disconnect,
+      (unsigned long long)r->err.timeout, (unsigned long long)r->err.protocol,
+      (unsigned long long)r->err.tls, (unsigned long long)r->err.auth);
   send_tls_json(f, r, el);
+  send_auth_json(f, r);
   fprintf(f, ",\n \"latency_us\": {");
-  const struct hdr *hs[] = {&r->h_connect, &r->h_ehlo, &r->h_data, &r->h_msg,
-                            &r->h_tls};
-  const char *names[] = {"connect", "ehlo", "data", "message", "tls"};
-  for (int i = 0; i < 5; i++) {
+  const struct hdr *hs[] = {&r->h_connect, &r->h_ehlo, &r->h_data,
+                            &r->h_msg,     &r->h_tls,  &r->h_auth};
+  const char *names[] = {"connect", "ehlo", "data", "message", "tls", "auth"};
+  for (int i = 0; i < 6; i++) {
     fprintf(f, "%s\n  \"%s\": ", i ? "," : "", names[i]);
     bench_hdr_json(f, hs[i]);
   }
@@ -1211,13 +1349,13 @@ static void send_report_text(FILE *f, const struct send_run *r) {
           (unsigned long long)r->stats.rcpt[2],
           (unsigned long long)r->stats.rcpt[4],
           (unsigned long long)r->stats.rcpt[5]);
-  fprintf(f,
-          "errors: connect %llu, disconnect %llu, timeout %llu, "
-          "protocol %llu, tls %llu\n",
-          (unsigned long long)r->err.connect,
-          (unsigned long long)r->err.disconnect,
-          (unsigned long long)r->err.timeout,
-          (unsigned long long)r->err.protocol, (unsigned long long)r->err.tls);
+  fprintf(
+      f,
+      "errors: connect %llu, disconnect %llu, timeout %llu, "
+      "protocol %llu, tls %llu, auth %llu\n",
+      (unsigned long long)r->err.connect, (unsigned long long)r->err.disconnect,
+      (unsigned long long)r->err.timeout, (unsigned long long)r->err.protocol,
+      (unsigned long long)r->err.tls, (unsigned long long)r->err.auth);
   if (o->tls_mode != SEND_TLS_NONE) {
     const struct send_tls_stats *t = &r->tls;
     fprintf(f,
@@ -1229,6 +1367,17 @@ static void send_report_text(FILE *f, const struct send_run *r) {
             el > 0 ? (double)(t->full + t->resumed) / el : 0.0,
             (unsigned long long)t->failed, r->tls_version, r->tls_cipher);
   }
+  if (o->auth_user[0] != '\0') {
+    fprintf(f,
+            "auth: PLAIN%s, ok %llu, failed %llu (not offered %llu); "
+            "AUTH replies 2xx %llu, 4xx %llu, 5xx %llu\n",
+            o->auth_insecure ? " (insecure allowed)" : "",
+            (unsigned long long)r->auth.ok, (unsigned long long)r->auth.failed,
+            (unsigned long long)r->auth.not_offered,
+            (unsigned long long)r->stats.auth[2],
+            (unsigned long long)r->stats.auth[4],
+            (unsigned long long)r->stats.auth[5]);
+  }
   fprintf(f, "latency:\n");
   bench_hdr_text(f, "connect", &r->h_connect);
   bench_hdr_text(f, "ehlo", &r->h_ehlo);
@@ -1236,6 +1385,9 @@ static void send_report_text(FILE *f, const struct send_run *r) {
   bench_hdr_text(f, "message", &r->h_msg);
   if (o->tls_mode != SEND_TLS_NONE) {
     bench_hdr_text(f, "tls", &r->h_tls);
+  }
+  if (o->auth_user[0] != '\0') {
+    bench_hdr_text(f, "auth", &r->h_auth);
   }
 }
 
@@ -1256,9 +1408,9 @@ static int send_setup(struct send_run *r, const struct send_opts *o) {
     }
     r->weight_total += o->weights[i];
   }
-  struct hdr *hs[] = {&r->h_connect, &r->h_ehlo, &r->h_data, &r->h_msg,
-                      &r->h_tls};
-  for (int i = 0; i < 5; i++) {
+  struct hdr *hs[] = {&r->h_connect, &r->h_ehlo, &r->h_data,
+                      &r->h_msg,     &r->h_tls,  &r->h_auth};
+  for (int i = 0; i < 6; i++) {
     if (hdr_init(hs[i], BENCH_HDR_HIGHEST_US, BENCH_HDR_SUB_BITS) != 0) {
       return -1;
     }
@@ -1297,6 +1449,7 @@ static void send_cleanup(struct send_run *r) {
   buf_free(&r->plain);
   tls_ctx_free(r->tls_ctx);
   hdr_cleanup(&r->h_tls);
+  hdr_cleanup(&r->h_auth);
   for (unsigned i = 0; i < BENCH_MAX_SIZES; i++) {
     buf_free(&r->bodies[i]);
   }
@@ -1312,14 +1465,11 @@ static void send_cleanup(struct send_run *r) {
   free(r->idle);
 }
 
-int bench_send_main(int argc, char **argv) {
-  struct send_opts o;
-  if (send_parse(argc, argv, &o) != 0) {
-    send_usage(stderr);
-    return 2;
-  }
+/* send_run_opts runs the load and writes the reports; returns the exit
+ * status (0, or 1 when the run or its report failed). */
+static int send_run_opts(const struct send_opts *o) {
   struct send_run *r = calloc(1, sizeof(*r));
-  if (r == NULL || send_setup(r, &o) != 0) {
+  if (r == NULL || send_setup(r, o) != 0) {
     if (r != NULL) {
       send_cleanup(r);
     }
@@ -1331,15 +1481,16 @@ int bench_send_main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   r->t0 = bench_now_ns();
-  r->t_measure = r->t0 + (int64_t)(o.warmup_s * 1e9);
+  r->t_measure = r->t0 + (int64_t)(o->warmup_s * 1e9);
   r->t_end_cap = r->t_measure + (int64_t)(BENCH_MAX_SECONDS * 1e9);
   send_loop(r);
   send_report_text(stdout, r);
   int rc = r->fatal ? 1 : 0;
-  if (o.json != NULL) {
-    FILE *f = strcmp(o.json, "-") == 0 ? stdout : fopen(o.json, "w");
+  if (o->json != NULL) {
+    FILE *f = strcmp(o->json, "-") == 0 ? stdout : fopen(o->json, "w");
     if (f == NULL) {
-      fprintf(stderr, "postseal-bench send: %s: %s\n", o.json, strerror(errno));
+      fprintf(stderr, "postseal-bench send: %s: %s\n", o->json,
+              strerror(errno));
       rc = 1;
     } else {
       send_report_json(f, r);
@@ -1350,5 +1501,15 @@ int bench_send_main(int argc, char **argv) {
   }
   send_cleanup(r);
   free(r);
+  return rc;
+}
+
+int bench_send_main(int argc, char **argv) {
+  struct send_opts o;
+  int rc = send_parse(argc, argv, &o) != 0 ? 2 : send_run_opts(&o);
+  explicit_bzero(o.auth_password, sizeof(o.auth_password));
+  if (rc == 2) {
+    send_usage(stderr);
+  }
   return rc;
 }

@@ -12,6 +12,12 @@ real postseald, and with Postfix's smtp-sink.
   resume; send --starttls -> postseald: every message accepted, and the
   daemon's inbound handshake metrics (full, resumed) match the sender's;
   a server without STARTTLS gets no plaintext fallback.
+- AUTH: send --starttls --tls-resume --auth -> postseald's submission port
+  (password file made with mkpasswd): every message accepted, one AUTH
+  success per session in the daemon's metrics; a wrong password makes the
+  sender give up (exit 1) with nothing accepted, every refusal counted on
+  both sides; a server without AUTH PLAIN ends every session; the password
+  never shows in the sender's output or the daemon's log.
 - tls-handshake: the in-memory micro-benchmark runs and resumes.
 The certificates come from a test CA made with /usr/bin/openssl at test
 time (tlsutil.Pki). Every run is bounded in count and time; loopback only.
@@ -29,24 +35,31 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (BUILD, SKIP, Daemon, check, free_port,  # noqa: E402
                      metric_value, run_tests, wait_port)
-from tlsutil import OPENSSL, Pki  # noqa: E402
+from tlsutil import OPENSSL, Pki, have_tools, mkpasswd  # noqa: E402
 
 BENCH = os.path.join(BUILD, "postseal-bench")
 TMP = tempfile.mkdtemp(prefix="postseal-bench-test-")
 
 
-def send(port, *args, timeout=120):
-    """Runs `postseal-bench send`; returns its JSON report."""
+def send_proc(port, *args, want_rc=0, timeout=120):
+    """Runs `postseal-bench send`; returns its JSON report and its
+    stdout + stderr."""
     out = os.path.join(TMP, f"send-{time.monotonic_ns()}.json")
     cmd = [BENCH, "send", "--target", f"127.0.0.1:{port}", "--json", out,
            "--timeout", "10", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    check(r.returncode == 0 and "runtime error" not in r.stderr,
-          f"send exit 0, no sanitizer findings: {r.returncode} "
+    check(r.returncode == want_rc and "runtime error" not in r.stderr and
+          "Sanitizer" not in r.stderr,
+          f"send exit {want_rc}, no sanitizer findings: {r.returncode} "
           f"{r.stderr[-2000:]}")
     print(r.stdout.strip().splitlines()[1])
     with open(out) as f:
-        return json.load(f)
+        return json.load(f), r.stdout + r.stderr
+
+
+def send(port, *args, timeout=120):
+    """Runs `postseal-bench send` (exit 0); returns its JSON report."""
+    return send_proc(port, *args, timeout=timeout)[0]
 
 
 class Sink:
@@ -89,7 +102,7 @@ def agree(snd, snk, what):
           f"{what}: bytes {snd['bytes_sent']} == {snk['bytes']}")
     e = snd["errors"]
     check(e == {"connect": 0, "disconnect": 0, "timeout": 0, "protocol": 0,
-                "tls": 0},
+                "tls": 0, "auth": 0},
           f"{what}: no errors: {e}")
     t, st = snd["tls"], snk["tls"]
     check((t["full"], t["resumed"]) == (st["full"], st["resumed"]) and
@@ -325,6 +338,116 @@ def test_starttls_to_postseald():
               f"{m2}")
 
 
+AUTH_USER = "bench@example.org"
+# A space and a colon: the user ends at the first colon, the rest is sent.
+AUTH_PASSWORD = "bench pass:word 7"
+
+
+def auth_metrics(d):
+    m = d.metrics()
+    name = 'postseal_auth_attempts_total{result="%s"}'
+    return {k: metric_value(m, name % k) or 0
+            for k in ("success", "failure", "blocked")}
+
+
+def test_auth_to_postseald():
+    """send --starttls --tls-resume --auth into postseald's submission
+    port (TLS and AUTH required there): every message accepted, one AUTH
+    per session, as the daemon counts them. Then a wrong password: the
+    sender gives up (exit 1), nothing is accepted, and every refusal the
+    sender counts is one the daemon counts (535 failures, then 454 once
+    its failed-attempt limiter blocks the client)."""
+    p = pki()
+    passwd = os.path.join(TMP, "passwd")
+    with open(passwd, "w") as f:
+        f.write(f"{AUTH_USER}:{mkpasswd(AUTH_PASSWORD)}\n")
+    conf = (f"tls:\n  cert_file: {p.cert}\n  key_file: {p.key}\n"
+            f"auth:\n  passwd_file: {passwd}\n  max_failures: 32\n")
+    with Daemon(conf) as d:
+        m0 = auth_metrics(d)
+        check(m0 == {"success": 0, "failure": 0, "blocked": 0},
+              f"no AUTH yet: {m0}")
+        r, text = send_proc(
+            d.submission_port, "--starttls", "--tls-resume", "--auth",
+            f"{AUTH_USER}:{AUTH_PASSWORD}", "--from", AUTH_USER,
+            "--to-domain", "remote.example", "--connections", "4",
+            "--count", "300", "--per-conn", "5", "--pipelining")
+        m1 = auth_metrics(d)
+        a = r["auth"]
+        check(r["messages"]["accepted"] == r["messages"]["attempted"] == 300,
+              f"postseald accepted every message: {r['messages']}")
+        n = r["sessions"]  # 60, and a few that found the count reached
+        check(60 <= n < 70 and a["ok"] == n and a["failed"] == 0 and
+              a["mechanism"] == "PLAIN" and
+              a["replies"] == {"2xx": n, "3xx": 0, "4xx": 0, "5xx": 0},
+              f"one AUTH per session: {n} {a}")
+        check(all(v == 0 for v in r["errors"].values()),
+              f"no errors: {r['errors']}")
+        check(r["latency_us"]["auth"]["count"] == n and
+              r["latency_us"]["auth"]["p50"] > 0,
+              f"AUTH latency recorded: {r['latency_us']['auth']}")
+        check(r["tls"]["resumed"] >= n - 4, f"--tls-resume: {r['tls']}")
+        check(m1 == {"success": n, "failure": 0, "blocked": 0},
+              f"the daemon counts one success per session: {m1} "
+              f"sessions {n}")
+        check(len(d.queue()) == 300, "the spool holds all 300")
+        check(AUTH_PASSWORD not in text and "word 7" not in text,
+              "the sender never prints the password")
+
+        start = time.monotonic()
+        w, text = send_proc(
+            d.submission_port, "--starttls", "--auth",
+            f"{AUTH_USER}:wrong-password", "--from", AUTH_USER,
+            "--to-domain", "remote.example", "--connections", "4",
+            "--count", "50", want_rc=1)
+        wall = time.monotonic() - start
+        m2 = auth_metrics(d)
+        fails, blocked = (m2["failure"] - m1["failure"],
+                          m2["blocked"] - m1["blocked"])
+        wa = w["auth"]
+        check("AUTH PLAIN refused" in text and wall < 60,
+              f"the sender gives up, saying why, in {wall:.1f}s: "
+              f"{text[-600:]}")
+        check(w["messages"]["accepted"] == 0 and len(d.queue()) == 300,
+              f"no message accepted: {w['messages']}")
+        check(w["errors"]["auth"] == wa["failed"] >= 100 and wa["ok"] == 0 and
+              w["errors"]["tls"] == 0 and w["errors"]["protocol"] == 0,
+              f"every session failed over AUTH: {w['errors']} {wa}")
+        check(fails >= 1 and m2["success"] == m1["success"] and
+              (fails, blocked) == (wa["replies"]["5xx"],
+                                   wa["replies"]["4xx"]) and
+              fails + blocked == wa["failed"],
+              f"the daemon counts what the sender saw: failure {fails}, "
+              f"blocked {blocked}; sender {wa}")
+        check("wrong-password" not in text, "no password in the output")
+        log = d.read_log()
+        check(AUTH_PASSWORD not in log and "wrong-password" not in log,
+              "no password in the daemon's log")
+
+
+def test_auth_not_offered():
+    """A server that offers no AUTH PLAIN: every session ends before MAIL,
+    counted, and the sender gives up saying why."""
+    sink = Sink()
+    try:
+        start = time.monotonic()
+        r, text = send_proc(sink.port, "--auth", "u:sekrit-pw",
+                            "--auth-insecure", "--connections", "20",
+                            "--count", "10", want_rc=1, timeout=60)
+        wall = time.monotonic() - start
+    finally:
+        s = sink.stop()
+    check("no AUTH PLAIN" in text and wall < 30,
+          f"the sender gives up, saying why: {wall:.1f}s {text[-500:]}")
+    a = r["auth"]
+    check(r["messages"]["accepted"] == 0 and s["messages"] == 0,
+          f"no message without AUTH: {r['messages']} sink {s['messages']}")
+    check(r["errors"]["auth"] == a["failed"] == a["not_offered"] >= 100 and
+          a["insecure"] is True and a["ok"] == 0,
+          f"counted as AUTH errors: {r['errors']} {a}")
+    check("sekrit" not in text, "the password is not printed")
+
+
 def test_tls_handshake_micro():
     """postseal-bench tls-handshake: full, then resumed, in memory."""
     out = {}
@@ -370,6 +493,22 @@ def test_bounds():
     r = subprocess.run([BENCH, "tls-handshake", "--seconds", "7200"],
                        capture_output=True, text=True, timeout=10)
     check(r.returncode == 2, f"tls-handshake over the cap: {r.returncode}")
+    # AUTH: not in clear unless asked, USER:PASSWORD each non-empty, and a
+    # refused value is never echoed.
+    for args in (["--auth", "u:sekrit"], ["--starttls", "--auth", "sekrit"],
+                 ["--tls", "--auth", ":sekrit"], ["--tls", "--auth", "u:"],
+                 ["--tls", "--auth", "u:" + "sekrit" * 200],
+                 ["--auth-insecure"]):
+        r = subprocess.run([BENCH, "send", "--target", "127.0.0.1:1",
+                            "--count", "1", *args],
+                           capture_output=True, text=True, timeout=10)
+        check(r.returncode == 2 and "sekrit" not in r.stdout + r.stderr,
+              f"{args}: refused with usage, value not echoed: "
+              f"{r.returncode} {r.stderr[-300:]}")
+    r = subprocess.run([BENCH, "send", "--help"], capture_output=True,
+                       text=True, timeout=10)
+    check("--auth USER:PASSWORD" in r.stdout and "--auth-insecure" in r.stdout,
+          f"usage documents --auth: {r.stdout}")
 
 
 if __name__ == "__main__":
@@ -381,10 +520,15 @@ if __name__ == "__main__":
                  test_sink_delay_and_rate, test_send_to_postseald,
                  test_send_to_smtp_sink, test_starttls_not_offered,
                  test_tls_handshake_micro, test_bounds]
+        tests[6:6] = [test_auth_not_offered]
         if os.path.exists(OPENSSL):
             tests[5:5] = [test_tls_send_to_sink, test_starttls_to_postseald]
         else:
             print(f"{OPENSSL} missing: TLS tests against certificates skipped")
+        if have_tools():
+            tests[-2:-2] = [test_auth_to_postseald]
+        else:
+            print("openssl or mkpasswd missing: AUTH test skipped")
         rc = run_tests(tests)
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
