@@ -603,7 +603,7 @@ static const struct setting auth_settings[] = {
      .set = set_uint,
      FIELD(auth_max_failures),
      .min = 1,
-     .max = 1000},
+     .max = 32}, /* AUTH_LIMITER_MAX_FAILURES: the limiter keeps 32 */
     {.name = "failure_window",
      .shape = SHAPE_PLAIN,
      .set = set_uint,

@@ -699,6 +699,7 @@ static void test_tls_and_auth(void **state) {
       {"tls:\n  policies: [\"exa_mple.com may\"]\n", "is not a domain"},
       {"tls:\n  min_version: \"1.1\"\n", "is not 1.2 or 1.3"},
       {"auth:\n  max_failures: 0\n", "out of range"},
+      {"auth:\n  max_failures: 33\n", "out of range"},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     c = load_text(bad[i].yaml, path, sizeof(path), err, sizeof(err));
