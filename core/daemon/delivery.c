@@ -255,6 +255,8 @@ static uint64_t dlv_done_len;
 static void dlv_job_ready(struct worker *w, struct dlv_job *j);
 static void dlv_start_tls(struct conn *c);
 static int dest_sts_addr(const struct dlv_dest *d, size_t ai);
+static int dlv_msg_requiretls(const struct dlv_msg *m,
+                              const struct dlv_dest *d);
 static void dlv_after_attempt(struct worker *w, struct dlv_job *j);
 static int dane_begin(struct worker *w, struct dlv_dest *d, size_t ai,
                       const char *relay, struct dlv_dane **out);
@@ -1447,7 +1449,7 @@ static int dlv_prepare(struct worker *w, struct dlv_conn *dc,
       .envid = m->envid,
       .body_8bit = m->body_type == SMTP_BODY_8BITMIME,
       .smtputf8 = m->smtputf8,
-      .requiretls = m->requiretls && m->sender[0] != '\0',
+      .requiretls = dlv_msg_requiretls(m, dc->dest),
       .rcpts = dc->crcpts,
       .num_rcpts = n,
       .body = &dc->span,
@@ -1470,6 +1472,16 @@ static void dlv_idle_remove(struct conn *c) {
     }
   }
   dc->idle_next = NULL;
+}
+
+/* dlv_msg_requiretls: 1 if m must travel under REQUIRETLS rules to d:
+ * tagged, not a report (§5's duties bind a non-empty return path), and
+ * relayed over SMTP; LMTP (like Maildir) is final delivery here, which
+ * RFC 8689 leaves to the receiving system. */
+static int dlv_msg_requiretls(const struct dlv_msg *m,
+                              const struct dlv_dest *d) {
+  return m->requiretls && m->sender[0] != '\0' &&
+         (d->route.kind == ROUTE_SMTP_MX || d->route.kind == ROUTE_SMTP_HOST);
 }
 
 /* dlv_requiretls: NULL if a REQUIRETLS message may go on this
@@ -1504,7 +1516,7 @@ static int dlv_start_job(struct conn *c, struct dlv_job *j) {
   xo_begin(w, j);
   /* §5's duties hold for a non-empty return path; a report about such a
    * message carries headers only instead. */
-  int requiretls = j->msg->requiretls && j->msg->sender[0] != '\0';
+  int requiretls = dlv_msg_requiretls(j->msg, dc->dest);
   const char *why = requiretls ? dlv_requiretls(c) : NULL;
   if (why != NULL) {
     /* RFC 8689 §5: never sent where TLS is not assured; a bounce. */
@@ -1744,13 +1756,32 @@ void delivery_on_eof(struct conn *c) {
   delivery_pump(c);
 }
 
+/* dlv_tls_entry_matches: a tls.policies domain ("example.com" exactly,
+ * ".example.com" its subdomains) against a next-hop domain. */
+static int dlv_tls_entry_matches(const char *p, const char *domain) {
+  size_t pl = strlen(p), dl = strlen(domain);
+  return strcasecmp(p, domain) == 0 ||
+         (p[0] == '.' && dl > pl && strcasecmp(domain + dl - pl, p) == 0);
+}
+
+/* dlv_tls_named: 1 if a tls.policies entry names this domain itself or
+ * a parent (".suffix"); "*" does not count: a catch-all level is no
+ * statement about one domain, so it does not switch MTA-STS off. */
+static int dlv_tls_named(const struct config *cfg, const char *domain) {
+  for (size_t i = 0; i < cfg->num_tls_policies; i++) {
+    const char *p = cfg->tls_policies[i].domain;
+    if (strcmp(p, "*") != 0 && dlv_tls_entry_matches(p, domain)) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
 /* dlv_tls_listed: 1 if tls.policies names this domain (or "*"). */
 static int dlv_tls_listed(const struct config *cfg, const char *domain) {
   for (size_t i = 0; i < cfg->num_tls_policies; i++) {
     const char *p = cfg->tls_policies[i].domain;
-    size_t pl = strlen(p), dl = strlen(domain);
-    if (strcmp(p, "*") == 0 || strcasecmp(p, domain) == 0 ||
-        (p[0] == '.' && dl > pl && strcasecmp(domain + dl - pl, p) == 0)) {
+    if (strcmp(p, "*") == 0 || dlv_tls_entry_matches(p, domain)) {
       return 1;
     }
   }
@@ -1835,14 +1866,19 @@ void delivery_on_tls_error(struct conn *c, const char *why) {
   if (dc == NULL) {
     return;
   }
-  if (dc->tls_level == CONFIG_TLS_MAY) {
-    dc->dest->tls_plain_until_ms = c->w->now_ms + 3600 * 1000;
-  } else {
-    METRIC_ADD(c->w->m.tls_policy_failures[TLS_PF_HANDSHAKE], 1);
-  }
   char text[300];
   snprintf(text, sizeof(text), "%.250s", why);
-  dlv_tlsrpt(c, TLSRPT_EV_TLS_ERROR, text);
+  /* A session whose handshake had succeeded (counted as such) just
+   * broke: not a policy failure, and no reason to fall back to
+   * plaintext. */
+  if (!c->tls_ready) {
+    if (dc->tls_level == CONFIG_TLS_MAY) {
+      dc->dest->tls_plain_until_ms = c->w->now_ms + 3600 * 1000;
+    } else {
+      METRIC_ADD(c->w->m.tls_policy_failures[TLS_PF_HANDSHAKE], 1);
+    }
+    dlv_tlsrpt(c, TLSRPT_EV_TLS_ERROR, text);
+  }
   smtp_client_tls_failed(dc->cl, text);
   delivery_pump(c);
 }
@@ -1948,10 +1984,12 @@ static int dlv_connect(struct worker *w, struct dlv_dest *d) {
     }
     level = dn != NULL ? CONFIG_TLS_DANE : CONFIG_TLS_MAY;
   }
-  /* MTA-STS where DANE did not decide (RFC 8461 §2: DANE wins):
-   * enforce means TLS with a certificate verified for the MX host. */
+  /* MTA-STS: enforce means TLS with a certificate verified for the MX
+   * host. DANE wins only where the host has usable TLSA records (RFC 8461
+   * §2): a DANE host waits for its TLSA answer, which then keeps or drops
+   * these flags (dane_on_tlsa). */
   int sts_enforce = 0, sts_testing = 0;
-  if (d->sts != NULL && dn == NULL && level != CONFIG_TLS_NONE) {
+  if (d->sts != NULL && level != CONFIG_TLS_NONE) {
     sts_enforce = d->sts->mode == MTA_STS_MODE_ENFORCE;
     sts_testing = !sts_enforce;
     if (sts_enforce && level < CONFIG_TLS_VERIFY) {
@@ -2293,6 +2331,11 @@ static void dane_on_tlsa(void *arg, const struct dns_answer *a) {
     return;
   }
   dc->tls_level = dane_level(w, dc->dest, v);
+  if (v == DNS_DANE_USABLE) {
+    dc->sts_enforce = dc->sts_testing = 0; /* DANE wins (RFC 8461 §2) */
+  } else if (dc->sts_enforce && dc->tls_level < CONFIG_TLS_VERIFY) {
+    dc->tls_level = CONFIG_TLS_VERIFY; /* no usable TLSA: MTA-STS holds */
+  }
   if ((v == DNS_DANE_USABLE && dane_keep(dn, a) != 0) ||
       (dc->cl = dlv_client_new(w, dc->dest, dc->tls_level)) == NULL) {
     dane_conn_fail(c, "4.3.0", "local error: out of memory");
@@ -2496,7 +2539,7 @@ static void dlv_on_sts(void *arg, enum mtasts_status status,
  * operator's word wins). */
 static void dest_start_sts(struct worker *w, struct dlv_dest *d) {
   if (!w->cfg->tls_mta_sts || d->route.kind != ROUTE_SMTP_MX ||
-      dlv_tls_listed(w->cfg, d->lookup) ||
+      dlv_tls_named(w->cfg, d->lookup) ||
       config_tls_level(w->cfg, d->lookup) == CONFIG_TLS_NONE) {
     free(d->sts);
     d->sts = NULL;

@@ -236,6 +236,48 @@ def test_requiretls_over_sts():
         sink.stop()
 
 
+def test_dane_level_keeps_sts():
+    """tls.outbound dane, a DNSSEC-secure MX with no TLSA record and an
+    MTA-STS enforce policy: DANE does not apply (no usable TLSA), so the
+    policy holds (RFC 8461 §2) and a hop without STARTTLS gets nothing.
+    The resolver is the scripted FaultDns, which sets AD on its answers."""
+    w = world()
+
+    def txt(text):
+        b = text.encode()
+        return bytes([len(b)]) + b
+    recs = {
+        "enforce.test": [(dnsserver.TYPE_MX,
+                          dnsserver.rdata_mx(10, "mx.enforce.test"))],
+        "mx.enforce.test": [(dnsserver.TYPE_A, dnsserver.rdata_a("127.0.0.1"))],
+        "mta-sts.enforce.test": [(dnsserver.TYPE_A,
+                                  dnsserver.rdata_a("127.0.0.1"))],
+        "_mta-sts.enforce.test": [(16, txt("v=STSv1; id=1"))],
+    }
+    ns = dnsserver.FaultDns(records=recs, ad=True).start()
+    plain = SmtpSink().start()
+    try:
+        cfg = ("dns:\n  servers:\n" f"    - 127.0.0.1:{ns.port}\n"
+               "  timeout_ms: 500\n  tries: 2\n"
+               "transports:\n"
+               f"  - \"enforce.test smtp:enforce.test:{plain.port}\"\n"
+               f"tls:\n  ca_file: {w.pki.ca_cert}\n"
+               f"  mta_sts_port: {w.web.port}\n  outbound: dane\n"
+               "delivery:\n  retry_initial: 1\n  retry_max: 2\n"
+               "  connect_timeout: 5\n")
+        with Daemon(cfg) as d:
+            send(d, "u@enforce.test", "dane and sts")
+            ok = wait_until(lambda: "event=deferred" in d.read_log(), 20)
+            if not ok:
+                d.dump_log()
+            check(ok, "deferred: the enforce policy still holds")
+            check(plain.count() == 0, f"nothing in clear: {plain.tls}")
+            check("tlsa=none" in d.read_log(), "DANE found no TLSA record")
+    finally:
+        plain.stop()
+        ns.stop()
+
+
 if __name__ == "__main__":
     if not have_tools() or not dnsserver.have_nsd():
         sys.exit(SKIP)
@@ -245,6 +287,7 @@ if __name__ == "__main__":
             test_enforce_refuses_bad_hops,
             test_testing_mode_delivers,
             test_requiretls_over_sts,
+            test_dane_level_keeps_sts,
         ])
     finally:
         if WORLD is not None:
