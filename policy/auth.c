@@ -1162,6 +1162,24 @@ void auth_limiter_succeeded(struct auth_limiter *l,
   pthread_mutex_unlock(&l->mu);
 }
 
+void auth_limiter_refund(struct auth_limiter *l, const struct sockaddr *addr) {
+  uint8_t key[LIMITER_KEY_LEN];
+  limiter_key(addr, key);
+  pthread_mutex_lock(&l->mu);
+  uint32_t ref = limiter_find(l, key);
+  if (ref != 0) {
+    struct limiter_entry *e = entry_at(l, ref);
+    if (e->num_times > 0) {
+      e->head = (uint8_t)((e->head + LIMITER_RING - 1) % LIMITER_RING);
+      e->num_times--;
+    }
+    if (e->num_times == 0) {
+      limiter_forget(l, ref);
+    }
+  }
+  pthread_mutex_unlock(&l->mu);
+}
+
 size_t auth_limiter_num_clients(struct auth_limiter *l) {
   pthread_mutex_lock(&l->mu);
   size_t n = l->num_clients;

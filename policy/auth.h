@@ -125,6 +125,12 @@ void auth_limiter_failed(struct auth_limiter *l, const struct sockaddr *addr,
                          int64_t now_ms, unsigned window_s);
 void auth_limiter_succeeded(struct auth_limiter *l,
                             const struct sockaddr *addr);
+/* auth_limiter_refund takes back the client's most recent failure: a
+ * caller that counts every attempt as a failure when it starts (so that
+ * attempts running at the same time cannot pass the limit together)
+ * refunds the ones that succeed, without forgetting older failures (a
+ * valid login must not reset guessing at other accounts). */
+void auth_limiter_refund(struct auth_limiter *l, const struct sockaddr *addr);
 /* auth_limiter_num_clients: how many clients the table holds now (for a
  * gauge, and the tests). */
 size_t auth_limiter_num_clients(struct auth_limiter *l);

@@ -381,7 +381,7 @@ struct daemon {
   struct local_job *local_head, *local_tail;
   int local_stop;
   unsigned num_local_threads;
-  pthread_t local_threads[8];
+  pthread_t local_threads[DAEMON_MAX_WORKERS + 2];
   struct mtasts *mtasts; /* mtasts.c: MTA-STS policy cache (atomic pointer,
                             made on first use, freed by mtasts_free) */
   /* tlsrpt.c: report periods handed over to worker 0. */
@@ -471,6 +471,7 @@ struct io_uring_sqe *worker_get_sqe(struct worker *w);
 /* local.c: the Maildir delivery pool. */
 int local_pool_start(struct daemon *d, unsigned threads);
 void local_pool_submit(struct daemon *d, struct local_job *lj);
+void local_pool_submit_front(struct daemon *d, struct local_job *lj);
 void local_pool_stop(struct daemon *d);
 void local_job_free(struct local_job *lj);
 /* local_take_done: the worker's finished local jobs (on OP_WAKE). */

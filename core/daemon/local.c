@@ -118,6 +118,19 @@ void local_pool_submit(struct daemon *d, struct local_job *lj) {
   pthread_mutex_unlock(&d->local_mu);
 }
 
+/* local_pool_submit_front queues a job ahead of the others (a client is
+ * waiting on it). */
+void local_pool_submit_front(struct daemon *d, struct local_job *lj) {
+  pthread_mutex_lock(&d->local_mu);
+  lj->next = d->local_head;
+  d->local_head = lj;
+  if (d->local_tail == NULL) {
+    d->local_tail = lj;
+  }
+  pthread_cond_signal(&d->local_cv);
+  pthread_mutex_unlock(&d->local_mu);
+}
+
 void local_pool_stop(struct daemon *d) {
   pthread_mutex_lock(&d->local_mu);
   d->local_stop = 1;

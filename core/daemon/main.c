@@ -232,7 +232,9 @@ static int start_workers(struct daemon *d, const struct spool_scan *scan) {
   }
   queue_recovered(d, scan);
   /* Maildir writes block: a small pool does them off the rings. */
-  if (local_pool_start(d, d->num_workers < 2 ? 2 : d->num_workers) != 0) {
+  /* Blocking work: Maildir writes, AUTH checks, MTA-STS fetches (at most
+   * one per worker at a time), so two threads more than workers. */
+  if (local_pool_start(d, d->num_workers + 2) != 0) {
     log_msg("error", "cannot start the local delivery threads");
     return -1;
   }

@@ -158,7 +158,7 @@ static void session_on_mail(struct conn *c) {
 static void session_on_starttls(struct conn *c) {
   session_move_output(c); /* the 220 leaves in plaintext */
   size_t dropped = c->held.len + smtp_server_discarded(c->smtp);
-  buf_reset(&c->held);
+  buf_reset(&c->held); /* plaintext: nothing secret was in it */
   if (dropped > 0) {
     struct log_rec r;
     log_begin(&r, "starttls_discard");
@@ -223,10 +223,7 @@ static void session_auth_done(struct worker *w, struct local_job *lj) {
   c->auth_pending = 0;
   const struct sockaddr *peer = (const struct sockaddr *)&c->peer;
   if (aj->ok) {
-    auth_limiter_succeeded(w->d->auth_limiter, peer);
-  } else {
-    auth_limiter_failed(w->d->auth_limiter, peer, daemon_mono_ns() / 1000000,
-                        w->cfg->auth_failure_window);
+    auth_limiter_refund(w->d->auth_limiter, peer); /* see session_on_auth */
   }
   METRIC_ADD(w->m.auth_attempts[aj->ok ? AUTH_SUCCESS : AUTH_FAILURE], 1);
   runtime_put(aj->rt);
@@ -257,6 +254,10 @@ static void session_on_auth(struct conn *c) {
                        "later");
     return;
   }
+  /* Counted as a failure now, refunded if it succeeds: attempts in
+   * flight at once cannot all pass the limit. */
+  auth_limiter_failed(w->d->auth_limiter, (const struct sockaddr *)&c->peer,
+                      daemon_mono_ns() / 1000000, w->cfg->auth_failure_window);
   struct auth_job *aj = calloc(1, sizeof(*aj));
   if (aj == NULL || rt->auth == NULL) {
     free(aj);
@@ -274,7 +275,8 @@ static void session_on_auth(struct conn *c) {
   snprintf(aj->password, sizeof(aj->password), "%s",
            smtp_server_auth_password(c->smtp));
   c->auth_pending = 1;
-  local_pool_submit(w->d, &aj->lj);
+  /* Ahead of queued Maildir writes and policy fetches: a client waits. */
+  local_pool_submit_front(w->d, &aj->lj);
 }
 
 /* session_received_header writes the trace header RFC 5321 §4.4 requires
@@ -412,6 +414,9 @@ static int session_feed_held(struct conn *c) {
   }
   if (smtp_server_feed(c->smtp, c->held.data, c->held.len) != 0) {
     return 0; /* still waiting for a verdict with a full input buffer */
+  }
+  if (c->tls != NULL) {
+    explicit_bzero(c->held.data, c->held.len); /* may hold AUTH lines */
   }
   buf_reset(&c->held);
   return 1;
@@ -563,7 +568,7 @@ void session_on_timeout(struct conn *c) {
     return; /* our own disk or CPU is slow: not the client's fault; wait */
   }
   if (c->tls != NULL && !c->tls_ready) {
-    METRIC_ADD(c->w->m.timeouts, 1);
+    /* (the worker's tick counted the timeout) */
     struct log_rec r;
     log_begin(&r, "tls_handshake_timeout");
     log_str(&r, "session", c->session_text);

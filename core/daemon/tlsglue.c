@@ -155,6 +155,7 @@ static void conn_tls_failed(struct conn *c) {
 
 void conn_tls_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
   struct worker *w = c->w;
+  explicit_bzero(w->tls_plain.data, w->tls_plain.len); /* an early return's */
   buf_reset(&w->tls_plain);
   enum tls_status st = tls_input(c->tls, &w->tls_plain, in, in_len);
   conn_tls_flush(c);
@@ -183,6 +184,10 @@ void conn_tls_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
       session_on_input(c, w->tls_plain.data, w->tls_plain.len);
     }
   }
+  /* Decrypted client input may carry AUTH credentials: not left behind
+   * in the scratch buffer (the engine wipes its own copy). */
+  explicit_bzero(w->tls_plain.data, w->tls_plain.len);
+  buf_reset(&w->tls_plain);
   if (st == TLS_CLOSED && !c->freed && !c->shut) {
     /* close_notify: as a TCP EOF, but authenticated. */
     if (c->outbound) {

@@ -244,6 +244,38 @@ def test_password_guessing_limited():
               "no guessed password in the log")
 
 
+def test_parallel_guessing_limited():
+    """Guesses sent on many sessions at once cannot all slip past the
+    limit while their checks run: each attempt counts when it starts."""
+    import threading
+    st = setup()
+    n = 12
+    with Daemon(st.yaml()) as d:  # max_failures: 3
+        conns = []
+        for _ in range(n):
+            s = smtplib.SMTP("127.0.0.1", d.submission_port, timeout=20)
+            s.starttls(context=client_ctx())
+            s.ehlo("client.test")
+            conns.append(s)
+        barrier = threading.Barrier(n)
+        codes = []
+
+        def guess(s, i):
+            barrier.wait()
+            codes.append(auth_plain(s, "bob", f"parallel{i}")[0])
+        threads = [threading.Thread(target=guess, args=(s, i))
+                   for i, s in enumerate(conns)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for s in conns:
+            s.close()
+        check(len(codes) == n, f"every guess answered: {codes}")
+        check(codes.count(535) <= 3 and codes.count(454) >= n - 3,
+              f"at most max_failures checked, the rest refused: {codes}")
+
+
 def test_auth_bad_input():
     st = setup()
     with Daemon(st.yaml()) as d:
@@ -437,6 +469,7 @@ if __name__ == "__main__":
         test_submission_auth_relays,
         test_auth_login_swaks,
         test_password_guessing_limited,
+        test_parallel_guessing_limited,
         test_auth_bad_input,
         test_implicit_tls,
         test_openssl_s_client,

@@ -1091,6 +1091,28 @@ static void *limiter_thread(void *p) {
   return NULL;
 }
 
+/* Reserve-then-refund: attempts counted when they start, the ones that
+ * succeed taken back one by one; older failures stay. */
+static void test_limiter_refund(void **state) {
+  (void)state;
+  struct auth_limiter *l = auth_limiter_new(8);
+  struct sockaddr_storage ss;
+  const struct sockaddr *a = sa_make(&ss, "198.51.100.9");
+  auth_limiter_failed(l, a, 1000, 60); /* a real failure */
+  auth_limiter_failed(l, a, 1001, 60); /* two attempts in flight */
+  auth_limiter_failed(l, a, 1002, 60);
+  assert_int_equal(auth_limiter_blocked(l, a, 1003, 3, 60), 1);
+  auth_limiter_refund(l, a); /* one of them succeeded */
+  assert_int_equal(auth_limiter_blocked(l, a, 1003, 3, 60), 0);
+  assert_int_equal(auth_limiter_blocked(l, a, 1003, 2, 60), 1);
+  auth_limiter_refund(l, a);
+  auth_limiter_refund(l, a);
+  assert_int_equal(auth_limiter_num_clients(l), 0); /* all refunded */
+  auth_limiter_refund(l, a);                        /* nothing: no-op */
+  assert_int_equal(auth_limiter_blocked(l, a, 1003, 1, 60), 0);
+  auth_limiter_free(l);
+}
+
 static void test_limiter_threads(void **state) {
   (void)state;
   struct auth_limiter *l = auth_limiter_new(1000);
@@ -1129,6 +1151,7 @@ int main(void) {
       cmocka_unit_test(test_limiter_table),
       cmocka_unit_test(test_limiter_bounded),
       cmocka_unit_test(test_limiter_edges),
+      cmocka_unit_test(test_limiter_refund),
       cmocka_unit_test(test_limiter_threads),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
