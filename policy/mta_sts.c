@@ -10,66 +10,8 @@
 #include <string.h>
 #include <xxhash.h>
 
-/* ---- a bounded reader ---- */
-
-struct span {
-  const uint8_t *p;
-  size_t len; /* octets left */
-};
-
-static int is_alpha(uint8_t c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static int is_digit(uint8_t c) {
-  return c >= '0' && c <= '9';
-}
-
-static int is_alnum(uint8_t c) {
-  return is_alpha(c) || is_digit(c);
-}
-
-static int is_wsp(uint8_t c) {
-  return c == ' ' || c == '\t';
-}
-
-static uint8_t lower(uint8_t c) {
-  return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c;
-}
-
-/* span_literal consumes lit if the span starts with it (case-sensitive:
- * RFC 8461 writes its keywords %s"..."). 1 if it did. */
-static int span_literal(struct span *s, const char *lit) {
-  size_t n = strlen(lit);
-  if (s->len < n || memcmp(s->p, lit, n) != 0) {
-    return 0;
-  }
-  s->p += n;
-  s->len -= n;
-  return 1;
-}
-
-static void span_skip_wsp(struct span *s) {
-  while (s->len > 0 && is_wsp(s->p[0])) {
-    s->p++;
-    s->len--;
-  }
-}
-
-/* span_take cuts the longest prefix whose octets satisfy ok. */
-static struct span span_take(struct span *s, int (*ok)(uint8_t)) {
-  struct span out = {s->p, 0};
-  while (out.len < s->len && ok(s->p[out.len])) {
-    out.len++;
-  }
-  s->p += out.len;
-  s->len -= out.len;
-  return out;
-}
-
-static int span_eq(struct span s, const char *lit) {
-  return s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
-}
+#include "core/span.h"
+/* ---- a bounded reader: core/span.h ---- */
 
 static int __attribute__((format(printf, 3, 4)))
 fail(char *err, size_t err_len, const char *fmt, ...) {
@@ -85,7 +27,7 @@ fail(char *err, size_t err_len, const char *fmt, ...) {
 /* ---- names ---- */
 
 static int is_ldh(uint8_t c) {
-  return is_alnum(c) || c == '-';
+  return span_is_alnum(c) || c == '-';
 }
 
 /* ldh_domain: 1 if s is an RFC 5321 Domain: labels of Let-dig [Ldh-str]
@@ -126,7 +68,7 @@ static size_t name_len(const char *s) {
 
 static int ascii_case_eq(const char *a, const char *b, size_t len) {
   for (size_t i = 0; i < len; i++) {
-    if (lower((uint8_t)a[i]) != lower((uint8_t)b[i])) {
+    if (span_lower((uint8_t)a[i]) != span_lower((uint8_t)b[i])) {
       return 0;
     }
   }
@@ -183,11 +125,11 @@ const char *mta_sts_mode_name(enum mta_sts_mode mode) {
 
 /* sts-ext-name = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".") */
 static int is_ext_name_char(uint8_t c) {
-  return is_alnum(c) || c == '_' || c == '-' || c == '.';
+  return span_is_alnum(c) || c == '_' || c == '-' || c == '.';
 }
 
 static int ext_name_ok(struct span name) {
-  return name.len >= 1 && name.len <= 32 && is_alnum(name.p[0]);
+  return name.len >= 1 && name.len <= 32 && span_is_alnum(name.p[0]);
 }
 
 /* sts-ext-value = 1*(%x21-3A / %x3C / %x3E-7E): no "=", ";", space or CTL. */
@@ -224,7 +166,7 @@ static int txt_field(char *out_id, int *have_id, char *err, size_t err_len,
   struct span id = value;
   struct span probe = id;
   if (id.len == 0 || id.len > MTA_STS_MAX_ID ||
-      span_take(&probe, is_alnum).len != id.len) {
+      span_take(&probe, span_is_alnum).len != id.len) {
     return fail(err, err_len, "id is not 1 to %d letters and digits",
                 MTA_STS_MAX_ID);
   }
@@ -355,7 +297,8 @@ static int policy_mode(struct policy_parse *pp, struct span v) {
 static int policy_max_age(struct policy_parse *pp, struct span v) {
   /* sts-policy-max-age-value = 1*10(DIGIT), at most 31557600 */
   struct span probe = v;
-  if (v.len == 0 || v.len > 10 || span_take(&probe, is_digit).len != v.len) {
+  if (v.len == 0 || v.len > 10 ||
+      span_take(&probe, span_is_digit).len != v.len) {
     return policy_fail(pp, "max_age: want 1 to 10 digits");
   }
   uint64_t n = 0;
@@ -463,7 +406,7 @@ static int policy_line(struct policy_parse *pp, struct span line) {
     return policy_fail(pp, "want key: value");
   }
   span_skip_wsp(&line); /* sts-policy-field-delim = ":" *WSP */
-  while (line.len > 0 && is_wsp(line.p[line.len - 1])) {
+  while (line.len > 0 && span_is_wsp(line.p[line.len - 1])) {
     line.len--; /* the *WSP before sts-policy-term */
   }
   return policy_field(pp, key, line);
@@ -564,7 +507,7 @@ static int domain_key(char out[MTA_STS_MAX_NAME + 1], const char *domain) {
     return -1;
   }
   for (size_t i = 0; i < n; i++) {
-    out[i] = (char)lower((uint8_t)domain[i]);
+    out[i] = (char)span_lower((uint8_t)domain[i]);
   }
   out[n] = '\0';
   return 0;

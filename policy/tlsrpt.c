@@ -11,69 +11,11 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "core/span.h"
 #include "policy/mta_sts.h"
 #include "proto/smtp_addr.h"
 
-/* ---- a bounded reader ---- */
-
-struct span {
-  const uint8_t *p;
-  size_t len; /* octets left */
-};
-
-static int is_alpha(uint8_t c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static int is_digit(uint8_t c) {
-  return c >= '0' && c <= '9';
-}
-
-static int is_alnum(uint8_t c) {
-  return is_alpha(c) || is_digit(c);
-}
-
-static int is_wsp(uint8_t c) {
-  return c == ' ' || c == '\t';
-}
-
-static uint8_t lower(uint8_t c) {
-  return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c;
-}
-
-/* span_literal consumes lit if the span starts with it (case-sensitive:
- * RFC 8460 writes its keywords %s"..."). 1 if it did. */
-static int span_literal(struct span *s, const char *lit) {
-  size_t n = strlen(lit);
-  if (s->len < n || memcmp(s->p, lit, n) != 0) {
-    return 0;
-  }
-  s->p += n;
-  s->len -= n;
-  return 1;
-}
-
-static void span_skip_wsp(struct span *s) {
-  while (s->len > 0 && is_wsp(s->p[0])) {
-    s->p++;
-    s->len--;
-  }
-}
-
-/* span_take cuts the longest prefix whose octets satisfy ok. */
-static struct span span_take(struct span *s, int (*ok)(uint8_t)) {
-  struct span out = {s->p, 0};
-  while (out.len < s->len && ok(s->p[out.len])) {
-    out.len++;
-  }
-  s->p += out.len;
-  s->len -= out.len;
-  return out;
-}
-
-static int span_eq(struct span s, const char *lit) {
-  return s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
-}
+/* ---- a bounded reader: core/span.h ---- */
 
 /* span_ieq: equal to lit, ASCII case-insensitive (URI schemes). */
 static int span_ieq(struct span s, const char *lit) {
@@ -81,7 +23,7 @@ static int span_ieq(struct span s, const char *lit) {
     return 0;
   }
   for (size_t i = 0; i < s.len; i++) {
-    if (lower(s.p[i]) != (uint8_t)lit[i]) {
+    if (span_lower(s.p[i]) != (uint8_t)lit[i]) {
       return 0;
     }
   }
@@ -103,7 +45,7 @@ fail(char *err, size_t err_len, const char *fmt, ...) {
 
 /* tlsrpt-ext-name = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".") */
 static int is_ext_name_char(uint8_t c) {
-  return is_alnum(c) || c == '_' || c == '-' || c == '.';
+  return span_is_alnum(c) || c == '_' || c == '-' || c == '.';
 }
 
 /* tlsrpt-ext-value = 1*(%x21-3A / %x3C / %x3E-7E) */
@@ -118,7 +60,7 @@ static int is_uri_char(uint8_t c) {
 
 /* RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
 static int is_scheme_char(uint8_t c) {
-  return is_alnum(c) || c == '+' || c == '-' || c == '.';
+  return span_is_alnum(c) || c == '+' || c == '-' || c == '.';
 }
 
 /* field-delim = *WSP ";" *WSP */
@@ -137,10 +79,10 @@ int tlsrpt_txt_is_tlsrpt(const uint8_t *rec, size_t rec_len) {
 }
 
 static int hex_value(uint8_t c) {
-  if (is_digit(c)) {
+  if (span_is_digit(c)) {
     return c - '0';
   }
-  c = lower(c);
+  c = span_lower(c);
   return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
@@ -189,7 +131,8 @@ static int uri_add(struct tlsrpt_record *out, char *err, size_t err_len,
                    struct span u) {
   struct span rest = u;
   struct span scheme = span_take(&rest, is_scheme_char);
-  if (scheme.len == 0 || !is_alpha(scheme.p[0]) || !span_literal(&rest, ":")) {
+  if (scheme.len == 0 || !span_is_alpha(scheme.p[0]) ||
+      !span_literal(&rest, ":")) {
     return fail(err, err_len, "a URI without a scheme");
   }
   if (out->num_uris >= TLSRPT_MAX_URIS || u.len > TLSRPT_MAX_URI) {
@@ -241,7 +184,7 @@ static int rua_list(struct tlsrpt_record *out, char *err, size_t err_len,
 static int txt_field(struct tlsrpt_record *out, int *num_rua, char *err,
                      size_t err_len, struct span *s) {
   struct span name = span_take(s, is_ext_name_char);
-  if (name.len == 0 || name.len > 32 || !is_alnum(name.p[0]) ||
+  if (name.len == 0 || name.len > 32 || !span_is_alnum(name.p[0]) ||
       !span_literal(s, "=")) {
     return fail(err, err_len, "malformed field (want name=value)");
   }
@@ -474,7 +417,7 @@ static int domain_key(char out[TLSRPT_MAX_DOMAIN + 1], const char *domain) {
   size_t n = strlen(domain);
   n -= n > 0 && domain[n - 1] == '.';
   for (size_t i = 0; i < n; i++) {
-    out[i] = (char)lower((uint8_t)domain[i]);
+    out[i] = (char)span_lower((uint8_t)domain[i]);
   }
   out[n] = '\0';
   return 0;
@@ -1063,7 +1006,7 @@ static int report_id_ok(const char *s) {
   for (size_t i = 0; i < n; i++) {
     uint8_t c = (uint8_t)s[i];
     ats += c == '@';
-    if (!is_alnum(c) && c != '.' && c != '-' && c != '_' && c != '@') {
+    if (!span_is_alnum(c) && c != '.' && c != '-' && c != '_' && c != '@') {
       return 0;
     }
   }
@@ -1074,7 +1017,7 @@ static int report_id_ok(const char *s) {
 static int unique_ok(const char *s) {
   size_t n = strlen(s);
   for (size_t i = 0; i < n; i++) {
-    if (!is_alnum((uint8_t)s[i])) {
+    if (!span_is_alnum((uint8_t)s[i])) {
       return 0;
     }
   }

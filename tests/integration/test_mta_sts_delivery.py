@@ -7,19 +7,18 @@ the policy alone); testing delivers and logs what enforce would refuse. A
 REQUIRETLS message may use an MX host authenticated by an enforce policy.
 Everything on 127.0.0.1; every wait bounded."""
 
-import http.server
 import os
 import re
 import smtplib
 import ssl
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (SKIP, Daemon, SmtpSink, check, metric_value,  # noqa: E402
                      run_tests, wait_until)
 import dnsserver  # noqa: E402
+from stsserver import PolicyServer  # noqa: E402
 from tlsutil import Pki, have_tools  # noqa: E402
 
 SOA = ("$TTL 300\n"
@@ -47,56 +46,14 @@ def policy_text(domain, mode):
             "max_age: 86400\r\n")
 
 
-class PolicyServer:
-    """HTTPS on a free loopback port; answers by the Host header."""
-
-    def __init__(self, pki, cert, key):
-        self.hits = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def do_GET(self):
-                host = (self.headers.get("Host") or "").split(":")[0]
-                domain = host[len("mta-sts."):]
-                outer.hits.append((host, self.path))
-                if (self.path != "/.well-known/mta-sts.txt" or
-                        domain not in DOMAINS):
-                    self.send_error(404)
-                    return
-                body = policy_text(domain, DOMAINS[domain]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.socket = pki.server_context(cert, key).wrap_socket(
-            self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.1},
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
-
-
 class World:
     def __init__(self):
         self.tmp = tempfile.mkdtemp(prefix="postseal-sts-")
         self.pki = Pki(os.path.join(self.tmp, "pki"))
         names = [f"mta-sts.{d}" for d in DOMAINS]
-        self.web = PolicyServer(self.pki, *self.pki.leaf("web", names))
+        self.web = PolicyServer(
+            self.pki, *self.pki.leaf("web", names),
+            lambda d: policy_text(d, DOMAINS[d]) if d in DOMAINS else None)
         self.mx_good = self.pki.leaf("mx", [f"mx.{d}" for d in DOMAINS])
         self.mx_wrong = self.pki.leaf("wrong", ["impostor.example"])
         zones = {d: zone(d, 1) for d in DOMAINS}

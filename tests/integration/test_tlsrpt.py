@@ -12,7 +12,6 @@ every wait bounded."""
 import email
 import email.policy
 import gzip
-import http.server
 import json
 import os
 import re
@@ -20,12 +19,12 @@ import shutil
 import smtplib
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (SKIP, Daemon, SmtpSink, check, metric_value,  # noqa: E402
                      run_tests, wait_until)
 import dnsserver  # noqa: E402
+from stsserver import PolicyServer  # noqa: E402
 from tlsutil import Pki, have_tools  # noqa: E402
 
 HOSTNAME = "mx.test.example"  # harness.Daemon's hostname
@@ -52,54 +51,16 @@ def zones():
     return z
 
 
-class PolicyServer:
-    """HTTPS on a free loopback port: an enforce policy naming
-    mx.<domain> for each STS domain (by the Host header)."""
-
-    def __init__(self, pki, cert, key):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def do_GET(self):
-                host = (self.headers.get("Host") or "").split(":")[0]
-                domain = host[len("mta-sts."):]
-                if (self.path != "/.well-known/mta-sts.txt" or
-                        domain not in STS_DOMAINS):
-                    self.send_error(404)
-                    return
-                body = (f"version: STSv1\r\nmode: enforce\r\n"
-                        f"mx: mx.{domain}\r\nmax_age: 86400\r\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.socket = pki.server_context(cert, key).wrap_socket(
-            self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.1},
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
-
-
 class World:
     def __init__(self):
         self.tmp = tempfile.mkdtemp(prefix="postseal-tlsrpt-")
         self.pki = Pki(os.path.join(self.tmp, "pki"))
-        self.web = PolicyServer(self.pki, *self.pki.leaf(
-            "web", [f"mta-sts.{d}" for d in STS_DOMAINS]))
+        self.web = PolicyServer(
+            self.pki, *self.pki.leaf("web",
+                                     [f"mta-sts.{d}" for d in STS_DOMAINS]),
+            lambda d: (f"version: STSv1\r\nmode: enforce\r\n"
+                       f"mx: mx.{d}\r\nmax_age: 86400\r\n")
+            if d in STS_DOMAINS else None)
         self.mx_good = self.pki.leaf("good", ["mx.stsgood.test"])
         self.mx_wrong = self.pki.leaf("wrong", ["impostor.example"])
         self.ns = dnsserver.Nsd(zones()).start()
