@@ -237,6 +237,9 @@ void conn_maybe_free(struct conn *c) {
   }
   c->freed = 1; /* callers may still hold c for the rest of their event */
   close(c->fd);
+  if (c->tls != NULL) {
+    explicit_bzero(c->held.data, c->held.len); /* may hold AUTH lines */
+  }
   tls_free(c->tls);
   c->tls = NULL;
   if (c->outbound) {
