@@ -248,13 +248,12 @@ static int tls_ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv,
   } else if (encrypt) {
     const struct tls_ticket_key *k = &ctx->tickets[0];
     memcpy(key_name, k->name, sizeof(k->name));
-    rc = RAND_bytes(iv, 16) &&
-                 EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes,
-                                    iv) &&
-                 HMAC_Init_ex(hctx, k->hmac, sizeof(k->hmac), EVP_sha256(),
-                              NULL)
-             ? 1
-             : -1;
+    rc =
+        RAND_bytes(iv, 16) &&
+                EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) &&
+                HMAC_Init_ex(hctx, k->hmac, sizeof(k->hmac), EVP_sha256(), NULL)
+            ? 1
+            : -1;
   } else {
     for (int i = 0; i < 2 && rc == 0; i++) {
       const struct tls_ticket_key *k = &ctx->tickets[i];
@@ -263,8 +262,7 @@ static int tls_ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv,
         continue;
       }
       rc = HMAC_Init_ex(hctx, k->hmac, sizeof(k->hmac), EVP_sha256(), NULL) &&
-                   EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes,
-                                      iv)
+                   EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv)
                ? (i == 0 ? 1 : 2) /* 2: re-issue under the current key */
                : -1;
     }
@@ -420,8 +418,7 @@ struct tls_ctx *tls_ctx_new_server(const struct tls_server_config *config,
    * how long its key opens it. The session-ID cache only serves TLS 1.2
    * clients without tickets: bound it. */
   pthread_once(&tls_ctx_index_once, tls_ctx_index_init);
-  if (tls_ctx_index < 0 ||
-      !SSL_CTX_set_ex_data(ctx->ssl, tls_ctx_index, ctx) ||
+  if (tls_ctx_index < 0 || !SSL_CTX_set_ex_data(ctx->ssl, tls_ctx_index, ctx) ||
       !SSL_CTX_set_tlsext_ticket_key_cb(ctx->ssl, tls_ticket_cb)) {
     snprintf(err, err_len, "cannot set up session tickets");
     tls_ctx_destroy(ctx);

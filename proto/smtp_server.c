@@ -372,8 +372,8 @@ static const char *smtp_server_param_smtputf8(struct smtp_server *s,
  * TLS stripped underneath it: refuse rather than accept a promise the
  * session itself already broke). */
 static const char *smtp_server_param_requiretls(struct smtp_server *s,
-                                                const uint8_t *val,
-                                                size_t len, int has_val) {
+                                                const uint8_t *val, size_t len,
+                                                int has_val) {
   (void)val;
   (void)len;
   if (has_val) {

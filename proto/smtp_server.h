@@ -134,9 +134,9 @@ enum {
   SMTP_EXT_SMTPUTF8 = 1u << 4,
   SMTP_EXT_CHUNKING = 1u << 5,
   SMTP_EXT_DSN = 1u << 6,
-  SMTP_EXT_ALL = (1u << 7) - 1, /* the above; not STARTTLS, AUTH */
-  SMTP_EXT_STARTTLS = 1u << 7,  /* RFC 3207; offered while not in TLS */
-  SMTP_EXT_AUTH = 1u << 8,      /* RFC 4954 PLAIN LOGIN; offered in TLS */
+  SMTP_EXT_ALL = (1u << 7) - 1,  /* the above; not STARTTLS, AUTH */
+  SMTP_EXT_STARTTLS = 1u << 7,   /* RFC 3207; offered while not in TLS */
+  SMTP_EXT_AUTH = 1u << 8,       /* RFC 4954 PLAIN LOGIN; offered in TLS */
   SMTP_EXT_REQUIRETLS = 1u << 9, /* RFC 8689; offered (and its MAIL
                                     parameter taken) only in TLS */
 };

@@ -245,9 +245,9 @@ struct dlv_conn {
   struct buf rcpt_storage;
   enum config_tls_level tls_level; /* this connection's TLS policy */
   char tls_host[256];              /* the next-hop name the cert must match */
-  int sts_enforce; /* MTA-STS enforce: TLS verified for the MX host */
-  int sts_testing; /* MTA-STS testing: log what enforce would refuse */
-  struct dlv_dane *dane;           /* the dane level's TLSA state, or NULL */
+  int sts_enforce;       /* MTA-STS enforce: TLS verified for the MX host */
+  int sts_testing;       /* MTA-STS testing: log what enforce would refuse */
+  struct dlv_dane *dane; /* the dane level's TLSA state, or NULL */
 };
 
 static uint64_t dlv_done_len;
@@ -395,8 +395,8 @@ static struct dlv_dest *dest_get(struct worker *w, const struct route *r,
 
 /* dest_maybe_free drops a destination nothing refers to any more. */
 static void dest_maybe_free(struct worker *w, struct dlv_dest *d) {
-  if (d->num_jobs > 0 || d->num_conns > 0 || d->resolving ||
-      d->sts_pending || d->local_in_flight > 0 || d->active || d->busy) {
+  if (d->num_jobs > 0 || d->num_conns > 0 || d->resolving || d->sts_pending ||
+      d->local_in_flight > 0 || d->active || d->busy) {
     return;
   }
   struct dlv_dest **pp = &w->dlv->buckets[d->hash & (DLV_DEST_BUCKETS - 1)];

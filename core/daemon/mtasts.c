@@ -29,9 +29,10 @@
 #include "policy/mta_sts.h"
 
 #define MTASTS_PATH "/.well-known/mta-sts.txt" /* RFC 8461 §3.2 */
-#define MTASTS_MAX_FETCHES 1 /* per worker, on the pool at once: the pool
-                                has workers + 2 threads, so fetches never
-                                hold all of them (AUTH, Maildir) */
+#define MTASTS_MAX_FETCHES                                                     \
+  1                             /* per worker, on the pool at once: the pool   \
+                                   has workers + 2 threads, so fetches never   \
+                                   hold all of them (AUTH, Maildir) */
 #define MTASTS_MAX_PENDING 4096 /* per worker: lookups of distinct domains */
 #define MTASTS_CONNECT_TIMEOUT_MS 5000
 #define MTASTS_FETCH_TIMEOUT_MS                                                \

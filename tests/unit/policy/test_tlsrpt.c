@@ -623,8 +623,7 @@ static void test_gzip(void **state) {
   /* A report is repetitive JSON: it must actually be compressed. */
   struct buf json = {0};
   for (int k = 0; k < 500; k++) {
-    buf_printf(&json, "{\"result-type\":\"certificate-expired\",\"n\":%d},",
-               k);
+    buf_printf(&json, "{\"result-type\":\"certificate-expired\",\"n\":%d},", k);
   }
   assert_int_equal(tlsrpt_gzip(&gz, json.data, json.len, 0), 0);
   if (gz.len * 4 > json.len) {
