@@ -153,10 +153,17 @@ static void conn_tls_failed(struct conn *c) {
   conn_close(c);
 }
 
+/* tls_plain_wipe zeroes and empties the worker's plaintext scratch. */
+static void tls_plain_wipe(struct worker *w) {
+  if (w->tls_plain.len > 0) {
+    explicit_bzero(w->tls_plain.data, w->tls_plain.len);
+  }
+  buf_reset(&w->tls_plain);
+}
+
 void conn_tls_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
   struct worker *w = c->w;
-  explicit_bzero(w->tls_plain.data, w->tls_plain.len); /* an early return's */
-  buf_reset(&w->tls_plain);
+  tls_plain_wipe(w); /* what an early return below left */
   enum tls_status st = tls_input(c->tls, &w->tls_plain, in, in_len);
   conn_tls_flush(c);
   if (st == TLS_ERROR) {
@@ -186,8 +193,7 @@ void conn_tls_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
   }
   /* Decrypted client input may carry AUTH credentials: not left behind
    * in the scratch buffer (the engine wipes its own copy). */
-  explicit_bzero(w->tls_plain.data, w->tls_plain.len);
-  buf_reset(&w->tls_plain);
+  tls_plain_wipe(w);
   if (st == TLS_CLOSED && !c->freed && !c->shut) {
     /* close_notify: as a TCP EOF, but authenticated. */
     if (c->outbound) {

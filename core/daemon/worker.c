@@ -237,7 +237,7 @@ void conn_maybe_free(struct conn *c) {
   }
   c->freed = 1; /* callers may still hold c for the rest of their event */
   close(c->fd);
-  if (c->tls != NULL) {
+  if (c->tls != NULL && c->held.len > 0) {
     explicit_bzero(c->held.data, c->held.len); /* may hold AUTH lines */
   }
   tls_free(c->tls);
