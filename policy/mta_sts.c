@@ -212,15 +212,9 @@ int mta_sts_txt_parse(char out_id[MTA_STS_MAX_ID + 1], char *err,
 enum mta_sts_txt mta_sts_txt_find(char out_id[MTA_STS_MAX_ID + 1], char *err,
                                   size_t err_len, const struct dns_rr *rrs,
                                   size_t num_rrs) {
-  const struct dns_rr *found = NULL;
-  size_t num_sts = 0;
-  for (size_t i = 0; i < num_rrs; i++) {
-    if (rrs[i].type == DNS_TYPE_TXT &&
-        mta_sts_txt_is_sts(rrs[i].rd.txt.data, rrs[i].rd.txt.data_len)) {
-      found = &rrs[i];
-      num_sts++;
-    }
-  }
+  size_t num_sts;
+  const struct dns_rr *found =
+      dns_msg_txt_one(rrs, num_rrs, mta_sts_txt_is_sts, &num_sts);
   /* §3.1: "If the number of resulting records is not one, or if the
    * resulting record is syntactically invalid", there is no policy. */
   if (num_sts == 0) {

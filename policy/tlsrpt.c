@@ -232,16 +232,10 @@ int tlsrpt_txt_parse(struct tlsrpt_record *out, char *err, size_t err_len,
 enum tlsrpt_txt tlsrpt_txt_find(struct tlsrpt_record *out, char *err,
                                 size_t err_len, const struct dns_rr *rrs,
                                 size_t num_rrs) {
-  const struct dns_rr *found = NULL;
-  size_t num = 0;
   memset(out, 0, sizeof(*out));
-  for (size_t i = 0; i < num_rrs; i++) {
-    if (rrs[i].type == DNS_TYPE_TXT &&
-        tlsrpt_txt_is_tlsrpt(rrs[i].rd.txt.data, rrs[i].rd.txt.data_len)) {
-      found = &rrs[i];
-      num++;
-    }
-  }
+  size_t num;
+  const struct dns_rr *found =
+      dns_msg_txt_one(rrs, num_rrs, tlsrpt_txt_is_tlsrpt, &num);
   /* §3: "If the number of resulting records is not one, or if the
    * resulting record is syntactically invalid", no TLSRPT. */
   if (num == 0) {

@@ -733,3 +733,19 @@ const char *dns_type_name(uint16_t type, char buf[16]) {
   snprintf(buf, 16, "TYPE%u", type);
   return buf;
 }
+
+const struct dns_rr *dns_msg_txt_one(const struct dns_rr *rrs, size_t num_rrs,
+                                     int (*is_kind)(const uint8_t *text,
+                                                    size_t text_len),
+                                     size_t *out_num) {
+  const struct dns_rr *found = NULL;
+  *out_num = 0;
+  for (size_t i = 0; i < num_rrs; i++) {
+    if (rrs[i].type == DNS_TYPE_TXT &&
+        is_kind(rrs[i].rd.txt.data, rrs[i].rd.txt.data_len)) {
+      found = &rrs[i];
+      (*out_num)++;
+    }
+  }
+  return found;
+}

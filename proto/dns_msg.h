@@ -176,4 +176,14 @@ int dns_name_equal(const char *a, const char *b);
 /* dns_type_name is "A", "MX", ... or "TYPE<n>" written into buf. */
 const char *dns_type_name(uint16_t type, char buf[16]);
 
+/* dns_msg_txt_one: the policy-record rule of RFC 8461 §3.1 and RFC 8460
+ * §3 ("if the number of resulting records is not one ... there is
+ * none"): among the TXT records of rrs, those for which is_kind(text) is
+ * 1 are counted into *out_num; the last of them is returned (NULL if
+ * none). The caller treats *out_num != 1 as no (or an invalid) record. */
+const struct dns_rr *dns_msg_txt_one(const struct dns_rr *rrs, size_t num_rrs,
+                                     int (*is_kind)(const uint8_t *text,
+                                                    size_t text_len),
+                                     size_t *out_num);
+
 #endif
