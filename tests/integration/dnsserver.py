@@ -108,7 +108,52 @@ def udp_query(port, name, qtype, timeout=1.0):
     return data if data[:2] == q[:2] else None
 
 
-class Nsd:
+class _DnsDaemon:
+    """What Nsd and Unbound share: a foreground daemon on a UDP/TCP port,
+    its output in <tmp>/<out_name>, ready once it answers an SOA query;
+    stop() ends it and removes tmp. Subclasses set port, tmp, proc and
+    provide read_log()."""
+
+    def _launch(self, argv, out_name, probe, what, timeout, probe_timeout):
+        self.log = open(os.path.join(self.tmp, out_name), "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            answer = udp_query(self.port, probe, TYPE_SOA,
+                               timeout=probe_timeout)
+            if answer is not None and answer[3] & 0x0f == 0:
+                return self
+            time.sleep(0.05)
+        out = self.read_log()
+        self.stop()
+        raise RuntimeError(f"{what} did not answer on port {self.port}:"
+                           f"\n{out}")
+
+    def stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+            self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class Nsd(_DnsDaemon):
     """nsd serving zones = {"example.test": "zone file body", ...}.
 
     Zone bodies are master-file text; $ORIGIN is set to the zone name and
@@ -161,22 +206,8 @@ class Nsd:
 
     def start(self, timeout=10.0):
         self._write_config()
-        self.log = open(os.path.join(self.tmp, "nsd.out"), "wb")
-        self.proc = subprocess.Popen([NSD, "-d", "-c", self.conf],
-                                     stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        first = sorted(self.zones)[0]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            answer = udp_query(self.port, first, TYPE_SOA, timeout=0.2)
-            if answer is not None and answer[3] & 0x0f == 0:
-                return self
-            time.sleep(0.05)
-        out = self.read_log()
-        self.stop()
-        raise RuntimeError(f"nsd did not answer on port {self.port}:\n{out}")
+        return self._launch([NSD, "-d", "-c", self.conf], "nsd.out",
+                            sorted(self.zones)[0], "nsd", timeout, 0.2)
 
     def read_log(self):
         text = ""
@@ -187,26 +218,6 @@ class Nsd:
             except OSError:
                 pass
         return text
-
-    def stop(self):
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
-            self.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
 
 class FaultDns:
@@ -441,7 +452,7 @@ def sign_zone(name, body, folder):
     return signed, ds
 
 
-class Unbound:
+class Unbound(_DnsDaemon):
     """A validating resolver on 127.0.0.1:port.
 
     stubs: {zone: nsd_port}: zones whose servers are that Nsd on
@@ -520,23 +531,9 @@ class Unbound:
 
     def start(self, timeout=10.0):
         self._write_config()
-        self.log = open(os.path.join(self.tmp, "unbound.out"), "wb")
-        self.proc = subprocess.Popen([UNBOUND, "-d", "-c", self.conf],
-                                     stdout=self.log,
-                                     stderr=subprocess.STDOUT)
         probe = next((z for z in sorted(self.stubs) if z.strip(".")), ".")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            answer = udp_query(self.port, probe, TYPE_SOA, timeout=0.5)
-            if answer is not None and answer[3] & 0x0f == 0:
-                return self
-            time.sleep(0.05)
-        out = self.read_log()
-        self.stop()
-        raise RuntimeError(f"unbound did not answer on port {self.port}:"
-                           f"\n{out}")
+        return self._launch([UNBOUND, "-d", "-c", self.conf], "unbound.out",
+                            probe, "unbound", timeout, 0.5)
 
     def read_log(self):
         try:
@@ -544,23 +541,3 @@ class Unbound:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
-
-    def stop(self):
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
-            self.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False

@@ -36,6 +36,7 @@
 #include <openssl/x509v3.h>
 
 #include "crypto/https.h"
+#include "tests/unit/crypto/pki.h"
 
 #define DAY (24L * 60 * 60)
 #define HOST "mta-sts.example.test"
@@ -286,24 +287,6 @@ static struct fixture {
   uint16_t port;
 } fx;
 
-static EVP_PKEY *make_key(void) {
-  EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
-  EVP_PKEY *key = EVP_PKEY_new();
-  if (ec == NULL || key == NULL || !EC_KEY_generate_key(ec) ||
-      !EVP_PKEY_assign_EC_KEY(key, ec)) {
-    fail_msg("test bug: key generation");
-  }
-  return key;
-}
-
-static void add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value) {
-  X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, v3, nid, value);
-  if (ext == NULL || !X509_add_ext(x, ext, -1)) {
-    fail_msg("test bug: extension %d=%s", nid, value);
-  }
-  X509_EXTENSION_free(ext);
-}
-
 static X509 *make_cert(enum cert_id id, const char *cn, const char *san,
                        enum cert_id issuer_id, int is_ca) {
   static long serial = 1;
@@ -332,20 +315,6 @@ static X509 *make_cert(enum cert_id id, const char *cn, const char *san,
     fail_msg("test bug: signing %s", cn);
   }
   return x;
-}
-
-static void write_pem(const char *path, X509 *const *chain, EVP_PKEY *key) {
-  BIO *b = BIO_new_file(path, "w");
-  if (b == NULL) {
-    fail_msg("test bug: cannot write %s", path);
-  }
-  for (size_t i = 0; chain != NULL && chain[i] != NULL; i++) {
-    PEM_write_bio_X509(b, chain[i]);
-  }
-  if (key != NULL) {
-    PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
-  }
-  BIO_free(b);
 }
 
 static void make_certs(void) {

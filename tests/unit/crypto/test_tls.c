@@ -34,6 +34,7 @@
 #include <openssl/x509v3.h>
 
 #include "crypto/tls.h"
+#include "tests/unit/crypto/pki.h"
 
 #define DAY (24L * 60 * 60)
 
@@ -84,24 +85,6 @@ static EVP_PKEY *make_ed25519_key(void) {
   return key;
 }
 
-static EVP_PKEY *make_key(void) {
-  EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
-  EVP_PKEY *key = EVP_PKEY_new();
-  if (ec == NULL || key == NULL || !EC_KEY_generate_key(ec) ||
-      !EVP_PKEY_assign_EC_KEY(key, ec)) {
-    fail_msg("test bug: key generation");
-  }
-  return key;
-}
-
-static void add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value) {
-  X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, v3, nid, value);
-  if (ext == NULL || !X509_add_ext(x, ext, -1)) {
-    fail_msg("test bug: extension %d=%s", nid, value);
-  }
-  X509_EXTENSION_free(ext);
-}
-
 struct cert_spec {
   const char *cn;
   const char *san;     /* "DNS:..." or NULL */
@@ -141,21 +124,6 @@ static X509 *make_cert(enum cert_id id, const struct cert_spec *spec) {
     fail_msg("test bug: signing %s", spec->cn);
   }
   return x;
-}
-
-/* write_pem writes certificates (NULL-terminated) or a key to path. */
-static void write_pem(const char *path, X509 *const *chain, EVP_PKEY *key) {
-  BIO *b = BIO_new_file(path, "w");
-  if (b == NULL) {
-    fail_msg("test bug: cannot write %s", path);
-  }
-  for (size_t i = 0; chain != NULL && chain[i] != NULL; i++) {
-    PEM_write_bio_X509(b, chain[i]);
-  }
-  if (key != NULL) {
-    PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
-  }
-  BIO_free(b);
 }
 
 /* make_certs builds every certificate; issuers come first in the table. */
