@@ -192,8 +192,13 @@ void conn_tls_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
     }
   }
   /* Decrypted client input may carry AUTH credentials: not left behind
-   * in the scratch buffer (the engine wipes its own copy). */
-  tls_plain_wipe(w);
+   * in the scratch buffer (the engine wipes its own copy). A next hop's
+   * replies carry none: no need to touch every byte of them again. */
+  if (c->outbound) {
+    buf_reset(&w->tls_plain);
+  } else {
+    tls_plain_wipe(w);
+  }
   if (st == TLS_CLOSED && !c->freed && !c->shut) {
     /* close_notify: as a TCP EOF, but authenticated. */
     if (c->outbound) {
