@@ -132,8 +132,7 @@ def routed(dns_port, sink_port, level, ca):
 
 
 def test_verify_policy():
-    if not dnsserver.have_nsd():
-        return
+    check(dnsserver.have_nsd(), "nsd is installed (scripts/setup.sh)")
     p = pki()
     good = SmtpSink(tls=p.server_context(*p.good)).start()
     wrong = SmtpSink(tls=p.server_context(*p.wrong)).start()
@@ -205,8 +204,7 @@ def test_requiretls():
     hop that offers REQUIRETLS, and only where the next-hop name is
     authenticated (named by the operator here; an MX answer without
     DNSSEC is not); else it bounces 5.7.30, never downgraded."""
-    if not dnsserver.have_nsd():
-        return
+    check(dnsserver.have_nsd(), "nsd is installed (scripts/setup.sh)")
     p = pki()
     good = SmtpSink(tls=p.server_context(*p.good), requiretls=True).start()
     noreq = SmtpSink(tls=p.server_context(*p.good)).start()
