@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -501,6 +502,211 @@ static void clear_domains(struct config *c, const struct setting *s) {
   *num = 0;
 }
 
+int config_parse_time(const char *v, int64_t *out) {
+  size_t n = strlen(v);
+  if (n > 0 && n <= 12 && strspn(v, "0123456789") == n) {
+    *out = (int64_t)strtoll(v, NULL, 10);
+    return 0;
+  }
+  struct tm tm;
+  memset(&tm, 0, sizeof(tm));
+  const char *end = strptime(v, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (end == NULL || (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0)) {
+    return -1;
+  }
+  time_t t = timegm(&tm);
+  if (t == (time_t)-1 || t < 0) {
+    return -1;
+  }
+  *out = (int64_t)t;
+  return 0;
+}
+
+/* dkim_selector_valid: RFC 6376 §3.1 selector = sub-domain *("." sub-domain),
+ * labels of letters, digits and inner hyphens. */
+static int dkim_selector_valid(const char *s) {
+  size_t label = 0;
+  for (const char *p = s;; p++) {
+    if (*p == '.' || *p == '\0') {
+      if (label == 0 || label > 63 || p[-1] == '-') {
+        return 0;
+      }
+      if (*p == '\0') {
+        return 1;
+      }
+      label = 0;
+    } else if (isalnum((unsigned char)*p) || (*p == '-' && label > 0)) {
+      label++;
+    } else {
+      return 0;
+    }
+  }
+}
+
+/* add_dkim_key: "DOMAIN SELECTOR KEY_FILE [NOT_BEFORE]". The key itself is
+ * loaded by the daemon (runtime_attach), which reports a bad file. */
+static int add_dkim_key(struct config *c, const struct setting *s,
+                        const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  if (c->num_dkim_keys >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  if (c->dkim_keys == NULL) {
+    c->dkim_keys = calloc(CONFIG_MAX_LIST, sizeof(*c->dkim_keys));
+    if (c->dkim_keys == NULL) {
+      return msgf(msg, msg_len, "out of memory");
+    }
+  }
+  char words[5][CONFIG_MAX_PATH];
+  size_t nw = 0;
+  const char *p = v;
+  while (*p != '\0') {
+    while (*p == ' ' || *p == '\t') {
+      p++;
+    }
+    size_t len = strcspn(p, " \t");
+    if (len == 0) {
+      break;
+    }
+    if (nw == 5 || len >= sizeof(words[0])) {
+      nw = 5;
+      break;
+    }
+    memcpy(words[nw], p, len);
+    words[nw++][len] = '\0';
+    p += len;
+  }
+  if (nw < 3 || nw > 4) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not \"DOMAIN SELECTOR KEY_FILE [NOT_BEFORE]\"",
+                v);
+  }
+  struct config_dkim_key *k = &c->dkim_keys[c->num_dkim_keys];
+  memset(k, 0, sizeof(*k));
+  if (domain_normalize(words[0], k->domain, sizeof(k->domain), msg, msg_len) !=
+      0) {
+    return -1;
+  }
+  if (strlen(words[1]) >= sizeof(k->selector) ||
+      !dkim_selector_valid(words[1])) {
+    return msgf(msg, msg_len, "\"%.80s\": \"%.80s\" is not a DKIM selector", v,
+                words[1]);
+  }
+  memcpy(k->selector, words[1], strlen(words[1]) + 1); /* length checked */
+  for (char *q = k->selector; *q; q++) {
+    *q = (char)tolower((unsigned char)*q);
+  }
+  if (strlen(words[2]) >= sizeof(k->key_file)) {
+    return msgf(msg, msg_len, "key file path too long");
+  }
+  memcpy(k->key_file, words[2], strlen(words[2]) + 1); /* length checked */
+  if (nw == 4 && config_parse_time(words[3], &k->not_before) != 0) {
+    return msgf(msg, msg_len,
+                "\"%.80s\": \"%.40s\" is not a time like "
+                "2026-12-01T00:00:00Z",
+                v, words[3]);
+  }
+  for (size_t i = 0; i < c->num_dkim_keys; i++) {
+    if (strcmp(c->dkim_keys[i].domain, k->domain) == 0 &&
+        strcmp(c->dkim_keys[i].selector, k->selector) == 0) {
+      return msgf(msg, msg_len, "selector %s of %s is listed twice",
+                  k->selector, k->domain);
+    }
+  }
+  c->num_dkim_keys++;
+  return 0;
+}
+
+static void clear_dkim_keys(struct config *c, const struct setting *s) {
+  (void)s;
+  c->num_dkim_keys = 0;
+}
+
+/* add_header_name: an RFC 5322 field name (printable ASCII but ":"),
+ * stored lower case; a repeat is refused. */
+static int add_header_name(struct config *c, const struct setting *s,
+                           const char *v, char *msg, size_t msg_len) {
+  char **items = field(c, s->off);
+  size_t *num = field(c, s->num_off);
+  size_t n = strlen(v);
+  if (*num >= CONFIG_MAX_DKIM_HEADERS) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_DKIM_HEADERS);
+  }
+  if (n == 0 || n > 100) {
+    return msgf(msg, msg_len, "\"%.80s\" is not a header field name", v);
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (v[i] <= 0x20 || v[i] >= 0x7f || v[i] == ':') {
+      return msgf(msg, msg_len, "\"%.80s\" is not a header field name", v);
+    }
+  }
+  for (size_t i = 0; i < *num; i++) {
+    if (strcasecmp(items[i], v) == 0) {
+      return msgf(msg, msg_len, "\"%.80s\" is listed twice", v);
+    }
+  }
+  items[*num] = strdup(v);
+  if (items[*num] == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
+  for (char *q = items[*num]; *q; q++) {
+    *q = (char)tolower((unsigned char)*q);
+  }
+  (*num)++;
+  if (s->num_off == offsetof(struct config, num_dkim_oversign)) {
+    c->dkim_oversign_set = 1;
+  }
+  return 0;
+}
+
+static void clear_header_names(struct config *c, const struct setting *s) {
+  char **items = field(c, s->off);
+  size_t *num = field(c, s->num_off);
+  for (size_t i = 0; i < *num; i++) {
+    free(items[i]);
+    items[i] = NULL;
+  }
+  *num = 0;
+  if (s->num_off == offsetof(struct config, num_dkim_oversign)) {
+    c->dkim_oversign_set = 1; /* "oversign: []" means none */
+  }
+}
+
+/* set_dkim_canon: c= as in RFC 6376: "relaxed/relaxed", "simple", ... */
+static int set_dkim_canon(struct config *c, const struct setting *s,
+                          const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  const char *slash = strchr(v, '/');
+  size_t hl = slash ? (size_t)(slash - v) : strlen(v);
+  const char *b = slash ? slash + 1 : "simple";
+  int h_rel, b_rel;
+  if (hl == 7 && strncmp(v, "relaxed", 7) == 0) {
+    h_rel = 1;
+  } else if (hl == 6 && strncmp(v, "simple", 6) == 0) {
+    h_rel = 0;
+  } else {
+    h_rel = -1;
+  }
+  b_rel = strcmp(b, "relaxed") == 0 ? 1 : strcmp(b, "simple") == 0 ? 0 : -1;
+  if (h_rel < 0 || b_rel < 0) {
+    return msgf(msg, msg_len,
+                "\"%.40s\" is not HEADER/BODY with each simple or relaxed", v);
+  }
+  c->dkim_hdr_relaxed = h_rel;
+  c->dkim_body_relaxed = b_rel;
+  return 0;
+}
+
+static int set_domain_or_empty(struct config *c, const struct setting *s,
+                               const char *v, char *msg, size_t msg_len) {
+  char name[256] = "";
+  if (v[0] != '\0' &&
+      domain_normalize(v, name, sizeof(name), msg, msg_len) != 0) {
+    return -1;
+  }
+  return replace_str(field(c, s->off), name, strlen(name), msg, msg_len);
+}
+
 static const struct setting listen_settings[] = {
     {.name = "smtp",
      .env = "POSTSEAL_SMTP_LISTEN",
@@ -625,6 +831,52 @@ static const struct setting submission_settings[] = {
      .shape = SHAPE_PLAIN,
      .set = set_bool,
      FIELD(submission_require_tls)},
+};
+
+static const struct setting dkim_settings[] = {
+    {.name = "keys",
+     .env = "POSTSEAL_DKIM_KEYS",
+     .shape = SHAPE_LIST,
+     .set = add_dkim_key,
+     .clear = clear_dkim_keys},
+    {.name = "sign", .shape = SHAPE_PLAIN, .set = set_bool, FIELD(dkim_sign)},
+    {.name = "default_domain",
+     .shape = SHAPE_STRING,
+     .set = set_domain_or_empty,
+     FIELD(dkim_default_domain)},
+    {.name = "canonicalization", .shape = SHAPE_STRING, .set = set_dkim_canon},
+    {.name = "headers",
+     .shape = SHAPE_LIST,
+     .set = add_header_name,
+     .clear = clear_header_names,
+     FIELD(dkim_headers),
+     .num_off = offsetof(struct config, num_dkim_headers)},
+    {.name = "oversign",
+     .shape = SHAPE_LIST,
+     .set = add_header_name,
+     .clear = clear_header_names,
+     FIELD(dkim_oversign),
+     .num_off = offsetof(struct config, num_dkim_oversign)},
+    {.name = "signature_ttl",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(dkim_signature_ttl),
+     .min = 0,
+     .max = 366 * 86400},
+    {.name = "timestamp",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(dkim_timestamp)},
+    {.name = "verify",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(dkim_verify)},
+    {.name = "verify_max_signatures",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(dkim_verify_max_signatures),
+     .min = 1,
+     .max = 16}, /* DKIM_MAX_VERIFY */
 };
 
 static const struct setting limit_settings[] = {
@@ -866,6 +1118,10 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_MAPPING,
      .sub = submission_settings,
      .num_sub = ARRAY_LEN(submission_settings)},
+    {.name = "dkim",
+     .shape = SHAPE_MAPPING,
+     .sub = dkim_settings,
+     .num_sub = ARRAY_LEN(dkim_settings)},
 };
 
 /* load_mapping tracks the keys seen in a 32-bit mask. */
@@ -874,7 +1130,8 @@ _Static_assert(
         ARRAY_LEN(timeout_settings) <= 32 &&
         ARRAY_LEN(delivery_settings) <= 32 && ARRAY_LEN(dns_settings) <= 32 &&
         ARRAY_LEN(listen_settings) <= 32 && ARRAY_LEN(tls_settings) <= 32 &&
-        ARRAY_LEN(auth_settings) <= 32 && ARRAY_LEN(submission_settings) <= 32,
+        ARRAY_LEN(auth_settings) <= 32 &&
+        ARRAY_LEN(submission_settings) <= 32 && ARRAY_LEN(dkim_settings) <= 32,
     "setting tables must fit the seen mask");
 
 /* default_hostname: gethostname(), or "localhost" if it is unusable. */
@@ -933,6 +1190,13 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->tls_report_interval = 86400;
   c->tls_report_max_domains = 10000;
   c->tls_report_max_failure_details = 100;
+  c->dkim_sign = 1;
+  c->dkim_hdr_relaxed = 1;
+  c->dkim_body_relaxed = 1;
+  c->dkim_timestamp = 1;
+  c->dkim_verify = 1;
+  c->dkim_verify_max_signatures = 5;
+  c->dkim_default_domain = strdup("");
   c->tls_cert_file = strdup("");
   c->tls_key_file = strdup("");
   c->tls_min_version = strdup("1.2");
@@ -940,7 +1204,7 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->auth_passwd_file = strdup("");
   if (c->tls_cert_file == NULL || c->tls_key_file == NULL ||
       c->tls_min_version == NULL || c->tls_ca_file == NULL ||
-      c->auth_passwd_file == NULL) {
+      c->auth_passwd_file == NULL || c->dkim_default_domain == NULL) {
     return msgf(msg, msg_len, "out of memory");
   }
   for (size_t i = 0; i < ARRAY_LEN(top_settings); i++) {
@@ -1353,6 +1617,14 @@ void config_free(struct config *c) {
   free(c->tls_min_version);
   free(c->tls_ca_file);
   free(c->auth_passwd_file);
+  free(c->dkim_keys);
+  free(c->dkim_default_domain);
+  for (size_t i = 0; i < c->num_dkim_headers; i++) {
+    free(c->dkim_headers[i]);
+  }
+  for (size_t i = 0; i < c->num_dkim_oversign; i++) {
+    free(c->dkim_oversign[i]);
+  }
   if (c->runtime_free != NULL) {
     c->runtime_free(c->runtime);
   }

@@ -50,6 +50,17 @@ struct config_tls_policy {
   enum config_tls_level level;
 };
 
+/* One dkim.keys entry: "DOMAIN SELECTOR KEY_FILE [NOT_BEFORE]". */
+struct config_dkim_key {
+  char domain[256];   /* lower case, no trailing dot */
+  char selector[256]; /* RFC 6376 selector: dot-separated labels */
+  char key_file[1024];
+  int64_t not_before; /* seconds since the epoch it starts to sign; 0 =
+                         from the start */
+};
+
+#define CONFIG_MAX_DKIM_HEADERS 64 /* dkim.headers and dkim.oversign */
+
 struct config {
   char *path;       /* file loaded, or NULL for defaults */
   char *hostname;   /* default: gethostname() */
@@ -146,6 +157,26 @@ struct config {
   unsigned tls_report_max_domains; /* policy domains per period: 10000 */
   unsigned tls_report_max_failure_details; /* rows per domain: 100 */
 
+  /* DKIM (crypto/dkim.h, core/daemon/dkim.c). Keys sign the mail of
+   * clients that may relay (mynetworks, AUTH) whose From domain (or a
+   * parent of it) has keys; per (domain, algorithm) the newest key whose
+   * not_before has passed signs. Mail from other clients is verified. */
+  struct config_dkim_key *dkim_keys; /* CONFIG_MAX_LIST entries */
+  size_t num_dkim_keys;
+  int dkim_sign;             /* default 1 */
+  char *dkim_default_domain; /* "" = none (default): sign with this
+                                domain's keys when From's has none */
+  int dkim_hdr_relaxed;      /* c= header part: default 1 (relaxed) */
+  int dkim_body_relaxed;     /* c= body part: default 1 (relaxed) */
+  char *dkim_headers[CONFIG_MAX_DKIM_HEADERS]; /* none = built-in list */
+  size_t num_dkim_headers;
+  char *dkim_oversign[CONFIG_MAX_DKIM_HEADERS];
+  size_t num_dkim_oversign;
+  int dkim_oversign_set;               /* dkim.oversign given (even empty) */
+  unsigned dkim_signature_ttl;         /* x= = t= + this; 0 = no x= (default) */
+  int dkim_timestamp;                  /* t=: default 1 */
+  int dkim_verify;                     /* verify inbound mail: default 1 */
+  unsigned dkim_verify_max_signatures; /* default 5 */
   /* Runtime objects the daemon builds from this configuration (TLS
    * contexts, the password table); freed with it by runtime_free. */
   void *runtime;
@@ -175,5 +206,8 @@ void config_route(const struct config *c, const char *domain,
 enum config_tls_level config_tls_level(const struct config *c,
                                        const char *domain);
 const char *config_tls_level_name(enum config_tls_level level);
+/* config_parse_time reads "2026-12-01T00:00:00Z" (RFC 3339, UTC, "Z" or
+ * "+00:00") or seconds since the epoch. Returns 0, or -1. */
+int config_parse_time(const char *v, int64_t *out);
 
 #endif

@@ -14,9 +14,11 @@ static const char text_probe[] =
 
 int access_client_trusted(const struct config *c,
                           const struct sockaddr *client) {
-  if (c->open_relay) {
-    return 1;
-  }
+  return c->open_relay || access_client_in_mynetworks(c, client);
+}
+
+int access_client_in_mynetworks(const struct config *c,
+                                const struct sockaddr *client) {
   if (client == NULL) {
     return 0;
   }

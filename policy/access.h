@@ -39,6 +39,11 @@ struct access_verdict {
 int access_client_trusted(const struct config *c,
                           const struct sockaddr *client);
 
+/* access_client_in_mynetworks: 1 if the client is in mynetworks (an
+ * open relay does not make everyone's mail ours to sign). */
+int access_client_in_mynetworks(const struct config *c,
+                                const struct sockaddr *client);
+
 /* access_check_rcpt decides for one recipient mailbox "local@domain". */
 void access_check_rcpt(const struct config *c, const struct sockaddr *client,
                        const char *mailbox, int has_source_route,

@@ -25,6 +25,7 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/spool.h"
+#include "crypto/dkim.h"
 #include "crypto/tls.h"
 #include "policy/auth.h"
 #include "policy/dns.h"
@@ -103,6 +104,8 @@ enum tls_policy_failure {
 };
 
 /* Counters of one worker; only that worker writes them (METRIC_ADD). */
+#define DKIM_VERDICTS 6 /* none, pass, fail, neutral, temperror, permerror */
+
 struct worker_metrics {
   uint64_t sessions_total[LISTEN_COUNT];
   uint64_t sessions_active[LISTEN_COUNT];
@@ -153,6 +156,14 @@ struct worker_metrics {
   uint64_t tlsrpt_reports[6];  /* report-time outcomes per domain, by enum
                                   tlsrpt_outcome (worker 0) */
   /* ---- end TLS reporting ---- */
+  /* ---- DKIM (dkimglue.c) ---- */
+  uint64_t dkim_signatures[2];          /* made: [0] rsa-sha256, [1] ed25519 */
+  uint64_t dkim_sign_errors;            /* messages answered 451 */
+  uint64_t dkim_unsigned;               /* trusted mail with no key for From */
+  uint64_t dkim_verify[DKIM_VERDICTS];  /* by dkimglue's verdict index */
+  struct metric_hist dkim_batch;        /* messages per signing batch */
+  struct metric_hist dkim_sign_seconds; /* per batch: hash + sign */
+  /* ---- end DKIM ---- */
 };
 
 extern const struct metric_hist_spec daemon_batch_spec;
@@ -344,6 +355,11 @@ struct __attribute__((aligned(64))) worker {
   struct seg *segs;              /* segments.c */
   struct buf tls_plain, tls_out; /* tlsglue.c scratch */
   struct tlsrpt_worker *tlsrpt;  /* tlsrpt.c: this worker's own state */
+  /* dkimglue.c: messages waiting for this loop turn's signing batch, and
+   * messages whose signatures wait for their keys. */
+  struct dkim_pending *dkim_batch, *dkim_batch_tail;
+  size_t dkim_batch_len;
+  struct dkim_pending *dkim_verifying;
 };
 
 /* What a configuration needs at run time beyond its values: TLS contexts
@@ -352,6 +368,7 @@ struct __attribute__((aligned(64))) worker {
  * a password check in flight keeps its table after a reload. */
 struct runtime {
   int refs;                   /* atomic */
+  struct dkim_rt *dkim;       /* dkimglue.c: signing keys; NULL: none */
   struct tls_ctx *tls_server; /* NULL: no inbound TLS */
   struct tls_ctx *tls_client; /* outbound STARTTLS */
   struct auth_db *auth;       /* NULL: AUTH not offered */
@@ -415,7 +432,26 @@ void session_on_tls_ready(struct conn *c);
 void delivery_on_tls_ready(struct conn *c);
 void delivery_on_tls_error(struct conn *c, const char *why);
 
+/* dkimglue.c: the DKIM stage between the end of DATA and the spool
+ * commit. Trusted clients' mail (mynetworks, AUTH) is signed with the
+ * keys of its From domain in a batch at the end of the loop turn; other
+ * mail has its signatures verified (keys through the worker's resolver)
+ * and an Authentication-Results field added. Either way the message then
+ * goes to session_stage_commit (or session_stage_failed). */
+struct dkim_rt;
+int dkim_runtime_load(struct runtime *rt, const struct config *cfg, char *err,
+                      size_t err_len);
+void dkim_runtime_free(struct dkim_rt *d);
+/* dkim_stage_take: 1 if the stage took cm (it finishes it later), 0 if
+ * cm is to be staged now, -1 if it cannot be taken (out of memory: 451). */
+int dkim_stage_take(struct conn *c, struct commit *cm, int trusted);
+void dkim_stage_flush(struct worker *w);
+void dkim_worker_close(struct worker *w);
+extern const struct metric_hist_spec dkim_sign_seconds_spec;
+
 /* session.c: SMTP glue, called by the worker. */
+int session_stage_commit(struct conn *c, struct commit *cm);
+void session_stage_failed(struct conn *c, struct commit *cm);
 int session_start(struct conn *c);
 void session_on_input(struct conn *c, const uint8_t *in, size_t in_len);
 void session_pump(struct conn *c);

@@ -327,6 +327,51 @@ static void render_tlsrpt(struct daemon *d, struct buf *out) {
   }
 }
 
+/* render_dkim: signatures made, signing batches and their time,
+ * verification verdicts. */
+static void render_dkim(struct daemon *d, struct buf *out) {
+  static const char *const algs[2] = {"rsa-sha256", "ed25519-sha256"};
+  static const char *const verdicts[DKIM_VERDICTS] = {
+      "none", "pass", "fail", "neutral", "temperror", "permerror"};
+  metric_write_header(out, "postseal_dkim_signatures_total", "counter",
+                      "DKIM signatures made, by algorithm.");
+  for (int a = 0; a < 2; a++) {
+    render_labelled(out, "postseal_dkim_signatures_total", "algorithm", algs[a],
+                    (double)SUM(d, dkim_signatures[a]));
+  }
+  metric_write_header(out, "postseal_dkim_sign_errors_total", "counter",
+                      "Messages that could not be signed (answered 451).");
+  metric_write_value(out, "postseal_dkim_sign_errors_total", NULL,
+                     (double)SUM(d, dkim_sign_errors));
+  metric_write_header(out, "postseal_dkim_unsigned_total", "counter",
+                      "Mail from trusted clients with no signing key for "
+                      "its From domain.");
+  metric_write_value(out, "postseal_dkim_unsigned_total", NULL,
+                     (double)SUM(d, dkim_unsigned));
+  struct metric_hist batch = {0}, secs = {0};
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    metric_hist_add_into(&batch, &d->workers[i].m.dkim_batch,
+                         &daemon_batch_spec);
+    metric_hist_add_into(&secs, &d->workers[i].m.dkim_sign_seconds,
+                         &dkim_sign_seconds_spec);
+  }
+  metric_write_header(out, "postseal_dkim_sign_batch_messages", "histogram",
+                      "Messages signed together in one loop turn.");
+  metric_write_hist(out, "postseal_dkim_sign_batch_messages", NULL, &batch,
+                    &daemon_batch_spec);
+  metric_write_header(out, "postseal_dkim_sign_batch_duration_seconds",
+                      "histogram", "Time to hash and sign one batch.");
+  metric_write_hist(out, "postseal_dkim_sign_batch_duration_seconds", NULL,
+                    &secs, &dkim_sign_seconds_spec);
+  metric_write_header(out, "postseal_dkim_verify_total", "counter",
+                      "Inbound DKIM verdicts, by result (none: a message "
+                      "without signatures).");
+  for (int k = 0; k < DKIM_VERDICTS; k++) {
+    render_labelled(out, "postseal_dkim_verify_total", "result", verdicts[k],
+                    (double)SUM(d, dkim_verify[k]));
+  }
+}
+
 void metrics_render(struct daemon *d, struct buf *out) {
   render_sessions(d, out);
   render_smtp(d, out);
@@ -337,6 +382,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_tls(d, out);
   render_mtasts(d, out);
   render_tlsrpt(d, out);
+  render_dkim(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
                       "Event loop threads (one io_uring each).");
   metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);

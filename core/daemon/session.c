@@ -317,32 +317,21 @@ static int session_received_header(struct conn *c, struct buf *out,
   return rc;
 }
 
-/* session_on_message stages the finished message for the next group
- * commit; the 250 goes out only when that commit is durable. */
-static void session_on_message(struct conn *c) {
+/* session_stage_commit stages a finished message (cm->data complete:
+ * trace and authentication headers on top) for the next group commit; the
+ * 250 goes out only when that commit is durable. The envelope is the
+ * engine's, which holds still while c->commit_pending is set. Returns 0,
+ * or -1 with cm left to the caller. */
+int session_stage_commit(struct conn *c, struct commit *cm) {
   struct worker *w = c->w;
   const struct smtp_envelope *env = smtp_server_envelope(c->smtp);
-  struct commit *cm = calloc(1, sizeof(*cm));
   struct spool_rcpt stack_rcpts[SESSION_MAX_STACK_RCPTS];
   struct spool_rcpt *rcpts = stack_rcpts;
   if (env->num_rcpts > SESSION_MAX_STACK_RCPTS) {
     rcpts = calloc(env->num_rcpts, sizeof(*rcpts));
-  }
-  if (cm == NULL || rcpts == NULL) {
-    goto fail;
-  }
-  cm->c = c;
-  cm->gen = c->gen;
-  cm->queue_id = spool_writer_new_id(w->spool, w->now_ms);
-  char qid[SPOOL_QUEUE_ID_LEN + 1];
-  spool_queue_id_format(cm->queue_id, qid);
-  struct buf body = {0};
-  smtp_server_take_body(c->smtp, &body);
-  int rc = session_received_header(c, &cm->data, qid, env);
-  rc |= buf_append(&cm->data, body.data, body.len);
-  buf_free(&body);
-  if (rc != 0) {
-    goto fail;
+    if (rcpts == NULL) {
+      return -1;
+    }
   }
   for (size_t i = 0; i < env->num_rcpts; i++) {
     rcpts[i].addr = env->rcpts[i].addr;
@@ -365,31 +354,77 @@ static void session_on_message(struct conn *c) {
       .body = cm->data.data,
       .body_len = cm->data.len,
   };
+  int rc = -1;
   /* The delivery queue's copy of the envelope, queued once durable. */
   cm->msg = delivery_msg_new(&m);
-  if (cm->msg == NULL) {
+  if (cm->msg != NULL) {
+    cm->rec_len = delivery_msg_record_len(cm->msg);
+    rc = worker_spool_add(w, cm, &m);
+    if (rc != 0) {
+      delivery_msg_free(cm->msg);
+      cm->msg = NULL;
+    }
+  }
+  if (rc == 0) {
+    c->message_size = cm->data.len;
+  }
+  if (rcpts != stack_rcpts) {
+    free(rcpts);
+  }
+  return rc;
+}
+
+/* session_stage_failed answers a message the DKIM stage took but could
+ * not pass on (451), and frees cm. */
+void session_stage_failed(struct conn *c, struct commit *cm) {
+  session_on_commit(c, cm, -EIO);
+  delivery_msg_free(cm->msg);
+  buf_free(&cm->data);
+  free(cm);
+  conn_maybe_free(c);
+}
+
+/* session_on_message builds the message to store (our Received: on top
+ * of what the client sent) and hands it to the DKIM stage, which signs or
+ * verifies it and stages it later, or stages it now. */
+static void session_on_message(struct conn *c) {
+  struct worker *w = c->w;
+  const struct smtp_envelope *env = smtp_server_envelope(c->smtp);
+  struct commit *cm = calloc(1, sizeof(*cm));
+  if (cm == NULL) {
     goto fail;
   }
-  cm->rec_len = delivery_msg_record_len(cm->msg);
-  if (worker_spool_add(w, cm, &m) != 0) {
+  cm->c = c;
+  cm->gen = c->gen;
+  cm->queue_id = spool_writer_new_id(w->spool, w->now_ms);
+  char qid[SPOOL_QUEUE_ID_LEN + 1];
+  spool_queue_id_format(cm->queue_id, qid);
+  struct buf body = {0};
+  smtp_server_take_body(c->smtp, &body);
+  int rc = session_received_header(c, &cm->data, qid, env);
+  rc |= buf_append(&cm->data, body.data, body.len);
+  buf_free(&body);
+  if (rc != 0) {
     goto fail;
   }
-  c->commit_pending = 1;
   c->queue_id = cm->queue_id;
   c->message_size = cm->data.len;
   c->message_rcpts = env->num_rcpts;
-  if (rcpts != stack_rcpts) {
-    free(rcpts);
+  /* Clients that may relay (mynetworks, AUTH) send mail out: signed.
+   * Others send mail in: verified. */
+  int trusted =
+      smtp_server_authenticated(c->smtp) ||
+      access_client_in_mynetworks(w->cfg, (const struct sockaddr *)&c->peer);
+  c->commit_pending = 1;
+  int taken = dkim_stage_take(c, cm, trusted);
+  if (taken > 0 || (taken == 0 && session_stage_commit(c, cm) == 0)) {
+    return;
   }
-  return;
+  c->commit_pending = 0;
 fail:
   if (cm != NULL) {
-    delivery_msg_free(cm->msg);
     buf_free(&cm->data);
     free(cm);
-  }
-  if (rcpts != stack_rcpts) {
-    free(rcpts);
   }
   METRIC_ADD(w->m.messages_rejected[REJECT_SPOOL_ERROR], 1);
   smtp_server_reject(c->smtp, 451, "4.3.0", "Local error in processing");

@@ -27,6 +27,7 @@ void runtime_put(struct runtime *rt) {
   tls_ctx_free(rt->tls_server);
   tls_ctx_free(rt->tls_client);
   auth_db_free(rt->auth);
+  dkim_runtime_free(rt->dkim);
   free(rt);
 }
 
@@ -73,6 +74,9 @@ static struct runtime *runtime_build(const struct config *cfg, char *err,
       snprintf(err, err_len, "auth.passwd_file: %s", why);
       goto fail;
     }
+  }
+  if (dkim_runtime_load(rt, cfg, err, err_len) != 0) {
+    goto fail;
   }
   return rt;
 fail:

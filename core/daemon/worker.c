@@ -804,6 +804,7 @@ void *worker_main(void *arg) {
       worker_dispatch(w, &copy);
     }
     delivery_schedule(w);
+    dkim_stage_flush(w); /* this turn's messages, signed as one batch */
     worker_spool_kick(w);
     log_flush();
   }
@@ -814,6 +815,7 @@ void *worker_main(void *arg) {
   }
   control_close(w); /* commands that still arrive are answered */
   delivery_close(w);
+  dkim_worker_close(w); /* before the resolver and the spool go */
   spool_writer_close(w->spool);
   tlsrpt_worker_free(w); /* cancels its TXT lookups: before the resolver */
   worker_dns_free(w);

@@ -750,6 +750,81 @@ static void test_tls_reports(void **state) {
   }
 }
 
+/* DKIM keys and options: defaults, values, rotation times, errors. */
+static void test_dkim(void **state) {
+  char path[256], err[512];
+  struct config *c = config_load(NULL, err, sizeof(err));
+  assert_non_null(c);
+  assert_int_equal(c->num_dkim_keys, 0);
+  assert_int_equal(c->dkim_sign, 1);
+  assert_int_equal(c->dkim_verify, 1);
+  assert_int_equal(c->dkim_hdr_relaxed, 1);
+  assert_int_equal(c->dkim_body_relaxed, 1);
+  assert_int_equal(c->dkim_verify_max_signatures, 5);
+  assert_int_equal(c->dkim_oversign_set, 0);
+  config_free(c);
+
+  c = load_text(
+      "dkim:\n  keys:\n"
+      "    - \"Example.ORG. Rsa2026 /k/rsa.key\"\n"
+      "    - \"example.org ed.2026  /k/ed.key 2026-12-01T00:00:00Z\"\n"
+      "    - \"example.net s1 /k/n.key 1767225600\"\n"
+      "  canonicalization: simple\n"
+      "  headers: [From, Subject, X-Custom]\n"
+      "  oversign: []\n"
+      "  signature_ttl: 86400\n  timestamp: false\n"
+      "  default_domain: example.org\n"
+      "  verify_max_signatures: 16\n",
+      path, sizeof(path), err, sizeof(err));
+  if (c == NULL) {
+    fail_msg("got error \"%s\", want a config", err);
+  }
+  assert_int_equal(c->num_dkim_keys, 3);
+  assert_string_equal(c->dkim_keys[0].domain, "example.org");
+  assert_string_equal(c->dkim_keys[0].selector, "rsa2026");
+  assert_string_equal(c->dkim_keys[0].key_file, "/k/rsa.key");
+  assert_int_equal(c->dkim_keys[0].not_before, 0);
+  assert_string_equal(c->dkim_keys[1].selector, "ed.2026");
+  assert_int_equal(c->dkim_keys[1].not_before, 1796083200);
+  assert_int_equal(c->dkim_keys[2].not_before, 1767225600);
+  assert_int_equal(c->dkim_hdr_relaxed, 0);
+  assert_int_equal(c->dkim_body_relaxed, 0);
+  assert_int_equal(c->num_dkim_headers, 3);
+  assert_string_equal(c->dkim_headers[2], "x-custom");
+  assert_int_equal(c->dkim_oversign_set, 1);
+  assert_int_equal(c->num_dkim_oversign, 0);
+  assert_int_equal(c->dkim_signature_ttl, 86400);
+  assert_int_equal(c->dkim_timestamp, 0);
+  assert_string_equal(c->dkim_default_domain, "example.org");
+  config_free(c);
+
+  static const struct {
+    const char *yaml, *want;
+  } bad[] = {
+      {"dkim:\n  keys: [\"example.org s1\"]\n", "DOMAIN SELECTOR KEY_FILE"},
+      {"dkim:\n  keys: [\"example.org s1 /k a b\"]\n", "DOMAIN SELECTOR"},
+      {"dkim:\n  keys: [\"example.org s_1 /k\"]\n", "is not a DKIM selector"},
+      {"dkim:\n  keys: [\"example.org -s /k\"]\n", "is not a DKIM selector"},
+      {"dkim:\n  keys: [\"example.org s1 /k tomorrow\"]\n", "is not a time"},
+      {"dkim:\n  keys: [\"example.org s1 /k 2026-13-01T00:00:00Z\"]\n",
+       "is not a time"},
+      {"dkim:\n  keys: [\"exa_mple.org s1 /k\"]\n", "exa_mple.org"},
+      {"dkim:\n  keys: [\"example.org s1 /a\", \"example.org S1 /b\"]\n",
+       "listed twice"},
+      {"dkim:\n  canonicalization: relaxed/loose\n", "simple or relaxed"},
+      {"dkim:\n  headers: [\"Sub ject\"]\n", "not a header field name"},
+      {"dkim:\n  headers: [From, from]\n", "listed twice"},
+      {"dkim:\n  verify_max_signatures: 17\n", "out of range"},
+      {"dkim:\n  signing: true\n", "signing"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    c = load_text(bad[i].yaml, path, sizeof(path), err, sizeof(err));
+    if (c != NULL || strstr(err, bad[i].want) == NULL) {
+      fail_msg("%s: got \"%s\", want \"%s\"", bad[i].yaml, err, bad[i].want);
+    }
+  }
+}
+
 static void test_free_null(void **state) {
   config_free(NULL);
 }
@@ -770,6 +845,7 @@ int main(void) {
       cmocka_unit_test_setup(test_deploy_example, clear_env),
       cmocka_unit_test_setup(test_tls_and_auth, clear_env),
       cmocka_unit_test_setup(test_tls_reports, clear_env),
+      cmocka_unit_test_setup(test_dkim, clear_env),
       cmocka_unit_test(test_free_null),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,764 @@
+/* core/daemon/dkimglue.c — the DKIM stage between the end of DATA and the
+ * spool commit (crypto/dkim.h does the DKIM itself).
+ *
+ * Signing: mail from a client that may relay (mynetworks or AUTH) whose
+ * From domain, or a parent of it, has keys in dkim.keys (else
+ * dkim.default_domain's) gets one signature per algorithm: the newest key
+ * of each whose not_before has passed. The messages that finish DATA in
+ * one loop turn wait in w->dkim_batch; at the end of the turn the batch
+ * is hashed (every body once per canonicalisation), then signed, then
+ * staged for the group commit, so a message costs its private-key
+ * operations and little else. A signing failure answers 451: mail that
+ * should be signed never leaves unsigned.
+ *
+ * Verifying: mail from other clients has its DKIM-Signature fields (up to
+ * dkim.verify_max_signatures) checked against keys fetched through the
+ * worker's resolver (cached, coalesced); the session waits (its commit
+ * is pending) until every key has come back or failed. The verdicts go
+ * into an Authentication-Results field (RFC 8601) on top of the message;
+ * any such field already in it that claims our host name as its
+ * authserv-id is removed (RFC 8601 §5: a verdict forged in our name).
+ *
+ * Either way the message then goes on to session_stage_commit. A client
+ * that left meanwhile gets nothing stored: it never saw a 250. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/daemon/daemon.h"
+#include "core/log.h"
+
+const struct metric_hist_spec dkim_sign_seconds_spec = {
+    .num_bounds = 10,
+    .bounds = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1},
+};
+
+/* ---- keys: the runtime part ---- */
+
+struct dkim_rt_key {
+  char domain[256];
+  char selector[256];
+  int64_t not_before;
+  struct dkim_key *key;
+  enum dkim_alg alg;
+};
+
+struct dkim_rt {
+  size_t num_keys;
+  struct dkim_rt_key *keys;
+  char default_domain[256];
+  char *sign_names[CONFIG_MAX_DKIM_HEADERS];
+  char *over_names[CONFIG_MAX_DKIM_HEADERS];
+  struct dkim_sign_headers hdrs; /* points at the names, or the defaults */
+};
+
+void dkim_runtime_free(struct dkim_rt *d) {
+  if (d == NULL) {
+    return;
+  }
+  for (size_t i = 0; i < d->num_keys; i++) {
+    dkim_key_free(d->keys[i].key);
+  }
+  free(d->keys);
+  for (size_t i = 0; i < CONFIG_MAX_DKIM_HEADERS; i++) {
+    free(d->sign_names[i]);
+    free(d->over_names[i]);
+  }
+  free(d);
+}
+
+/* copy_names copies a configured list of header names into rt. */
+static int copy_names(char *const *src, size_t n, char **dst) {
+  for (size_t i = 0; i < n; i++) {
+    dst[i] = strdup(src[i]);
+    if (dst[i] == NULL) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int dkim_runtime_load(struct runtime *rt, const struct config *cfg, char *err,
+                      size_t err_len) {
+  if (cfg->num_dkim_keys == 0) {
+    return 0;
+  }
+  struct dkim_rt *d = calloc(1, sizeof(*d));
+  if (d == NULL ||
+      (d->keys = calloc(cfg->num_dkim_keys, sizeof(*d->keys))) == NULL) {
+    free(d);
+    snprintf(err, err_len, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < cfg->num_dkim_keys; i++) {
+    const struct config_dkim_key *ck = &cfg->dkim_keys[i];
+    struct dkim_rt_key *k = &d->keys[i];
+    char why[256] = "";
+    k->key = dkim_key_load(ck->key_file, why, sizeof(why));
+    if (k->key == NULL) {
+      snprintf(err, err_len, "dkim.keys: %s selector %s: %s: %s", ck->domain,
+               ck->selector, ck->key_file, why);
+      dkim_runtime_free(d);
+      return -1;
+    }
+    d->num_keys++;
+    snprintf(k->domain, sizeof(k->domain), "%s", ck->domain);
+    snprintf(k->selector, sizeof(k->selector), "%s", ck->selector);
+    k->not_before = ck->not_before;
+    k->alg = dkim_key_alg(k->key);
+    if (k->alg == DKIM_ALG_RSA_SHA256 && dkim_key_bits(k->key) < 2048) {
+      log_msg("warning",
+              "dkim: %s selector %s: a %u-bit RSA key; 2048 bits or more "
+              "is advised (RFC 8301 allows 1024 for now)",
+              k->domain, k->selector, dkim_key_bits(k->key));
+    }
+  }
+  snprintf(d->default_domain, sizeof(d->default_domain), "%s",
+           cfg->dkim_default_domain);
+  d->hdrs = dkim_sign_default_headers;
+  if (cfg->num_dkim_headers > 0) {
+    /* From is always signed (RFC 6376 §5.4): first, if the list lacks it. */
+    size_t n = 0;
+    int has_from = 0;
+    for (size_t i = 0; i < cfg->num_dkim_headers; i++) {
+      has_from |= strcmp(cfg->dkim_headers[i], "from") == 0;
+    }
+    if (!has_from && cfg->num_dkim_headers < CONFIG_MAX_DKIM_HEADERS) {
+      if ((d->sign_names[n++] = strdup("from")) == NULL) {
+        goto oom;
+      }
+    }
+    if (copy_names(cfg->dkim_headers, cfg->num_dkim_headers,
+                   d->sign_names + n) != 0) {
+      goto oom;
+    }
+    d->hdrs.sign = (const char *const *)d->sign_names;
+    d->hdrs.num_sign = n + cfg->num_dkim_headers;
+  }
+  if (cfg->dkim_oversign_set) {
+    if (copy_names(cfg->dkim_oversign, cfg->num_dkim_oversign, d->over_names) !=
+        0) {
+      goto oom;
+    }
+    d->hdrs.oversign = (const char *const *)d->over_names;
+    d->hdrs.num_oversign = cfg->num_dkim_oversign;
+  }
+  rt->dkim = d;
+  return 0;
+oom:
+  dkim_runtime_free(d);
+  snprintf(err, err_len, "out of memory");
+  return -1;
+}
+
+/* has_keys: the configured domain equal to `domain`, or NULL. */
+static const char *keys_domain(const struct dkim_rt *d, const char *domain) {
+  for (size_t i = 0; i < d->num_keys; i++) {
+    if (strcmp(d->keys[i].domain, domain) == 0) {
+      return d->keys[i].domain;
+    }
+  }
+  return NULL;
+}
+
+/* sign_domain: the From domain or its nearest parent with keys (so d=
+ * aligns with From for DMARC), else the default domain, else NULL. */
+static const char *sign_domain(const struct dkim_rt *d, const char *from) {
+  for (const char *p = from; p != NULL && *p != '\0';) {
+    const char *hit = keys_domain(d, p);
+    if (hit != NULL) {
+      return hit;
+    }
+    p = strchr(p, '.');
+    p = p ? p + 1 : NULL;
+  }
+  return d->default_domain[0] ? keys_domain(d, d->default_domain) : NULL;
+}
+
+/* pick_keys fills specs with one key per algorithm of `domain`: the one
+ * with the latest not_before that has passed (a later entry wins a tie).
+ * RSA first, as receivers that know only RSA read the first one. */
+static size_t pick_keys(const struct dkim_rt *d, const char *domain,
+                        int64_t now, struct dkim_sign_spec *specs) {
+  const struct dkim_rt_key *best[2] = {NULL, NULL};
+  for (size_t i = 0; i < d->num_keys; i++) {
+    const struct dkim_rt_key *k = &d->keys[i];
+    int a = k->alg == DKIM_ALG_ED25519_SHA256 ? 1 : 0;
+    if (strcmp(k->domain, domain) != 0 || k->not_before > now) {
+      continue;
+    }
+    if (best[a] == NULL || k->not_before >= best[a]->not_before) {
+      best[a] = k;
+    }
+  }
+  size_t n = 0;
+  for (int a = 0; a < 2; a++) {
+    if (best[a] != NULL) {
+      specs[n++] = (struct dkim_sign_spec){.domain = best[a]->domain,
+                                           .selector = best[a]->selector,
+                                           .key = best[a]->key};
+    }
+  }
+  return n;
+}
+
+/* from_domain finds the first From field among the header fields and
+ * copies the domain of its (first) address, lower case, into out.
+ * Returns 0, or -1 when there is none. */
+static int from_domain(const uint8_t *m, size_t len, char *out,
+                       size_t out_len) {
+  size_t i = 0;
+  while (i < len && m[i] != '\r' && m[i] != '\n') {
+    const uint8_t *nl = memchr(m + i, '\n', len - i);
+    size_t end = nl ? (size_t)(nl - m) + 1 : len;
+    /* The field runs on over continuation lines (starting with WSP). */
+    while (end < len && (m[end] == ' ' || m[end] == '\t')) {
+      nl = memchr(m + end, '\n', len - end);
+      end = nl ? (size_t)(nl - m) + 1 : len;
+    }
+    size_t k = i + 4;
+    if (len - i >= 5 && strncasecmp((const char *)m + i, "from", 4) == 0) {
+      while (k < end && (m[k] == ' ' || m[k] == '\t')) {
+        k++;
+      }
+    }
+    if (len - i >= 5 && strncasecmp((const char *)m + i, "from", 4) == 0 &&
+        k < end && m[k] == ':') {
+      const uint8_t *v = m + k + 1, *vend = m + end;
+      const uint8_t *lt = memchr(v, '<', (size_t)(vend - v));
+      if (lt != NULL) {
+        const uint8_t *gt = memchr(lt, '>', (size_t)(vend - lt));
+        v = lt + 1;
+        vend = gt ? gt : vend;
+      }
+      const uint8_t *at = NULL;
+      for (const uint8_t *p = v; p < vend; p++) {
+        if (*p == '@') {
+          at = p;
+        } else if (lt == NULL && *p == ',' && at != NULL) {
+          break; /* the first of several addresses */
+        }
+      }
+      if (at == NULL) {
+        return -1;
+      }
+      size_t n = 0;
+      for (const uint8_t *p = at + 1;
+           p < vend && (isalnum(*p) || *p == '.' || *p == '-') &&
+           n + 1 < out_len;
+           p++) {
+        out[n++] = (char)tolower(*p);
+      }
+      while (n > 0 && out[n - 1] == '.') {
+        n--;
+      }
+      out[n] = '\0';
+      return n > 0 ? 0 : -1;
+    }
+    i = end;
+  }
+  return -1;
+}
+
+/* ---- pending messages ---- */
+
+struct dkim_lookup {
+  struct dkim_pending *p;
+  size_t i;
+};
+
+struct dkim_pending {
+  struct dkim_pending *next, *prev;
+  struct worker *w;
+  struct conn *c;
+  struct commit *cm;
+  /* signing */
+  struct runtime *rt; /* holds the keys */
+  size_t num_specs;
+  struct dkim_sign_spec specs[DKIM_MAX_SIGN];
+  struct dkim_sign_job job;
+  int rc;
+  char err[160];
+  /* verifying */
+  struct dkim_verify *v;
+  size_t waiting;
+  uint64_t handles[DKIM_MAX_VERIFY];
+  struct dkim_lookup lk[DKIM_MAX_VERIFY];
+};
+
+/* prepend puts hdr on top of cm's message. */
+static int prepend(struct commit *cm, const struct buf *hdr) {
+  struct buf nb = {0};
+  if (buf_reserve(&nb, hdr->len + cm->data.len) != 0 ||
+      buf_append(&nb, hdr->data, hdr->len) != 0 ||
+      buf_append(&nb, cm->data.data, cm->data.len) != 0) {
+    buf_free(&nb);
+    return -1;
+  }
+  buf_free(&cm->data);
+  cm->data = nb;
+  return 0;
+}
+
+/* pass_on stages cm, or answers 451; a client that left gets nothing
+ * stored (it saw no 250 and will send again). */
+static void pass_on(struct conn *c, struct commit *cm, int ok) {
+  if (c->shut) {
+    c->commit_pending = 0;
+    buf_free(&cm->data);
+    free(cm);
+    conn_maybe_free(c);
+    return;
+  }
+  if (ok && session_stage_commit(c, cm) == 0) {
+    return;
+  }
+  session_stage_failed(c, cm);
+}
+
+/* ---- verification ---- */
+
+/* ar_value appends s if it is a safe RFC 8601 value (a domain, a
+ * selector, an address, base64): else "?" so no peer text can end the
+ * field or open a comment. */
+static int ar_value(struct buf *out, const char *s) {
+  size_t n = strlen(s);
+  int ok = n > 0 && n < 256;
+  for (size_t i = 0; ok && i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    ok = isalnum(ch) || strchr(".-_@+/=", ch) != NULL;
+  }
+  return buf_append_str(out, ok ? s : "?");
+}
+
+/* ar_reason appends reason="..." with only plain printable characters. */
+static int ar_reason(struct buf *out, const char *s) {
+  char clean[128];
+  size_t n = 0;
+  for (; s[n] != '\0' && n < sizeof(clean) - 1; n++) {
+    unsigned char ch = (unsigned char)s[n];
+    clean[n] =
+        (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? (char)ch : '?';
+  }
+  clean[n] = '\0';
+  return buf_printf(out, " reason=\"%s\"", clean);
+}
+
+/* authres builds the Authentication-Results field of a verification. */
+static int authres(struct buf *out, const char *host,
+                   const struct dkim_verify *v) {
+  int rc = buf_printf(out, "Authentication-Results: %s", host);
+  size_t n = dkim_verify_count(v);
+  if (n == 0) {
+    rc |= buf_append_str(out, "; dkim=none");
+  }
+  for (size_t i = 0; i < n; i++) {
+    const struct dkim_verdict *vd = dkim_verify_verdict(v, i);
+    if (vd == NULL) {
+      continue;
+    }
+    rc |= buf_printf(out, ";\r\n\tdkim=%s", dkim_result_name(vd->result));
+    if (vd->result != DKIM_PASS && vd->reason[0] != '\0') {
+      rc |= ar_reason(out, vd->reason);
+    }
+    if (vd->key_bits > 0) {
+      rc |= buf_printf(out, " (%u-bit key%s)", vd->key_bits,
+                       vd->testing ? ", testing" : "");
+    }
+    if (vd->body_limit >= 0 && vd->unsigned_body > 0) {
+      rc |= buf_printf(out, " (l= leaves %llu body bytes unsigned)",
+                       (unsigned long long)vd->unsigned_body);
+    }
+    if (vd->domain[0] == '\0') {
+      continue;
+    }
+    rc |= buf_append_str(out, "\r\n\theader.d=");
+    rc |= ar_value(out, vd->domain);
+    rc |= buf_append_str(out, " header.i=");
+    rc |= ar_value(out, vd->identity);
+    rc |= buf_append_str(out, " header.s=");
+    rc |= ar_value(out, vd->selector);
+    rc |= buf_printf(out, " header.a=%s", dkim_alg_name(vd->alg));
+    if (vd->b_prefix[0] != '\0') {
+      rc |= buf_append_str(out, " header.b=");
+      rc |= ar_value(out, vd->b_prefix);
+    }
+  }
+  rc |= buf_append_str(out, "\r\n");
+  return rc;
+}
+
+/* field_end: where the header field starting at i ends (after its CRLF
+ * and any continuation lines). */
+static size_t field_end(const uint8_t *m, size_t len, size_t i) {
+  const uint8_t *nl = memchr(m + i, '\n', len - i);
+  size_t end = nl ? (size_t)(nl - m) + 1 : len;
+  while (end < len && (m[end] == ' ' || m[end] == '\t')) {
+    nl = memchr(m + end, '\n', len - end);
+    end = nl ? (size_t)(nl - m) + 1 : len;
+  }
+  return end;
+}
+
+/* claims_us: 1 if the field m[i, end) is an Authentication-Results whose
+ * authserv-id is host (RFC 8601 §5: a verdict forged in our name). */
+static int claims_us(const uint8_t *m, size_t i, size_t end, const char *host) {
+  static const char name[] = "authentication-results";
+  size_t nl = sizeof(name) - 1, hl = strlen(host);
+  if (end - i < nl + 1 || strncasecmp((const char *)m + i, name, nl) != 0) {
+    return 0;
+  }
+  size_t k = i + nl;
+  while (k < end && (m[k] == ' ' || m[k] == '\t')) {
+    k++;
+  }
+  if (k >= end || m[k] != ':') {
+    return 0;
+  }
+  k++;
+  while (k < end &&
+         (m[k] == ' ' || m[k] == '\t' || m[k] == '\r' || m[k] == '\n')) {
+    k++;
+  }
+  if (end - k < hl || strncasecmp((const char *)m + k, host, hl) != 0) {
+    return 0;
+  }
+  k += hl;
+  return k == end || m[k] == ';' || m[k] == ' ' || m[k] == '\t' ||
+         m[k] == '\r' || m[k] == '\n' || m[k] == '(';
+}
+
+/* strip_forged removes from cm's message every Authentication-Results
+ * field that claims our host name, so only our own verdict speaks for
+ * us. Returns the number removed, or -1 (out of memory). */
+static int strip_forged(struct commit *cm, const char *host) {
+  const uint8_t *m = cm->data.data;
+  size_t len = cm->data.len, i = 0, kept = 0;
+  int removed = 0;
+  struct buf nb = {0};
+  while (i < len && m[i] != '\r' && m[i] != '\n') {
+    size_t end = field_end(m, len, i);
+    if (claims_us(m, i, end, host)) {
+      if (buf_append(&nb, m + kept, i - kept) != 0) {
+        buf_free(&nb);
+        return -1;
+      }
+      kept = end;
+      removed++;
+    }
+    i = end;
+  }
+  if (removed == 0) {
+    return 0;
+  }
+  if (buf_append(&nb, m + kept, len - kept) != 0) {
+    buf_free(&nb);
+    return -1;
+  }
+  buf_free(&cm->data);
+  cm->data = nb;
+  return removed;
+}
+
+/* verify_finish writes the verdicts on top of the message and counts
+ * them. Returns 0, or -1 (out of memory). */
+static int verify_finish(struct dkim_pending *p) {
+  struct worker *w = p->w;
+  struct buf hdr = {0};
+  size_t n = dkim_verify_count(p->v);
+  char summary[256] = "";
+  size_t sl = 0;
+  if (n == 0) {
+    METRIC_ADD(w->m.dkim_verify[0], 1);
+  }
+  for (size_t i = 0; i < n; i++) {
+    const struct dkim_verdict *vd = dkim_verify_verdict(p->v, i);
+    if (vd == NULL) {
+      continue;
+    }
+    METRIC_ADD(w->m.dkim_verify[1 + (int)vd->result], 1);
+    if (sl < sizeof(summary)) {
+      int k = snprintf(summary + sl, sizeof(summary) - sl, "%s%s:%.60s/%.40s",
+                       sl ? " " : "", dkim_result_name(vd->result), vd->domain,
+                       vd->selector);
+      sl += k > 0 ? (size_t)k : 0;
+    }
+  }
+  if (n > 0) {
+    char qid[SPOOL_QUEUE_ID_LEN + 1];
+    spool_queue_id_format(p->cm->queue_id, qid);
+    struct log_rec r;
+    log_begin(&r, "dkim_verify");
+    log_str(&r, "qid", qid);
+    log_str(&r, "client", p->c->peer_text);
+    log_str(&r, "results", summary);
+    log_end(&r);
+  }
+  int rc = authres(&hdr, w->cfg->hostname, p->v);
+  /* The verifier is done with the message: it may change now. */
+  int removed = rc == 0 ? strip_forged(p->cm, w->cfg->hostname) : 0;
+  if (removed > 0) {
+    char qid[SPOOL_QUEUE_ID_LEN + 1];
+    spool_queue_id_format(p->cm->queue_id, qid);
+    struct log_rec r;
+    log_begin(&r, "authres_removed");
+    log_str(&r, "qid", qid);
+    log_str(&r, "client", p->c->peer_text);
+    log_u64(&r, "fields", (uint64_t)removed);
+    log_end(&r);
+  }
+  if (rc == 0 && removed >= 0) {
+    rc = prepend(p->cm, &hdr);
+  } else {
+    rc = -1;
+  }
+  buf_free(&hdr);
+  return rc;
+}
+
+static void verify_unlink(struct dkim_pending *p) {
+  struct worker *w = p->w;
+  if (p->prev != NULL) {
+    p->prev->next = p->next;
+  } else if (w->dkim_verifying == p) {
+    w->dkim_verifying = p->next;
+  }
+  if (p->next != NULL) {
+    p->next->prev = p->prev;
+  }
+  p->next = p->prev = NULL;
+}
+
+static void verify_free(struct dkim_pending *p) {
+  dkim_verify_free(p->v);
+  free(p);
+}
+
+/* on_key: a key record came back (or did not). */
+static void on_key(void *arg, const struct dns_answer *a) {
+  struct dkim_lookup *lk = arg;
+  struct dkim_pending *p = lk->p;
+  p->handles[lk->i] = 0;
+  const char *txt[8];
+  size_t txt_len[8];
+  size_t nt = 0;
+  enum dkim_key_status st = DKIM_KEY_TEMPFAIL;
+  if (a->status == DNS_OK) {
+    st = DKIM_KEY_FOUND;
+    for (size_t k = 0; k < a->num_rrs && nt < 8; k++) {
+      if (a->rrs[k].type == DNS_TYPE_TXT) {
+        txt[nt] = (const char *)a->rrs[k].rd.txt.data;
+        txt_len[nt++] = a->rrs[k].rd.txt.data_len;
+      }
+    }
+    if (nt == 0) {
+      st = DKIM_KEY_NOTFOUND;
+    }
+  } else if (a->status == DNS_NOT_FOUND || a->status == DNS_PERMFAIL) {
+    st = DKIM_KEY_NOTFOUND;
+  }
+  dkim_verify_key(p->v, lk->i, st, txt, txt_len, nt);
+  if (--p->waiting > 0) {
+    return;
+  }
+  verify_unlink(p);
+  int ok = verify_finish(p) == 0;
+  struct conn *c = p->c;
+  struct commit *cm = p->cm;
+  verify_free(p);
+  pass_on(c, cm, ok);
+}
+
+/* verify_start looks up the keys of cm's signatures. Returns 1 if they
+ * are on their way (the stage keeps cm), 0 if cm can be staged now (its
+ * Authentication-Results is already on top, or it could not be made). */
+static int verify_start(struct conn *c, struct commit *cm) {
+  struct worker *w = c->w;
+  struct dkim_pending *p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    return 0;
+  }
+  p->w = w;
+  p->c = c;
+  p->cm = cm;
+  p->v = dkim_verify_new(cm->data.data, cm->data.len,
+                         w->cfg->dkim_verify_max_signatures, w->now_ms / 1000);
+  if (p->v == NULL) {
+    free(p);
+    return 0;
+  }
+  size_t n = dkim_verify_count(p->v);
+  for (size_t i = 0; i < n; i++) {
+    const char *q = dkim_verify_query(p->v, i);
+    if (q == NULL) {
+      continue;
+    }
+    p->lk[i] = (struct dkim_lookup){.p = p, .i = i};
+    uint64_t h = 0;
+    if (w->dns != NULL && !w->stopping) {
+      p->waiting++; /* before the call: an answer may come at once */
+      h = dns_query(w->dns, q, DNS_TYPE_TXT, on_key, &p->lk[i]);
+      if (h == 0) {
+        p->waiting--;
+      }
+    }
+    if (h == 0) {
+      dkim_verify_key(p->v, i, DKIM_KEY_TEMPFAIL, NULL, NULL, 0);
+    } else {
+      p->handles[i] = h;
+    }
+  }
+  if (p->waiting > 0) {
+    p->next = w->dkim_verifying;
+    if (p->next != NULL) {
+      p->next->prev = p;
+    }
+    w->dkim_verifying = p;
+    return 1;
+  }
+  (void)verify_finish(p); /* without the field if out of memory */
+  verify_free(p);
+  return 0;
+}
+
+/* ---- signing ---- */
+
+int dkim_stage_take(struct conn *c, struct commit *cm, int trusted) {
+  struct worker *w = c->w;
+  const struct config *cfg = w->cfg;
+  if (!trusted) {
+    return cfg->dkim_verify ? verify_start(c, cm) : 0;
+  }
+  struct runtime *rt = cfg_runtime(cfg);
+  if (!cfg->dkim_sign || rt == NULL || rt->dkim == NULL) {
+    return 0;
+  }
+  char from[256];
+  const char *domain = NULL;
+  if (from_domain(cm->data.data, cm->data.len, from, sizeof(from)) == 0) {
+    domain = sign_domain(rt->dkim, from);
+  }
+  struct dkim_sign_spec specs[DKIM_MAX_SIGN];
+  int64_t now = w->now_ms / 1000;
+  size_t n = domain ? pick_keys(rt->dkim, domain, now, specs) : 0;
+  if (n == 0) {
+    METRIC_ADD(w->m.dkim_unsigned, 1);
+    return 0;
+  }
+  struct dkim_pending *p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    return -1; /* mail that should be signed does not go out unsigned */
+  }
+  p->w = w;
+  p->c = c;
+  p->cm = cm;
+  p->rt = rt;
+  runtime_up_ref(rt);
+  for (size_t i = 0; i < n; i++) {
+    specs[i].hdr_canon =
+        cfg->dkim_hdr_relaxed ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE;
+    specs[i].body_canon =
+        cfg->dkim_body_relaxed ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE;
+    specs[i].timestamp =
+        cfg->dkim_timestamp || cfg->dkim_signature_ttl ? now : -1;
+    specs[i].expire =
+        cfg->dkim_signature_ttl ? now + (int64_t)cfg->dkim_signature_ttl : -1;
+    specs[i].identity = NULL;
+    p->specs[i] = specs[i];
+  }
+  p->num_specs = n;
+  if (w->dkim_batch_tail != NULL) {
+    w->dkim_batch_tail->next = p;
+  } else {
+    w->dkim_batch = p;
+  }
+  w->dkim_batch_tail = p;
+  w->dkim_batch_len++;
+  return 1;
+}
+
+void dkim_stage_flush(struct worker *w) {
+  struct dkim_pending *batch = w->dkim_batch;
+  if (batch == NULL) {
+    return;
+  }
+  size_t num = w->dkim_batch_len;
+  w->dkim_batch = w->dkim_batch_tail = NULL;
+  w->dkim_batch_len = 0;
+  int64_t t0 = daemon_mono_ns();
+  /* Pass 1: hash every body (once per canonicalisation) and header set. */
+  for (struct dkim_pending *p = batch; p != NULL; p = p->next) {
+    p->rc = dkim_sign_begin(&p->job, p->cm->data.data, p->cm->data.len,
+                            p->specs, p->num_specs, &p->rt->dkim->hdrs, p->err,
+                            sizeof(p->err));
+  }
+  /* Pass 2: the private-key operations, one after the other. */
+  struct buf hdr = {0};
+  for (struct dkim_pending *p = batch; p != NULL; p = p->next) {
+    if (p->rc != 0) {
+      continue;
+    }
+    buf_reset(&hdr);
+    p->rc = dkim_sign_end(&p->job, &dkim_local_signer, &hdr, p->err,
+                          sizeof(p->err));
+    if (p->rc == 0) {
+      p->rc = prepend(p->cm, &hdr);
+      if (p->rc != 0) {
+        snprintf(p->err, sizeof(p->err), "out of memory");
+      }
+    }
+  }
+  buf_free(&hdr);
+  double secs = (double)(daemon_mono_ns() - t0) / 1e9;
+  metric_hist_observe(&w->m.dkim_batch, &daemon_batch_spec, (double)num);
+  metric_hist_observe(&w->m.dkim_sign_seconds, &dkim_sign_seconds_spec, secs);
+  while (batch != NULL) {
+    struct dkim_pending *p = batch;
+    batch = p->next;
+    if (p->rc == 0) {
+      for (size_t i = 0; i < p->num_specs; i++) {
+        int a = dkim_key_alg(p->specs[i].key) == DKIM_ALG_ED25519_SHA256;
+        METRIC_ADD(w->m.dkim_signatures[a], 1);
+      }
+    } else {
+      METRIC_ADD(w->m.dkim_sign_errors, 1);
+      char qid[SPOOL_QUEUE_ID_LEN + 1];
+      spool_queue_id_format(p->cm->queue_id, qid);
+      struct log_rec r;
+      log_begin(&r, "dkim_sign_failed");
+      log_str(&r, "qid", qid);
+      log_str(&r, "client", p->c->peer_text);
+      log_str(&r, "domain", p->specs[0].domain);
+      log_str(&r, "error", p->err);
+      log_end(&r);
+    }
+    dkim_sign_job_free(&p->job);
+    runtime_put(p->rt);
+    struct conn *c = p->c;
+    struct commit *cm = p->cm;
+    int ok = p->rc == 0;
+    free(p);
+    pass_on(c, cm, ok);
+  }
+}
+
+void dkim_worker_close(struct worker *w) {
+  dkim_stage_flush(w);
+  while (w->dkim_verifying != NULL) {
+    struct dkim_pending *p = w->dkim_verifying;
+    verify_unlink(p);
+    for (size_t i = 0; i < DKIM_MAX_VERIFY; i++) {
+      if (p->handles[i] != 0 && w->dns != NULL) {
+        dns_cancel(w->dns, p->handles[i]);
+      }
+    }
+    p->c->commit_pending = 0;
+    buf_free(&p->cm->data);
+    free(p->cm);
+    conn_maybe_free(p->c);
+    verify_free(p);
+  }
+}
