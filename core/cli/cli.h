@@ -1,6 +1,6 @@
 /* core/cli/cli.h — what the files of `postseal` share: exit statuses, the
  * queue commands' options, output helpers, and the commands that live
- * outside postseal.c (queue_ops.c, queue_summary.c).
+ * outside postseal.c (queue_ops.c, queue_summary.c, keygen.c).
  *
  * Single-threaded; everything prints to stdout (results) or stderr
  * (reasons), prefixed "postseal: ". */
@@ -70,5 +70,7 @@ int cmd_queue_hold(int argc, char **argv);
 int cmd_queue_release(int argc, char **argv);
 int cmd_queue_flush(int argc, char **argv);
 int cmd_queue_summary(int argc, char **argv);
+/* keygen.c: `postseal keygen`, a DKIM key and the record to publish. */
+int cmd_keygen(int argc, char **argv);
 
 #endif

@@ -45,6 +45,11 @@ static const struct cli_cmd cli_commands[] = {
      "inspect and manage the mail queue", cmd_queue},
     {"resolve", "mx|host|txt|tlsa|mta-sts NAME [--server IP:PORT]... [--json]",
      "look up delivery routes, records and MTA-STS policies", cli_resolve},
+    {"keygen",
+     "--domain D --selector S [--algorithm rsa|ed25519] [--bits N] "
+     "[--out FILE|--dir DIR]",
+     "make a DKIM key (D.S.key) and print the TXT record to publish",
+     cmd_keygen},
     {"version", "", "print the version", cmd_version},
     {"help", "", "print this help", cmd_help},
 };

@@ -282,6 +282,9 @@ def test_dual_signing_verified_by_python_dkim():
                     "wsp": message(body=b"a  \t b\t\r\n \r\nc\r\n"),
                     "subdomain": message(
                         frm="Carol <carol@mail.example.test>"),
+                    "quoted": message(
+                        frm='"Doe, John @ Home" <john@EXAMPLE.test>'),
+                    "comment": message(frm="john@example.test (John)"),
                 }
                 for name, data in cases.items():
                     got = w.relay(d, data)
