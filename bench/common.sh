@@ -12,6 +12,8 @@
 #   postseald_yaml_extra    lines appended to the postseald YAML
 #   postfix_after_start     runs once Postfix answers, before the "up" log line
 #   cleanup_extra           runs in the EXIT trap after postseald and Postfix stop
+#   report_extra            runs once the results file ($OUT) is written, before the
+#                           exit status; may add to it (nothing on stdout: the summary)
 # and must define postfix_main_cf (prints main.cf) if it starts Postfix;
 # PF_MASTER_EXTRA holds extra master.cf lines (after proxymap).
 
@@ -119,6 +121,7 @@ stop_postfix() {
 }
 
 cleanup_extra() { :; }
+report_extra() { :; }
 cleanup() {
     set +e
     stop_postseald
@@ -329,6 +332,7 @@ finish() {
     write_chart
     $LIB "$1" --runs "$TMP/runs.jsonl" --meta "$TMP/meta.json" --md "$OUT" \
         --chart "$CHART" --chart-note "$CHART_NOTE"
+    report_extra
     log "results: $OUT"
     if [ -s "$TMP/problems.txt" ]; then
         log "$(wc -l < "$TMP/problems.txt") PROBLEM(S):"; sed 's/^/    /' "$TMP/problems.txt" >&2

@@ -19,6 +19,14 @@
 #                             bench/results/tls-YYYY-MM-DD.md with the in-memory
 #                             handshake rate of crypto/tls.h (postseal-bench
 #                             tls-handshake) beside it
+#   bench/relay.sh --dkim     DKIM signing on the relay: postseald signs every message
+#                             twice (RSA-2048 + Ed25519 keys made with `postseal
+#                             keygen`, dkim: in its YAML) against Postfix with
+#                             OpenDKIM as a milter (a private foreground instance,
+#                             RSA-2048; --opendkim-dual: a second one, Ed25519);
+#                             size 4096, N=10000; writes bench/results/dkim-YYYY-MM-DD.md
+#                             with the raw signing rates beside it (postseal-bench
+#                             dkim-speed, openssl speed rsa2048 ed25519)
 #
 # Drivers:
 #   smtp-source (default): smtp-source -> relay -> Postfix smtp-sink.  A run is
@@ -32,6 +40,12 @@
 # (more = duplicates, reported) and that the relay's queue is empty afterwards.
 # With --tls it also checks that every session on both legs ran TLS: the sender's
 # handshakes equal its sessions, the sink's equal the relay's connections to it.
+# With --dkim the sink keeps every message of each relay's warm-up run (smtp-sink -d,
+# postseal-bench sink --write-dir; the measured runs keep nothing), and each of them
+# must carry the relay's signatures and verify with python3-dkim against the records
+# `postseal keygen` and opendkim-genkey printed (no DNS: the records are handed in).
+# The relay CPU of Postfix then includes OpenDKIM's (its process, all threads), also
+# shown on its own.
 #
 # Prints a JSON summary on stdout; progress goes to stderr.  Exit status 0 only if
 # every load tool run succeeded, every count matched, every queue drained and no
@@ -44,6 +58,8 @@
 #                  postseal-bench next to POSTSEALD)
 #   GNUPLOT        draws the chart (default: gnuplot; none found = no chart, a note)
 #   BENCH_TMP      parent of the scratch directory (default: /tmp)
+#   OPENDKIM_TMP   parent of OpenDKIM's private folder with --dkim (default: /run;
+#                  OpenDKIM refuses files below a folder others can write, like /tmp)
 #   POSTFIX_EXTRA  lines appended to the Postfix main.cf (experiments; shown in the results)
 #   POSTSEALD_EXTRA  lines appended to the postseald YAML (experiments; shown in the results)
 #
@@ -65,11 +81,18 @@
 #                        the relays and the sink
 #   --no-tls-resume      with --tls: the sender does not resume sessions (every
 #                        inbound handshake full)
+#   --dkim               DKIM signing on both relays (see above); the load's sender is
+#                        a@bench.test (smtp-source -f, postseal-bench send --from), so
+#                        From: is in the signing domain bench.test
+#   --opendkim-dual      with --dkim: Postfix gets two signatures per message too, as
+#                        postseald makes: a second OpenDKIM instance (Ed25519) chained
+#                        after the RSA one (OpenDKIM 2.11.0 has one algorithm per
+#                        instance)
 #   --run-timeout S      hard limit for one run, seconds (default 600; smoke 60;
 #                        at most 3600, 3500 with --driver postseal-bench)
 #   --out FILE           results file (default bench/results/relay-YYYY-MM-DD.md, with
 #                        --driver postseal-bench relay-postseal-bench-YYYY-MM-DD.md, with
-#                        --tls tls-YYYY-MM-DD.md;
+#                        --tls tls-YYYY-MM-DD.md, with --dkim dkim-YYYY-MM-DD.md;
 #                        in --smoke mode the default is a file in the scratch dir, removed);
 #                        the chart goes beside it, FILE with .png for .md
 #   --keep               keep the scratch directory
@@ -98,6 +121,10 @@ TARGET_PCT=60          # the delivery issue's targets for postseald
 TARGET_CPU_MS=0.2
 TLS=0
 TLS_RESUME=1
+DKIM=0
+OPENDKIM_DUAL=0
+SENDER=a@bench.test    # the load's envelope sender and From: (smtp-source, postseal-bench send)
+DKIM_DOMAIN=${SENDER#*@}
 SIZES_SET=0; N_SET=0; DRIVER_SET=0
 
 while [ $# -gt 0 ]; do
@@ -110,6 +137,8 @@ while [ $# -gt 0 ]; do
         --driver) DRIVER=$2; DRIVER_SET=1; shift ;;
         --tls) TLS=1 ;;
         --no-tls-resume) TLS_RESUME=0 ;;
+        --dkim) DKIM=1 ;;
+        --opendkim-dual) OPENDKIM_DUAL=1 ;;
         --per-conn) PER_CONN=$2; shift ;;
         --no-direct) DO_DIRECT=0 ;;
         --no-postfix) DO_POSTFIX=0 ;;
@@ -129,6 +158,13 @@ if [ "$TLS" = 1 ]; then
     [ "$SIZES_SET" = 1 ] || SIZES="1024 4096"
     [ "$N_SET" = 1 ] || N=10000
 fi
+if [ "$DKIM" = 1 ]; then
+    [ "$TLS" = 0 ] || die "--dkim and --tls: one at a time"
+    [ "$SIZES_SET" = 1 ] || SIZES=4096
+    [ "$N_SET" = 1 ] || N=10000
+    RESULTS_NAME=dkim
+fi
+[ "$OPENDKIM_DUAL" = 0 ] || [ "$DKIM" = 1 ] || die "--opendkim-dual needs --dkim"
 if [ "$SMOKE" = 1 ]; then
     SIZES=1024; N=2000; REPS=1; DO_POSTFIX=0; DO_DIRECT=0; DO_POSTSEALD=1
     RUN_TIMEOUT=60; STALL=30; DRAIN_TIMEOUT=30
@@ -151,7 +187,8 @@ case "$DRIVER" in
         [ "$RUN_TIMEOUT" -le 3500 ] || die "--run-timeout at most 3500 with --driver postseal-bench"
         LOAD_NAME="postseal-bench send"; SINK_NAME="postseal-bench sink"
         RESULTS_NAME=relay-postseal-bench
-        [ "$TLS" = 0 ] || RESULTS_NAME=tls ;;
+        [ "$TLS" = 0 ] || RESULTS_NAME=tls
+        [ "$DKIM" = 0 ] || RESULTS_NAME=dkim-postseal-bench ;;
     *) die "unknown --driver '$DRIVER' (smtp-source or postseal-bench)" ;;
 esac
 
@@ -164,6 +201,20 @@ else
     require_smtp_tool smtp-sink
 fi
 if [ "$DO_POSTFIX" = 1 ]; then require_postfix_instance; fi
+OPENDKIM_USER=""
+if [ "$DKIM" = 1 ]; then
+    $PY -c 'import dkim, nacl.signing' 2>/dev/null || die "--dkim needs python3-dkim and python3-nacl (apt-get install python3-dkim python3-nacl): the relays' signatures are verified"
+    command -v openssl >/dev/null || die "--dkim needs openssl (openssl speed; OpenDKIM's Ed25519 key)"
+    if [ "$DO_POSTSEALD" = 1 ]; then
+        "$POSTSEAL_CLI" keygen --help > /dev/null 2>&1 || die "--dkim: $POSTSEAL_CLI has no keygen command (rebuild it)"
+        check_postseal_bench_bin          # postseal-bench dkim-speed
+    fi
+    if [ "$DO_POSTFIX" = 1 ]; then
+        command -v opendkim >/dev/null || die "--dkim needs opendkim (apt-get install opendkim opendkim-tools)"
+        command -v opendkim-genkey >/dev/null || die "--dkim needs opendkim-genkey (apt-get install opendkim-tools)"
+        if id opendkim >/dev/null 2>&1; then OPENDKIM_USER=opendkim; else OPENDKIM_USER=nobody; fi
+    fi
+fi
 # smtp-sink refuses to run as root without -u
 SINK_USER=()
 if [ "$(id -u)" = 0 ]; then
@@ -243,6 +294,313 @@ EOF
     openssl speed -seconds 3 ecdsap256 ecdhx25519 2> /dev/null | grep -E 'sign|op |ecdsa|ecdh' > "$TMP/openssl-speed.txt" || true
 }
 
+# ------------------------------------------------------------------ DKIM (--dkim)
+
+# The keys, made once per invocation: postseald's with `postseal keygen` in $TMP/dkim
+# (its zone-file lines kept), OpenDKIM's with opendkim-genkey (RSA) and, for
+# --opendkim-dual, openssl genpkey (Ed25519) in OD_DIR, a private folder under /run:
+# OpenDKIM refuses a configuration or key file with an ancestor others may write, as
+# /tmp is. $TMP/dkim/records.json maps every SELECTOR._domainkey.DOMAIN to the record
+# its tool printed: the verifier's "DNS".
+DKIM_DIR=""; OD_DIR=""
+PS_DKIM_KEYS=()        # "DOMAIN SELECTOR FILE" for postseald's dkim.keys
+OD_KEYS=()             # "SELECTOR FILE" for OpenDKIM
+make_dkim_keys() {
+    local sel alg
+    DKIM_DIR=$TMP/dkim
+    mkdir -p "$DKIM_DIR/postseald" "$DKIM_DIR/opendkim"
+    if [ "$DO_POSTSEALD" = 1 ]; then
+        for sel in ps-rsa:rsa ps-ed:ed25519; do
+            alg=${sel#*:}; sel=${sel%%:*}
+            record "$POSTSEAL_CLI keygen --domain $DKIM_DOMAIN --selector $sel --algorithm $alg --dir $DKIM_DIR/postseald > $DKIM_DIR/postseald/$sel.zone"
+            "$POSTSEAL_CLI" keygen --domain "$DKIM_DOMAIN" --selector "$sel" --algorithm "$alg" \
+                --dir "$DKIM_DIR/postseald" > "$DKIM_DIR/postseald/$sel.zone" 2> "$DKIM_DIR/postseald/$sel.err" \
+                || die "postseal keygen ($alg) failed: $(tr '\n' ' ' < "$DKIM_DIR/postseald/$sel.err")"
+            PS_DKIM_KEYS+=("$DKIM_DOMAIN $sel $DKIM_DIR/postseald/$DKIM_DOMAIN.$sel.key")
+        done
+    fi
+    if [ "$DO_POSTFIX" = 1 ]; then
+        OD_DIR=$(mktemp -d "${OPENDKIM_TMP:-/run}/postseal-relaybench-opendkim.XXXXXX") \
+            || die "cannot make a private folder for OpenDKIM under ${OPENDKIM_TMP:-/run} (set OPENDKIM_TMP)"
+        chmod 755 "$OD_DIR"
+        local d=$OD_DIR/keys
+        mkdir -p "$d"
+        record "opendkim-genkey -b 2048 -d $DKIM_DOMAIN -s od-rsa -D $d"
+        opendkim-genkey -b 2048 -d "$DKIM_DOMAIN" -s od-rsa -D "$d" 2> "$d/genkey.err" \
+            || die "opendkim-genkey failed: $(tr '\n' ' ' < "$d/genkey.err")"
+        OD_KEYS+=("od-rsa $d/od-rsa.private")
+        if [ "$OPENDKIM_DUAL" = 1 ]; then
+            record "openssl genpkey -algorithm ed25519 -out $d/od-ed.private    # p= its raw public key (RFC 8463 §4)"
+            openssl genpkey -algorithm ed25519 -out "$d/od-ed.private" 2> "$d/genpkey.err" \
+                || die "openssl genpkey ed25519 failed: $(tr '\n' ' ' < "$d/genpkey.err")"
+            printf 'od-ed._domainkey IN TXT ( "v=DKIM1; k=ed25519; p=%s" )\n' \
+                "$(openssl pkey -in "$d/od-ed.private" -pubout -outform DER | tail -c 32 | base64 -w0)" > "$d/od-ed.txt"
+            OD_KEYS+=("od-ed $d/od-ed.private")
+        fi
+        # OpenDKIM refuses keys others can read (RequireSafeKeys) and runs as its user
+        chown -R "$OPENDKIM_USER" "$d"
+        chmod 600 "$d"/*.private
+        chmod 700 "$d"
+        cp "$d"/*.txt "$DKIM_DIR/opendkim/"
+    fi
+    $PY - "$DKIM_DIR" "$DKIM_DOMAIN" <<'EOF'
+import json, os, re, sys
+top, domain = sys.argv[1], sys.argv[2]
+records = {}
+for sub in ("postseald", "opendkim"):
+    for f in sorted(os.listdir(os.path.join(top, sub))):
+        if not (f.endswith(".zone") or f.endswith(".txt")):
+            continue
+        text = open(os.path.join(top, sub, f)).read()
+        owner = text.split()[0]
+        owner = owner[:-1] if owner.endswith(".") else owner + "." + domain
+        body = text[text.index("("):text.index(")") + 1]
+        records[owner.lower()] = "".join(re.findall(r'"([^"]*)"', body))
+json.dump(records, open(os.path.join(top, "records.json"), "w"), indent=1)
+EOF
+}
+
+# dkim_verify_dumps SERVER SIZE DIR EXPECT: every message the sink kept (up to 1000 of
+# them) must carry the relay's signatures, and each must verify (python3-dkim, the
+# records of records.json handed in as DNS); $TMP/dkim-verify-SERVER-SIZE.json
+dkim_verify_dumps() {
+    local server=$1 size=$2 dir=$3 expect=$4 want out msg
+    want=rsa-sha256
+    if [ "$server" = postseald ] || [ "$OPENDKIM_DUAL" = 1 ]; then want=rsa-sha256,ed25519-sha256; fi
+    out=$TMP/dkim-verify-$server-$size.json
+    $PY - "$dir" "$DKIM_DIR/records.json" "$want" "$expect" "$DKIM_DOMAIN" > "$out" <<'EOF'
+import json, os, random, re, sys
+import dkim
+d, records, want = sys.argv[1], json.load(open(sys.argv[2])), set(sys.argv[3].split(","))
+expect, domain = int(sys.argv[4]), sys.argv[5]
+
+def dnsfunc(name, timeout=5):
+    r = records.get(name.decode().rstrip(".").lower())
+    return r.encode() if r is not None else None
+
+def message(raw):
+    # smtp-sink -d writes its own fields first (X-Client-*, X-Helo/Mail/Rcpt-Args and
+    # a three-line Received:), then the message as received
+    lines = raw.split(b"\n")
+    if not lines[0].startswith(b"X-Client-Addr:"):
+        return raw                      # postseal-bench sink: the message alone
+    i = 0
+    while i < len(lines) and re.match(rb"X-(Client-Addr|Client-Proto|Helo-Args|Mail-Args|Rcpt-Args):", lines[i]):
+        i += 1
+    if i < len(lines) and lines[i].startswith(b"Received:"):
+        i += 1
+        while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
+            i += 1
+    return b"\n".join(lines[i:])
+
+files = sorted(os.listdir(d)) if os.path.isdir(d) else []
+sample = files if len(files) <= 1000 else random.Random(1).sample(files, 1000)
+res = {"want": sorted(want), "files": len(files), "expect": expect, "checked": 0, "ok": 0,
+       "signatures": 0, "algorithms": {}, "failures": []}
+for f in sample:
+    msg = message(open(os.path.join(d, f), "rb").read())
+    head = msg.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    n = len(re.findall(rb"(?im)^dkim-signature:", head))
+    algs, bad = set(), []
+    for i in range(n):
+        v = dkim.DKIM(msg)
+        try:
+            ok = v.verify(idx=i, dnsfunc=dnsfunc)
+            why = ""
+        except dkim.DKIMException as e:
+            ok, why = False, str(e)
+        fields = getattr(v, "signature_fields", None) or {}
+        a = fields.get(b"a", b"?").decode(errors="replace")
+        dd = fields.get(b"d", b"").decode(errors="replace")
+        res["algorithms"][a] = res["algorithms"].get(a, 0) + 1
+        if ok and dd.lower() == domain:
+            algs.add(a)
+        else:
+            bad.append("signature %d (a=%s d=%s) does not verify%s" % (i, a, dd, ": " + why if why else ""))
+    res["checked"] += 1
+    res["signatures"] += n
+    if not bad and want <= algs:
+        res["ok"] += 1
+    elif len(res["failures"]) < 3:
+        res["failures"].append("%s: %d signature(s), passing %s; %s" % (
+            f, n, ",".join(sorted(algs)) or "none", "; ".join(bad) or "a wanted algorithm is missing"))
+print(json.dumps(res))
+EOF
+    msg=$($PY - "$out" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+p = []
+if r["files"] != r["expect"]:
+    p.append("the sink kept %d messages of the warm-up run, want %d" % (r["files"], r["expect"]))
+if r["checked"] == 0 or r["ok"] != r["checked"]:
+    p.append("DKIM: %d of %d messages checked carry verifying %s signatures: %s" % (
+        r["ok"], r["checked"], " + ".join(r["want"]), " | ".join(r["failures"])))
+print("\n".join(p))
+EOF
+) || msg="DKIM: the verifier failed: $(head -c 300 "$out")"
+    if [ -n "$msg" ]; then
+        while read -r l; do problem "$server size=$size: $l"; done <<< "$msg"
+    else
+        log "$server size=$size: DKIM: $($PY -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%d of %d warm-up messages checked, %d signatures (%s), all verify" % (r["ok"], r["files"], r["signatures"], ", ".join("%s %d" % kv for kv in sorted(r["algorithms"].items()))))' "$out")"
+    fi
+}
+
+# OpenDKIM: private instances in the foreground, one per key: OpenDKIM 2.11.0 takes the
+# signing algorithm from SignatureAlgorithm for all its keys (a per-key algorithm came
+# later), so --opendkim-dual chains two milters, RSA then Ed25519. They are no
+# descendants of Postfix's master: their CPU (each /proc entry: every thread) is read
+# around each run and added to Postfix's.
+OD_PIDS=(); OD_PORTS=(); OD_LOGS=()
+start_opendkim() {    # $1 = label
+    local k n=0 dir conf port alg i up
+    for k in "${OD_KEYS[@]}"; do
+        n=$((n + 1))
+        dir=$OD_DIR/$1-$n; conf=$dir/opendkim.conf
+        mkdir -p "$dir"
+        chown "$OPENDKIM_USER" "$dir"
+        port=$(freeport)
+        alg=rsa-sha256; [ "${k%% *}" != od-ed ] || alg=ed25519-sha256
+        cat > "$conf" <<EOF
+# private benchmark instance: signs all mail from 127.0.0.1 (InternalHosts), verifies none
+Mode                    s
+Canonicalization        relaxed/relaxed
+Domain                  $DKIM_DOMAIN
+Selector                ${k%% *}
+KeyFile                 ${k#* }
+SignatureAlgorithm      $alg
+Socket                  inet:$port@127.0.0.1
+InternalHosts           127.0.0.1
+UserID                  $OPENDKIM_USER
+Background              no
+Syslog                  no
+PidFile                 $dir/opendkim.pid
+EOF
+        cp "$conf" "$TMP/opendkim-$n.conf"
+        record "opendkim -f -x $conf > $dir/opendkim.log 2>&1 &"
+        opendkim -f -x "$conf" > "$dir/opendkim.log" 2>&1 &
+        OD_PIDS+=("$!"); OD_PORTS+=("$port"); OD_LOGS+=("$dir/opendkim.log")
+        up=0
+        for i in $(seq 1 100); do
+            kill -0 "${OD_PIDS[-1]}" 2>/dev/null || break
+            if $PY -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$port" 2>/dev/null; then
+                up=1; break
+            fi
+            sleep 0.1
+        done
+        if [ "$up" = 0 ]; then
+            problem "OpenDKIM ($alg) did not come up on 127.0.0.1:$port: $(tail -3 "$dir/opendkim.log" | tr '\n' ' ')"
+            stop_opendkim
+            return 1
+        fi
+        log "OpenDKIM pid ${OD_PIDS[-1]} on 127.0.0.1:$port ($alg, selector ${k%% *})"
+    done
+}
+stop_opendkim() {
+    local pid i
+    for pid in ${OD_PIDS[@]+"${OD_PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in ${OD_PIDS[@]+"${OD_PIDS[@]}"}; do
+        for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    OD_PIDS=(); OD_PORTS=(); OD_LOGS=()
+}
+# opendkim_ticks: the CPU clock ticks of every OpenDKIM instance, summed; fails if one
+# is gone
+opendkim_ticks() {
+    local pid sum=0 t
+    for pid in "${OD_PIDS[@]}"; do
+        t=$($LIB cpu proc "$pid" 2>/dev/null | awk '{print $1}') && [ -n "$t" ] || return 1
+        sum=$((sum + t))
+    done
+    echo "$sum"
+}
+
+# dkim_raw: the raw signing rates on one core. postseal-bench dkim-speed (BoringSSL and
+# crypto/dkim.h; 3 runs, each after an idle wait, the one with the fastest dual rate
+# kept in $TMP/dkim-speed.json), then openssl speed rsa2048 ed25519 (the library of
+# Postfix and OpenDKIM) in $TMP/openssl-speed-dkim.txt.
+dkim_raw() {
+    local rep seconds=3 reps=3
+    [ "$SMOKE" = 1 ] && { seconds=0.5; reps=1; }
+    if [ "$DO_POSTSEALD" = 1 ]; then
+        for rep in $(seq 1 "$reps"); do
+            $LIB waitidle --timeout "$IDLE_TIMEOUT" > /dev/null || warn "dkim-speed #$rep: the machine was not idle"
+            record "$POSTSEAL_BENCH dkim-speed --seconds $seconds --json $TMP/dkim-speed-$rep.json"
+            if "$POSTSEAL_BENCH" dkim-speed --seconds "$seconds" --json "$TMP/dkim-speed-$rep.json" > "$TMP/dkim-speed-$rep.txt" 2>&1; then
+                log "dkim-speed #$rep: $(sed -n 4p "$TMP/dkim-speed-$rep.txt" | tr -s ' ')"
+            else
+                problem "postseal-bench dkim-speed failed: $(tail -2 "$TMP/dkim-speed-$rep.txt" | tr '\n' ' ')"
+            fi
+        done
+        $PY - "$TMP" <<'EOF'
+import json, os, sys
+t = sys.argv[1]
+rs = []
+for f in sorted(os.listdir(t)):
+    if f.startswith("dkim-speed-") and f.endswith(".json"):
+        try:
+            r = json.load(open(os.path.join(t, f)))
+            r["text"] = open(os.path.join(t, f[:-5] + ".txt")).read()
+            rs.append(r)
+        except (OSError, ValueError):
+            pass
+if rs:
+    best = max(rs, key=lambda r: r["dual_messages_per_s"])
+    best["runs"] = [{k: r[k] for k in ("rsa2048_signs_per_s", "ed25519_signs_per_s",
+                                        "dual_messages_per_s", "overhead_ms_per_msg")} for r in rs]
+    json.dump(best, open(os.path.join(t, "dkim-speed.json"), "w"))
+EOF
+    fi
+    [ "$SMOKE" = 1 ] && return 0
+    $LIB waitidle --timeout "$IDLE_TIMEOUT" > /dev/null || warn "openssl speed: the machine was not idle"
+    record "openssl speed -seconds 3 rsa2048 ed25519    # OpenSSL $(openssl version | awk '{print $2}'), the library of Postfix and OpenDKIM"
+    openssl speed -seconds 3 rsa2048 ed25519 2> /dev/null | grep -E 'sign|rsa|EdDSA' > "$TMP/openssl-speed-dkim.txt" || true
+}
+
+# dkim_wait_sink_idle PORT: wait (at most 10 s) until nothing is connected to the sink,
+# so that stopping it between the warm-up and the measured runs cuts no delivery short
+dkim_wait_sink_idle() {
+    $PY - "$1" <<'EOF'
+import sys, time
+port = int(sys.argv[1])
+def conns():
+    n = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            for line in list(open(name))[1:]:
+                v = line.split()
+                if v[3] == "01" and int(v[1].rsplit(":", 1)[1], 16) == port:
+                    n += 1
+        except OSError:
+            pass
+    return n
+end = time.monotonic() + 10
+while conns() and time.monotonic() < end:
+    time.sleep(0.1)
+EOF
+}
+
+# dkim_add_milter_cpu RES T0 T1 PIDS: the run's JSON with OpenDKIM's CPU (ticks T0 -> T1)
+# added to the relay's, shown on its own (milter_cpu_s); PIDS (comma-separated) are no
+# longer "other processes"
+dkim_add_milter_cpu() {
+    $PY - "$1" "$2" "$3" "$4" "$(getconf CLK_TCK)" <<'EOF'
+import json, sys
+r, t0, t1, hz = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
+pids = {int(p) for p in sys.argv[4].split(",") if p}
+m = (t1 - t0) / hz
+r["milter_cpu_s"] = m
+r["server_cpu_s"] = r.get("server_cpu_s", 0) + m
+fp = r.get("foreign_procs") or []
+mine = [f for f in fp if f.get("pid") in pids]
+if mine:
+    r["foreign_procs"] = [f for f in fp if f.get("pid") not in pids]
+    r["foreign_cpu_s"] = max(0.0, r.get("foreign_cpu_s", 0) - sum(f["cpu_s"] for f in mine))
+print(json.dumps(r))
+EOF
+}
+
 SINK_PID=""
 stop_sink() {
     [ -n "$SINK_PID" ] || return 0
@@ -253,7 +611,14 @@ stop_sink() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
-cleanup_extra() { stop_sink; }
+cleanup_extra() {
+    stop_sink
+    stop_opendkim
+    if [ -n "$OD_DIR" ]; then     # OpenDKIM's folder under /run: into the scratch dir if kept
+        [ "$KEEP" = 0 ] || cp -a "$OD_DIR" "$TMP/opendkim" 2>/dev/null
+        rm -rf "$OD_DIR"
+    fi
+}
 
 # the postseald and Postfix "up" log lines name the cell's sink
 start_log_suffix() { printf ', relayhost [127.0.0.1]:%s' "$SINK_PORT"; }
@@ -261,14 +626,19 @@ start_log_suffix() { printf ', relayhost [127.0.0.1]:%s' "$SINK_PORT"; }
 # ------------------------------------------------------------------ the sink
 
 SINK_PORT=""; SINK_OUT=""
-start_sink() {     # $1 = label
-    local dir=$TMP/sink-$1 life
+start_sink() {     # $1 = label [$2 = port (default: a free one) [$3 = keep every message in this folder]]
+    local dir=$TMP/sink-$1 life dump=()
     mkdir -p "$dir"
-    SINK_PORT=$(freeport); SINK_OUT=$dir/counters
+    SINK_PORT=${2:-$(freeport)}; SINK_OUT=$dir/counters
+    if [ -n "${3:-}" ]; then      # smtp-sink -d: one file per message (it runs as SINK_USER)
+        mkdir -p "$3"
+        [ -z "${SINK_USER[1]:-}" ] || chown "${SINK_USER[1]}" "$3"
+        dump=(-d "$3/%H%M%S.")
+    fi
     # bounded: the whole cell (warm-up + reps, each at most idle wait + run + drain) and then some
     life=$(( (REPS + 1) * (IDLE_TIMEOUT + RUN_TIMEOUT + DRAIN_TIMEOUT + 30) + 300 ))
-    record "timeout -k 5 $life smtp-sink ${SINK_USER[*]} -c 127.0.0.1:$SINK_PORT 1024 > $SINK_OUT &    # $1"
-    timeout -k 5 "$life" smtp-sink "${SINK_USER[@]}" -c "127.0.0.1:$SINK_PORT" 1024 > "$SINK_OUT" 2> "$dir/stderr" &
+    record "timeout -k 5 $life smtp-sink ${SINK_USER[*]} -c${dump[*]:+ ${dump[*]}} 127.0.0.1:$SINK_PORT 1024 > $SINK_OUT &    # $1"
+    timeout -k 5 "$life" smtp-sink "${SINK_USER[@]}" -c ${dump[@]+"${dump[@]}"} "127.0.0.1:$SINK_PORT" 1024 > "$SINK_OUT" 2> "$dir/stderr" &
     SINK_PID=$!
     if ! $LIB waitsmtp "$SINK_PORT" 15; then
         problem "smtp-sink did not come up on 127.0.0.1:$SINK_PORT: $(head -3 "$dir/stderr" | tr '\n' ' ')"
@@ -292,6 +662,25 @@ tls:
   cert_file: $TLS_CERT
   key_file: $TLS_KEY
   outbound: encrypt
+EOF
+    fi
+    if [ "$DKIM" = 1 ]; then
+        local k
+        cat <<EOF
+# --dkim: sign every message from the load tool (127.0.0.1 is in mynetworks, From:
+# <$SENDER>) with both keys, made by postseal keygen; inbound verification off (the
+# load's mail is unsigned, and OpenDKIM runs in sign-only mode)
+dkim:
+  keys:
+EOF
+        for k in "${PS_DKIM_KEYS[@]}"; do printf '    - "%s"\n' "$k"; done
+        cat <<EOF
+  sign: true
+  default_domain: ""
+  canonicalization: relaxed/relaxed
+  signature_ttl: 0
+  timestamp: true
+  verify: false
 EOF
     fi
     if [ -n "${POSTSEALD_EXTRA:-}" ]; then
@@ -342,6 +731,15 @@ maillog_file = $PF_DIR/maillog
 maillog_file_prefixes = $PF_DIR
 biff = no
 EOF
+    if [ "$DKIM" = 1 ]; then
+        cat <<EOF
+# --dkim: OpenDKIM signs as a milter; mail waits (4xx) rather than leave unsigned
+smtpd_milters = $(printf 'inet:127.0.0.1:%s ' "${OD_PORTS[@]}")
+non_smtpd_milters = \$smtpd_milters
+milter_default_action = tempfail
+milter_protocol = 6
+EOF
+    fi
     [ "$TLS" = 1 ] || return 0
     cat <<EOF
 # --tls: STARTTLS offered inbound (session tickets, keys from tlsmgr), outbound TLS
@@ -382,8 +780,12 @@ pb_run() {
     label="$server size=$size $( [ "$rep" = 0 ] && echo warm-up || echo "rep=$rep")"
     life=$((RUN_TIMEOUT + 90))
     sink="timeout -k 5 $((life + 10)) $POSTSEAL_BENCH sink --listen 127.0.0.1:$SINK_PORT --threads 1 --duration $life --report $SINK_DIR/sink-$rep.json${SINK_TLS[*]:+ ${SINK_TLS[*]}}"
+    if [ "$DKIM" = 1 ] && [ "$rep" = 0 ] && [ "$server" != direct ]; then
+        mkdir -p "$SINK_DIR/kept"          # --dkim: the warm-up's messages, to verify
+        sink="$sink --write-dir $SINK_DIR/kept"
+    fi
     send=(timeout -k 5 "$RUN_TIMEOUT" "$POSTSEAL_BENCH" send --target "127.0.0.1:$port" --connections "$SESSIONS"
-          --count "$n" --size "$size" --per-conn "$PER_CONN" --from a@bench.test --to-domain bench.example
+          --count "$n" --size "$size" --per-conn "$PER_CONN" --from "$SENDER" --to-domain bench.example
           ${SEND_TLS[@]+"${SEND_TLS[@]}"} --json "$TMP/send-$server-$size-$rep.json")
     record "$sink >> $SINK_DIR/sink.log 2>&1 &    # $label; a fresh sink, probed once"
     record "${send[*]}    # $label; timed until the sink's last 250"
@@ -406,10 +808,14 @@ run_load() {
             qcmd="find $q/maildrop $q/incoming $q/active $q/deferred $q/hold $q/corrupt -type f" ;;
     esac
     log=$TMP/load-$server-$size-$rep.log; : > "$log"
+    local milter0=""
+    if [ "$server" = postfix ] && [ "${#OD_PIDS[@]}" -gt 0 ]; then
+        milter0=$(opendkim_ticks) || milter0=""
+    fi
     if [ "$DRIVER" = postseal-bench ]; then
         res=$(pb_run "$server" "$size" "$rep" "$n" "$port" "$pid" "$mode" "$qcmd" "$log") || res=""
     else
-        local cmd=(smtp-source -s "$SESSIONS" -m "$n" -l "$size" -f a@bench.test -t b@bench.example "127.0.0.1:$port")
+        local cmd=(smtp-source -s "$SESSIONS" -m "$n" -l "$size" -f "$SENDER" -t b@bench.example "127.0.0.1:$port")
         record "timeout -k 5 $RUN_TIMEOUT ${cmd[*]}    # $label; timed until the sink has counted $n more"
         res=$($LIB relayrun --mode "$mode" --pid "$pid" --sink-pid "$SINK_PID" --sink-out "$SINK_OUT" \
                 --expect "$n" --queue-cmd "$qcmd" --log "$log" --timeout "$RUN_TIMEOUT" --stall "$STALL" \
@@ -423,6 +829,14 @@ run_load() {
             problem "$label: the measuring helper failed (server or sink gone?)"
         fi
         res='{"rc":-1,"wall_s":null,"ingress_s":1,"drain_s":0,"client_cpu_s":0,"server_cpu_s":0,"sink_cpu_s":0,"server_alive":false,"delivered":0,"delivered_at_done":0,"duplicates":0,"queue_before":null,"queue_after":null,"timed_out":false,"stalled":false}'
+    fi
+    if [ -n "$milter0" ]; then
+        local milter1
+        if milter1=$(opendkim_ticks); then
+            res=$(dkim_add_milter_cpu "$res" "$milter0" "$milter1" "$(IFS=,; echo "${OD_PIDS[*]}")")
+        else
+            problem "$label: an OpenDKIM instance is gone after the run: $(tail -q -n 2 "${OD_LOGS[@]}" | tr '\n' ' ')"
+        fi
     fi
     local probs=()
     local chk
@@ -523,9 +937,10 @@ import json, sys
 r, n, tool = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 w = r.get("wall_s")
 lat = ", EOD p50 %s ms p99 %s ms" % (r.get("eod_p50_ms"), r.get("eod_p99_ms")) if "eod_p50_ms" in r else ""
-print("%d msgs end to end in %s = %s msg/s (%s %.2fs), relay CPU %.2fs, sink +%d, queue after %s%s" % (
+mil = " (OpenDKIM %.2fs of it)" % r["milter_cpu_s"] if "milter_cpu_s" in r else ""
+print("%d msgs end to end in %s = %s msg/s (%s %.2fs), relay CPU %.2fs%s, sink +%d, queue after %s%s" % (
     n, "%.2fs" % w if w else "n/a", round(n / w) if w else "n/a", tool, r["ingress_s"], r["server_cpu_s"],
-    r["delivered"], r["queue_after"], lat))' "$res" "$n" "$LOAD_NAME")"
+    mil, r["delivered"], r["queue_after"], lat))' "$res" "$n" "$LOAD_NAME")"
     [ "$rep" = 0 ] && return 0
     $PY - "$res" "$server" "$size" "$rep" "$n" "$SESSIONS" "${#probs[@]}" >> "$TMP/runs.jsonl" <<'EOF'
 import json, sys
@@ -538,21 +953,38 @@ EOF
 
 SINK_DIR=""
 bench_path() {   # PATH SIZE
-    local server=$1 size=$2 rep warm
+    local server=$1 size=$2 rep warm kept=""
     warm=$((N / 10)); [ "$warm" -gt 1000 ] && warm=1000; [ "$warm" -lt 50 ] && warm=50
+    # --dkim: the sink keeps the warm-up's messages (a relay's only), which must verify
+    [ "$DKIM" = 1 ] && [ "$server" != direct ] && kept=$TMP/sink-$server-$size/kept
     if [ "$DRIVER" = postseal-bench ]; then
         # every run starts its own sink on this port: below the ephemeral range, so no
         # outgoing connection takes it while no sink listens
         SINK_PORT=$($LIB freeport --low); SINK_DIR=$TMP/sink-$server-$size
         mkdir -p "$SINK_DIR"
+    elif [ -n "$kept" ]; then
+        # a keeping sink for the warm-up, then a counting one on the same port (below
+        # the ephemeral range, so no outgoing connection takes it in between)
+        start_sink "$server-$size-warmup" "$($LIB freeport --low)" "$kept" || return 0
     else
         start_sink "$server-$size" || return 0
     fi
     case "$server" in
         postseald) start_postseald "$size" || { stop_sink; return 0; } ;;
-        postfix) start_postfix "$size" || { stop_sink; return 0; } ;;
+        postfix)
+            if [ "$DKIM" = 1 ]; then start_opendkim "$size" || { stop_sink; return 0; }; fi
+            start_postfix "$size" || { stop_sink; stop_opendkim; return 0; } ;;
     esac
     run_load "$server" "$size" 0 "$warm"
+    if [ -n "$kept" ]; then
+        if [ "$DRIVER" != postseal-bench ]; then
+            dkim_wait_sink_idle "$SINK_PORT"
+            stop_sink
+            start_sink "$server-$size" "$SINK_PORT" || { stop_postseald; stop_postfix; stop_opendkim; return 0; }
+        fi
+        dkim_verify_dumps "$server" "$size" "$kept" "$warm"
+        rm -rf "$kept"
+    fi
     for rep in $(seq 1 "$REPS"); do
         run_load "$server" "$size" "$rep" "$N"
     done
@@ -572,9 +1004,194 @@ bench_path() {   # PATH SIZE
             other=$(grep -E ' status=sent ' "$PF_DIR/maillog" | grep -vc "relay=127.0.0.1\[127.0.0.1\]:$SINK_PORT," || true)
             [ "$other" = 0 ] || problem "Postfix log: $other deliveries to a next hop other than the sink"
             stop_postfix
+            stop_opendkim
             rm -rf "$PF_DIR/queue" ;;
     esac
     stop_sink
+}
+
+# report_extra (--dkim): the DKIM section of the results file, before its Problems:
+# what each relay signed with, CPU per message beside the raw signing cost, the
+# signature checks, postseal-bench dkim-speed and openssl speed; the title says DKIM,
+# and the plaintext relaying targets (0.2 ms CPU per message) are left out
+report_extra() {
+    [ "$DKIM" = 1 ] || return 0
+    $PY - "$OUT" "$TMP" "$OPENDKIM_DUAL" "$DKIM_DOMAIN" "$SENDER" "$(opendkim -V 2>/dev/null | head -1 | sed 's/.*Filter v//')" \
+        "$(openssl version | awk '{print $2}')" "$DO_POSTSEALD" "$DO_POSTFIX" <<'EOF'
+import json, os, re, statistics, sys
+out, t, dual, domain, sender, odv, osslv = sys.argv[1:8]
+do_ps, do_pf = sys.argv[8] == "1", sys.argv[9] == "1"
+dual = dual == "1"
+runs = [json.loads(l) for l in open(os.path.join(t, "runs.jsonl")) if l.strip()]
+meta = json.load(open(os.path.join(t, "meta.json")))
+
+def load(name):
+    try:
+        return json.load(open(os.path.join(t, name)))
+    except (OSError, ValueError):
+        return None
+
+speed = load("dkim-speed.json")
+ossl = {}
+try:
+    ossl_text = open(os.path.join(t, "openssl-speed-dkim.txt")).read()
+except OSError:
+    ossl_text = ""
+for line in ossl_text.splitlines():
+    v = line.split()
+    if line.lstrip().startswith("rsa 2048 bits") and len(v) >= 2:
+        ossl["rsa"] = float(v[-2])
+    elif "Ed25519" in line and len(v) >= 2:
+        ossl["ed"] = float(v[-2])
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+def rng(xs, nd=3):
+    if not xs:
+        return "n/a"
+    return f"{med(xs):.{nd}f} ({min(xs):.{nd}f}–{max(xs):.{nd}f})"
+
+L = ["## DKIM signing", ""]
+L.append(f"Both relays sign every message of the load: its sender and From: are <{sender}>, "
+         f"the signing domain is {domain}, and the load tool connects from 127.0.0.1 (a trusted client).")
+L.append("")
+if do_ps:
+    L.append("- **postseald**: `dkim:` in its YAML (below), two keys made by `postseal keygen` "
+             "(selectors ps-rsa, RSA-2048, and ps-ed, Ed25519), relaxed/relaxed, t= on, no x=, inbound "
+             "verification off: two DKIM-Signature fields per message, signed in the daemon "
+             "(crypto/dkim.h over BoringSSL).")
+if do_pf:
+    L.append(f"- **Postfix + OpenDKIM {odv}**: " + (
+             "two private OpenDKIM instances in the foreground chained as Postfix's milters "
+             "(`smtpd_milters = inet:127.0.0.1:PORT1 inet:127.0.0.1:PORT2`), one signing with an RSA-2048 key "
+             "made by opendkim-genkey (od-rsa), one with an Ed25519 key made by openssl genpkey (od-ed, "
+             "SignatureAlgorithm ed25519-sha256): two signatures per message, as postseald makes. OpenDKIM "
+             "2.11.0 has one signing algorithm per instance (SignatureAlgorithm; a per-key algorithm in its "
+             "KeyTable came later), hence two instances"
+             if dual else "a private OpenDKIM in the foreground as Postfix's milter "
+             "(`smtpd_milters = inet:127.0.0.1:PORT`), one RSA-2048 key made by opendkim-genkey (selector "
+             "od-rsa): one signature per message, where postseald makes two (its Ed25519 signature costs "
+             "about 0.03 ms; `--opendkim-dual` adds a second OpenDKIM for Ed25519)") +
+             f"; Mode s, relaxed/relaxed, `milter_default_action = tempfail`; OpenDKIM uses OpenSSL {osslv}. "
+             "OpenDKIM's CPU is read from its own process(es) around every run and added to Postfix's "
+             "(relay CPU below and in the tables above).")
+L.append("")
+
+raw_ps = raw_pf = None
+if speed:
+    raw_ps = 1000.0 / speed["rsa2048_signs_per_s"] + 1000.0 / speed["ed25519_signs_per_s"]
+if "rsa" in ossl:
+    raw_pf = 1000.0 / ossl["rsa"] + (1000.0 / ossl["ed"] if dual and "ed" in ossl else 0.0)
+L.append("| size | relay | signatures per message | msg/s | relay CPU ms/msg | of which OpenDKIM ms/msg "
+         "| raw signing ms/msg (one core) | relay CPU beyond raw signing ms/msg |")
+L.append("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+for size in sorted({r["size"] for r in runs}):
+    for srv, name in (("postseald", "postseald"), ("postfix", "Postfix + OpenDKIM")):
+        rs = [r for r in runs if r["server"] == srv and r["size"] == size and r.get("wall_s")]
+        if not rs:
+            continue
+        cpu = [r["server_cpu_s"] * 1000.0 / r["n"] for r in rs]
+        rate = med([r["n"] / r["wall_s"] for r in rs])
+        mil = [r["milter_cpu_s"] * 1000.0 / r["n"] for r in rs if "milter_cpu_s" in r]
+        two = srv == "postseald" or dual
+        sigs = "rsa-sha256 + ed25519-sha256" if two else "rsa-sha256"
+        raw = raw_ps if srv == "postseald" else raw_pf
+        src = "BoringSSL, dkim-speed" if srv == "postseald" else f"OpenSSL {osslv}, openssl speed"
+        raw_s = f"{raw:.3f} ({src})" if raw is not None else "n/a"
+        beyond = f"{med(cpu) - raw:.3f}" if raw is not None else "n/a"
+        L.append(f"| {size} B | {name} | {sigs} | {rate:,.0f} | {rng(cpu)} | {rng(mil) if mil else '–'} "
+                 f"| {raw_s} | {beyond} |")
+L.append("")
+L.append("Relay CPU ms/msg: median (min–max) over the repetitions, as in the Results table (Postfix's "
+         "includes OpenDKIM's). Raw signing = the signatures alone at the library's one-core rate: "
+         "1/RSA-2048 sign rate + 1/Ed25519 sign rate (postseald; for Postfix the same with OpenSSL's rates, "
+         "RSA only unless OpenDKIM signs twice). The rest is SMTP, the queue, DKIM canonicalisation and "
+         "hashing, and (Postfix) the milter protocol.")
+L.append("")
+
+checks = []
+for f in sorted(os.listdir(t)):
+    m = re.fullmatch(r"dkim-verify-(\w+)-(\d+)\.json", f)
+    if not m:
+        continue
+    r = load(f)
+    if r is None:
+        continue
+    name = "postseald" if m.group(1) == "postseald" else "Postfix + OpenDKIM"
+    algs = ", ".join(f"{a} {n}" for a, n in sorted(r["algorithms"].items()))
+    verdict = ("every one carries " + " + ".join(r["want"]) + " signatures in " + domain +
+               " and every signature verifies") if r["ok"] == r["checked"] and r["checked"] else \
+              f"**{r['checked'] - r['ok']} FAILED** (see Problems)"
+    checks.append(f"- {name}, {m.group(2)} B: the sink kept {r['files']} of the warm-up's {r['expect']} "
+                  f"messages; {r['checked']} checked ({r['signatures']} signatures: {algs}); {verdict}.")
+L.append("Signatures checked: the sink kept every message of each relay's warm-up run (smtp-sink -d, "
+         "or postseal-bench sink --write-dir; the measured runs keep nothing), and python3-dkim "
+         f"{meta.get('python_dkim', '')} verified each (up to 1000) against the records the key tools printed "
+         "(`postseal keygen`, opendkim-genkey), handed in as its DNS.")
+L.append("")
+L.extend(checks or ["- none checked"])
+L.append("")
+
+L.append("### Raw signing speed, one core")
+L.append("")
+if speed:
+    runs_s = "; ".join(f"{x['dual_messages_per_s']:,.0f}" for x in speed.get("runs", []))
+    L.append(f"`postseal-bench dkim-speed --seconds {speed['seconds']:g}` (BoringSSL and crypto/dkim.h; "
+             f"{len(speed.get('runs', []))} run(s), the one with the fastest dual rate shown; dual msg/s of "
+             f"every run: {runs_s}):")
+    L.append("")
+    L.append("| operation | rate | time each |")
+    L.append("| --- | ---: | ---: |")
+    a, e, d = speed["rsa2048_sign"], speed["ed25519_sign"], speed["dkim_dual"]
+    L.append(f"| RSA-2048 sign (RSA_sign of a SHA-256 digest) | {a['per_s']:,.0f}/s | {a['us_each'] / 1000:.3f} ms |")
+    L.append(f"| Ed25519 sign (ED25519_sign of 32 bytes) | {e['per_s']:,.0f}/s | {e['us_each'] / 1000:.3f} ms |")
+    L.append(f"| dkim_sign_begin + dkim_sign_end, {speed['message_bytes']} B message, RSA-2048 + Ed25519, "
+             f"relaxed/relaxed | {d['per_s']:,.0f} msg/s | {d['us_each'] / 1000:.3f} ms (hash pass "
+             f"{speed['dkim_dual_begin_us']:.1f} µs, sign pass {speed['dkim_dual_end_us']:.1f} µs) |")
+    L.append(f"| DKIM overhead beyond the two signatures (1/dual − 1/RSA − 1/Ed25519) | | "
+             f"{speed['overhead_ms_per_msg']:.4f} ms |")
+    L.append("")
+elif do_ps:
+    L.append("postseal-bench dkim-speed: no result (see Problems).")
+    L.append("")
+if ossl_text:
+    L.append(f"`openssl speed -seconds 3 rsa2048 ed25519` (OpenSSL {osslv}, the library of Postfix and OpenDKIM):")
+    L.append("")
+    L.append("```")
+    L.append(ossl_text.rstrip())
+    L.append("```")
+    L.append("")
+else:
+    L.append("openssl speed: not run (smoke run)." if meta.get("smoke") else "openssl speed: no output.")
+    L.append("")
+for f in sorted(os.listdir(t)):
+    if re.fullmatch(r"opendkim-\d+\.conf", f):
+        L.append(f"OpenDKIM configuration, instance {f[9:-5]} (private, last cell):")
+        L.append("")
+        L.append("```")
+        L.append(open(os.path.join(t, f)).read().rstrip())
+        L.append("```")
+        L.append("")
+
+text = open(out).read().split("\n")
+if len(text) > 2 and text[2].startswith("Generated by `bench/relay.sh"):
+    text[2] = text[2].replace("Generated by `bench/relay.sh", "Generated by `bench/relay.sh --dkim", 1)
+if text and text[0].startswith("# SMTP relay end to end: "):
+    pf = "Postfix " + meta.get("postfix_version", "") + f" + OpenDKIM {odv}"
+    text[0] = "# DKIM-signing relay: " + ("postseald vs " + pf if do_ps and do_pf else pf + " (postseald not run)"
+                                        if do_pf else "postseald (Postfix not run)") + " — " + meta["date"]
+for j, l in enumerate(text):     # the targets are for relaying without DKIM
+    if l.startswith("Delivery-issue targets for postseald"):
+        del text[j:j + 2]
+        break
+try:
+    i = text.index("## Problems")
+except ValueError:
+    i = len(text)
+text[i:i] = L
+open(out, "w").write("\n".join(text))
+EOF
 }
 
 # ------------------------------------------------------------------ machine info
@@ -589,6 +1206,11 @@ fi
 if [ "$TLS" = 1 ]; then
     log "TLS on both legs: send ${SEND_TLS[*]}; sink ${SINK_TLS[*]}"
     tls_raw
+fi
+if [ "$DKIM" = 1 ]; then
+    make_dkim_keys
+    log "DKIM: signing domain $DKIM_DOMAIN (the load's From: <$SENDER>); keys and records in $DKIM_DIR"
+    dkim_raw
 fi
 
 # ------------------------------------------------------------------ the runs
@@ -625,6 +1247,10 @@ if [ "$TLS" = 1 ]; then
     note "Raw figure: postseal-bench tls-handshake runs a client and a server adapter of crypto/tls.h against each other in memory on one thread (no sockets, no SMTP), with the run's certificate, ${RAW_REPS} runs of ${RAW_SECONDS} s each of full and of resumed handshakes, interleaved, the fastest of each kind shown (on a shared machine noise only slows a run); every call's time (CLOCK_MONOTONIC around it) is charged to its side, so 'server side' is what one inbound handshake costs a relay's core and 'client side' what one outbound handshake costs. Postfix uses OpenSSL $(openssl version | awk '{print $2}'), not BoringSSL: its raw cost differs; openssl speed of the same primitives (ECDSA P-256 sign, X25519) is shown for context."
     note "Handshake CPU estimate = (inbound full × server-side full µs + inbound resumed × server-side resumed µs + outbound full × client-side full µs + outbound resumed × client-side resumed µs) / N: what the relay's handshakes alone would cost at BoringSSL's in-memory rate (for Postfix only a yardstick: OpenSSL's cost is its own). The rest of the relay's CPU is SMTP, the queue, record encryption and the kernel."
 fi
+if [ "$DKIM" = 1 ]; then
+    note "DKIM (--dkim): postseald signs with two keys made by postseal keygen (RSA-2048 and Ed25519, dkim: in its YAML below); Postfix hands every message to a private OpenDKIM $(opendkim -V 2>/dev/null | head -1 | sed 's/.*Filter v//') (milter, inet on 127.0.0.1, Mode s) that signs with $( [ "$OPENDKIM_DUAL" = 1 ] && echo "an RSA-2048 key, then to a second one that signs with an Ed25519 key (--opendkim-dual)" || echo "one RSA-2048 key"). The load's sender and From: are <$SENDER>, so every message is in the signing domain $DKIM_DOMAIN. Postfix's relay CPU includes OpenDKIM's (every thread of every instance), read before and after every run."
+    note "Signature check (--dkim): in each relay cell the sink keeps the warm-up run's messages ($( [ "$DRIVER" = postseal-bench ] && echo "postseal-bench sink --write-dir" || echo "a separate smtp-sink -d for the warm-up, then a fresh counting smtp-sink on the same port for the measured runs, started once the relay has closed its connections")); python3-dkim verifies them against the published records. The measured runs' sink keeps nothing."
+fi
 note "The direct rate is the ceiling of this load generator + sink pair on this machine ($LOAD_NAME and $SINK_NAME alone), not of the network path; a relay does at least twice the SMTP work per message on the same cores, so 50% of direct is not a bad figure on a 2-core machine."
 
 write_meta <<EOF
@@ -638,6 +1264,11 @@ write_meta <<EOF
     "per_conn": ${PER_CONN:-1},
     "tls": $TLS == 1,
     "tls_resume": $TLS_RESUME == 1,
+    "dkim": $DKIM == 1,
+    "dkim_domain": "$DKIM_DOMAIN",
+    "opendkim_dual": $OPENDKIM_DUAL == 1,
+    "opendkim_version": sh("opendkim -V 2>/dev/null | head -1") if $DKIM == 1 and $DO_POSTFIX == 1 else "not run",
+    "python_dkim": sh("dpkg-query -W -f '\${Version}' python3-dkim 2>/dev/null") if $DKIM == 1 else "",
     "tls_raw": json.load(open(os.path.join(t, "tls-raw.json"))) if os.path.exists(os.path.join(t, "tls-raw.json")) else {},
     "openssl_speed": open(os.path.join(t, "openssl-speed.txt")).read() if os.path.exists(os.path.join(t, "openssl-speed.txt")) else "",
     "openssl_version": sh("openssl version"),
