@@ -448,19 +448,26 @@ class VerifyWorld:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def delivered(daemon, n, timeout=20):
-    """The first n messages in the Maildir of user@local.test, in order."""
+_seen = {}
+
+
+def delivered_next(daemon, timeout=20):
+    """The next message delivered to the Maildir of user@local.test: the
+    one file not seen before (file times are too coarse to order two
+    quick deliveries). The tests send one message at a time."""
     pattern = os.path.join(daemon.tmp, "mail", "local.test", "user", "new",
                            "*")
-    check(wait_until(lambda: len(glob.glob(pattern)) >= n, timeout),
-          f"{n} messages delivered to the Maildir "
-          f"(got {len(glob.glob(pattern))})")
-    files = sorted(glob.glob(pattern), key=os.path.getmtime)
-    out = []
-    for f in files[:n]:
-        with open(f, "rb") as fh:
-            out.append(fh.read())
-    return out
+    seen = _seen.setdefault(id(daemon), set())
+    fresh = []
+
+    def arrived():
+        fresh[:] = [f for f in glob.glob(pattern) if f not in seen]
+        return len(fresh) > 0
+    check(wait_until(arrived, timeout), "a message delivered to the Maildir")
+    check(len(fresh) == 1, f"one new message, not {len(fresh)}")
+    seen.add(fresh[0])
+    with open(fresh[0], "rb") as fh:
+        return fh.read()
 
 
 def authres(data):
@@ -478,15 +485,6 @@ def authres(data):
 def verify_case(daemon, data):
     send(daemon.smtp_port, "someone@sender.test", ["user@local.test"], data)
     return authres(delivered_next(daemon))
-
-
-_seen = {}
-
-
-def delivered_next(daemon):
-    n = _seen.get(id(daemon), 0) + 1
-    _seen[id(daemon)] = n
-    return delivered(daemon, n)[-1]
 
 
 def test_verify_python_dkim_signatures():
