@@ -879,6 +879,83 @@ static const struct setting dkim_settings[] = {
      .max = 16}, /* DKIM_MAX_VERIFY */
 };
 
+/* add_dmarc_override: "DOMAIN POLICY". */
+static int add_dmarc_override(struct config *c, const struct setting *s,
+                              const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  if (c->num_dmarc_overrides >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  const char *sp = strchr(v, ' ');
+  char name[256];
+  size_t n = sp ? (size_t)(sp - v) : 0;
+  while (sp != NULL && *sp == ' ') {
+    sp++;
+  }
+  if (sp == NULL || n == 0 || n >= sizeof(name) ||
+      (strcmp(sp, "none") != 0 && strcmp(sp, "quarantine") != 0 &&
+       strcmp(sp, "reject") != 0)) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not \"DOMAIN POLICY\" (POLICY none, "
+                "quarantine or reject)",
+                v);
+  }
+  memcpy(name, v, n);
+  name[n] = '\0';
+  char norm[256];
+  if (domain_normalize(name, norm, sizeof(norm), msg, msg_len) != 0) {
+    return -1;
+  }
+  char *e = malloc(strlen(norm) + 1 + strlen(sp) + 1);
+  if (e == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
+  sprintf(e, "%s %s", norm, sp);
+  c->dmarc_overrides[c->num_dmarc_overrides++] = e;
+  return 0;
+}
+
+static void clear_dmarc_overrides(struct config *c, const struct setting *s) {
+  (void)s;
+  for (size_t i = 0; i < c->num_dmarc_overrides; i++) {
+    free(c->dmarc_overrides[i]);
+    c->dmarc_overrides[i] = NULL;
+  }
+  c->num_dmarc_overrides = 0;
+}
+
+static const struct setting spf_settings[] = {
+    {.name = "enabled",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(spf_enabled)},
+    {.name = "timeout",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(spf_timeout),
+     .min = 1,
+     .max = 300},
+};
+
+static const struct setting dmarc_settings[] = {
+    {.name = "enabled",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(dmarc_enabled)},
+    {.name = "enforce",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(dmarc_enforce)},
+    {.name = "psl_file",
+     .shape = SHAPE_STRING,
+     .set = set_path,
+     FIELD(dmarc_psl_file)},
+    {.name = "overrides",
+     .shape = SHAPE_LIST,
+     .set = add_dmarc_override,
+     .clear = clear_dmarc_overrides},
+};
+
 static const struct setting limit_settings[] = {
     {.name = "message_size",
      .shape = SHAPE_PLAIN,
@@ -1122,6 +1199,14 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_MAPPING,
      .sub = dkim_settings,
      .num_sub = ARRAY_LEN(dkim_settings)},
+    {.name = "spf",
+     .shape = SHAPE_MAPPING,
+     .sub = spf_settings,
+     .num_sub = ARRAY_LEN(spf_settings)},
+    {.name = "dmarc",
+     .shape = SHAPE_MAPPING,
+     .sub = dmarc_settings,
+     .num_sub = ARRAY_LEN(dmarc_settings)},
 };
 
 /* load_mapping tracks the keys seen in a 32-bit mask. */
@@ -1131,7 +1216,9 @@ _Static_assert(
         ARRAY_LEN(delivery_settings) <= 32 && ARRAY_LEN(dns_settings) <= 32 &&
         ARRAY_LEN(listen_settings) <= 32 && ARRAY_LEN(tls_settings) <= 32 &&
         ARRAY_LEN(auth_settings) <= 32 &&
-        ARRAY_LEN(submission_settings) <= 32 && ARRAY_LEN(dkim_settings) <= 32,
+        ARRAY_LEN(submission_settings) <= 32 &&
+        ARRAY_LEN(dkim_settings) <= 32 && ARRAY_LEN(spf_settings) <= 32 &&
+        ARRAY_LEN(dmarc_settings) <= 32,
     "setting tables must fit the seen mask");
 
 /* default_hostname: gethostname(), or "localhost" if it is unusable. */
@@ -1197,6 +1284,11 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->dkim_verify = 1;
   c->dkim_verify_max_signatures = 5;
   c->dkim_default_domain = strdup("");
+  c->spf_enabled = 1;
+  c->spf_timeout = 20;
+  c->dmarc_enabled = 1;
+  c->dmarc_enforce = 1;
+  c->dmarc_psl_file = strdup("/usr/share/publicsuffix/public_suffix_list.dat");
   c->tls_cert_file = strdup("");
   c->tls_key_file = strdup("");
   c->tls_min_version = strdup("1.2");
@@ -1204,7 +1296,8 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->auth_passwd_file = strdup("");
   if (c->tls_cert_file == NULL || c->tls_key_file == NULL ||
       c->tls_min_version == NULL || c->tls_ca_file == NULL ||
-      c->auth_passwd_file == NULL || c->dkim_default_domain == NULL) {
+      c->auth_passwd_file == NULL || c->dkim_default_domain == NULL ||
+      c->dmarc_psl_file == NULL) {
     return msgf(msg, msg_len, "out of memory");
   }
   for (size_t i = 0; i < ARRAY_LEN(top_settings); i++) {
@@ -1619,6 +1712,10 @@ void config_free(struct config *c) {
   free(c->auth_passwd_file);
   free(c->dkim_keys);
   free(c->dkim_default_domain);
+  free(c->dmarc_psl_file);
+  for (size_t i = 0; i < c->num_dmarc_overrides; i++) {
+    free(c->dmarc_overrides[i]);
+  }
   for (size_t i = 0; i < c->num_dkim_headers; i++) {
     free(c->dkim_headers[i]);
   }

@@ -177,6 +177,19 @@ struct config {
   int dkim_timestamp;                  /* t=: default 1 */
   int dkim_verify;                     /* verify inbound mail: default 1 */
   unsigned dkim_verify_max_signatures; /* default 5 */
+  /* SPF (policy/spf.h) and DMARC (policy/dmarc.h) on mail from clients
+   * that are not trusted (not mynetworks, not AUTH): the submission
+   * listeners' authenticated users are never checked. */
+  int spf_enabled;      /* check MAIL FROM (and HELO): default 1 */
+  unsigned spf_timeout; /* seconds per check (RFC 7208 §4.6.4: at
+                           least 20): default 20 */
+  int dmarc_enabled;    /* default 1 */
+  int dmarc_enforce;    /* apply reject/quarantine: default 1 */
+  char *dmarc_psl_file; /* default DMARC_PSL_DEFAULT */
+  /* "DOMAIN POLICY": a local override of the published policy for a From
+   * domain (POLICY none, quarantine or reject). */
+  char *dmarc_overrides[CONFIG_MAX_LIST];
+  size_t num_dmarc_overrides;
   /* Runtime objects the daemon builds from this configuration (TLS
    * contexts, the password table); freed with it by runtime_free. */
   void *runtime;

@@ -386,6 +386,8 @@ static struct dns_rr *rrs_copy(const struct dns_rr *const *src, size_t n) {
     size += strlen(rr->owner) + 1;
     if (rr->type == DNS_TYPE_CNAME) {
       size += strlen(rr->rd.cname) + 1;
+    } else if (rr->type == DNS_TYPE_PTR) {
+      size += strlen(rr->rd.ptr) + 1;
     } else if (rr->type == DNS_TYPE_MX) {
       size += strlen(rr->rd.mx.exchange) + 1;
     } else if (rr->type == DNS_TYPE_TXT) {
@@ -411,6 +413,8 @@ static struct dns_rr *rrs_copy(const struct dns_rr *const *src, size_t n) {
     COPY(out[i].owner, rr->owner, strlen(rr->owner) + 1);
     if (rr->type == DNS_TYPE_CNAME) {
       COPY(out[i].rd.cname, rr->rd.cname, strlen(rr->rd.cname) + 1);
+    } else if (rr->type == DNS_TYPE_PTR) {
+      COPY(out[i].rd.ptr, rr->rd.ptr, strlen(rr->rd.ptr) + 1);
     } else if (rr->type == DNS_TYPE_MX) {
       COPY(out[i].rd.mx.exchange, rr->rd.mx.exchange,
            strlen(rr->rd.mx.exchange) + 1);

@@ -417,6 +417,7 @@ static int decoded_type(uint16_t type) {
   case DNS_TYPE_A:
   case DNS_TYPE_AAAA:
   case DNS_TYPE_CNAME:
+  case DNS_TYPE_PTR:
   case DNS_TYPE_MX:
   case DNS_TYPE_TXT:
   case DNS_TYPE_SOA:
@@ -491,6 +492,11 @@ static int rdata_decode(struct dns_msg *m, struct dns_reader *r,
   case DNS_TYPE_CNAME:
     if (name_read_text(r, name) == 0) {
       rr->rd.cname = arena_name(m, r, name);
+    }
+    break;
+  case DNS_TYPE_PTR: /* §3.3.12: PTRDNAME */
+    if (name_read_text(r, name) == 0) {
+      rr->rd.ptr = arena_name(m, r, name);
     }
     break;
   case DNS_TYPE_MX: /* §3.3.9: PREFERENCE EXCHANGE */
@@ -720,9 +726,11 @@ const char *dns_type_name(uint16_t type, char buf[16]) {
     uint16_t type;
     const char *name;
   } names[] = {
-      {DNS_TYPE_A, "A"},       {DNS_TYPE_NS, "NS"},   {DNS_TYPE_CNAME, "CNAME"},
-      {DNS_TYPE_SOA, "SOA"},   {DNS_TYPE_MX, "MX"},   {DNS_TYPE_TXT, "TXT"},
-      {DNS_TYPE_AAAA, "AAAA"}, {DNS_TYPE_OPT, "OPT"}, {DNS_TYPE_RRSIG, "RRSIG"},
+      {DNS_TYPE_A, "A"},         {DNS_TYPE_NS, "NS"},
+      {DNS_TYPE_CNAME, "CNAME"}, {DNS_TYPE_SOA, "SOA"},
+      {DNS_TYPE_PTR, "PTR"},     {DNS_TYPE_MX, "MX"},
+      {DNS_TYPE_TXT, "TXT"},     {DNS_TYPE_AAAA, "AAAA"},
+      {DNS_TYPE_OPT, "OPT"},     {DNS_TYPE_RRSIG, "RRSIG"},
       {DNS_TYPE_TLSA, "TLSA"},
   };
   for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

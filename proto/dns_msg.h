@@ -50,6 +50,7 @@
 #define DNS_TYPE_NS 2
 #define DNS_TYPE_CNAME 5
 #define DNS_TYPE_SOA 6
+#define DNS_TYPE_PTR 12
 #define DNS_TYPE_MX 15
 #define DNS_TYPE_TXT 16
 #define DNS_TYPE_AAAA 28  /* RFC 3596 */
@@ -71,8 +72,8 @@
 #define DNS_QUERY_EDNS 0x2u /* an OPT RR, UDP size DNS_EDNS_UDP_SIZE */
 #define DNS_QUERY_DO 0x4u   /* DO=1 (RFC 3225); implies DNS_QUERY_EDNS */
 
-/* One resource record of a decoded type (A, AAAA, CNAME, MX, TXT, SOA,
- * TLSA) and class IN. Pointers lie in the owning dns_msg's arena (or, for
+/* One resource record of a decoded type (A, AAAA, CNAME, PTR, MX, TXT,
+ * SOA, TLSA) and class IN. Pointers lie in the owning dns_msg's arena (or, for
  * a copy, wherever the copier put them). */
 struct dns_rr {
   const char *owner; /* presentation form, case as received */
@@ -83,6 +84,7 @@ struct dns_rr {
     uint8_t a[4];     /* network byte order */
     uint8_t aaaa[16]; /* network byte order */
     const char *cname;
+    const char *ptr; /* PTRDNAME (RFC 1035 §3.3.12) */
     struct {
       uint16_t pref;
       const char *exchange; /* "." is the null MX of RFC 7505 */

@@ -32,5 +32,6 @@ $SUDO apt-get install -y -q --no-install-recommends \
   libxxhash-dev libyaml-dev libcmocka-dev zlib1g-dev libcrypt-dev \
   python3 postfix swaks libnet-ssleay-perl libio-socket-ssl-perl prometheus \
   whois testssl.sh python3-dkim python3-nacl opendkim opendkim-tools \
+  python3-spf publicsuffix libxml2-utils \
   nsd unbound ldnsutils dovecot-core dovecot-lmtpd gnuplot-nox \
   util-linux procps iproute2

@@ -28,7 +28,9 @@
 #include "crypto/dkim.h"
 #include "crypto/tls.h"
 #include "policy/auth.h"
+#include "policy/dmarc.h"
 #include "policy/dns.h"
+#include "policy/spf.h"
 #include "policy/tlsrpt.h"
 #include "proto/http.h"
 #include "proto/smtp_client.h"
@@ -164,6 +166,10 @@ struct worker_metrics {
   struct metric_hist dkim_batch;        /* messages per signing batch */
   struct metric_hist dkim_sign_seconds; /* per batch: hash + sign */
   /* ---- end DKIM ---- */
+  uint64_t spf_results[7];   /* by enum spf_result */
+  uint64_t dmarc_results[5]; /* by enum dmarc_result */
+  uint64_t dmarc_actions[3]; /* dispositions applied, by enum
+                                dmarc_policy (none: delivered) */
 };
 
 extern const struct metric_hist_spec daemon_batch_spec;
@@ -263,6 +269,7 @@ struct conn {
   size_t message_rcpts;
   struct tls *tls;      /* TLS on this connection (tlsglue.c), or NULL */
   int tls_ready;        /* handshake done */
+  struct spf_run *spf;  /* spfglue.c: this transaction's SPF check */
   int auth_pending;     /* a password check runs on the pool */
   int outbound;         /* a delivery connection (delivery.c) */
   int connecting;       /* OP_CONNECT in flight */
@@ -289,6 +296,8 @@ struct commit {
   struct dlv_msg *msg;      /* MESSAGE: queued for delivery once durable */
   struct dlv_msg *done_for; /* DONE: the message whose recipient finished */
   struct ctl_op *ctl;       /* a control command waits for this record */
+  int quarantine;           /* DMARC: held from the start (a HOLD record
+                               follows the MESSAGE in the same batch) */
 };
 
 struct daemon;
@@ -369,6 +378,7 @@ struct __attribute__((aligned(64))) worker {
 struct runtime {
   int refs;                   /* atomic */
   struct dkim_rt *dkim;       /* dkimglue.c: signing keys; NULL: none */
+  struct dmarc_psl *psl;      /* dmarc.enabled: the Public Suffix List */
   struct tls_ctx *tls_server; /* NULL: no inbound TLS */
   struct tls_ctx *tls_client; /* outbound STARTTLS */
   struct auth_db *auth;       /* NULL: AUTH not offered */
@@ -449,6 +459,23 @@ void dkim_stage_flush(struct worker *w);
 void dkim_worker_close(struct worker *w);
 extern const struct metric_hist_spec dkim_sign_seconds_spec;
 
+/* spfglue.c: one SPF check per transaction of an untrusted client. */
+struct spf_run {
+  struct worker *w;
+  struct spf_query *q;  /* MAIL FROM identity */
+  struct spf_query *qh; /* HELO identity (or NULL) */
+  int phase;            /* 0: q runs, 1: qh runs */
+  enum spf_result helo_result;
+  uint64_t handle; /* the lookup in flight, or 0 */
+  int64_t deadline_ms;
+  int done;
+  enum spf_result result;
+  void (*on_done)(void *arg); /* called once when done (if set) */
+  void *arg;
+};
+void spf_run_start(struct conn *c);
+void spf_run_free(struct spf_run *r);
+
 /* session.c: SMTP glue, called by the worker. */
 int session_stage_commit(struct conn *c, struct commit *cm);
 void session_stage_failed(struct conn *c, struct commit *cm);
@@ -496,6 +523,9 @@ void delivery_free_all(struct worker *w);
 int delivery_idle(const struct worker *w);
 int delivery_init(struct worker *w);
 void delivery_local_done(struct worker *w, struct local_job *lj);
+/* delivery_stage_quarantine marks m (staged, not yet durable) held and
+ * stages its HOLD record right after it. Returns 0 or -1. */
+int delivery_stage_quarantine(struct worker *w, struct dlv_msg *m);
 void delivery_take_remote(struct worker *w);
 void delivery_close(struct worker *w);
 uint64_t delivery_done_record_len(void);

@@ -2865,6 +2865,36 @@ static int dlv_stage_hold(struct worker *w, struct dlv_msg *m, int held,
   return 0;
 }
 
+int delivery_stage_quarantine(struct worker *w, struct dlv_msg *m) {
+  struct spool_hold h = {.queue_id = m->loc.queue_id,
+                         .gen = m->hold_gen + 1,
+                         .held = 1,
+                         .when_ms = w->now_ms};
+  struct buf b = {0};
+  int ok = spool_hold_encode(&b, &h) == 0;
+  uint64_t len = b.len;
+  buf_free(&b);
+  /* A bare record: nothing waits for it, and it must not point at m,
+   * which is freed if its own commit fails. */
+  struct commit *cm = ok ? calloc(1, sizeof(*cm)) : NULL;
+  if (cm == NULL) {
+    return -1;
+  }
+  cm->queue_id = m->loc.queue_id;
+  cm->rec_len = len;
+  if (spool_writer_add_hold(w->spool, &h, cm) != 0) {
+    free(cm);
+    return -1;
+  }
+  m->held = 1;
+  m->hold_gen++;
+  struct log_rec r;
+  log_begin(&r, "quarantined");
+  log_str(&r, "qid", m->qid);
+  log_end(&r);
+  return 0;
+}
+
 /* dlv_msg_matches: is m named by the request? */
 static int dlv_msg_matches(const struct worker *w, const struct dlv_msg *m,
                            const struct ctl_request *req) {

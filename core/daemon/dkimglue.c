@@ -83,6 +83,15 @@ static int copy_names(char *const *src, size_t n, char **dst) {
 
 int dkim_runtime_load(struct runtime *rt, const struct config *cfg, char *err,
                       size_t err_len) {
+  if (cfg->dmarc_enabled) {
+    char why[256] = "";
+    rt->psl = dmarc_psl_load(cfg->dmarc_psl_file, why, sizeof(why));
+    if (rt->psl == NULL) {
+      snprintf(err, err_len, "dmarc.psl_file: %s: %s", cfg->dmarc_psl_file,
+               why);
+      return -1;
+    }
+  }
   if (cfg->num_dkim_keys == 0) {
     return 0;
   }
@@ -287,6 +296,21 @@ struct dkim_pending {
   size_t waiting;
   uint64_t handles[DKIM_MAX_VERIFY];
   struct dkim_lookup lk[DKIM_MAX_VERIFY];
+  int sync; /* inside verify_start: no reply may be sent from here */
+  /* SPF: the transaction's check, taken from the connection */
+  struct spf_run *spf;
+  /* DMARC */
+  int dmarc_on;
+  struct runtime *psl_rt; /* holds the PSL */
+  char from[256];
+  char from_why[64];
+  char org[256];
+  int dmarc_phase; /* 1: _dmarc.<From domain> asked, 2: _dmarc.<org> */
+  uint64_t dmarc_handle;
+  struct dmarc_record rec;
+  struct dmarc_lookup lookup;
+  struct dmarc_outcome outcome;
+  int have_outcome;
 };
 
 /* prepend puts hdr on top of cm's message. */
@@ -347,13 +371,42 @@ static int ar_reason(struct buf *out, const char *s) {
   return buf_printf(out, " reason=\"%s\"", clean);
 }
 
-/* authres builds the Authentication-Results field of a verification. */
+/* ar_comment appends " (text)" with parentheses and backslashes made
+ * harmless, so peer-influenced text cannot end the comment. */
+static int ar_comment(struct buf *out, const char *s) {
+  char clean[160];
+  size_t n = 0;
+  for (; s[n] != '\0' && n < sizeof(clean) - 1; n++) {
+    unsigned char ch = (unsigned char)s[n];
+    clean[n] = (ch >= 0x20 && ch < 0x7f && ch != '(' && ch != ')' && ch != '\\')
+                   ? (char)ch
+                   : '?';
+  }
+  clean[n] = '\0';
+  return n > 0 ? buf_printf(out, " (%s)", clean) : 0;
+}
+
+/* authres builds the Authentication-Results field (RFC 8601) of the
+ * checks: spf, one dkim per signature, dmarc. */
 static int authres(struct buf *out, const char *host,
-                   const struct dkim_verify *v) {
+                   const struct dkim_pending *p) {
+  const struct dkim_verify *v = p->v;
   int rc = buf_printf(out, "Authentication-Results: %s", host);
+  if (p->spf != NULL && p->spf->done) {
+    rc |= buf_printf(out, ";\r\n\tspf=%s", spf_result_name(p->spf->result));
+    rc |= ar_comment(out, spf_detail(p->spf->q));
+    rc |= buf_append_str(out, " smtp.mailfrom=");
+    rc |= ar_value(out, spf_domain(p->spf->q));
+    if (p->spf->qh != NULL && spf_domain(p->spf->qh)[0] != '\0') {
+      rc |= buf_printf(out, ";\r\n\tspf=%s",
+                       spf_result_name(p->spf->helo_result));
+      rc |= buf_append_str(out, " smtp.helo=");
+      rc |= ar_value(out, spf_domain(p->spf->qh));
+    }
+  }
   size_t n = dkim_verify_count(v);
   if (n == 0) {
-    rc |= buf_append_str(out, "; dkim=none");
+    rc |= buf_append_str(out, ";\r\n\tdkim=none");
   }
   for (size_t i = 0; i < n; i++) {
     const struct dkim_verdict *vd = dkim_verify_verdict(v, i);
@@ -385,6 +438,20 @@ static int authres(struct buf *out, const char *host,
     if (vd->b_prefix[0] != '\0') {
       rc |= buf_append_str(out, " header.b=");
       rc |= ar_value(out, vd->b_prefix);
+    }
+  }
+  if (p->have_outcome) {
+    const struct dmarc_outcome *o = &p->outcome;
+    rc |= buf_printf(out, ";\r\n\tdmarc=%s", dmarc_result_name(o->result));
+    if (o->result == DMARC_RESULT_PASS || o->result == DMARC_RESULT_FAIL) {
+      rc |= buf_printf(out, " (p=%s dis=%s)", dmarc_policy_name(o->policy),
+                       dmarc_policy_name(o->disposition));
+    } else if (p->from[0] == '\0') {
+      rc |= ar_comment(out, p->from_why);
+    }
+    if (p->from[0] != '\0') {
+      rc |= buf_append_str(out, " header.from=");
+      rc |= ar_value(out, p->from);
     }
   }
   rc |= buf_append_str(out, "\r\n");
@@ -497,7 +564,7 @@ static int verify_finish(struct dkim_pending *p) {
     log_str(&r, "results", summary);
     log_end(&r);
   }
-  int rc = authres(&hdr, w->cfg->hostname, p->v);
+  int rc = authres(&hdr, w->cfg->hostname, p);
   /* The verifier is done with the message: it may change now. */
   int removed = rc == 0 ? strip_forged(p->cm, w->cfg->hostname) : 0;
   if (removed > 0) {
@@ -533,9 +600,16 @@ static void verify_unlink(struct dkim_pending *p) {
 }
 
 static void verify_free(struct dkim_pending *p) {
+  if (p->dmarc_handle != 0 && p->w->dns != NULL) {
+    dns_cancel(p->w->dns, p->dmarc_handle);
+  }
+  spf_run_free(p->spf);
+  runtime_put(p->psl_rt);
   dkim_verify_free(p->v);
   free(p);
 }
+
+static void checks_done(struct dkim_pending *p);
 
 /* on_key: a key record came back (or did not). */
 static void on_key(void *arg, const struct dns_answer *a) {
@@ -561,22 +635,226 @@ static void on_key(void *arg, const struct dns_answer *a) {
     st = DKIM_KEY_NOTFOUND;
   }
   dkim_verify_key(p->v, lk->i, st, txt, txt_len, nt);
-  if (--p->waiting > 0) {
+  if (--p->waiting == 0) {
+    checks_done(p);
+  }
+}
+
+/* on_spf: the transaction's SPF check has its result. */
+static void on_spf(void *arg) {
+  struct dkim_pending *p = arg;
+  if (--p->waiting == 0) {
+    checks_done(p);
+  }
+}
+
+/* ---- DMARC ---- */
+
+/* dmarc_auth_fill gives DMARC the SPF and DKIM results. */
+static void dmarc_auth_fill(const struct dkim_pending *p,
+                            struct dmarc_auth *auth) {
+  memset(auth, 0, sizeof(*auth));
+  auth->spf_domain = "";
+  auth->spf_result = "none";
+  if (p->spf != NULL && p->spf->done) {
+    auth->spf_domain = spf_domain(p->spf->q);
+    auth->spf_pass = p->spf->result == SPF_PASS;
+    auth->spf_result = spf_result_name(p->spf->result);
+  }
+  size_t n = p->v != NULL ? dkim_verify_count(p->v) : 0;
+  for (size_t i = 0; i < n && auth->num_dkim < DMARC_MAX_DKIM; i++) {
+    const struct dkim_verdict *vd = dkim_verify_verdict(p->v, i);
+    if (vd == NULL || vd->domain[0] == '\0') {
+      continue;
+    }
+    size_t k = auth->num_dkim++;
+    auth->dkim[k].domain = vd->domain;
+    auth->dkim[k].selector = vd->selector;
+    auth->dkim[k].pass = vd->result == DKIM_PASS;
+    auth->dkim[k].result = dkim_result_name(vd->result);
+  }
+}
+
+/* dmarc_override: a local policy for the From domain, or -1. */
+static int dmarc_override(const struct config *cfg, const char *domain) {
+  size_t dl = strlen(domain);
+  for (size_t i = 0; i < cfg->num_dmarc_overrides; i++) {
+    const char *e = cfg->dmarc_overrides[i];
+    if (strncmp(e, domain, dl) == 0 && e[dl] == ' ') {
+      const char *pol = e + dl + 1;
+      return strcmp(pol, "reject") == 0       ? DMARC_P_REJECT
+             : strcmp(pol, "quarantine") == 0 ? DMARC_P_QUARANTINE
+                                              : DMARC_P_NONE;
+    }
+  }
+  return -1;
+}
+
+static void dmarc_conclude(struct dkim_pending *p) {
+  struct dmarc_auth auth;
+  dmarc_auth_fill(p, &auth);
+  const struct dmarc_psl *psl = p->psl_rt->psl;
+  /* pct sampling: the queue id is random enough and stable. */
+  unsigned sample = (unsigned)(p->cm->queue_id % 100);
+  dmarc_evaluate(psl, p->from[0] ? p->from : NULL, &auth, &p->lookup, sample,
+                 &p->outcome);
+  if (p->from[0] != '\0' && p->outcome.result == DMARC_RESULT_FAIL) {
+    int ov = dmarc_override(p->w->cfg, p->from);
+    if (ov >= 0) {
+      p->outcome.disposition = (enum dmarc_policy)ov;
+      snprintf(p->outcome.reason, sizeof(p->outcome.reason),
+               "local override: %s", dmarc_policy_name((enum dmarc_policy)ov));
+    }
+  }
+  p->have_outcome = 1;
+  METRIC_ADD(p->w->m.dmarc_results[p->outcome.result], 1);
+}
+
+static void dmarc_ask(struct dkim_pending *p, const char *domain);
+
+/* on_dmarc: the _dmarc TXT answer of phase 1 (From domain) or 2 (org). */
+static void on_dmarc(void *arg, const struct dns_answer *a) {
+  struct dkim_pending *p = arg;
+  p->dmarc_handle = 0;
+  if (a->status == DNS_TEMPFAIL) {
+    p->lookup.status = DMARC_LOOKUP_TEMPFAIL;
+  } else {
+    size_t count = 0;
+    const struct dns_rr *rr = NULL;
+    for (size_t k = 0; a->status == DNS_OK && k < a->num_rrs; k++) {
+      if (a->rrs[k].type == DNS_TYPE_TXT &&
+          dmarc_is_record(a->rrs[k].rd.txt.data, a->rrs[k].rd.txt.data_len)) {
+        count++;
+        rr = &a->rrs[k];
+      }
+    }
+    char why[128];
+    if (count == 1 &&
+        dmarc_record_parse((const char *)rr->rd.txt.data, rr->rd.txt.data_len,
+                           &p->rec, why, sizeof(why)) == 0) {
+      p->lookup.status = DMARC_LOOKUP_FOUND;
+      p->lookup.rec = &p->rec;
+      p->lookup.at_org = p->dmarc_phase == 2;
+    } else if (p->dmarc_phase == 1 && strcmp(p->org, p->from) != 0) {
+      dmarc_ask(p, p->org); /* §6.6.3: then the organisational domain */
+      return;
+    } else {
+      p->lookup.status = DMARC_LOOKUP_NONE;
+    }
+  }
+  dmarc_conclude(p);
+  checks_done(p);
+}
+
+static void dmarc_ask(struct dkim_pending *p, const char *domain) {
+  struct worker *w = p->w;
+  char name[300];
+  snprintf(name, sizeof(name), "_dmarc.%s", domain);
+  p->dmarc_phase++;
+  if (w->dns != NULL && !w->stopping) {
+    p->dmarc_handle = dns_query(w->dns, name, DNS_TYPE_TXT, on_dmarc, p);
+    if (p->dmarc_handle != 0) {
+      return;
+    }
+  }
+  struct dns_answer a = {.status = DNS_TEMPFAIL, .type = DNS_TYPE_TXT};
+  on_dmarc(p, &a);
+}
+
+/* dmarc_start finds the From domain and asks for its policy. */
+static void dmarc_start(struct dkim_pending *p) {
+  const struct dmarc_psl *psl = p->psl_rt->psl;
+  if (dmarc_from_domain(p->cm->data.data, p->cm->data.len, p->from,
+                        sizeof(p->from), p->from_why,
+                        sizeof(p->from_why)) != 0 ||
+      dmarc_org_domain(psl, p->from, p->org, sizeof(p->org)) != 0) {
+    p->from[0] = '\0'; /* permerror: no usable From */
+    p->lookup.status = DMARC_LOOKUP_NONE;
+    dmarc_conclude(p);
+    checks_done(p);
+    return;
+  }
+  dmarc_ask(p, p->from);
+}
+
+/* ---- the end of the checks ---- */
+
+static void verify_done(struct dkim_pending *p);
+
+/* checks_done: every DKIM key and the SPF check are in; DMARC next (when
+ * on and not asked yet), else the verdicts go on the message. */
+static void checks_done(struct dkim_pending *p) {
+  if (p->dmarc_on && !p->have_outcome && p->dmarc_phase == 0) {
+    dmarc_start(p);
+    return;
+  }
+  if (p->dmarc_on && !p->have_outcome) {
+    return; /* a _dmarc lookup is on its way */
+  }
+  verify_done(p);
+}
+
+/* session_reject_now answers the end of DATA with a rejection: nothing is
+ * stored. */
+static void stage_reject(struct conn *c, struct commit *cm, const char *text) {
+  c->commit_pending = 0;
+  buf_free(&cm->data);
+  free(cm);
+  if (!c->shut) {
+    smtp_server_reject(c->smtp, 550, "5.7.1", text);
+    session_pump(c);
+  }
+  conn_maybe_free(c);
+}
+
+static void verify_done(struct dkim_pending *p) {
+  struct worker *w = p->w;
+  int ok = verify_finish(p) == 0;
+  enum dmarc_policy act = DMARC_P_NONE;
+  if (p->have_outcome && w->cfg->dmarc_enforce &&
+      p->outcome.result == DMARC_RESULT_FAIL) {
+    act = p->outcome.disposition;
+  }
+  if (p->sync) {
+    /* Answered without waiting: no DMARC lookup was made, so no policy
+     * applies (a DMARC fail always needs the record). */
+    p->sync = 2;
     return;
   }
   verify_unlink(p);
-  int ok = verify_finish(p) == 0;
   struct conn *c = p->c;
   struct commit *cm = p->cm;
+  char text[300];
+  if (act != DMARC_P_NONE) {
+    char qid[SPOOL_QUEUE_ID_LEN + 1];
+    spool_queue_id_format(cm->queue_id, qid);
+    struct log_rec r;
+    log_begin(&r, act == DMARC_P_REJECT ? "dmarc_reject" : "dmarc_quarantine");
+    log_str(&r, "qid", qid);
+    log_str(&r, "client", c->peer_text);
+    log_str(&r, "from_domain", p->from);
+    log_str(&r, "reason", p->outcome.reason);
+    log_end(&r);
+  }
+  METRIC_ADD(w->m.dmarc_actions[act], 1);
+  snprintf(text, sizeof(text),
+           "Message rejected: the DMARC policy of %.200s says reject", p->from);
   verify_free(p);
+  if (act == DMARC_P_REJECT) {
+    stage_reject(c, cm, text);
+    return;
+  }
+  cm->quarantine = act == DMARC_P_QUARANTINE;
   pass_on(c, cm, ok);
 }
 
-/* verify_start looks up the keys of cm's signatures. Returns 1 if they
- * are on their way (the stage keeps cm), 0 if cm can be staged now (its
+/* verify_start runs the inbound checks of cm: DKIM keys, the SPF check
+ * taken from the connection, then DMARC. Returns 1 if they are on their
+ * way (the stage keeps cm), 0 if cm can be staged now (its
  * Authentication-Results is already on top, or it could not be made). */
 static int verify_start(struct conn *c, struct commit *cm) {
   struct worker *w = c->w;
+  const struct config *cfg = w->cfg;
   struct dkim_pending *p = calloc(1, sizeof(*p));
   if (p == NULL) {
     return 0;
@@ -584,11 +862,32 @@ static int verify_start(struct conn *c, struct commit *cm) {
   p->w = w;
   p->c = c;
   p->cm = cm;
+  p->spf = c->spf; /* the check belongs to this message now */
+  c->spf = NULL;
+  struct runtime *rt = cfg_runtime(cfg);
+  if (cfg->dmarc_enabled && rt != NULL && rt->psl != NULL) {
+    p->dmarc_on = 1;
+    p->psl_rt = rt;
+    runtime_up_ref(rt);
+  }
   p->v = dkim_verify_new(cm->data.data, cm->data.len,
-                         w->cfg->dkim_verify_max_signatures, w->now_ms / 1000);
+                         cfg->dkim_verify ? cfg->dkim_verify_max_signatures : 0,
+                         w->now_ms / 1000);
   if (p->v == NULL) {
-    free(p);
+    verify_free(p);
     return 0;
+  }
+  p->next = w->dkim_verifying;
+  if (p->next != NULL) {
+    p->next->prev = p;
+  }
+  w->dkim_verifying = p;
+  p->sync = 1;
+  p->waiting = 1; /* held until every lookup is issued */
+  if (p->spf != NULL && !p->spf->done) {
+    p->waiting++;
+    p->spf->on_done = on_spf;
+    p->spf->arg = p;
   }
   size_t n = dkim_verify_count(p->v);
   for (size_t i = 0; i < n; i++) {
@@ -611,17 +910,16 @@ static int verify_start(struct conn *c, struct commit *cm) {
       p->handles[i] = h;
     }
   }
-  if (p->waiting > 0) {
-    p->next = w->dkim_verifying;
-    if (p->next != NULL) {
-      p->next->prev = p;
-    }
-    w->dkim_verifying = p;
-    return 1;
+  if (--p->waiting == 0) {
+    checks_done(p);
   }
-  (void)verify_finish(p); /* without the field if out of memory */
-  verify_free(p);
-  return 0;
+  if (p->sync == 2) { /* finished here: the caller stages cm */
+    verify_unlink(p);
+    verify_free(p);
+    return 0;
+  }
+  p->sync = 0;
+  return 1;
 }
 
 /* ---- signing ---- */
@@ -630,7 +928,9 @@ int dkim_stage_take(struct conn *c, struct commit *cm, int trusted) {
   struct worker *w = c->w;
   const struct config *cfg = w->cfg;
   if (!trusted) {
-    return cfg->dkim_verify ? verify_start(c, cm) : 0;
+    return cfg->dkim_verify || cfg->dmarc_enabled || c->spf != NULL
+               ? verify_start(c, cm)
+               : 0;
   }
   struct runtime *rt = cfg_runtime(cfg);
   if (!cfg->dkim_sign || rt == NULL || rt->dkim == NULL) {

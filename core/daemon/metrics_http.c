@@ -372,6 +372,34 @@ static void render_dkim(struct daemon *d, struct buf *out) {
   }
 }
 
+/* render_spf_dmarc: inbound SPF and DMARC results, DMARC actions. */
+static void render_spf_dmarc(struct daemon *d, struct buf *out) {
+  static const char *const spf[7] = {
+      "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"};
+  static const char *const dmarc[5] = {"none", "pass", "fail", "temperror",
+                                       "permerror"};
+  static const char *const actions[3] = {"none", "quarantine", "reject"};
+  metric_write_header(out, "postseal_spf_results_total", "counter",
+                      "SPF checks of inbound MAIL FROM, by result.");
+  for (int k = 0; k < 7; k++) {
+    render_labelled(out, "postseal_spf_results_total", "result", spf[k],
+                    (double)SUM(d, spf_results[k]));
+  }
+  metric_write_header(out, "postseal_dmarc_results_total", "counter",
+                      "DMARC evaluations of inbound messages, by result.");
+  for (int k = 0; k < 5; k++) {
+    render_labelled(out, "postseal_dmarc_results_total", "result", dmarc[k],
+                    (double)SUM(d, dmarc_results[k]));
+  }
+  metric_write_header(out, "postseal_dmarc_actions_total", "counter",
+                      "What DMARC made of inbound messages: none "
+                      "(delivered), quarantine (held), reject (550).");
+  for (int k = 0; k < 3; k++) {
+    render_labelled(out, "postseal_dmarc_actions_total", "action", actions[k],
+                    (double)SUM(d, dmarc_actions[k]));
+  }
+}
+
 void metrics_render(struct daemon *d, struct buf *out) {
   render_sessions(d, out);
   render_smtp(d, out);
@@ -383,6 +411,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_mtasts(d, out);
   render_tlsrpt(d, out);
   render_dkim(d, out);
+  render_spf_dmarc(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
                       "Event loop threads (one io_uring each).");
   metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);

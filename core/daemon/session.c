@@ -78,6 +78,8 @@ void session_free(struct conn *c) {
   log_str(&r, "session", c->session_text);
   log_str(&r, "client", c->peer_text);
   log_end(&r);
+  spf_run_free(c->spf);
+  c->spf = NULL;
   smtp_server_free(c->smtp);
   c->smtp = NULL;
 }
@@ -125,6 +127,14 @@ static void session_on_rcpt(struct conn *c) {
   log_end(&r);
 }
 
+/* session_trusted: a client that may relay (mynetworks, AUTH) sends mail
+ * out: signed, not checked. Others send mail in: checked. */
+static int session_trusted(struct conn *c) {
+  return smtp_server_authenticated(c->smtp) ||
+         access_client_in_mynetworks(c->w->cfg,
+                                     (const struct sockaddr *)&c->peer);
+}
+
 /* session_on_mail: an authenticated user may use only its own sender
  * addresses (Postfix's reject_sender_login_mismatch). */
 static void session_on_mail(struct conn *c) {
@@ -134,6 +144,10 @@ static void session_on_mail(struct conn *c) {
   const char *sender = smtp_server_envelope(c->smtp)->sender;
   if (!smtp_server_authenticated(c->smtp) || !w->cfg->auth_sender_login_match ||
       rt->auth == NULL || auth_db_may_send_as(rt->auth, user, sender)) {
+    /* Mail in from outside: its SPF check runs while the client goes on. */
+    if (w->cfg->spf_enabled && !session_trusted(c)) {
+      spf_run_start(c);
+    }
     smtp_server_accept(c->smtp);
     return;
   }
@@ -367,6 +381,10 @@ int session_stage_commit(struct conn *c, struct commit *cm) {
   }
   if (rc == 0) {
     c->message_size = cm->data.len;
+    if (cm->quarantine && delivery_stage_quarantine(w, cm->msg) != 0) {
+      log_msg("error", "cannot stage the quarantine hold of a message: it "
+                       "will be delivered");
+    }
   }
   if (rcpts != stack_rcpts) {
     free(rcpts);
@@ -410,13 +428,8 @@ static void session_on_message(struct conn *c) {
   c->queue_id = cm->queue_id;
   c->message_size = cm->data.len;
   c->message_rcpts = env->num_rcpts;
-  /* Clients that may relay (mynetworks, AUTH) send mail out: signed.
-   * Others send mail in: verified. */
-  int trusted =
-      smtp_server_authenticated(c->smtp) ||
-      access_client_in_mynetworks(w->cfg, (const struct sockaddr *)&c->peer);
   c->commit_pending = 1;
-  int taken = dkim_stage_take(c, cm, trusted);
+  int taken = dkim_stage_take(c, cm, session_trusted(c));
   if (taken > 0 || (taken == 0 && session_stage_commit(c, cm) == 0)) {
     return;
   }

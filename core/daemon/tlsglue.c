@@ -28,6 +28,7 @@ void runtime_put(struct runtime *rt) {
   tls_ctx_free(rt->tls_client);
   auth_db_free(rt->auth);
   dkim_runtime_free(rt->dkim);
+  dmarc_psl_free(rt->psl);
   free(rt);
 }
 

@@ -825,6 +825,50 @@ static void test_dkim(void **state) {
   }
 }
 
+/* SPF and DMARC keys. */
+static void test_spf_dmarc(void **state) {
+  char path[256], err[512];
+  struct config *c = config_load(NULL, err, sizeof(err));
+  assert_non_null(c);
+  assert_int_equal(c->spf_enabled, 1);
+  assert_int_equal(c->spf_timeout, 20);
+  assert_int_equal(c->dmarc_enabled, 1);
+  assert_int_equal(c->dmarc_enforce, 1);
+  assert_string_equal(c->dmarc_psl_file,
+                      "/usr/share/publicsuffix/public_suffix_list.dat");
+  config_free(c);
+  c = load_text("spf:\n  enabled: false\n  timeout: 30\n"
+                "dmarc:\n  enforce: false\n  psl_file: /x/psl.dat\n"
+                "  overrides: [\"Partner.Example. none\", \"b.test reject\"]\n",
+                path, sizeof(path), err, sizeof(err));
+  if (c == NULL) {
+    fail_msg("got error \"%s\", want a config", err);
+  }
+  assert_int_equal(c->spf_enabled, 0);
+  assert_int_equal(c->spf_timeout, 30);
+  assert_int_equal(c->dmarc_enforce, 0);
+  assert_string_equal(c->dmarc_psl_file, "/x/psl.dat");
+  assert_int_equal(c->num_dmarc_overrides, 2);
+  assert_string_equal(c->dmarc_overrides[0], "partner.example none");
+  assert_string_equal(c->dmarc_overrides[1], "b.test reject");
+  config_free(c);
+  static const struct {
+    const char *yaml, *want;
+  } bad[] = {
+      {"spf:\n  timeout: 0\n", "out of range"},
+      {"dmarc:\n  overrides: [\"a.test\"]\n", "DOMAIN POLICY"},
+      {"dmarc:\n  overrides: [\"a.test deny\"]\n", "DOMAIN POLICY"},
+      {"dmarc:\n  overrides: [\"a_b.test none\"]\n", "a_b.test"},
+      {"dmarc:\n  psl_file: \"\"\n", "must not be empty"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    c = load_text(bad[i].yaml, path, sizeof(path), err, sizeof(err));
+    if (c != NULL || strstr(err, bad[i].want) == NULL) {
+      fail_msg("%s: got \"%s\", want \"%s\"", bad[i].yaml, err, bad[i].want);
+    }
+  }
+}
+
 static void test_free_null(void **state) {
   config_free(NULL);
 }
@@ -846,6 +890,7 @@ int main(void) {
       cmocka_unit_test_setup(test_tls_and_auth, clear_env),
       cmocka_unit_test_setup(test_tls_reports, clear_env),
       cmocka_unit_test_setup(test_dkim, clear_env),
+      cmocka_unit_test_setup(test_spf_dmarc, clear_env),
       cmocka_unit_test(test_free_null),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

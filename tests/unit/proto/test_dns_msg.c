@@ -663,6 +663,65 @@ static void test_parse_types(void **state) {
   free(m);
 }
 
+/* PTR (RFC 1035 §3.3.12): PTRDNAME decoded like a CNAME's target, plain
+ * or compressed, for an in-addr.arpa and an ip6.arpa owner. */
+static void test_parse_ptr(void **state) {
+  (void)state;
+  struct pkt p;
+  header(&p, 7, QR | RD | RA, 1, 3, 0, 0);
+  question(&p, "4.3.2.1.in-addr.arpa", DNS_TYPE_PTR);
+  putptr(&p, 12);
+  size_t s = rr_begin(&p, DNS_TYPE_PTR, 3600);
+  size_t host = p.n; /* "mail.example.com" */
+  putname(&p, "mail.Example.com");
+  rr_end(&p, s);
+  putptr(&p, 12);
+  s = rr_begin(&p, DNS_TYPE_PTR, 60);
+  putlabels(&p, "mx");
+  putptr(&p, host + 5); /* "mx" + "example.com" */
+  rr_end(&p, s);
+  putname(&p, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0."
+              "2.ip6.arpa");
+  s = rr_begin(&p, DNS_TYPE_PTR, 60);
+  putname(&p, "v6.example.com");
+  rr_end(&p, s);
+  struct dns_msg *m = msg_new();
+  parse_ok(m, &p);
+  assert_int_equal(m->num_answer, 3);
+  assert_int_equal(m->num_answer_skipped, 0);
+  assert_int_equal(m->answer[0].type, DNS_TYPE_PTR);
+  assert_string_equal(m->answer[0].rd.ptr, "mail.Example.com");
+  assert_string_equal(m->answer[1].rd.ptr, "mx.Example.com");
+  assert_string_equal(m->answer[2].rd.ptr, "v6.example.com");
+
+  struct dns_rrset set;
+  assert_int_equal(
+      dns_msg_rrset(&set, m, "4.3.2.1.IN-ADDR.ARPA.", DNS_TYPE_PTR),
+      DNS_CHAIN_FOUND);
+  assert_int_equal(set.num_rrs, 2);
+  assert_int_equal(set.ttl, 60);
+  assert_int_equal(dns_msg_rrset(&set, m,
+                                 "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0."
+                                 "0.0.0.8.B.D.0.1.0.0.2.ip6.arpa",
+                                 DNS_TYPE_PTR),
+                   DNS_CHAIN_FOUND);
+  assert_int_equal(set.num_rrs, 1);
+  char buf[16];
+  assert_string_equal(dns_type_name(DNS_TYPE_PTR, buf), "PTR");
+
+  /* A PTRDNAME that runs past its RDATA is an error. */
+  header(&p, 1, QR, 1, 1, 0, 0);
+  question(&p, "4.3.2.1.in-addr.arpa", DNS_TYPE_PTR);
+  putptr(&p, 12);
+  s = rr_begin(&p, DNS_TYPE_PTR, 60);
+  putname(&p, "a.test");
+  rr_end(&p, s);
+  p.b[s - 1] = 3; /* RDLENGTH 3: "\001a\004" */
+  p.n = s + 3;
+  parse_fails(&p, "PTR name cut by RDLENGTH");
+  free(m);
+}
+
 /* RDATA whose length does not match its type is an error. */
 static void test_parse_bad_rdata(void **state) {
   (void)state;
@@ -803,6 +862,7 @@ int main(void) {
       cmocka_unit_test(test_parse_null_mx_and_soa),
       cmocka_unit_test(test_cname_chain),
       cmocka_unit_test(test_parse_types),
+      cmocka_unit_test(test_parse_ptr),
       cmocka_unit_test(test_parse_bad_rdata),
       cmocka_unit_test(test_parse_opt),
       cmocka_unit_test(test_parse_limits),
