@@ -70,7 +70,11 @@ int cmd_queue_hold(int argc, char **argv);
 int cmd_queue_release(int argc, char **argv);
 int cmd_queue_flush(int argc, char **argv);
 int cmd_queue_summary(int argc, char **argv);
+/* postseal.c: `postseal queue cat`. */
+int cmd_queue_cat(int argc, char **argv);
 /* keygen.c: `postseal keygen`, a DKIM key and the record to publish. */
 int cmd_keygen(int argc, char **argv);
+/* quarantine.c: `postseal quarantine list|show|release|delete`. */
+int cmd_quarantine(int argc, char **argv);
 
 #endif

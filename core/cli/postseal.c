@@ -38,7 +38,6 @@ static int cmd_queue(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 static int cmd_queue_list(int argc, char **argv);
-static int cmd_queue_cat(int argc, char **argv);
 
 static const struct cli_cmd cli_commands[] = {
     {"queue", "list|cat|summary|delete|hold|release|flush ...",
@@ -50,6 +49,9 @@ static const struct cli_cmd cli_commands[] = {
      "[--out FILE|--dir DIR]",
      "make a DKIM key (D.S.key) and print the TXT record to publish",
      cmd_keygen},
+    {"quarantine", "list|show|release|delete ...",
+     "messages DMARC put in quarantine (held, with the reason)",
+     cmd_quarantine},
     {"version", "", "print the version", cmd_version},
     {"help", "", "print this help", cmd_help},
 };
@@ -552,7 +554,7 @@ static int write_all_stdout(const uint8_t *p, size_t len) {
   return fflush(stdout);
 }
 
-static int cmd_queue_cat(int argc, char **argv) {
+int cmd_queue_cat(int argc, char **argv) {
   struct queue_opts o;
   uint64_t id;
   int rc = queue_opts_parse_or_usage(argc, argv, 0, 1, 1, &o);

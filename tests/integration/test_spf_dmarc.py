@@ -5,13 +5,15 @@ senders' SPF, DKIM and DMARC records; postseald takes mail from
 Checked: the Authentication-Results field (spf, dkim, dmarc with the
 policy and disposition, header.from); DMARC p=reject answered 550 5.7.1
 at the end of DATA and nothing stored; p=quarantine accepted but held in
-the queue (not delivered); sp= for a subdomain; an aligned DKIM pass
+the queue (not delivered), listed by `postseal quarantine list` with
+its reason, shown and released; sp= for a subdomain; an aligned DKIM pass
 rescuing an SPF fail; no DMARC record; two From fields (permerror); a
 local override; dmarc.enforce: false; a mailbox's SPF lookup that times
 out (temperror in bounded time); metrics. Every wait bounded."""
 
 import base64
 import email
+import json
 import email.policy
 import glob
 import os
@@ -24,8 +26,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, check, metric_value, run_tests,  # noqa: E402
-                     wait_until)
+from harness import (POSTSEAL, Daemon, check, metric_value,  # noqa: E402
+                     run_tests, wait_until)
 import dnsserver  # noqa: E402
 
 import dkim  # noqa: E402  python3-dkim (Debian)
@@ -170,6 +172,34 @@ def test_policies():
                 m.get("queue_id") == qid and
                 m.get("held") for m in d.queue()), 10),
                 f"quarantined message held: {d.queue()}")
+
+            # The quarantine: listed with its reason, shown, released.
+            out = subprocess.run(
+                [POSTSEAL, "quarantine", "list", "--json", "-d", d.spool],
+                check=True, capture_output=True, text=True).stdout
+            items = [json.loads(x) for x in out.splitlines() if x.strip()]
+            check(len(items) == 1 and items[0]["queue_id"] == qid and
+                  "dis=quarantine" in items[0]["reason"] and
+                  "header.from=quar.test" in items[0]["reason"],
+                  f"quarantine list: {items}")
+            shown = subprocess.run(
+                [POSTSEAL, "quarantine", "show", qid, "-d", d.spool],
+                check=True, capture_output=True).stdout
+            check(b"From: Q <q@quar.test>" in shown, "quarantine show")
+            bad = subprocess.run(
+                [POSTSEAL, "quarantine", "release", "0" * 16, "-d", d.spool],
+                capture_output=True, text=True)
+            check(bad.returncode != 0 and "not in quarantine" in bad.stderr,
+                  f"an id not in quarantine is refused: {bad.stderr}")
+            subprocess.run([POSTSEAL, "quarantine", "release", qid, "-d",
+                            d.spool], check=True, capture_output=True)
+            ar = authres(next_delivered(d))
+            check("dis=quarantine" in ar and "header.from=quar.test" in ar,
+                  f"released: delivered with its verdict: {ar}")
+            out = subprocess.run(
+                [POSTSEAL, "quarantine", "list", "-d", d.spool],
+                check=True, capture_output=True, text=True).stdout
+            check("Quarantine is empty" in out, f"empty after release: {out}")
 
             ar = deliver(d, "s@sub.quar.test",
                          message("S <s@sub.quar.test>"))
