@@ -937,6 +937,42 @@ static const struct setting spf_settings[] = {
      .max = 300},
 };
 
+/* set_report_org: the reporter's name in DMARC reports (a host name, as
+ * the §7.2.1.1 file name wants a domain), or "" for the hostname. */
+static int set_report_org(struct config *c, const struct setting *s,
+                          const char *v, char *msg, size_t msg_len) {
+  if (v[0] != '\0' && !netaddr_hostname_valid(v)) {
+    return msgf(msg, msg_len, "\"%.80s\" is not a valid host name", v);
+  }
+  size_t n = strlen(v);
+  if (n > 0 && v[n - 1] == '.') {
+    n--;
+  }
+  return replace_str(field(c, s->off), v, n, msg, msg_len);
+}
+
+/* set_report_email: "local@domain" (dot-atom local part, RFC 5322
+ * §3.4.1), or "" for postmaster@<hostname>. It goes into a From field
+ * and the report, so nothing that needs quoting. */
+static int set_report_email(struct config *c, const struct setting *s,
+                            const char *v, char *msg, size_t msg_len) {
+  const char *at = strrchr(v, '@');
+  if (v[0] == '\0') {
+    return replace_str(field(c, s->off), v, 0, msg, msg_len);
+  }
+  int ok = at != NULL && at != v && at - v <= 64 && at[-1] != '.' &&
+           v[0] != '.' && netaddr_hostname_valid(at + 1);
+  for (const char *p = v; ok && p < at; p++) {
+    ok = (isalnum((unsigned char)*p) ||
+          strchr("!#$%&'*+-/=?^_`{|}~.", *p) != NULL) &&
+         !(p[0] == '.' && p[1] == '.');
+  }
+  if (!ok) {
+    return msgf(msg, msg_len, "\"%.80s\" is not a plain mail address", v);
+  }
+  return replace_str(field(c, s->off), v, strlen(v), msg, msg_len);
+}
+
 static const struct setting dmarc_settings[] = {
     {.name = "enabled",
      .shape = SHAPE_PLAIN,
@@ -954,6 +990,30 @@ static const struct setting dmarc_settings[] = {
      .shape = SHAPE_LIST,
      .set = add_dmarc_override,
      .clear = clear_dmarc_overrides},
+    {.name = "reports",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(dmarc_reports)},
+    {.name = "report_interval",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(dmarc_report_interval),
+     .min = 1,
+     .max = CONFIG_MAX_REPORT_INTERVAL},
+    {.name = "report_max_domains",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(dmarc_report_max_domains),
+     .min = 1,
+     .max = CONFIG_MAX_REPORT_DOMAINS},
+    {.name = "report_org_name",
+     .shape = SHAPE_STRING,
+     .set = set_report_org,
+     FIELD(dmarc_report_org_name)},
+    {.name = "report_email",
+     .shape = SHAPE_STRING,
+     .set = set_report_email,
+     FIELD(dmarc_report_email)},
 };
 
 static const struct setting limit_settings[] = {
@@ -1289,6 +1349,11 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->dmarc_enabled = 1;
   c->dmarc_enforce = 1;
   c->dmarc_psl_file = strdup("/usr/share/publicsuffix/public_suffix_list.dat");
+  c->dmarc_reports = 1;
+  c->dmarc_report_interval = 86400;
+  c->dmarc_report_max_domains = 10000;
+  c->dmarc_report_org_name = strdup("");
+  c->dmarc_report_email = strdup("");
   c->tls_cert_file = strdup("");
   c->tls_key_file = strdup("");
   c->tls_min_version = strdup("1.2");
@@ -1297,7 +1362,8 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   if (c->tls_cert_file == NULL || c->tls_key_file == NULL ||
       c->tls_min_version == NULL || c->tls_ca_file == NULL ||
       c->auth_passwd_file == NULL || c->dkim_default_domain == NULL ||
-      c->dmarc_psl_file == NULL) {
+      c->dmarc_psl_file == NULL || c->dmarc_report_org_name == NULL ||
+      c->dmarc_report_email == NULL) {
     return msgf(msg, msg_len, "out of memory");
   }
   for (size_t i = 0; i < ARRAY_LEN(top_settings); i++) {
@@ -1713,6 +1779,8 @@ void config_free(struct config *c) {
   free(c->dkim_keys);
   free(c->dkim_default_domain);
   free(c->dmarc_psl_file);
+  free(c->dmarc_report_org_name);
+  free(c->dmarc_report_email);
   for (size_t i = 0; i < c->num_dmarc_overrides; i++) {
     free(c->dmarc_overrides[i]);
   }

@@ -190,6 +190,13 @@ struct config {
    * domain (POLICY none, quarantine or reject). */
   char *dmarc_overrides[CONFIG_MAX_LIST];
   size_t num_dmarc_overrides;
+  /* Aggregate reports (RFC 7489 §7.2) sent by the daemon. */
+  int dmarc_reports;                 /* default 1 */
+  unsigned dmarc_report_interval;    /* seconds per report: 86400 (a UTC
+                                        day; small values are for tests) */
+  unsigned dmarc_report_max_domains; /* policy domains per period: 10000 */
+  char *dmarc_report_org_name;       /* org_name: "" = hostname */
+  char *dmarc_report_email;          /* email: "" = postmaster@hostname */
   /* Runtime objects the daemon builds from this configuration (TLS
    * contexts, the password table); freed with it by runtime_free. */
   void *runtime;

@@ -170,6 +170,15 @@ struct worker_metrics {
   uint64_t dmarc_results[5]; /* by enum dmarc_result */
   uint64_t dmarc_actions[3]; /* dispositions applied, by enum
                                 dmarc_policy (none: delivered) */
+  /* ---- DMARC reports (dmarcrpt.c) ---- */
+  uint64_t dmarcrpt_messages;   /* messages counted for reports */
+  uint64_t dmarcrpt_domains;    /* gauge: domains in this worker's period */
+  uint64_t dmarcrpt_dropped[3]; /* messages not kept, by enum dmarcrpt_drop */
+  uint64_t dmarcrpt_reports[3]; /* report-time outcomes per domain, by enum
+                                   dmarcrpt_outcome (worker 0) */
+  uint64_t dmarcrpt_skipped[4]; /* rua URIs not sent to, by enum
+                                   dmarcrpt_skip (worker 0) */
+  /* ---- end DMARC reports ---- */
 };
 
 extern const struct metric_hist_spec daemon_batch_spec;
@@ -369,6 +378,7 @@ struct __attribute__((aligned(64))) worker {
   struct dkim_pending *dkim_batch, *dkim_batch_tail;
   size_t dkim_batch_len;
   struct dkim_pending *dkim_verifying;
+  struct dmarcrpt_worker *dmarcrpt; /* dmarcrpt.c: this worker's own state */
 };
 
 /* What a configuration needs at run time beyond its values: TLS contexts
@@ -413,6 +423,8 @@ struct daemon {
                             made on first use, freed by mtasts_free) */
   /* tlsrpt.c: report periods handed over to worker 0. */
   struct tlsrpt_hub *tlsrpt;
+  /* dmarcrpt.c: DMARC report periods handed over to worker 0. */
+  struct dmarcrpt_hub *dmarcrpt;
 };
 
 /* worker.c */
@@ -694,6 +706,80 @@ void tlsrpt_tick(struct worker *w);
 void tlsrpt_worker_free(struct worker *w);
 int tlsrpt_init(struct daemon *d); /* 0, or -1 out of memory */
 void tlsrpt_free(struct daemon *d);
+/* tlsrpt_spool_report queues data (a whole report message; taken, freed
+ * on failure too) from `sender` to rcpts (1..REPORT_MAX_RCPTS) as a new
+ * message with queue id `id` in w's spool, delivered like any other.
+ * Shared by tlsrpt.c and dmarcrpt.c. 0 or -1 (memory, spool). */
+#define REPORT_MAX_RCPTS 16
+int tlsrpt_spool_report(struct worker *w, uint64_t id, const char *sender,
+                        const char *const *rcpts, size_t num_rcpts,
+                        struct buf *data);
 /* ---- end tlsrpt.c ---- */
+
+/* ---- dmarcrpt.c: DMARC aggregate reports (RFC 7489 §7.2) ----
+ *
+ * The inbound DMARC check (dkimglue.c) calls dmarcrpt_note once per
+ * message whose policy record was found and names rua URIs, on the worker
+ * that took the message; the worker counts it in its own aggregate (per
+ * policy domain, per row of the report: source address, disposition,
+ * alignment, identifiers, DKIM and SPF results), no lock. Limits:
+ * dmarc.report_max_domains domains per period and DMARCRPT_MAX_ROWS rows
+ * per domain; more is counted as dropped. Periods are
+ * dmarc.report_interval seconds aligned to the Unix epoch (a UTC day by
+ * default). When one ends each worker's dmarcrpt_tick hands its aggregate
+ * to the daemon's hub; worker 0 takes them once every worker has (or
+ * after a grace), merges them, and for each domain sends the report to
+ * the record's mailto: rua addresses: an address in another
+ * organisational domain only after the §7.1 check (a TXT record
+ * "<domain>._report._dmarc.<rua domain>" starting v=DMARC1, through
+ * worker 0's resolver), and only when the gzipped report fits the URI's
+ * "!size". The report is queued in worker 0's spool
+ * (tlsrpt_spool_report). Counts live in memory only: a restart loses the
+ * period's. Everything runs on worker threads but dmarcrpt_init and
+ * dmarcrpt_free (main, before and after the workers). */
+#define DMARCRPT_MAX_ROWS 1000 /* rows per policy domain and period */
+
+/* One message's DMARC check, read during the call only. */
+struct dmarcrpt_msg {
+  const char *source_ip;          /* the client's address, text */
+  const char *header_from;        /* the RFC5322.From domain */
+  const char *policy_domain;      /* where the record was found */
+  const struct dmarc_record *rec; /* the record (policy_published) */
+  const struct dmarc_outcome *outcome;
+  enum dmarc_policy disposition; /* what was applied to the message */
+  const struct spf_run *spf;     /* the SPF check, or NULL */
+  const struct dkim_verify *v;   /* the DKIM verdicts, or NULL */
+};
+
+/* Labels of postseal_dmarcrpt_dropped_total, _reports_total and
+ * _rua_skipped_total. */
+enum dmarcrpt_drop {
+  DMARCRPT_DROP_DOMAIN, /* past dmarc.report_max_domains */
+  DMARCRPT_DROP_ROW,    /* past DMARCRPT_MAX_ROWS for its domain */
+  DMARCRPT_DROP_MEMORY,
+  DMARCRPT_DROP_COUNT,
+};
+enum dmarcrpt_outcome {
+  DMARCRPT_OUT_QUEUED,  /* a report was queued */
+  DMARCRPT_OUT_NO_RCPT, /* every rua URI was skipped: dropped */
+  DMARCRPT_OUT_ERROR,   /* memory, the report or the spool: dropped */
+  DMARCRPT_OUT_COUNT,
+};
+enum dmarcrpt_skip {
+  DMARCRPT_SKIP_UNUSABLE, /* not mailto:, or an address we cannot use */
+  DMARCRPT_SKIP_EXTERNAL, /* §7.1: no authorisation record (refused) */
+  DMARCRPT_SKIP_LOOKUP,   /* §7.1: the check's lookup failed */
+  DMARCRPT_SKIP_SIZE,     /* the report is over the URI's !size */
+  DMARCRPT_SKIP_COUNT,
+};
+
+void dmarcrpt_note(struct worker *w, const struct dmarcrpt_msg *m);
+/* dmarcrpt_tick: period ends, hand-overs, worker 0's report runs. */
+void dmarcrpt_tick(struct worker *w);
+/* dmarcrpt_worker_free: the worker exits (before worker_dns_free). */
+void dmarcrpt_worker_free(struct worker *w);
+int dmarcrpt_init(struct daemon *d); /* 0, or -1 out of memory */
+void dmarcrpt_free(struct daemon *d);
+/* ---- end dmarcrpt.c ---- */
 
 #endif

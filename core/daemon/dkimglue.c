@@ -837,6 +837,19 @@ static void verify_done(struct dkim_pending *p) {
     log_end(&r);
   }
   METRIC_ADD(w->m.dmarc_actions[act], 1);
+  if (p->have_outcome && p->lookup.status == DMARC_LOOKUP_FOUND &&
+      p->rec.num_rua > 0) {
+    dmarcrpt_note(w, &(struct dmarcrpt_msg){
+                         .source_ip = c->peer_text,
+                         .header_from = p->from,
+                         .policy_domain = p->lookup.at_org ? p->org : p->from,
+                         .rec = &p->rec,
+                         .outcome = &p->outcome,
+                         .disposition = act,
+                         .spf = p->spf,
+                         .v = p->v,
+                     });
+  }
   snprintf(text, sizeof(text),
            "Message rejected: the DMARC policy of %.200s says reject", p->from);
   verify_free(p);

@@ -299,7 +299,7 @@ int main(int argc, char **argv) {
   log_set_json(d->cfg->log_format == CONFIG_LOG_JSON);
   warn_config(d->cfg);
   d->auth_limiter = auth_limiter_new(65536);
-  if (d->auth_limiter == NULL || tlsrpt_init(d) != 0) {
+  if (d->auth_limiter == NULL || tlsrpt_init(d) != 0 || dmarcrpt_init(d) != 0) {
     fprintf(stderr, "postseald: out of memory\n");
     return 1;
   }
@@ -346,6 +346,7 @@ int main(int argc, char **argv) {
   local_pool_stop(d);
   mtasts_free(d); /* after the pool: it hands fetches back to workers */
   tlsrpt_free(d); /* after the workers: they hand periods over */
+  dmarcrpt_free(d);
   if (__atomic_load_n(&d->failed, __ATOMIC_ACQUIRE)) {
     log_msg("error", "postseald stopped: a worker failed to start");
     log_flush();

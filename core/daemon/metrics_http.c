@@ -327,6 +327,48 @@ static void render_tlsrpt(struct daemon *d, struct buf *out) {
   }
 }
 
+/* render_dmarcrpt: DMARC aggregate reports (RFC 7489 §7.2): messages
+ * counted, domains tracked this period, what was dropped, report-time
+ * outcomes, rua URIs skipped. */
+static void render_dmarcrpt(struct daemon *d, struct buf *out) {
+  static const char *const drops[DMARCRPT_DROP_COUNT] = {"domain", "row",
+                                                         "memory"};
+  static const char *const outcomes[DMARCRPT_OUT_COUNT] = {"queued", "no_rcpt",
+                                                           "error"};
+  static const char *const skips[DMARCRPT_SKIP_COUNT] = {
+      "unusable", "external_refused", "external_lookup_failed", "size"};
+  metric_write_header(out, "postseal_dmarcrpt_messages_total", "counter",
+                      "Inbound messages counted for DMARC aggregate "
+                      "reports.");
+  metric_write_value(out, "postseal_dmarcrpt_messages_total", NULL,
+                     (double)SUM(d, dmarcrpt_messages));
+  metric_write_header(out, "postseal_dmarcrpt_domains", "gauge",
+                      "Policy domains with messages in the current DMARC "
+                      "report period (summed over threads).");
+  metric_write_value(out, "postseal_dmarcrpt_domains", NULL,
+                     (double)SUM(d, dmarcrpt_domains));
+  metric_write_header(out, "postseal_dmarcrpt_dropped_total", "counter",
+                      "Messages a DMARC report could not count, by limit.");
+  for (int k = 0; k < DMARCRPT_DROP_COUNT; k++) {
+    render_labelled(out, "postseal_dmarcrpt_dropped_total", "what", drops[k],
+                    (double)SUM(d, dmarcrpt_dropped[k]));
+  }
+  metric_write_header(out, "postseal_dmarcrpt_reports_total", "counter",
+                      "Policy domains at DMARC report time, by outcome "
+                      "(queued: a report was queued to the domain's rua).");
+  for (int k = 0; k < DMARCRPT_OUT_COUNT; k++) {
+    render_labelled(out, "postseal_dmarcrpt_reports_total", "result",
+                    outcomes[k], (double)SUM(d, dmarcrpt_reports[k]));
+  }
+  metric_write_header(out, "postseal_dmarcrpt_rua_skipped_total", "counter",
+                      "DMARC rua URIs not sent a report, by reason "
+                      "(external_refused: no RFC 7489 7.1 authorisation).");
+  for (int k = 0; k < DMARCRPT_SKIP_COUNT; k++) {
+    render_labelled(out, "postseal_dmarcrpt_rua_skipped_total", "reason",
+                    skips[k], (double)SUM(d, dmarcrpt_skipped[k]));
+  }
+}
+
 /* render_dkim: signatures made, signing batches and their time,
  * verification verdicts. */
 static void render_dkim(struct daemon *d, struct buf *out) {
@@ -412,6 +454,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_tlsrpt(d, out);
   render_dkim(d, out);
   render_spf_dmarc(d, out);
+  render_dmarcrpt(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
                       "Event loop threads (one io_uring each).");
   metric_write_value(out, "postseal_threads", NULL, (double)d->num_workers);

@@ -45,6 +45,7 @@ _Static_assert(sizeof(((struct worker_metrics *)0)->tlsrpt_reports) /
                    TLSRPT_OUT_COUNT,
                "one counter per tlsrpt_outcome");
 _Static_assert(TLSRPT_STS_LINES <= TLSRPT_MAX_STRINGS, "sts lines fit");
+_Static_assert(TLSRPT_MAX_URIS <= REPORT_MAX_RCPTS, "rua URIs fit");
 
 /* The daemon's hand-over point: finished periods, under mu. */
 struct tlsrpt_hub {
@@ -459,42 +460,29 @@ static void log_queued(const struct rpt_run *run, size_t i, const char *qid,
   log_end(&r);
 }
 
-/* report_queue queues domain i's report to the record's mailto: URIs, as
- * a new message from postmaster@<hostname> (as dlv_queue_dsn does). */
-static enum tlsrpt_outcome report_queue(struct worker *w, struct rpt_run *run,
-                                        size_t i,
-                                        const struct tlsrpt_record *rec) {
-  const char *rcpts[TLSRPT_MAX_URIS];
-  struct spool_rcpt to[TLSRPT_MAX_URIS];
-  size_t n = 0;
-  for (size_t k = 0; k < rec->num_uris; k++) {
-    if (rec->uris[k].kind == TLSRPT_URI_MAILTO) {
-      to[n] = (struct spool_rcpt){.addr = rec->uris[k].text};
-      rcpts[n++] = rec->uris[k].text;
-    }
+int tlsrpt_spool_report(struct worker *w, uint64_t id, const char *sender,
+                        const char *const *rcpts, size_t num_rcpts,
+                        struct buf *data) {
+  struct spool_rcpt to[REPORT_MAX_RCPTS];
+  struct commit *cm = NULL;
+  if (num_rcpts == 0 || num_rcpts > REPORT_MAX_RCPTS ||
+      (cm = calloc(1, sizeof(*cm))) == NULL) {
+    buf_free(data);
+    return -1;
   }
-  if (n == 0) {
-    return TLSRPT_OUT_NO_MAILTO;
+  for (size_t k = 0; k < num_rcpts; k++) {
+    to[k] = (struct spool_rcpt){.addr = rcpts[k]};
   }
-  char contact[300], qid[SPOOL_QUEUE_ID_LEN + 1];
-  char report_id[TLSRPT_MAX_REPORT_ID + 1];
-  snprintf(contact, sizeof(contact), "postmaster@%s", w->cfg->hostname);
-  uint64_t id = spool_writer_new_id(w->spool, w->now_ms);
-  spool_queue_id_format(id, qid);
-  struct commit *cm = calloc(1, sizeof(*cm));
-  if (cm == NULL ||
-      report_build(w, run->agg, i, rcpts, n, contact, qid, &cm->data, report_id,
-                   sizeof(report_id)) != 0) {
-    goto fail;
-  }
+  cm->data = *data;
+  *data = (struct buf){0};
   struct spool_message sm = {
       .queue_id = id,
       .arrival_ms = w->now_ms,
-      .sender = contact,
+      .sender = sender,
       .body_type = SMTP_BODY_7BIT,
       .client_addr = "local",
       .helo = "",
-      .num_rcpts = n,
+      .num_rcpts = num_rcpts,
       .rcpts = to,
       .body = cm->data.data,
       .body_len = cm->data.len,
@@ -509,17 +497,45 @@ static enum tlsrpt_outcome report_queue(struct worker *w, struct rpt_run *run,
     delivery_msg_free(cm->msg);
     goto fail;
   }
+  return 0; /* the group commit owns cm now */
+fail:
+  buf_free(&cm->data);
+  free(cm);
+  return -1;
+}
+
+/* report_queue queues domain i's report to the record's mailto: URIs, as
+ * a new message from postmaster@<hostname> (as dlv_queue_dsn does). */
+static enum tlsrpt_outcome report_queue(struct worker *w, struct rpt_run *run,
+                                        size_t i,
+                                        const struct tlsrpt_record *rec) {
+  const char *rcpts[TLSRPT_MAX_URIS];
+  size_t n = 0;
+  for (size_t k = 0; k < rec->num_uris; k++) {
+    if (rec->uris[k].kind == TLSRPT_URI_MAILTO) {
+      rcpts[n++] = rec->uris[k].text;
+    }
+  }
+  if (n == 0) {
+    return TLSRPT_OUT_NO_MAILTO;
+  }
+  char contact[300], qid[SPOOL_QUEUE_ID_LEN + 1];
+  char report_id[TLSRPT_MAX_REPORT_ID + 1];
+  snprintf(contact, sizeof(contact), "postmaster@%s", w->cfg->hostname);
+  uint64_t id = spool_writer_new_id(w->spool, w->now_ms);
+  spool_queue_id_format(id, qid);
+  struct buf data = {0};
+  if (report_build(w, run->agg, i, rcpts, n, contact, qid, &data, report_id,
+                   sizeof(report_id)) != 0 ||
+      tlsrpt_spool_report(w, id, contact, rcpts, n, &data) != 0) {
+    buf_free(&data);
+    log_msg("error", "tlsrpt: cannot queue the report for %s",
+            tlsrpt_agg_domain(run->agg, i));
+    return TLSRPT_OUT_ERROR;
+  }
   log_queued(run, i, qid, report_id, rcpts[0], n);
   run->queued++;
-  return TLSRPT_OUT_QUEUED; /* the group commit owns cm now */
-fail:
-  if (cm != NULL) {
-    buf_free(&cm->data);
-    free(cm);
-  }
-  log_msg("error", "tlsrpt: cannot queue the report for %s",
-          tlsrpt_agg_domain(run->agg, i));
-  return TLSRPT_OUT_ERROR;
+  return TLSRPT_OUT_QUEUED;
 }
 
 static void log_domain(const char *event, const char *domain, const char *why) {

@@ -714,6 +714,7 @@ static void worker_on_tick(struct worker *w) {
   worker_dns_tick(w);
   delivery_tick(w);
   tlsrpt_tick(w);       /* TLS report periods (RFC 8460) */
+  dmarcrpt_tick(w);     /* DMARC report periods (RFC 7489 §7.2) */
   worker_spool_kick(w); /* retry after a failed rotation */
 }
 
@@ -817,7 +818,8 @@ void *worker_main(void *arg) {
   delivery_close(w);
   dkim_worker_close(w); /* before the resolver and the spool go */
   spool_writer_close(w->spool);
-  tlsrpt_worker_free(w); /* cancels its TXT lookups: before the resolver */
+  tlsrpt_worker_free(w);   /* cancels its TXT lookups: before the resolver */
+  dmarcrpt_worker_free(w); /* the same */
   worker_dns_free(w);
   delivery_free_all(w);
   segs_free(w);

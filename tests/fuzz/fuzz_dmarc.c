@@ -48,8 +48,17 @@ static size_t canon(const struct dmarc_record *r, char *out, size_t len) {
     n += (size_t)snprintf(out + n, len - n, "%s%s",
                           i ? "," : "; rua=", r->rua[i]);
     if (r->rua_max[i] != 0 && n < len) {
-      n += (size_t)snprintf(out + n, len - n, "!%llu",
-                            (unsigned long long)r->rua_max[i]);
+      /* In the largest unit that divides it, as it was written: a size
+       * in plain bytes may have more digits than the parser takes. */
+      static const char units[] = "\0kmgt";
+      uint64_t v = r->rua_max[i];
+      int u = 0;
+      while (u < 4 && v % 1024 == 0) {
+        v /= 1024;
+        u++;
+      }
+      n += (size_t)snprintf(out + n, len - n, "!%llu%.1s",
+                            (unsigned long long)v, &units[u]);
     }
   }
   return n < len ? n : len;

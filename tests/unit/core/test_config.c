@@ -869,6 +869,54 @@ static void test_spf_dmarc(void **state) {
   }
 }
 
+/* dmarc.reports and its limits and names: defaults, values, errors. */
+static void test_dmarc_reports(void **state) {
+  char path[256], err[512];
+  struct config *c = config_load(NULL, err, sizeof(err));
+  assert_non_null(c);
+  assert_int_equal(c->dmarc_reports, 1);
+  assert_int_equal(c->dmarc_report_interval, 86400);
+  assert_int_equal(c->dmarc_report_max_domains, 10000);
+  assert_string_equal(c->dmarc_report_org_name, "");
+  assert_string_equal(c->dmarc_report_email, "");
+  config_free(c);
+
+  c = load_text("dmarc:\n  reports: false\n  report_interval: 3\n"
+                "  report_max_domains: 9\n  report_org_name: Rep.Example.\n"
+                "  report_email: dmarc-reports@rep.example\n",
+                path, sizeof(path), err, sizeof(err));
+  if (c == NULL) {
+    fail_msg("got error \"%s\", want a config", err);
+  }
+  assert_int_equal(c->dmarc_reports, 0);
+  assert_int_equal(c->dmarc_report_interval, 3);
+  assert_int_equal(c->dmarc_report_max_domains, 9);
+  assert_string_equal(c->dmarc_report_org_name, "Rep.Example");
+  assert_string_equal(c->dmarc_report_email, "dmarc-reports@rep.example");
+  config_free(c);
+
+  static const struct {
+    const char *yaml, *want;
+  } bad[] = {
+      {"dmarc:\n  reports: maybe\n", "is not true or false"},
+      {"dmarc:\n  report_interval: 0\n", "out of range"},
+      {"dmarc:\n  report_interval: 604801\n", "out of range"},
+      {"dmarc:\n  report_max_domains: 0\n", "out of range"},
+      {"dmarc:\n  report_org_name: \"Acme Corp\"\n", "not a valid host"},
+      {"dmarc:\n  report_email: postmaster\n", "not a plain mail address"},
+      {"dmarc:\n  report_email: \"a b@x.test\"\n", "not a plain mail"},
+      {"dmarc:\n  report_email: \"<a@x.test>\"\n", "not a plain mail"},
+      {"dmarc:\n  report_email: a..b@x.test\n", "not a plain mail"},
+      {"dmarc:\n  report_email: a@x_y.test\n", "not a plain mail"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    c = load_text(bad[i].yaml, path, sizeof(path), err, sizeof(err));
+    if (c != NULL || strstr(err, bad[i].want) == NULL) {
+      fail_msg("%s: got \"%s\", want \"%s\"", bad[i].yaml, err, bad[i].want);
+    }
+  }
+}
+
 static void test_free_null(void **state) {
   config_free(NULL);
 }
@@ -891,6 +939,7 @@ int main(void) {
       cmocka_unit_test_setup(test_tls_reports, clear_env),
       cmocka_unit_test_setup(test_dkim, clear_env),
       cmocka_unit_test_setup(test_spf_dmarc, clear_env),
+      cmocka_unit_test_setup(test_dmarc_reports, clear_env),
       cmocka_unit_test(test_free_null),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
