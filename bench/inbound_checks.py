@@ -104,8 +104,10 @@ def main():
         ed_key, ed_rec = keygen(tmp, "e", "ed25519")
         ns = dnsserver.Nsd({"sender.test": zone([
             ("@", "v=spf1 ip4:127.0.0.1 -all"), ("r._domainkey", rsa_rec),
-            ("e._domainkey", ed_rec), ("_dmarc", "v=DMARC1; p=reject")])
-        }).start()
+            ("e._domainkey", ed_rec), ("_dmarc", "v=DMARC1; p=reject")]),
+            # A's HELO name (harness hostname mx.test.example): an answer,
+            # cached like any real HELO name's, not a refusal every time.
+            "test.example": zone([])}).start()
         sink_port = free_port()
         sink_dir = os.path.join(tmp, "sink")
         os.makedirs(sink_dir)
