@@ -924,6 +924,26 @@ static void clear_dmarc_overrides(struct config *c, const struct setting *s) {
   c->num_dmarc_overrides = 0;
 }
 
+/* add_check_listener: "smtp", "submission" or "submissions". */
+static int add_check_listener(struct config *c, const struct setting *s,
+                              const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  static const char *const names[] = {"smtp", "submission", "submissions"};
+  for (unsigned i = 0; i < ARRAY_LEN(names); i++) {
+    if (strcmp(v, names[i]) == 0) {
+      c->inbound_checks |= 1u << i;
+      return 0;
+    }
+  }
+  return msgf(msg, msg_len, "\"%.40s\" is not smtp, submission or submissions",
+              v);
+}
+
+static void clear_check_listeners(struct config *c, const struct setting *s) {
+  (void)s;
+  c->inbound_checks = 0;
+}
+
 static const struct setting spf_settings[] = {
     {.name = "enabled",
      .shape = SHAPE_PLAIN,
@@ -1259,6 +1279,10 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_MAPPING,
      .sub = dkim_settings,
      .num_sub = ARRAY_LEN(dkim_settings)},
+    {.name = "inbound_checks",
+     .shape = SHAPE_LIST,
+     .set = add_check_listener,
+     .clear = clear_check_listeners},
     {.name = "spf",
      .shape = SHAPE_MAPPING,
      .sub = spf_settings,
@@ -1344,6 +1368,7 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->dkim_verify = 1;
   c->dkim_verify_max_signatures = 5;
   c->dkim_default_domain = strdup("");
+  c->inbound_checks = 1u; /* smtp */
   c->spf_enabled = 1;
   c->spf_timeout = 20;
   c->dmarc_enabled = 1;

@@ -180,6 +180,10 @@ struct config {
   /* SPF (policy/spf.h) and DMARC (policy/dmarc.h) on mail from clients
    * that are not trusted (not mynetworks, not AUTH): the submission
    * listeners' authenticated users are never checked. */
+  /* Listeners whose untrusted clients get the inbound checks (SPF, DKIM
+   * verification, DMARC): bit 0 smtp, 1 submission, 2 submissions.
+   * Default: smtp only (submission users authenticate). */
+  unsigned inbound_checks;
   int spf_enabled;      /* check MAIL FROM (and HELO): default 1 */
   unsigned spf_timeout; /* seconds per check (RFC 7208 §4.6.4: at
                            least 20): default 20 */

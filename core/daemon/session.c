@@ -135,6 +135,13 @@ static int session_trusted(struct conn *c) {
                                      (const struct sockaddr *)&c->peer);
 }
 
+/* session_checked: the inbound checks (SPF, DKIM verification, DMARC)
+ * apply to this untrusted client's listener (inbound_checks). */
+static int session_checked(struct conn *c) {
+  return !session_trusted(c) &&
+         (c->w->cfg->inbound_checks >> (unsigned)c->kind & 1u) != 0;
+}
+
 /* session_on_mail: an authenticated user may use only its own sender
  * addresses (Postfix's reject_sender_login_mismatch). */
 static void session_on_mail(struct conn *c) {
@@ -145,7 +152,7 @@ static void session_on_mail(struct conn *c) {
   if (!smtp_server_authenticated(c->smtp) || !w->cfg->auth_sender_login_match ||
       rt->auth == NULL || auth_db_may_send_as(rt->auth, user, sender)) {
     /* Mail in from outside: its SPF check runs while the client goes on. */
-    if (w->cfg->spf_enabled && !session_trusted(c)) {
+    if (w->cfg->spf_enabled && session_checked(c)) {
       spf_run_start(c);
     }
     smtp_server_accept(c->smtp);
@@ -429,7 +436,9 @@ static void session_on_message(struct conn *c) {
   c->message_size = cm->data.len;
   c->message_rcpts = env->num_rcpts;
   c->commit_pending = 1;
-  int taken = dkim_stage_take(c, cm, session_trusted(c));
+  int taken = session_trusted(c)   ? dkim_stage_take(c, cm, 1)
+              : session_checked(c) ? dkim_stage_take(c, cm, 0)
+                                   : 0;
   if (taken > 0 || (taken == 0 && session_stage_commit(c, cm) == 0)) {
     return;
   }

@@ -242,6 +242,28 @@ def test_override_and_enforce_off():
         w.cleanup()
 
 
+def test_checks_per_listener():
+    """inbound_checks: the relay port by default; the submission port
+    (here without AUTH, so the client is not trusted) only when listed."""
+    w = World()
+    sub = "submission:\n  require_auth: false\n  require_tls: false\n"
+    try:
+        for listed in (False, True):
+            extra = sub + ("inbound_checks: [smtp, submission]\n"
+                           if listed else "")
+            with w.daemon(extra=extra) as d:
+                with smtplib.SMTP("127.0.0.1", d.submission_port,
+                                  timeout=30) as s:
+                    s.sendmail("a@pass.test", ["user@local.test"],
+                               message("A <a@pass.test>"))
+                got = next_delivered(d)
+                has = b"Authentication-Results:" in got
+                check(has == listed,
+                      f"submission port checked: {has}, listed: {listed}")
+    finally:
+        w.cleanup()
+
+
 def test_spf_timeout_is_temperror():
     w = World()
     fault = dnsserver.FaultDns(faults={"slow.test": "timeout"})
@@ -262,5 +284,6 @@ if __name__ == "__main__":
     sys.exit(run_tests([
         test_policies,
         test_override_and_enforce_off,
+        test_checks_per_listener,
         test_spf_timeout_is_temperror,
     ]))

@@ -830,6 +830,7 @@ static void test_spf_dmarc(void **state) {
   char path[256], err[512];
   struct config *c = config_load(NULL, err, sizeof(err));
   assert_non_null(c);
+  assert_int_equal(c->inbound_checks, 1u);
   assert_int_equal(c->spf_enabled, 1);
   assert_int_equal(c->spf_timeout, 20);
   assert_int_equal(c->dmarc_enabled, 1);
@@ -837,13 +838,15 @@ static void test_spf_dmarc(void **state) {
   assert_string_equal(c->dmarc_psl_file,
                       "/usr/share/publicsuffix/public_suffix_list.dat");
   config_free(c);
-  c = load_text("spf:\n  enabled: false\n  timeout: 30\n"
+  c = load_text("inbound_checks: [smtp, submissions]\n"
+                "spf:\n  enabled: false\n  timeout: 30\n"
                 "dmarc:\n  enforce: false\n  psl_file: /x/psl.dat\n"
                 "  overrides: [\"Partner.Example. none\", \"b.test reject\"]\n",
                 path, sizeof(path), err, sizeof(err));
   if (c == NULL) {
     fail_msg("got error \"%s\", want a config", err);
   }
+  assert_int_equal(c->inbound_checks, 5u);
   assert_int_equal(c->spf_enabled, 0);
   assert_int_equal(c->spf_timeout, 30);
   assert_int_equal(c->dmarc_enforce, 0);
@@ -856,6 +859,7 @@ static void test_spf_dmarc(void **state) {
     const char *yaml, *want;
   } bad[] = {
       {"spf:\n  timeout: 0\n", "out of range"},
+      {"inbound_checks: [relay]\n", "is not smtp, submission"},
       {"dmarc:\n  overrides: [\"a.test\"]\n", "DOMAIN POLICY"},
       {"dmarc:\n  overrides: [\"a.test deny\"]\n", "DOMAIN POLICY"},
       {"dmarc:\n  overrides: [\"a_b.test none\"]\n", "a_b.test"},
