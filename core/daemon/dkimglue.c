@@ -1,5 +1,7 @@
-/* core/daemon/dkimglue.c — the DKIM stage between the end of DATA and the
- * spool commit (crypto/dkim.h does the DKIM itself).
+/* core/daemon/dkimglue.c — the authentication stage between the end of
+ * DATA and the spool commit: DKIM signing out, DKIM/SPF/DMARC checks in
+ * (crypto/dkim.h, policy/spf.h via spfglue.c, policy/dmarc.h do the
+ * protocols themselves).
  *
  * Signing: mail from a client that may relay (mynetworks or AUTH) whose
  * From domain, or a parent of it, has keys in dkim.keys (else
@@ -11,13 +13,18 @@
  * operations and little else. A signing failure answers 451: mail that
  * should be signed never leaves unsigned.
  *
- * Verifying: mail from other clients has its DKIM-Signature fields (up to
- * dkim.verify_max_signatures) checked against keys fetched through the
- * worker's resolver (cached, coalesced); the session waits (its commit
- * is pending) until every key has come back or failed. The verdicts go
- * into an Authentication-Results field (RFC 8601) on top of the message;
- * any such field already in it that claims our host name as its
- * authserv-id is removed (RFC 8601 §5: a verdict forged in our name).
+ * Checking: mail from other clients (on the inbound_checks listeners)
+ * has its DKIM-Signature fields (up to dkim.verify_max_signatures)
+ * checked against keys fetched through the worker's resolver (cached,
+ * coalesced), waits for the transaction's SPF check (started at MAIL
+ * FROM), then gets its DMARC policy (From domain, else organisational
+ * domain) evaluated; the session waits (its commit is pending) meanwhile.
+ * The verdicts go into one Authentication-Results field (RFC 8601) on top
+ * of the message; any such field already in it that claims our host name
+ * as its authserv-id is removed (§5: a verdict forged in our name).
+ * DMARC reject answers 550 5.7.1 and stores nothing; quarantine stores
+ * the message held; messages whose policy asks for reports are counted
+ * for them (dmarcrpt.c).
  *
  * Either way the message then goes on to session_stage_commit. A client
  * that left meanwhile gets nothing stored: it never saw a 250. */
@@ -794,8 +801,7 @@ static void checks_done(struct dkim_pending *p) {
   verify_done(p);
 }
 
-/* session_reject_now answers the end of DATA with a rejection: nothing is
- * stored. */
+/* stage_reject answers the end of DATA with a 550: nothing is stored. */
 static void stage_reject(struct conn *c, struct commit *cm, const char *text) {
   c->commit_pending = 0;
   buf_free(&cm->data);
