@@ -32,6 +32,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
   libxxhash-dev libyaml-dev libcmocka-dev zlib1g-dev libcrypt-dev \
   python3 postfix swaks libnet-ssleay-perl libio-socket-ssl-perl prometheus \
   whois testssl.sh python3-dkim python3-nacl opendkim opendkim-tools \
-  python3-spf publicsuffix libxml2-utils \
+  python3-spf publicsuffix libxml2-utils dbconfig-no-thanks opendmarc \
+  postfix-policyd-spf-python \
   nsd unbound ldnsutils dovecot-core dovecot-lmtpd gnuplot-nox \
   util-linux procps iproute2
