@@ -221,64 +221,6 @@ static size_t pick_keys(const struct dkim_rt *d, const char *domain,
   return n;
 }
 
-/* from_domain finds the first From field among the header fields and
- * copies the domain of its (first) address, lower case, into out.
- * Returns 0, or -1 when there is none. */
-static int from_domain(const uint8_t *m, size_t len, char *out,
-                       size_t out_len) {
-  size_t i = 0;
-  while (i < len && m[i] != '\r' && m[i] != '\n') {
-    const uint8_t *nl = memchr(m + i, '\n', len - i);
-    size_t end = nl ? (size_t)(nl - m) + 1 : len;
-    /* The field runs on over continuation lines (starting with WSP). */
-    while (end < len && (m[end] == ' ' || m[end] == '\t')) {
-      nl = memchr(m + end, '\n', len - end);
-      end = nl ? (size_t)(nl - m) + 1 : len;
-    }
-    size_t k = i + 4;
-    if (len - i >= 5 && strncasecmp((const char *)m + i, "from", 4) == 0) {
-      while (k < end && (m[k] == ' ' || m[k] == '\t')) {
-        k++;
-      }
-    }
-    if (len - i >= 5 && strncasecmp((const char *)m + i, "from", 4) == 0 &&
-        k < end && m[k] == ':') {
-      const uint8_t *v = m + k + 1, *vend = m + end;
-      const uint8_t *lt = memchr(v, '<', (size_t)(vend - v));
-      if (lt != NULL) {
-        const uint8_t *gt = memchr(lt, '>', (size_t)(vend - lt));
-        v = lt + 1;
-        vend = gt ? gt : vend;
-      }
-      const uint8_t *at = NULL;
-      for (const uint8_t *p = v; p < vend; p++) {
-        if (*p == '@') {
-          at = p;
-        } else if (lt == NULL && *p == ',' && at != NULL) {
-          break; /* the first of several addresses */
-        }
-      }
-      if (at == NULL) {
-        return -1;
-      }
-      size_t n = 0;
-      for (const uint8_t *p = at + 1;
-           p < vend && (isalnum(*p) || *p == '.' || *p == '-') &&
-           n + 1 < out_len;
-           p++) {
-        out[n++] = (char)tolower(*p);
-      }
-      while (n > 0 && out[n - 1] == '.') {
-        n--;
-      }
-      out[n] = '\0';
-      return n > 0 ? 0 : -1;
-    }
-    i = end;
-  }
-  return -1;
-}
-
 /* ---- pending messages ---- */
 
 struct dkim_lookup {
@@ -365,32 +307,32 @@ static int ar_value(struct buf *out, const char *s) {
   return buf_append_str(out, ok ? s : "?");
 }
 
-/* ar_reason appends reason="..." with only plain printable characters. */
+/* ar_text copies s with only plain printable characters, `bad` ones
+ * (those that would end the enclosing quoted string or comment) made
+ * '?'. */
+static void ar_text(const char *s, const char *bad, char *out, size_t out_len) {
+  size_t n = 0;
+  for (; s[n] != '\0' && n < out_len - 1; n++) {
+    unsigned char ch = (unsigned char)s[n];
+    out[n] =
+        (ch >= 0x20 && ch < 0x7f && strchr(bad, ch) == NULL) ? (char)ch : '?';
+  }
+  out[n] = '\0';
+}
+
+/* ar_reason appends reason="..." (a quoted string). */
 static int ar_reason(struct buf *out, const char *s) {
   char clean[128];
-  size_t n = 0;
-  for (; s[n] != '\0' && n < sizeof(clean) - 1; n++) {
-    unsigned char ch = (unsigned char)s[n];
-    clean[n] =
-        (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? (char)ch : '?';
-  }
-  clean[n] = '\0';
+  ar_text(s, "\"\\", clean, sizeof(clean));
   return buf_printf(out, " reason=\"%s\"", clean);
 }
 
-/* ar_comment appends " (text)" with parentheses and backslashes made
- * harmless, so peer-influenced text cannot end the comment. */
+/* ar_comment appends " (text)", so peer-influenced text cannot end the
+ * comment. */
 static int ar_comment(struct buf *out, const char *s) {
   char clean[160];
-  size_t n = 0;
-  for (; s[n] != '\0' && n < sizeof(clean) - 1; n++) {
-    unsigned char ch = (unsigned char)s[n];
-    clean[n] = (ch >= 0x20 && ch < 0x7f && ch != '(' && ch != ')' && ch != '\\')
-                   ? (char)ch
-                   : '?';
-  }
-  clean[n] = '\0';
-  return n > 0 ? buf_printf(out, " (%s)", clean) : 0;
+  ar_text(s, "()\\", clean, sizeof(clean));
+  return clean[0] ? buf_printf(out, " (%s)", clean) : 0;
 }
 
 /* authres builds the Authentication-Results field (RFC 8601) of the
@@ -957,7 +899,11 @@ int dkim_stage_take(struct conn *c, struct commit *cm, int trusted) {
   }
   char from[256];
   const char *domain = NULL;
-  if (from_domain(cm->data.data, cm->data.len, from, sizeof(from)) == 0) {
+  char why[64];
+  /* The From domain as DMARC will judge it (one field, one address), so
+   * the signature aligns where it is checked. */
+  if (dmarc_from_domain(cm->data.data, cm->data.len, from, sizeof(from), why,
+                        sizeof(why)) == 0) {
     domain = sign_domain(rt->dkim, from);
   }
   struct dkim_sign_spec specs[DKIM_MAX_SIGN];

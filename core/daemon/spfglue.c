@@ -8,8 +8,9 @@
  * is bounded by spf.timeout: past it, every further lookup counts as
  * failed (temperror). A new MAIL FROM, or the connection's end, drops the
  * run of the previous transaction. Two identities are checked one after
- * the other: MAIL FROM (postmaster@HELO for the null sender), the one
- * DMARC uses, then HELO (RFC 7208 §2.3), for Authentication-Results. */
+ * the other: MAIL FROM, the one DMARC uses, then HELO (RFC 7208 §2.3),
+ * for Authentication-Results; for the null sender the first already is
+ * postmaster@HELO, so it is the only one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,8 +93,11 @@ void spf_run_start(struct conn *c) {
     free(r);
     return; /* no result: the A-R field says nothing about SPF */
   }
-  req.check_helo = 1;
-  r->qh = spf_new(&req); /* NULL (memory): the HELO result is left out */
+  /* The null sender's check already was postmaster@HELO's (§2.4). */
+  if (req.sender[0] != '\0') {
+    req.check_helo = 1;
+    r->qh = spf_new(&req); /* NULL (memory): the HELO result is left out */
+  }
   r->w = w;
   r->deadline_ms = w->now_ms + (int64_t)w->cfg->spf_timeout * 1000;
   c->spf = r;
