@@ -543,6 +543,31 @@ static int dkim_selector_valid(const char *s) {
   }
 }
 
+/* split_words splits v at blanks into at most max words of
+ * CONFIG_MAX_PATH bytes. Returns the count, or max + 1 when there are
+ * more words or one is too long (so callers' range checks refuse it). */
+static size_t split_words(const char *v, char (*words)[CONFIG_MAX_PATH],
+                          size_t max) {
+  size_t nw = 0;
+  const char *p = v;
+  while (*p != '\0') {
+    while (*p == ' ' || *p == '\t') {
+      p++;
+    }
+    size_t len = strcspn(p, " \t");
+    if (len == 0) {
+      break;
+    }
+    if (nw == max || len >= CONFIG_MAX_PATH) {
+      return max + 1;
+    }
+    memcpy(words[nw], p, len);
+    words[nw++][len] = '\0';
+    p += len;
+  }
+  return nw;
+}
+
 /* add_dkim_key: "DOMAIN SELECTOR KEY_FILE [NOT_BEFORE]". The key itself is
  * loaded by the daemon (runtime_attach), which reports a bad file. */
 static int add_dkim_key(struct config *c, const struct setting *s,
@@ -558,24 +583,7 @@ static int add_dkim_key(struct config *c, const struct setting *s,
     }
   }
   char words[5][CONFIG_MAX_PATH];
-  size_t nw = 0;
-  const char *p = v;
-  while (*p != '\0') {
-    while (*p == ' ' || *p == '\t') {
-      p++;
-    }
-    size_t len = strcspn(p, " \t");
-    if (len == 0) {
-      break;
-    }
-    if (nw == 5 || len >= sizeof(words[0])) {
-      nw = 5;
-      break;
-    }
-    memcpy(words[nw], p, len);
-    words[nw++][len] = '\0';
-    p += len;
-  }
+  size_t nw = split_words(v, words, 5);
   if (nw < 3 || nw > 4) {
     return msgf(msg, msg_len,
                 "\"%.80s\" is not \"DOMAIN SELECTOR KEY_FILE [NOT_BEFORE]\"",
@@ -877,6 +885,197 @@ static const struct setting dkim_settings[] = {
      FIELD(dkim_verify_max_signatures),
      .min = 1,
      .max = 16}, /* DKIM_MAX_VERIFY */
+};
+
+/* smime_who_normalize: an address (local@domain, the domain checked and
+ * both lower-cased) or a domain. */
+static int smime_who_normalize(const char *v, char *out, size_t out_len,
+                               char *msg, size_t msg_len) {
+  const char *at = strrchr(v, '@');
+  if (at == NULL) {
+    return domain_normalize(v, out, out_len, msg, msg_len);
+  }
+  size_t local = (size_t)(at - v);
+  char dom[256];
+  if (local == 0 || local > 64 ||
+      domain_normalize(at + 1, dom, sizeof(dom), msg, msg_len) != 0 ||
+      local + 1 + strlen(dom) >= out_len) {
+    return msgf(msg, msg_len, "\"%.80s\" is not an address or a domain", v);
+  }
+  for (size_t i = 0; i < local; i++) {
+    if (v[i] <= 0x20 || v[i] >= 0x7f || v[i] == '<' || v[i] == '>') {
+      return msgf(msg, msg_len, "\"%.80s\" is not an address or a domain", v);
+    }
+    out[i] = (char)tolower((unsigned char)v[i]);
+  }
+  out[local] = '@';
+  memcpy(out + local + 1, dom, strlen(dom) + 1);
+  return 0;
+}
+
+/* add_smime_signer: "WHO KEY_FILE CERT_FILE". The files are loaded by
+ * the daemon (runtime_attach), which reports a bad one. */
+static int add_smime_signer(struct config *c, const struct setting *s,
+                            const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  if (c->num_smime_signers >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  if (c->smime_signers == NULL) {
+    c->smime_signers = calloc(CONFIG_MAX_LIST, sizeof(*c->smime_signers));
+    if (c->smime_signers == NULL) {
+      return msgf(msg, msg_len, "out of memory");
+    }
+  }
+  char words[4][CONFIG_MAX_PATH];
+  size_t nw = split_words(v, words, 3);
+  struct config_smime_signer *e = &c->smime_signers[c->num_smime_signers];
+  if (nw != 3 || strlen(words[1]) >= sizeof(e->key_file) ||
+      strlen(words[2]) >= sizeof(e->cert_file)) {
+    return msgf(msg, msg_len, "\"%.80s\" is not \"WHO KEY_FILE CERT_FILE\"", v);
+  }
+  memset(e, 0, sizeof(*e));
+  if (smime_who_normalize(words[0], e->who, sizeof(e->who), msg, msg_len) !=
+      0) {
+    return -1;
+  }
+  for (size_t i = 0; i < c->num_smime_signers; i++) {
+    if (strcmp(c->smime_signers[i].who, e->who) == 0) {
+      return msgf(msg, msg_len, "%s is listed twice", e->who);
+    }
+  }
+  memcpy(e->key_file, words[1], strlen(words[1]) + 1);  /* checked */
+  memcpy(e->cert_file, words[2], strlen(words[2]) + 1); /* checked */
+  c->num_smime_signers++;
+  return 0;
+}
+
+static void clear_smime_signers(struct config *c, const struct setting *s) {
+  (void)s;
+  c->num_smime_signers = 0;
+}
+
+/* smime_policy_parse: "none", "if-possible" or "required". */
+static int smime_policy_parse(const char *v, enum config_smime_policy *out) {
+  static const char *const names[] = {"none", "if-possible", "required"};
+  for (unsigned i = 0; i < ARRAY_LEN(names); i++) {
+    if (strcmp(v, names[i]) == 0) {
+      *out = (enum config_smime_policy)i;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static int set_smime_encrypt(struct config *c, const struct setting *s,
+                             const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  if (smime_policy_parse(v, &c->smime_encrypt) != 0) {
+    return msgf(msg, msg_len, "\"%.40s\" is not none, if-possible or required",
+                v);
+  }
+  return 0;
+}
+
+/* add_smime_policy: "WHO POLICY". */
+static int add_smime_policy(struct config *c, const struct setting *s,
+                            const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  if (c->num_smime_policies >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  if (c->smime_policies == NULL) {
+    c->smime_policies = calloc(CONFIG_MAX_LIST, sizeof(*c->smime_policies));
+    if (c->smime_policies == NULL) {
+      return msgf(msg, msg_len, "out of memory");
+    }
+  }
+  char words[3][CONFIG_MAX_PATH];
+  struct config_smime_policy_entry *e =
+      &c->smime_policies[c->num_smime_policies];
+  if (split_words(v, words, 2) != 2 ||
+      smime_policy_parse(words[1], &e->policy) != 0) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not \"WHO POLICY\" (POLICY none, if-possible "
+                "or required)",
+                v);
+  }
+  if (smime_who_normalize(words[0], e->who, sizeof(e->who), msg, msg_len) !=
+      0) {
+    return -1;
+  }
+  c->num_smime_policies++;
+  return 0;
+}
+
+static void clear_smime_policies(struct config *c, const struct setting *s) {
+  (void)s;
+  c->num_smime_policies = 0;
+}
+
+static int set_smime_cipher(struct config *c, const struct setting *s,
+                            const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  static const char *const names[] = {"aes-256-gcm", "aes-128-gcm",
+                                      "aes-256-cbc", "aes-128-cbc"};
+  for (unsigned i = 0; i < ARRAY_LEN(names); i++) {
+    if (strcmp(v, names[i]) == 0) {
+      c->smime_cipher = i;
+      return 0;
+    }
+  }
+  return msgf(msg, msg_len,
+              "\"%.40s\" is not aes-256-gcm, aes-128-gcm, aes-256-cbc or "
+              "aes-128-cbc",
+              v);
+}
+
+static int set_smime_digest(struct config *c, const struct setting *s,
+                            const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  static const char *const names[] = {"sha256", "sha384", "sha512"};
+  for (unsigned i = 0; i < ARRAY_LEN(names); i++) {
+    if (strcmp(v, names[i]) == 0) {
+      c->smime_digest = i;
+      return 0;
+    }
+  }
+  return msgf(msg, msg_len, "\"%.40s\" is not sha256, sha384 or sha512", v);
+}
+
+static const struct setting smime_settings[] = {
+    {.name = "sign",
+     .env = "POSTSEAL_SMIME_SIGN",
+     .shape = SHAPE_LIST,
+     .set = add_smime_signer,
+     .clear = clear_smime_signers},
+    {.name = "certs",
+     .shape = SHAPE_STRING,
+     .set = set_path_or_empty,
+     FIELD(smime_certs)},
+    {.name = "trust",
+     .shape = SHAPE_STRING,
+     .set = set_path_or_empty,
+     FIELD(smime_trust)},
+    {.name = "encrypt", .shape = SHAPE_STRING, .set = set_smime_encrypt},
+    {.name = "encrypt_policies",
+     .shape = SHAPE_LIST,
+     .set = add_smime_policy,
+     .clear = clear_smime_policies},
+    {.name = "cipher", .shape = SHAPE_STRING, .set = set_smime_cipher},
+    {.name = "digest", .shape = SHAPE_STRING, .set = set_smime_digest},
+    {.name = "opaque",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(smime_opaque)},
+    {.name = "encrypt_to_sender",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(smime_encrypt_to_sender)},
+    {.name = "verify",
+     .shape = SHAPE_PLAIN,
+     .set = set_bool,
+     FIELD(smime_verify)},
 };
 
 /* add_dmarc_override: "DOMAIN POLICY". */
@@ -1291,6 +1490,10 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_MAPPING,
      .sub = dmarc_settings,
      .num_sub = ARRAY_LEN(dmarc_settings)},
+    {.name = "smime",
+     .shape = SHAPE_MAPPING,
+     .sub = smime_settings,
+     .num_sub = ARRAY_LEN(smime_settings)},
 };
 
 /* load_mapping tracks the keys seen in a 32-bit mask. */
@@ -1302,7 +1505,7 @@ _Static_assert(
         ARRAY_LEN(auth_settings) <= 32 &&
         ARRAY_LEN(submission_settings) <= 32 &&
         ARRAY_LEN(dkim_settings) <= 32 && ARRAY_LEN(spf_settings) <= 32 &&
-        ARRAY_LEN(dmarc_settings) <= 32,
+        ARRAY_LEN(dmarc_settings) <= 32 && ARRAY_LEN(smime_settings) <= 32,
     "setting tables must fit the seen mask");
 
 /* default_hostname: gethostname(), or "localhost" if it is unusable. */
@@ -1379,6 +1582,10 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->dmarc_report_max_domains = 10000;
   c->dmarc_report_org_name = strdup("");
   c->dmarc_report_email = strdup("");
+  c->smime_certs = strdup("");
+  c->smime_trust = strdup("");
+  c->smime_encrypt_to_sender = 1;
+  c->smime_verify = 1;
   c->tls_cert_file = strdup("");
   c->tls_key_file = strdup("");
   c->tls_min_version = strdup("1.2");
@@ -1388,7 +1595,8 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
       c->tls_min_version == NULL || c->tls_ca_file == NULL ||
       c->auth_passwd_file == NULL || c->dkim_default_domain == NULL ||
       c->dmarc_psl_file == NULL || c->dmarc_report_org_name == NULL ||
-      c->dmarc_report_email == NULL) {
+      c->dmarc_report_email == NULL || c->smime_certs == NULL ||
+      c->smime_trust == NULL) {
     return msgf(msg, msg_len, "out of memory");
   }
   for (size_t i = 0; i < ARRAY_LEN(top_settings); i++) {
@@ -1806,6 +2014,10 @@ void config_free(struct config *c) {
   free(c->dmarc_psl_file);
   free(c->dmarc_report_org_name);
   free(c->dmarc_report_email);
+  free(c->smime_signers);
+  free(c->smime_policies);
+  free(c->smime_certs);
+  free(c->smime_trust);
   for (size_t i = 0; i < c->num_dmarc_overrides; i++) {
     free(c->dmarc_overrides[i]);
   }
@@ -1899,4 +2111,52 @@ void config_route(const struct config *c, const char *domain,
   }
   out->kind = ROUTE_SMTP_MX; /* the recipient domain's MX */
   out->host[0] = '\0';
+}
+
+/* smime_who_rank: how specifically WHO names addr (lower case): an
+ * address equal to it beats its exact domain, which beats a parent
+ * domain (longer first); -1 when it does not name it. */
+static long smime_who_rank(const char *who, const char *addr) {
+  if (strchr(who, '@') != NULL) {
+    return strcasecmp(who, addr) == 0 ? 100000 : -1;
+  }
+  const char *at = strrchr(addr, '@');
+  const char *dom = at != NULL ? at + 1 : addr;
+  size_t dl = strlen(dom), wl = strlen(who);
+  if (strcasecmp(dom, who) == 0) {
+    return (long)wl + 1;
+  }
+  if (dl > wl && dom[dl - wl - 1] == '.' &&
+      strcasecmp(dom + dl - wl, who) == 0) {
+    return (long)wl;
+  }
+  return -1;
+}
+
+const struct config_smime_signer *config_smime_signer(const struct config *c,
+                                                      const char *addr) {
+  const struct config_smime_signer *best = NULL;
+  long best_rank = -1;
+  for (size_t i = 0; i < c->num_smime_signers; i++) {
+    long r = smime_who_rank(c->smime_signers[i].who, addr);
+    if (r > best_rank) {
+      best_rank = r;
+      best = &c->smime_signers[i];
+    }
+  }
+  return best;
+}
+
+enum config_smime_policy config_smime_policy(const struct config *c,
+                                             const char *addr) {
+  enum config_smime_policy p = c->smime_encrypt;
+  long best_rank = -1;
+  for (size_t i = 0; i < c->num_smime_policies; i++) {
+    long r = smime_who_rank(c->smime_policies[i].who, addr);
+    if (r > best_rank) {
+      best_rank = r;
+      p = c->smime_policies[i].policy;
+    }
+  }
+  return p;
 }

@@ -61,6 +61,36 @@ struct config_dkim_key {
 
 #define CONFIG_MAX_DKIM_HEADERS 64 /* dkim.headers and dkim.oversign */
 
+/* S/MIME (crypto/cms.h, crypto/smime.h, core/daemon/smimeglue.c). WHO is
+ * an address ("alice@example.com") or a domain ("example.com", which
+ * covers its subdomains too); the most specific entry wins. */
+enum config_smime_policy {
+  CONFIG_SMIME_NONE = 0,    /* never encrypt */
+  CONFIG_SMIME_IF_POSSIBLE, /* encrypt when every recipient has a cert */
+  CONFIG_SMIME_REQUIRED,    /* refuse (550 5.7.1) mail that cannot be */
+};
+/* Values as enum cms_cipher / enum cms_digest (core cannot see them). */
+enum config_smime_cipher {
+  CONFIG_SMIME_AES256_GCM = 0,
+  CONFIG_SMIME_AES128_GCM,
+  CONFIG_SMIME_AES256_CBC,
+  CONFIG_SMIME_AES128_CBC,
+};
+
+/* One smime.sign entry: "WHO KEY_FILE CERT_FILE" (the certificate file
+ * may hold the chain after the leaf). */
+struct config_smime_signer {
+  char who[512];
+  char key_file[1024];
+  char cert_file[1024];
+};
+
+/* One smime.encrypt_policies entry: "WHO POLICY". */
+struct config_smime_policy_entry {
+  char who[512];
+  enum config_smime_policy policy;
+};
+
 struct config {
   char *path;       /* file loaded, or NULL for defaults */
   char *hostname;   /* default: gethostname() */
@@ -201,6 +231,23 @@ struct config {
   unsigned dmarc_report_max_domains; /* policy domains per period: 10000 */
   char *dmarc_report_org_name;       /* org_name: "" = hostname */
   char *dmarc_report_email;          /* email: "" = postmaster@hostname */
+  /* S/MIME gateway: outbound mail from trusted clients is signed for
+   * the From address (smime.sign) and encrypted to the recipients whose
+   * certificates are in smime.certs (per smime.encrypt, overridden per
+   * From by smime.encrypt_policies); inbound signed mail is verified. */
+  struct config_smime_signer *smime_signers; /* CONFIG_MAX_LIST entries */
+  size_t num_smime_signers;
+  struct config_smime_policy_entry *smime_policies;
+  size_t num_smime_policies;
+  enum config_smime_policy smime_encrypt; /* default none */
+  char *smime_certs;           /* recipients' certificates: "" = none */
+  char *smime_trust;           /* CA file to verify against: "" = none */
+  unsigned smime_cipher;       /* enum config_smime_cipher: aes-256-gcm */
+  unsigned smime_digest;       /* 0 sha256 (default), 1 sha384, 2 sha512 */
+  int smime_opaque;            /* signed-data as application/pkcs7-mime
+                                  instead of multipart/signed: default 0 */
+  int smime_encrypt_to_sender; /* also for the From address: default 1 */
+  int smime_verify;            /* verify inbound signatures: default 1 */
   /* Runtime objects the daemon builds from this configuration (TLS
    * contexts, the password table); freed with it by runtime_free. */
   void *runtime;
@@ -222,6 +269,14 @@ int config_is_relay_domain(const struct config *c, const char *domain);
  * smtp:[host]:port or smtp:host), else MX routing ("smtp:"). */
 void config_route(const struct config *c, const char *domain,
                   struct route *out);
+
+/* config_smime_signer: the smime.sign entry for a From address (lower
+ * case), the most specific one, or NULL. config_smime_policy: the
+ * encryption policy for it (smime.encrypt_policies, else smime.encrypt). */
+const struct config_smime_signer *config_smime_signer(const struct config *c,
+                                                      const char *addr);
+enum config_smime_policy config_smime_policy(const struct config *c,
+                                             const char *addr);
 
 /* config_tls_level: the outbound TLS level for a next-hop domain (the
  * recipient domain, or the relayhost's): the first tls.policies entry

@@ -825,6 +825,88 @@ static void test_dkim(void **state) {
   }
 }
 
+/* S/MIME keys and the per-sender lookups. */
+static void test_smime(void **state) {
+  (void)state;
+  char path[256], err[512];
+  struct config *c = config_load(NULL, err, sizeof(err));
+  assert_non_null(c);
+  assert_int_equal(c->smime_encrypt, CONFIG_SMIME_NONE);
+  assert_int_equal(c->smime_verify, 1);
+  assert_int_equal(c->smime_encrypt_to_sender, 1);
+  assert_string_equal(c->smime_certs, "");
+  assert_null(config_smime_signer(c, "a@b.test"));
+  config_free(c);
+  c = load_text("smime:\n"
+                "  sign: [\"Example.TEST /k/dom.key /k/dom.crt\",\n"
+                "         \"Boss@Example.test /k/boss.key /k/boss.crt\",\n"
+                "         \"eu.example.test /k/eu.key /k/eu.crt\"]\n"
+                "  certs: /etc/postseal/certs\n"
+                "  trust: /etc/postseal/ca.pem\n"
+                "  encrypt: if-possible\n"
+                "  encrypt_policies: [\"legal.example.test required\",\n"
+                "                     \"pr@example.test none\"]\n"
+                "  cipher: aes-128-cbc\n"
+                "  digest: sha512\n"
+                "  opaque: true\n",
+                path, sizeof(path), err, sizeof(err));
+  if (c == NULL) {
+    fail_msg("got error \"%s\", want a config", err);
+  }
+  assert_int_equal(c->num_smime_signers, 3);
+  assert_string_equal(c->smime_signers[1].who, "boss@example.test");
+  assert_string_equal(c->smime_certs, "/etc/postseal/certs");
+  assert_string_equal(c->smime_trust, "/etc/postseal/ca.pem");
+  assert_int_equal(c->smime_cipher, CONFIG_SMIME_AES128_CBC);
+  assert_int_equal(c->smime_digest, 2);
+  assert_int_equal(c->smime_opaque, 1);
+  static const struct {
+    const char *addr, *want_key;
+    enum config_smime_policy want_policy;
+  } look[] = {
+      {"boss@example.test", "/k/boss.key", CONFIG_SMIME_IF_POSSIBLE},
+      {"ann@example.test", "/k/dom.key", CONFIG_SMIME_IF_POSSIBLE},
+      {"ann@x.eu.example.test", "/k/eu.key", CONFIG_SMIME_IF_POSSIBLE},
+      {"ann@legal.example.test", "/k/dom.key", CONFIG_SMIME_REQUIRED},
+      {"pr@example.test", "/k/dom.key", CONFIG_SMIME_NONE},
+      {"ann@notexample.test", NULL, CONFIG_SMIME_IF_POSSIBLE},
+  };
+  for (size_t i = 0; i < sizeof(look) / sizeof(look[0]); i++) {
+    const struct config_smime_signer *sg = config_smime_signer(c, look[i].addr);
+    const char *got = sg != NULL ? sg->key_file : NULL;
+    if ((got == NULL) != (look[i].want_key == NULL) ||
+        (got != NULL && strcmp(got, look[i].want_key) != 0)) {
+      fail_msg("%s: got key %s, want %s", look[i].addr, got ? got : "none",
+               look[i].want_key ? look[i].want_key : "none");
+    }
+    if (config_smime_policy(c, look[i].addr) != look[i].want_policy) {
+      fail_msg("%s: got policy %d, want %d", look[i].addr,
+               (int)config_smime_policy(c, look[i].addr),
+               (int)look[i].want_policy);
+    }
+  }
+  config_free(c);
+  static const struct {
+    const char *yaml, *want;
+  } bad[] = {
+      {"smime:\n  sign: [\"a.test /k\"]\n", "WHO KEY_FILE CERT_FILE"},
+      {"smime:\n  sign: [\"a.test /k /c /x\"]\n", "WHO KEY_FILE CERT_FILE"},
+      {"smime:\n  sign: [\"@a.test /k /c\"]\n", "not an address"},
+      {"smime:\n  sign: [\"a.test /k /c\", \"A.test /k2 /c2\"]\n",
+       "listed twice"},
+      {"smime:\n  encrypt: always\n", "none, if-possible or required"},
+      {"smime:\n  encrypt_policies: [\"a.test maybe\"]\n", "WHO POLICY"},
+      {"smime:\n  cipher: des\n", "is not aes-256-gcm"},
+      {"smime:\n  digest: md5\n", "is not sha256"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    c = load_text(bad[i].yaml, path, sizeof(path), err, sizeof(err));
+    if (c != NULL || strstr(err, bad[i].want) == NULL) {
+      fail_msg("%s: got \"%s\", want \"%s\"", bad[i].yaml, err, bad[i].want);
+    }
+  }
+}
+
 /* SPF and DMARC keys. */
 static void test_spf_dmarc(void **state) {
   char path[256], err[512];
@@ -943,6 +1025,7 @@ int main(void) {
       cmocka_unit_test_setup(test_tls_reports, clear_env),
       cmocka_unit_test_setup(test_dkim, clear_env),
       cmocka_unit_test_setup(test_spf_dmarc, clear_env),
+      cmocka_unit_test_setup(test_smime, clear_env),
       cmocka_unit_test_setup(test_dmarc_reports, clear_env),
       cmocka_unit_test(test_free_null),
   };
