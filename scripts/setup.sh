@@ -35,4 +35,15 @@ $SUDO apt-get install -y -q --no-install-recommends \
   python3-spf publicsuffix libxml2-utils dbconfig-no-thanks opendmarc \
   postfix-policyd-spf-python \
   nsd unbound ldnsutils dovecot-core dovecot-lmtpd gnuplot-nox \
-  util-linux procps iproute2
+  util-linux procps iproute2 yamllint shellcheck
+
+# kubectl renders deploy/k8s (tests/integration/test_k8s_manifests.py).
+# The Kubernetes project's `kubectl` package where its repository is set
+# up (as on the project's machines), else Debian's kubernetes-client.
+if ! command -v kubectl >/dev/null; then
+  if apt-cache policy kubectl | grep -q 'Candidate: [0-9]'; then
+    $SUDO apt-get install -y -q --no-install-recommends kubectl
+  else
+    $SUDO apt-get install -y -q --no-install-recommends kubernetes-client
+  fi
+fi
