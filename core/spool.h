@@ -335,6 +335,16 @@ struct spool_done_key {
   uint32_t rcpt_index;
 };
 
+/* A segment that survived a repairing scan, and its reclamation group:
+ * segments of one group hold each other's MESSAGE, DONE and HOLD records
+ * and may only be deleted together (see spool_scan), so the daemon can
+ * delete a group while it runs once every message in it is finished. */
+struct spool_scan_segment {
+  char name[SPOOL_SEGMENT_NAME_MAX]; /* file name under <dir>/seg */
+  size_t group;                      /* equal for segments of one group */
+  uint8_t has_message;               /* holds at least one MESSAGE */
+};
+
 struct spool_scan {
   struct spool_entry *entries; /* every MESSAGE kept, sorted by queue id */
   size_t num_entries;
@@ -345,6 +355,10 @@ struct spool_scan {
   size_t num_reclaimed;         /* segments deleted as finished (repair only) */
   struct spool_done_key *dones; /* distinct, sorted; only for entries kept */
   size_t num_dones;
+  /* Repair only: every segment file left, sorted by name (NULL, 0 without
+   * repair). */
+  struct spool_scan_segment *segments;
+  size_t num_kept_segments;
 };
 
 /* spool_scan reads every segment under <dir>/seg. With `repair`, torn

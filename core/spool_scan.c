@@ -652,6 +652,27 @@ static void reclaim_drop(struct scan_state *s) {
   out->num_dones = n;
 }
 
+/* reclaim_report lists the segments left after reclamation with their
+ * groups, for the daemon's reclamation while it runs. */
+static int reclaim_report(struct scan_state *s) {
+  struct spool_scan *out = s->out;
+  out->segments = calloc(s->num_segs ? s->num_segs : 1, sizeof *out->segments);
+  if (out->segments == NULL) {
+    return scan_fail(s, ENOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < s->num_segs; i++) {
+    const struct seg_info *g = &s->segs[i];
+    if (g->removed || g->reclaimed) {
+      continue;
+    }
+    struct spool_scan_segment *o = &out->segments[out->num_kept_segments++];
+    snprintf(o->name, sizeof o->name, "%s", s->names[i]);
+    o->group = seg_find(s->segs, i);
+    o->has_message = g->has_message;
+  }
+  return 0;
+}
+
 /* scan_finish sorts entries and DONEs, counts them per entry and, with
  * repair, reclaims finished segments. */
 static int scan_finish(struct scan_state *s, int seg_dirfd) {
@@ -681,7 +702,7 @@ static int scan_finish(struct scan_state *s, int seg_dirfd) {
     return -1;
   }
   reclaim_drop(s);
-  return 0;
+  return reclaim_report(s);
 }
 
 /* scan_segs_init sets up the reclamation record of every listed segment. */
@@ -756,6 +777,7 @@ int spool_scan(const char *dir, int repair, struct spool_scan *out, char *err,
 void spool_scan_free(struct spool_scan *scan) {
   free(scan->entries);
   free(scan->dones);
+  free(scan->segments);
   memset(scan, 0, sizeof *scan);
 }
 

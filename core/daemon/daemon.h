@@ -107,6 +107,7 @@ enum tls_policy_failure {
 
 /* Counters of one worker; only that worker writes them (METRIC_ADD). */
 #define DKIM_VERDICTS 6 /* none, pass, fail, neutral, temperror, permerror */
+#define SMIME_VERDICTS 10 /* unparseable, then enum cms_verdict + 1 */
 
 struct worker_metrics {
   uint64_t sessions_total[LISTEN_COUNT];
@@ -166,6 +167,17 @@ struct worker_metrics {
   struct metric_hist dkim_batch;        /* messages per signing batch */
   struct metric_hist dkim_sign_seconds; /* per batch: hash + sign */
   /* ---- end DKIM ---- */
+  /* ---- S/MIME (smimeglue.c) ---- */
+  uint64_t smime_signed;          /* messages signed */
+  uint64_t smime_encrypted;       /* messages encrypted */
+  uint64_t smime_encrypted_rcpts; /* certificates they were encrypted to */
+  uint64_t smime_not_encrypted;   /* if-possible, a certificate missing */
+  uint64_t smime_refused;         /* required, a certificate missing: 550 */
+  uint64_t smime_errors;          /* signing/encryption failed: 451 */
+  uint64_t smime_untouched;       /* trusted mail left as it came */
+  uint64_t smime_verify[SMIME_VERDICTS]; /* signers by verdict + 1; [0]
+                                            unparseable */
+  /* ---- end S/MIME ---- */
   uint64_t spf_results[7];   /* by enum spf_result */
   uint64_t dmarc_results[5]; /* by enum dmarc_result */
   uint64_t dmarc_actions[3]; /* dispositions applied, by enum
@@ -195,8 +207,10 @@ enum op_kind {
   OP_WAKE = 5,
   OP_SPOOL_WRITE = 6,
   OP_SPOOL_SYNC = 7,
-  OP_CONNECT = 8,  /* outbound delivery connection */
-  OP_DNS_POLL = 9, /* a c-ares socket (dnsglue.c) */
+  OP_CONNECT = 8,     /* outbound delivery connection */
+  OP_DNS_POLL = 9,    /* a c-ares socket (dnsglue.c) */
+  OP_XRING = 10,      /* MSG_RING: a peer pushed jobs on a hand-over ring */
+  OP_XRING_SENT = 11, /* our MSG_RING failed (success posts no CQE) */
   OP_MASK = 15,
 };
 
@@ -307,6 +321,8 @@ struct commit {
   struct ctl_op *ctl;       /* a control command waits for this record */
   int quarantine;           /* DMARC: held from the start (a HOLD record
                                follows the MESSAGE in the same batch) */
+  char smime_ar[1024]; /* smimeglue.c: "; smime=..." resinfo for the
+                          Authentication-Results field, or "" */
 };
 
 struct daemon;
@@ -364,13 +380,31 @@ struct __attribute__((aligned(64))) worker {
   int ctl_closed;          /* exiting: commands are answered at once */
   /* Delivery jobs handed over between workers (delivery.c): due jobs
    * whose destination this worker owns, and this worker's jobs coming
-   * back with their outcomes. */
+   * back with their outcomes. The usual path is a lock-free ring per
+   * peer and direction (dlv_xin[p]: jobs worker p hands to this one,
+   * dlv_xback[p]: this worker's jobs coming back from p; none for p ==
+   * index), each with one producer (p) and one consumer (this worker),
+   * woken by IORING_OP_MSG_RING. The lists below, under local_mu, are the
+   * overflow path (a full ring, or before the loops run) with an eventfd
+   * wake. */
+  struct dlv_xring *dlv_xin, *dlv_xback;
   struct dlv_job *dlv_inbox, *dlv_back;
-  int dlv_closed;                /* exiting: hand-overs stay home */
-  unsigned dlv_remote_out;       /* this worker's jobs out on other workers */
-  unsigned ctl_ops_out;          /* worker 0: commands not yet answered */
-  char *ctl_path;                /* worker 0: the socket to unlink at exit */
-  struct seg *segs;              /* segments.c */
+  int dlv_closed;   /* atomic: exiting: hand-overs stay home */
+  int dlv_xdrained; /* under local_mu: closed, dlv_xin drained for good */
+  int dlv_loop;     /* own thread: the loop runs (submits what we queue) */
+  int dlv_xwake_ok; /* atomic: our ring takes MSG_RING wakes */
+  struct dlv_xstats {
+    uint64_t ring;         /* hand-overs and returns through a ring */
+    uint64_t overflow;     /* through the locked lists: the ring was full */
+    uint64_t early;        /* through the locked lists: before the loop ran */
+    uint64_t wake_msg;     /* wakes sent as MSG_RING */
+    uint64_t wake_fd;      /* wakes sent through the eventfd */
+  } dlv_xstats;            /* METRIC_ADD / METRIC_GET */
+  unsigned dlv_remote_out; /* this worker's jobs out on other workers */
+  unsigned ctl_ops_out;    /* worker 0: commands not yet answered */
+  char *ctl_path;          /* worker 0: the socket to unlink at exit */
+  struct seg *segs;        /* segments.c */
+  unsigned segs_old_seen;  /* segments.c: old-group generation seen */
   struct buf tls_plain, tls_out; /* tlsglue.c scratch */
   struct tlsrpt_worker *tlsrpt;  /* tlsrpt.c: this worker's own state */
   /* dkimglue.c: messages waiting for this loop turn's signing batch, and
@@ -388,6 +422,8 @@ struct __attribute__((aligned(64))) worker {
 struct runtime {
   int refs;                   /* atomic */
   struct dkim_rt *dkim;       /* dkimglue.c: signing keys; NULL: none */
+  struct smime_rt *smime;     /* smimeglue.c: S/MIME keys, certificates,
+                                 trust anchors; NULL: none configured */
   struct dmarc_psl *psl;      /* dmarc.enabled: the Public Suffix List */
   struct tls_ctx *tls_server; /* NULL: no inbound TLS */
   struct tls_ctx *tls_client; /* outbound STARTTLS */
@@ -471,6 +507,34 @@ void dkim_stage_flush(struct worker *w);
 void dkim_worker_close(struct worker *w);
 extern const struct metric_hist_spec dkim_sign_seconds_spec;
 
+/* smimeglue.c: the S/MIME gateway stage (see its header comment). */
+struct smime_rt;
+int smime_runtime_load(struct runtime *rt, const struct config *cfg,
+                       char *err, size_t err_len);
+void smime_runtime_free(struct smime_rt *s);
+struct smime_reply {
+  int code; /* 550 or 451 */
+  char enhanced[8];
+  char text[400];
+};
+/* smime_stage_out signs and/or encrypts a trusted client's message in
+ * place. Returns 0 (go on), or -1 with the reply to refuse it with. */
+int smime_stage_out(struct conn *c, struct commit *cm, struct smime_reply *r);
+/* smime_stage_in verifies an untrusted client's signed message and keeps
+ * the verdicts in cm->smime_ar for the Authentication-Results field. */
+void smime_stage_in(struct conn *c, struct commit *cm);
+/* smime_stage_authres writes cm->smime_ar as its own
+ * Authentication-Results field (when the DKIM stage does not run).
+ * Returns 0, or -1 (out of memory). */
+int smime_stage_authres(struct conn *c, struct commit *cm);
+
+/* dkimglue.c: Authentication-Results helpers shared with smimeglue.c. */
+int authres_value(struct buf *out, const char *s);
+int authres_reason(struct buf *out, const char *s);
+int authres_comment(struct buf *out, const char *s);
+int authres_strip_forged(struct commit *cm, const char *host);
+int commit_prepend(struct commit *cm, const struct buf *hdr);
+
 /* spfglue.c: one SPF check per transaction of an untrusted client. */
 struct spf_run {
   struct worker *w;
@@ -538,7 +602,17 @@ void delivery_local_done(struct worker *w, struct local_job *lj);
 /* delivery_stage_quarantine marks m (staged, not yet durable) held and
  * stages its HOLD record right after it. Returns 0 or -1. */
 int delivery_stage_quarantine(struct worker *w, struct dlv_msg *m);
+/* delivery_take_remote: on the eventfd wake, every job handed to w or
+ * coming back to it (locked lists and rings). */
 void delivery_take_remote(struct worker *w);
+/* delivery_start: w's ring is up and its loop about to run (w's thread):
+ * probes IORING_OP_MSG_RING, from now on peers wake w with messages. */
+void delivery_start(struct worker *w);
+/* delivery_take_ring: OP_XRING, a peer's message: the jobs on ring x. */
+void delivery_take_ring(struct worker *w, void *x);
+/* delivery_wake_failed: OP_XRING_SENT, our message for ring x failed
+ * (res < 0): the consumer is woken through its eventfd instead. */
+void delivery_wake_failed(struct worker *w, void *x, int res);
 void delivery_close(struct worker *w);
 uint64_t delivery_done_record_len(void);
 /* conn helpers for delivery.c */
@@ -586,6 +660,23 @@ void segs_depend(struct seg *s, struct seg *on, int on_old);
 void segs_pin(struct seg *s);
 void segs_current(struct worker *w, const char *name);
 void segs_free(struct worker *w);
+/* Segments earlier runs left, in the groups start-up repair kept: a
+ * recovered message counts in its group until it is finished. */
+struct seg_group;
+/* segs_old_message: main thread, before the workers run: the group of a
+ * recovered message whose MESSAGE is in `segment`, now counting it; NULL
+ * if unknown (the caller pins what depends on it). */
+struct seg_group *segs_old_message(struct worker *w,
+                                   const struct spool_scan *scan,
+                                   const char *segment);
+/* segs_old_message_done: the message is finished (its DONEs durable). */
+void segs_old_message_done(struct worker *w, struct seg_group *g);
+/* segs_old_pin keeps g until the next start. */
+void segs_old_pin(struct seg_group *g);
+/* segs_depend_old: s holds a DONE or HOLD of a message in group `on`. */
+void segs_depend_old(struct seg *s, struct seg_group *on);
+/* segs_tick: once a second: old groups gone elsewhere free ours. */
+void segs_tick(struct worker *w);
 
 /* metrics_http.c */
 void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len);

@@ -8,8 +8,8 @@
  * recovered ones whose queue_id % num_workers is its index: their state,
  * outcomes, DONE records and reports. A destination belongs to one worker
  * (XXH3 of its name % num_workers), which runs every attempt to it: a due
- * job whose destination another worker owns is handed over (its inbox,
- * under local_mu, and an eventfd wake) and comes back with its outcomes
+ * job whose destination another worker owns is handed over (see
+ * "Hand-over" below) and comes back with its outcomes
  * (struct dlv_outcome), which the home worker then applies as if it had
  * made the attempt itself. So a destination's connections, its
  * concurrency and its rate are shared by every worker's messages. While
@@ -41,6 +41,24 @@
  * otherwise it is re-read from the spool record with a blocking pread on
  * the loop thread (the page cache usually holds recent records).
  *
+ * Hand-over: each ordered pair of workers has two single-producer
+ * single-consumer rings (core/spsc.h), one for jobs handed over and one
+ * for jobs coming home, DLV_XRING_SIZE jobs each. The producer pushes and
+ * then, unless the ring's wake_pending flag was already set (an exchange),
+ * sends the consumer one IORING_OP_MSG_RING message naming the ring
+ * (OP_XRING): one wake per batch. The consumer clears the flag before it
+ * drains, so a push after the drain sends a new wake. If the consumer's
+ * ring does not take messages (before its loop runs, no MSG_RING on this
+ * kernel, a send that failed) the wake goes through its eventfd, whose
+ * handler drains every ring. A full ring, or a hand-over before the loops
+ * run (recovery, on the main thread), goes on the locked lists (dlv_inbox,
+ * dlv_back, under local_mu, eventfd wake) as before, so nothing is
+ * dropped. Stopping: delivery_close sets dlv_closed and drains its rings
+ * under local_mu; a producer reads dlv_closed before pushing (the job
+ * stays home) and again after (seq_cst fences on both sides: one of the
+ * two sees the other), and if the owner has drained for good by then, it
+ * takes back what it left on the ring.
+ *
  * Thread: everything here runs on the owning worker's thread, except the
  * Maildir writes, which run on the local pool (local.c) and come back
  * through delivery_local_done(). */
@@ -58,6 +76,7 @@
 #include "core/daemon/daemon.h"
 #include "policy/mta_sts.h"
 #include "core/log.h"
+#include "core/spsc.h"
 #include "proto/ctl.h"
 #include "proto/dsn.h"
 
@@ -74,6 +93,18 @@
  * up again; the DNS cache underneath honours the records' TTLs. */
 #define DLV_ROUTE_TTL_MS 60000
 #define DLV_ROUTE_FAIL_TTL_MS 5000
+/* Jobs on one hand-over ring (a power of two); more wait on the locked
+ * lists. 2 * N * (N - 1) rings of 2 KiB. */
+#define DLV_XRING_SIZE 256
+#define DLV_XRING_BATCH 64 /* jobs taken off a ring at a time */
+
+/* One direction between two workers: one producer, one consumer. */
+struct dlv_xring {
+  struct spsc q;
+  int wake_pending; /* atomic: the consumer has been (or is being) woken */
+  int back;         /* jobs coming home (1) or handed over (0) */
+  struct worker *producer, *consumer;
+};
 
 const struct metric_hist_spec daemon_delivery_spec = {
     .num_bounds = 12,
@@ -164,6 +195,7 @@ struct dlv_msg {
   struct spool_entry loc; /* where the record lives: for re-reading */
   struct seg *mseg;       /* the segment of its MESSAGE (segments.c) */
   int mseg_old;           /* recovered: its MESSAGE is in an older segment */
+  struct seg_group *mold; /* recovered: that segment's group (segments.c) */
   struct buf body;        /* empty: re-read from the spool */
   unsigned pending_dones; /* DONE records staged, not yet durable */
   struct dlv_msg *all_prev, *all_next; /* every message of the worker */
@@ -669,6 +701,9 @@ int delivery_recover(struct worker *w, const struct spool_scan *scan,
   struct buf storage = {0}, rcpt_storage = {0};
   struct spool_message m;
   struct dlv_msg *dm = NULL;
+  /* Counted in its segments' group before anything can fail: a message
+   * that cannot be loaded keeps them (pinned) for the next start. */
+  struct seg_group *g = segs_old_message(w, scan, e->segment);
   if (spool_read_message(w->d->spool_dir, e, &storage, &m, &rcpt_storage) ==
       0) {
     dm = delivery_msg_new(&m);
@@ -676,6 +711,7 @@ int delivery_recover(struct worker *w, const struct spool_scan *scan,
   buf_free(&storage);
   buf_free(&rcpt_storage);
   if (dm == NULL) {
+    segs_old_pin(g);
     char qid[SPOOL_QUEUE_ID_LEN + 1];
     spool_queue_id_format(e->queue_id, qid);
     log_msg("error", "qid=%s: cannot load the queued message: %s", qid,
@@ -690,10 +726,12 @@ int delivery_recover(struct worker *w, const struct spool_scan *scan,
     }
   }
   if (dm->num_open == 0) {
+    segs_old_message_done(w, g);
     delivery_msg_free(dm);
     return 0;
   }
   dm->mseg_old = 1;
+  dm->mold = g;
   dm->held = spool_scan_held(scan, e->queue_id);
   dm->hold_gen = e->hold_gen;
   dlv_enqueue(w, dm);
@@ -720,6 +758,9 @@ static void dlv_msg_maybe_finish(struct worker *w, struct dlv_msg *m) {
   METRIC_ADD(w->m.queue_messages, -1);
   dlv_all_unlink(w, m);
   segs_message_done(w, m->mseg);
+  if (m->mseg_old) {
+    segs_old_message_done(w, m->mold);
+  }
   struct log_rec r;
   log_begin(&r, "removed");
   log_str(&r, "qid", m->qid);
@@ -732,11 +773,16 @@ void delivery_on_done_durable(struct worker *w, struct dlv_msg *m, int err,
                               const char *segment) {
   if (err == 0) {
     /* The record's segment must outlive the MESSAGE's (segments.c). */
-    segs_depend(segs_get(w, segment), m->mseg, m->mseg_old);
+    if (m->mseg_old) {
+      segs_depend_old(segs_get(w, segment), m->mold);
+    } else {
+      segs_depend(segs_get(w, segment), m->mseg, 0);
+    }
   } else {
     /* The recipient counts as done here but not on disk: its MESSAGE must
      * stay for the next start, which delivers (or bounces) it again. */
     segs_pin(m->mseg);
+    segs_old_pin(m->mold);
     /* The recipient stays pending on disk: delivered again after a
      * restart (at least once), never lost. */
     log_msg("error",
@@ -757,16 +803,134 @@ static size_t job_open(const struct dlv_job *j) {
   return n;
 }
 
-/* dlv_handoff gives a due job to the worker that owns its destination.
- * Returns 0 when that worker has left (the job stays here). */
-static int dlv_handoff(struct worker *w, struct worker *owner,
-                       struct dlv_job *j) {
-  j->state = JOB_FLIGHT; /* for the home side: out of its hands */
-  j->msg->in_flight++;
+/* ---- hand-over between workers: rings and locked lists ---- */
+
+static void dlv_adopt(struct worker *w, struct dlv_job *j);
+static void dlv_replay(struct worker *w, struct dlv_job *j);
+
+/* Set once a MSG_RING failed or the kernel has none: every wake then goes
+ * through the eventfd. */
+static int dlv_msg_ring_off;
+/* Workers past delivery_free_all: the last one frees every ring (a peer
+ * may look at a ring of a worker that has left). */
+static unsigned dlv_xfreed;
+
+/* xring_wake tells x's consumer that x holds jobs, unless it has been
+ * told already (one wake per batch). */
+static void xring_wake(struct worker *w, struct dlv_xring *x) {
+  if (__atomic_exchange_n(&x->wake_pending, 1, __ATOMIC_ACQ_REL)) {
+    return; /* the consumer clears the flag before it drains */
+  }
+  struct worker *c = x->consumer;
+  if (!w->dlv_loop || !__atomic_load_n(&c->dlv_xwake_ok, __ATOMIC_ACQUIRE) ||
+      __atomic_load_n(&dlv_msg_ring_off, __ATOMIC_RELAXED)) {
+    /* Not our loop to submit a message (stopping), or no ring to take
+     * it: the eventfd handler drains every ring. */
+    METRIC_ADD(w->dlv_xstats.wake_fd, 1);
+    worker_wake(c);
+    return;
+  }
+  /* Goes out with the loop's next submit. Only a failure posts a CQE
+   * here; the consumer's CQE names the ring. */
+  struct io_uring_sqe *sqe = worker_get_sqe(w);
+  io_uring_prep_msg_ring(sqe, c->ring.ring_fd, 0, op_tag(x, OP_XRING), 0);
+  sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  io_uring_sqe_set_data64(sqe, op_tag(x, OP_XRING_SENT));
+  METRIC_ADD(w->dlv_xstats.wake_msg, 1);
+}
+
+/* xring_push puts j on x (w is its producer) and wakes the consumer.
+ * Returns 1, or 0 when the ring is full (j untouched). */
+static int xring_push(struct worker *w, struct dlv_xring *x,
+                      struct dlv_job *j) {
+  if (!spsc_push(&x->q, j)) {
+    return 0;
+  }
+  METRIC_ADD(w->dlv_xstats.ring, 1);
+  xring_wake(w, x);
+  return 1;
+}
+
+/* xring_pop_all moves every job on x onto the front of list (the
+ * caller is x's consumer, or holds its role). Returns the list. */
+static struct dlv_job *xring_pop_all(struct dlv_xring *x,
+                                     struct dlv_job *list) {
+  void *batch[DLV_XRING_BATCH];
+  size_t n;
+  while ((n = spsc_pop_batch(&x->q, batch, DLV_XRING_BATCH)) > 0) {
+    for (size_t k = 0; k < n; k++) {
+      struct dlv_job *j = batch[k];
+      j->next = list;
+      list = j;
+    }
+  }
+  return list;
+}
+
+/* xring_take runs the jobs on x: adopted (handed over) or replayed
+ * (back home). The wake flag is cleared first, so a push that the drain
+ * misses sends a new wake. */
+static void xring_take(struct worker *w, struct dlv_xring *x) {
+  __atomic_exchange_n(&x->wake_pending, 0, __ATOMIC_ACQ_REL);
+  void *batch[DLV_XRING_BATCH];
+  size_t n;
+  while ((n = spsc_pop_batch(&x->q, batch, DLV_XRING_BATCH)) > 0) {
+    for (size_t k = 0; k < n; k++) {
+      if (x->back) {
+        dlv_replay(w, batch[k]);
+      } else {
+        dlv_adopt(w, batch[k]);
+      }
+    }
+  }
+}
+
+/* dlv_job_stay: a due job runs here, on its home worker. */
+static void dlv_job_stay(struct worker *w, struct dlv_job *j) {
+  j->state = JOB_READY;
+  j->xdest = j->dest;
+  dest_push(j->dest, j);
+  dest_activate(w->dlv, j->dest);
+}
+
+/* dlv_unhand: a handed-over job that never reached its owner (it left)
+ * stays home after all. */
+static void dlv_unhand(struct worker *w, struct dlv_job *j) {
+  j->msg->in_flight--;
+  w->dlv_remote_out--;
+  dlv_job_stay(w, j);
+}
+
+/* dlv_handoff_recheck runs after a push onto the owner's ring: the owner
+ * may have closed meanwhile. Its close stores dlv_closed and then drains;
+ * we pushed and then load dlv_closed; with seq_cst fences on both sides
+ * at least one sees the other. If we see it closed and its final drain
+ * (under local_mu) is over, what is left on the ring is ours again. */
+static void dlv_handoff_recheck(struct worker *w, struct worker *owner,
+                                struct dlv_xring *x) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (!__atomic_load_n(&owner->dlv_closed, __ATOMIC_RELAXED)) {
+    return; /* its final drain will see the push */
+  }
+  struct dlv_job *left = NULL;
   pthread_mutex_lock(&owner->local_mu);
-  int closed = owner->dlv_closed;
-  /* One wake per batch: a non-empty inbox has a wake on its way, and the
-   * owner takes the whole list when it comes. */
+  if (owner->dlv_xdrained) {
+    left = xring_pop_all(x, NULL); /* the consumer's role is ours now */
+  }
+  pthread_mutex_unlock(&owner->local_mu);
+  for (struct dlv_job *j = left, *next; j != NULL; j = next) {
+    next = j->next;
+    dlv_unhand(w, j);
+  }
+}
+
+/* dlv_handoff_locked puts j on the owner's locked inbox (one eventfd
+ * wake per batch: a non-empty inbox has a wake on its way). Returns 0
+ * when the owner has left (j is then ours again). */
+static int dlv_handoff_locked(struct worker *w, struct worker *owner,
+                              struct dlv_job *j) {
+  pthread_mutex_lock(&owner->local_mu);
+  int closed = __atomic_load_n(&owner->dlv_closed, __ATOMIC_RELAXED);
   int wake = owner->dlv_inbox == NULL;
   if (!closed) {
     j->next = owner->dlv_inbox;
@@ -775,25 +939,57 @@ static int dlv_handoff(struct worker *w, struct worker *owner,
   pthread_mutex_unlock(&owner->local_mu);
   if (closed) {
     j->msg->in_flight--;
+    w->dlv_remote_out--;
     return 0;
   }
-  w->dlv_remote_out++;
   if (wake) {
+    METRIC_ADD(w->dlv_xstats.wake_fd, 1);
     worker_wake(owner);
   }
   return 1;
 }
 
-/* dlv_send_home returns a handed-over job to its home worker (one wake
- * per batch, as above). */
-static void dlv_send_home(struct dlv_job *j) {
+/* dlv_handoff gives a due job to the worker that owns its destination:
+ * on our ring to it while our loop runs, else (ring full, or recovery on
+ * the main thread) on its locked inbox. Returns 0 when that worker has
+ * left (the job stays here). */
+static int dlv_handoff(struct worker *w, struct worker *owner,
+                       struct dlv_job *j) {
+  if (__atomic_load_n(&owner->dlv_closed, __ATOMIC_ACQUIRE)) {
+    return 0;
+  }
+  j->state = JOB_FLIGHT; /* for the home side: out of its hands */
+  j->msg->in_flight++;
+  w->dlv_remote_out++;
+  if (!w->dlv_loop) {
+    METRIC_ADD(w->dlv_xstats.early, 1);
+    return dlv_handoff_locked(w, owner, j);
+  }
+  struct dlv_xring *x = &owner->dlv_xin[w->index];
+  if (xring_push(w, x, j)) {
+    dlv_handoff_recheck(w, owner, x);
+    return 1;
+  }
+  METRIC_ADD(w->dlv_xstats.overflow, 1);
+  return dlv_handoff_locked(w, owner, j);
+}
+
+/* dlv_send_home returns a handed-over job to its home worker, which does
+ * not leave while it has jobs out: on our ring to it, or when that is
+ * full on its locked list (one eventfd wake per batch). */
+static void dlv_send_home(struct worker *w, struct dlv_job *j) {
   struct worker *home = j->home;
+  if (xring_push(w, &home->dlv_xback[w->index], j)) {
+    return;
+  }
+  METRIC_ADD(w->dlv_xstats.overflow, 1);
   pthread_mutex_lock(&home->local_mu);
   int wake = home->dlv_back == NULL;
   j->next = home->dlv_back;
   home->dlv_back = j;
   pthread_mutex_unlock(&home->local_mu);
   if (wake) {
+    METRIC_ADD(w->dlv_xstats.wake_fd, 1);
     worker_wake(home);
   }
 }
@@ -812,10 +1008,7 @@ static void dlv_job_ready(struct worker *w, struct dlv_job *j) {
       dlv_handoff(w, &w->d->workers[owner], j)) {
     return;
   }
-  j->state = JOB_READY;
-  j->xdest = j->dest;
-  dest_push(j->dest, j);
-  dest_activate(w->dlv, j->dest);
+  dlv_job_stay(w, j);
 }
 
 /* ---- the attempt side: outcomes go home ---- */
@@ -882,7 +1075,7 @@ static void xo_end(struct worker *w, struct dlv_job *j) {
   j->xdest = NULL;
   d->num_jobs--;
   dest_activate(w->dlv, d); /* the scheduler frees it when unused */
-  dlv_send_home(j);
+  dlv_send_home(w, j);
 }
 
 /* ---- outcomes ---- */
@@ -2733,7 +2926,7 @@ static void dlv_adopt(struct worker *w, struct dlv_job *j) {
   if (d == NULL || j->outcomes == NULL) {
     /* Stopping, or no memory: back home untried (it waits its turn). */
     j->xdest = NULL;
-    dlv_send_home(j);
+    dlv_send_home(w, j);
     return;
   }
   j->xdest = d;
@@ -2769,6 +2962,8 @@ static struct dlv_job *dlv_reverse(struct dlv_job *list) {
   return rev;
 }
 
+/* delivery_take_remote: the eventfd wake: the locked lists, and every
+ * ring (a wake for one may have come this way). */
 void delivery_take_remote(struct worker *w) {
   pthread_mutex_lock(&w->local_mu);
   struct dlv_job *in = w->dlv_inbox, *back = w->dlv_back;
@@ -2783,15 +2978,70 @@ void delivery_take_remote(struct worker *w) {
     next = j->next;
     dlv_replay(w, j);
   }
+  for (unsigned p = 0; p < w->d->num_workers; p++) {
+    if (p != w->index) {
+      xring_take(w, &w->dlv_xin[p]);
+      xring_take(w, &w->dlv_xback[p]);
+    }
+  }
+}
+
+void delivery_take_ring(struct worker *w, void *x) {
+  xring_take(w, x);
+}
+
+void delivery_wake_failed(struct worker *w, void *x, int res) {
+  struct dlv_xring *xr = x;
+  if (__atomic_load_n(&xr->consumer->dlv_closed, __ATOMIC_ACQUIRE)) {
+    return; /* it left (its ring with it) after draining what it had */
+  }
+  if (!__atomic_exchange_n(&dlv_msg_ring_off, 1, __ATOMIC_RELAXED)) {
+    log_msg("warning",
+            "worker %u: IORING_OP_MSG_RING to worker %u failed (%s); "
+            "workers wake each other through eventfds from now on",
+            w->index, xr->consumer->index, strerror(-res));
+  }
+  METRIC_ADD(w->dlv_xstats.wake_fd, 1);
+  worker_wake(xr->consumer); /* its wake_pending is still set */
+}
+
+/* delivery_start probes for IORING_OP_MSG_RING on w's ring; once w says
+ * it takes messages, peers wake it that way. */
+void delivery_start(struct worker *w) {
+  w->dlv_loop = 1;
+  struct io_uring_probe *probe = io_uring_get_probe_ring(&w->ring);
+  int ok = probe != NULL &&
+           io_uring_opcode_supported(probe, IORING_OP_MSG_RING) != 0;
+  if (probe != NULL) {
+    io_uring_free_probe(probe);
+  }
+  if (!ok) {
+    if (!__atomic_exchange_n(&dlv_msg_ring_off, 1, __ATOMIC_RELAXED)) {
+      log_msg("warning", "io_uring has no IORING_OP_MSG_RING: workers wake "
+                         "each other through eventfds");
+    }
+    return;
+  }
+  __atomic_store_n(&w->dlv_xwake_ok, 1, __ATOMIC_RELEASE);
 }
 
 /* delivery_close: the worker leaves its loop; jobs handed to it from now
- * on stay home, and what its inbox holds goes back untried. */
+ * on stay home, and what its inbox and rings hold goes back untried. The
+ * store of dlv_closed and the drain pair with dlv_handoff_recheck. */
 void delivery_close(struct worker *w) {
+  w->dlv_loop = 0; /* nothing we queue on the ring is submitted now */
+  __atomic_store_n(&w->dlv_xwake_ok, 0, __ATOMIC_RELEASE);
   pthread_mutex_lock(&w->local_mu);
-  w->dlv_closed = 1;
+  __atomic_store_n(&w->dlv_closed, 1, __ATOMIC_SEQ_CST);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
   struct dlv_job *in = w->dlv_inbox;
   w->dlv_inbox = NULL;
+  for (unsigned p = 0; p < w->d->num_workers; p++) {
+    if (p != w->index) {
+      in = xring_pop_all(&w->dlv_xin[p], in);
+    }
+  }
+  w->dlv_xdrained = 1;
   pthread_mutex_unlock(&w->local_mu);
   for (struct dlv_job *j = in, *next; j != NULL; j = next) {
     next = j->next;
@@ -3183,12 +3433,57 @@ int delivery_idle(const struct worker *w) {
          w->dlv_remote_out == 0;
 }
 
+/* xrings_free releases one worker's rings of one direction. */
+static void xrings_free(struct dlv_xring *xs, unsigned n) {
+  for (unsigned p = 0; xs != NULL && p < n; p++) {
+    spsc_cleanup(&xs[p].q);
+  }
+  free(xs);
+}
+
+/* xrings_new makes w's rings of one direction, one per peer (none for
+ * w itself). Returns NULL when out of memory. */
+static struct dlv_xring *xrings_new(struct worker *w, int back) {
+  unsigned n = w->d->num_workers;
+  struct dlv_xring *xs = aligned_alloc(SPSC_CACHE_LINE, n * sizeof(*xs));
+  if (xs == NULL) {
+    return NULL;
+  }
+  memset(xs, 0, n * sizeof(*xs));
+  for (unsigned p = 0; p < n; p++) {
+    xs[p].back = back;
+    xs[p].producer = &w->d->workers[p];
+    xs[p].consumer = w;
+    if (p != w->index && spsc_init(&xs[p].q, DLV_XRING_SIZE) != 0) {
+      xrings_free(xs, n);
+      return NULL;
+    }
+  }
+  return xs;
+}
+
 int delivery_init(struct worker *w) {
   w->dlv = calloc(1, sizeof(*w->dlv));
-  return w->dlv != NULL ? 0 : -1;
+  w->dlv_xin = xrings_new(w, 0);
+  w->dlv_xback = xrings_new(w, 1);
+  return w->dlv != NULL && w->dlv_xin != NULL && w->dlv_xback != NULL ? 0 : -1;
+}
+
+/* delivery_free_rings: the last worker out frees every worker's rings. */
+static void delivery_free_rings(struct worker *w) {
+  struct daemon *d = w->d;
+  if (__atomic_add_fetch(&dlv_xfreed, 1, __ATOMIC_ACQ_REL) != d->num_workers) {
+    return;
+  }
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    xrings_free(d->workers[i].dlv_xin, d->num_workers);
+    xrings_free(d->workers[i].dlv_xback, d->num_workers);
+    d->workers[i].dlv_xin = d->workers[i].dlv_xback = NULL;
+  }
 }
 
 void delivery_free_all(struct worker *w) {
+  delivery_free_rings(w);
   struct dlv_state *s = w->dlv;
   if (s == NULL) {
     return;

@@ -113,6 +113,38 @@ static void render_messages(struct daemon *d, struct buf *out) {
   }
 }
 
+/* render_handoffs: jobs passed between workers (delivery.c), by path,
+ * and the wakes that told the other worker. */
+static void render_handoffs(struct daemon *d, struct buf *out) {
+  uint64_t v[5] = {0};
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    const struct dlv_xstats *x = &d->workers[i].dlv_xstats;
+    v[0] += METRIC_GET(x->ring);
+    v[1] += METRIC_GET(x->overflow);
+    v[2] += METRIC_GET(x->early);
+    v[3] += METRIC_GET(x->wake_msg);
+    v[4] += METRIC_GET(x->wake_fd);
+  }
+  metric_write_header(out, "postseal_delivery_handoffs_total", "counter",
+                      "Delivery jobs passed between workers (handed over or "
+                      "coming back), by path: lock-free ring, locked list "
+                      "because the ring was full (overflow), locked list "
+                      "before the loops ran (early).");
+  render_labelled(out, "postseal_delivery_handoffs_total", "path", "ring",
+                  (double)v[0]);
+  render_labelled(out, "postseal_delivery_handoffs_total", "path", "overflow",
+                  (double)v[1]);
+  render_labelled(out, "postseal_delivery_handoffs_total", "path", "early",
+                  (double)v[2]);
+  metric_write_header(out, "postseal_delivery_handoff_wakes_total", "counter",
+                      "Wakes sent to another worker for hand-overs, by "
+                      "means.");
+  render_labelled(out, "postseal_delivery_handoff_wakes_total", "by",
+                  "msg_ring", (double)v[3]);
+  render_labelled(out, "postseal_delivery_handoff_wakes_total", "by", "eventfd",
+                  (double)v[4]);
+}
+
 static void render_delivery(struct daemon *d, struct buf *out) {
   static const char *const results[DLV_RESULT_COUNT] = {"delivered", "deferred",
                                                         "bounced"};
@@ -149,6 +181,7 @@ static void render_delivery(struct daemon *d, struct buf *out) {
                   (double)SUM(d, dlv_conns_opened));
   render_labelled(out, "postseal_delivery_connections_total", "kind", "reused",
                   (double)SUM(d, dlv_conns_reused));
+  render_handoffs(d, out);
   struct metric_hist h = {0};
   for (unsigned i = 0; i < d->num_workers; i++) {
     metric_hist_add_into(&h, &d->workers[i].m.dlv_seconds,
@@ -369,6 +402,54 @@ static void render_dmarcrpt(struct daemon *d, struct buf *out) {
   }
 }
 
+/* render_smime: the S/MIME gateway stage: what it did to trusted
+ * clients' mail, and inbound signers by verdict. */
+static void render_smime(struct daemon *d, struct buf *out) {
+  static const char *const verdicts[SMIME_VERDICTS] = {
+      "permerror", "pass",    "bad_signature", "bad_digest",    "no_cert",
+      "untrusted", "expired", "key_usage",     "from_mismatch", "unsupported"};
+  const struct {
+    const char *name, *help;
+    size_t off;
+  } counters[] = {
+      {"postseal_smime_signed_total", "Messages signed by the gateway.",
+       offsetof(struct worker_metrics, smime_signed)},
+      {"postseal_smime_encrypted_total", "Messages encrypted by the gateway.",
+       offsetof(struct worker_metrics, smime_encrypted)},
+      {"postseal_smime_encrypted_recipients_total",
+       "Certificates the encrypted messages were encrypted to.",
+       offsetof(struct worker_metrics, smime_encrypted_rcpts)},
+      {"postseal_smime_not_encrypted_total",
+       "Messages sent unencrypted under if-possible: a recipient had no "
+       "certificate.",
+       offsetof(struct worker_metrics, smime_not_encrypted)},
+      {"postseal_smime_refused_total",
+       "Messages refused (550) under required: a recipient had no "
+       "certificate.",
+       offsetof(struct worker_metrics, smime_refused)},
+      {"postseal_smime_errors_total",
+       "Messages that could not be signed or encrypted (answered 451).",
+       offsetof(struct worker_metrics, smime_errors)},
+  };
+  for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < d->num_workers; i++) {
+      const uint8_t *m = (const uint8_t *)&d->workers[i].m;
+      sum += __atomic_load_n((const uint64_t *)(m + counters[k].off),
+                             __ATOMIC_RELAXED);
+    }
+    metric_write_header(out, counters[k].name, "counter", counters[k].help);
+    metric_write_value(out, counters[k].name, NULL, (double)sum);
+  }
+  metric_write_header(out, "postseal_smime_verify_total", "counter",
+                      "Signers of inbound S/MIME mail, by verdict "
+                      "(permerror: the message did not parse).");
+  for (int k = 0; k < SMIME_VERDICTS; k++) {
+    render_labelled(out, "postseal_smime_verify_total", "result", verdicts[k],
+                    (double)SUM(d, smime_verify[k]));
+  }
+}
+
 /* render_dkim: signatures made, signing batches and their time,
  * verification verdicts. */
 static void render_dkim(struct daemon *d, struct buf *out) {
@@ -453,6 +534,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_mtasts(d, out);
   render_tlsrpt(d, out);
   render_dkim(d, out);
+  render_smime(d, out);
   render_spf_dmarc(d, out);
   render_dmarcrpt(d, out);
   metric_write_header(out, "postseal_threads", "gauge",

@@ -713,6 +713,7 @@ static void worker_on_tick(struct worker *w) {
   }
   worker_dns_tick(w);
   delivery_tick(w);
+  segs_tick(w);         /* old segments another worker freed */
   tlsrpt_tick(w);       /* TLS report periods (RFC 8460) */
   dmarcrpt_tick(w);     /* DMARC report periods (RFC 7489 §7.2) */
   worker_spool_kick(w); /* retry after a failed rotation */
@@ -746,6 +747,14 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
     worker_check_reload(w);
     if (__atomic_load_n(&w->d->stop, __ATOMIC_ACQUIRE)) {
       worker_begin_stop(w);
+    }
+    break;
+  case OP_XRING:
+    delivery_take_ring(w, owner); /* a peer's MSG_RING */
+    break;
+  case OP_XRING_SENT:
+    if (cqe->res < 0) {
+      delivery_wake_failed(w, owner, cqe->res);
     }
     break;
   case OP_CONNECT:
@@ -793,6 +802,7 @@ void *worker_main(void *arg) {
   }
   worker_arm_tick(w);
   worker_arm_wake(w);
+  delivery_start(w); /* peers may wake us with MSG_RING from now on */
   while (!worker_done(w)) {
     io_uring_submit_and_wait(&w->ring, 1);
     w->now_ms = daemon_now_ms();
@@ -809,6 +819,9 @@ void *worker_main(void *arg) {
     worker_spool_kick(w);
     log_flush();
   }
+  /* The last turn may have queued wakes for peers (MSG_RING): they must
+   * leave, as nothing submits after the loop. */
+  io_uring_submit(&w->ring);
   for (int k = 0; k < LISTEN_COUNT; k++) {
     if (w->listeners[k].fd >= 0) {
       close(w->listeners[k].fd);

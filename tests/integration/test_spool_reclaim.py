@@ -133,7 +133,92 @@ def test_reclaim_behind_a_recovered_message():
         sink.stop()
 
 
+def test_recovered_segments_go_once_delivered():
+    """A backlog left by a crash is recovered and delivered; the segments
+    the earlier run wrote are then deleted while the daemon runs, with no
+    further restart, and a crash after that delivers nothing again."""
+    sink = SmtpSink()  # not listening yet: the first run cannot deliver
+    try:
+        d = Daemon(extra=config(sink.port, free_port()), threads=2)
+        d.start()
+        try:
+            for _ in range(3):
+                send(d, 100, "backlog")
+            check(wait_until(lambda: len(d.queue()) == 300, 10),
+                  f"300 queued, next hop down: {len(d.queue())}")
+            d.kill9()
+            old = set(segments(d))
+            check(len(old) >= 4, f"the backlog spans segments: {old}")
+            sink.start()
+            d.start()
+            check(wait_until(lambda: delivered(sink) == 300, 60),
+                  f"the recovered 300 delivered: {delivered(sink)}")
+            check(wait_until(lambda: d.queue() == [], 10), "queue empty")
+            ok = wait_until(lambda: not old & set(segments(d)), 10)
+            check(ok, f"the old segments went while running: "
+                      f"{sorted(old & set(segments(d)))} of {sorted(old)} "
+                      f"left")
+            n = metric_value(d.metrics(),
+                             "postseal_spool_segments_reclaimed_total")
+            check(n and n >= len(old), f"counted: {n} >= {len(old)}")
+            check(len(re.findall(r"event=segment_reclaimed .*recovered=yes",
+                                 d.read_log())) >= len(old),
+                  "logged as recovered segments")
+            d.kill9()
+            d.start()
+            check(d.queue() == [], f"nothing queued after kill -9: "
+                                   f"{d.queue()[:3]}")
+            time.sleep(2)
+            check(delivered(sink) == 300,
+                  f"nothing delivered again: {delivered(sink)}")
+            check(d.stop() == 0, "clean stop")
+        finally:
+            d.cleanup()
+    finally:
+        sink.stop()
+
+
+def test_recovered_group_with_a_waiting_message_stays():
+    """Recovered segments whose messages all finish go; the one holding a
+    recovered message that still waits stays, and keeps that message
+    across a crash."""
+    sink = SmtpSink()
+    dead = free_port()
+    try:
+        d = Daemon(extra=config(sink.port, dead), threads=1)
+        d.start()
+        try:
+            send(d, 100, "backlog")
+            send(d, 1, "waiting", rcpt="w@dead.test")
+            send(d, 100, "backlog")
+            check(wait_until(lambda: len(d.queue()) == 201, 10),
+                  f"201 queued: {len(d.queue())}")
+            d.kill9()
+            old = set(segments(d))
+            sink.start()
+            d.start()
+            check(wait_until(lambda: delivered(sink) == 200, 60),
+                  f"200 delivered: {delivered(sink)}")
+            check(wait_until(lambda: len(old - set(segments(d))) >= 1, 10),
+                  f"finished old segments went: {sorted(old)} -> "
+                  f"{segments(d)}")
+            check(old & set(segments(d)), "the waiting one's group stays")
+            d.kill9()
+            d.start()
+            check([m["recipients"] for m in d.queue()] == [["w@dead.test"]],
+                  f"the waiting message survives: {d.queue()}")
+            time.sleep(2)
+            check(delivered(sink) == 200, "nothing delivered twice")
+            check(d.stop() == 0, "clean stop")
+        finally:
+            d.cleanup()
+    finally:
+        sink.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_finished_segments_go_while_running,
                test_reclaim_keeps_what_is_needed_across_a_crash,
-               test_reclaim_behind_a_recovered_message])
+               test_reclaim_behind_a_recovered_message,
+               test_recovered_segments_go_once_delivered,
+               test_recovered_group_with_a_waiting_message_stays])
