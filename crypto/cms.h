@@ -15,7 +15,8 @@
  * content key (AES-GCM AuthEnvelopedData RFC 5083/5084 by default, AES-CBC
  * EnvelopedData for old peers), wrapped per recipient by RSA-OAEP or RSA
  * PKCS#1 v1.5 (KeyTransRecipientInfo), ECDH P-256 (RFC 5753, dhSinglePass
- * stdDH sha256kdf, aes256-wrap) or X25519 (RFC 8418) (KeyAgreeRecipientInfo),
+ * stdDH sha256kdf, AES key wrap of the content key's size) or X25519
+ * (RFC 8418) (KeyAgreeRecipientInfo),
  * recipients named by issuerAndSerialNumber or subjectKeyIdentifier;
  * decryption.
  *
@@ -70,7 +71,9 @@ enum cms_err {
 /* cms_err_str names an error value ("syntax", "unsupported", ...). */
 const char *cms_err_str(int err);
 
-enum cms_digest { CMS_SHA256 = 0, CMS_SHA384, CMS_SHA512 };
+/* CMS_SHA1 only names RSAES-OAEP's hash on input (OpenSSL's default OAEP
+ * parameters); it never signs or verifies. */
+enum cms_digest { CMS_SHA256 = 0, CMS_SHA384, CMS_SHA512, CMS_SHA1 };
 
 enum cms_type {
   CMS_TYPE_UNKNOWN = 0,
@@ -110,6 +113,10 @@ X509_STORE *cms_trust_load(const char *file, const char *dir, char *err,
  * subjectAltNames, then emailAddress in the subject when there are none),
  * lowercased, up to max. Returns how many. */
 size_t cms_cert_emails(X509 *cert, char (*out)[CMS_EMAIL_MAX], size_t max);
+
+/* cms_cert_can_receive: 1 when cert's key can have a content key wrapped
+ * for it (RSA, EC P-256, X25519); Ed25519 keys only sign. */
+int cms_cert_can_receive(X509 *cert);
 
 /* The door to private keys. Every function returns 1 on success. */
 struct cms_sig_params {

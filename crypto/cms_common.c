@@ -138,6 +138,8 @@ const EVP_MD *cms_digest_md(enum cms_digest d) {
     return EVP_sha384();
   case CMS_SHA512:
     return EVP_sha512();
+  case CMS_SHA1: /* RSAES-OAEP input only (see cms.h) */
+    return EVP_sha1();
   default:
     return EVP_sha256();
   }
@@ -483,6 +485,11 @@ int cms_pkey_type(X509 *cert) {
   }
   EVP_PKEY_free(pk);
   return type;
+}
+
+int cms_cert_can_receive(X509 *cert) {
+  int t = cms_pkey_type(cert);
+  return t == EVP_PKEY_RSA || t == EVP_PKEY_EC || t == EVP_PKEY_X25519;
 }
 
 static struct cms_key *key_wrap(EVP_PKEY *pkey, const char *what, char *err,

@@ -106,4 +106,130 @@ int cms_pkey_type(X509 *cert);
 int cms_set_err(char *err, size_t err_len, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* ---- SignedData (crypto/cms_signed.c) ---------------------------------
+ * The parsed form of a SignedData (RFC 5652 §5) and its encoder, so that
+ * parse(DER) -> encode reproduces the bytes (tests/fuzz/fuzz_cms_signed.c).
+ * Every CBS points into the caller's input (parse) or into storage the
+ * caller keeps alive (cms_sign); the form owns nothing. */
+#define CMS_SIGNED_MAX_DIGEST_ALGS 16 /* digestAlgorithms entries */
+#define CMS_SIGNED_MAX_ATTRS 32       /* attributes in one signedAttrs */
+
+/* Attribute ::= SEQUENCE { attrType, attrValues SET OF } (RFC 5652 §5.3) */
+struct cms_signed_attr {
+  CBS type;   /* OBJECT IDENTIFIER contents */
+  CBS values; /* the SET's contents: the values, headers included */
+};
+
+/* SignerInfo (RFC 5652 §5.3). Elements keep their headers. */
+struct cms_signer_info {
+  uint64_t version;     /* 1: sid is issuerAndSerialNumber, 3: SKI */
+  CBS sid;              /* SEQUENCE or [0] primitive element */
+  CBS digest_alg;       /* AlgorithmIdentifier element */
+  int has_signed_attrs; /* signedAttrs present */
+  CBS signed_attrs;     /* the [0] IMPLICIT element as received */
+  size_t num_attrs;     /* signedAttrs split up (parse only) */
+  struct cms_signed_attr attrs[CMS_SIGNED_MAX_ATTRS];
+  CBS sig_alg;   /* AlgorithmIdentifier element */
+  CBS signature; /* OCTET STRING contents */
+  int has_unsigned_attrs;
+  CBS unsigned_attrs; /* the [1] IMPLICIT element */
+};
+
+struct cms_signed {
+  uint64_t version;
+  size_t num_digest_algs;
+  /* AlgorithmIdentifier elements */
+  CBS digest_algs[CMS_SIGNED_MAX_DIGEST_ALGS];
+  CBS econtent_type; /* OBJECT IDENTIFIER contents */
+  int has_econtent;  /* 0: detached */
+  CBS econtent;      /* OCTET STRING contents */
+  int has_certs;
+  size_t num_certs;
+  CBS certs[CMS_MAX_CERTS]; /* CertificateChoices elements */
+  int has_crls;
+  CBS crls; /* the [1] IMPLICIT RevocationInfoChoices element, unread */
+  size_t num_signers;
+  struct cms_signer_info signers[CMS_MAX_SIGNERS];
+  /* parse: 1 when digestAlgorithms, certificates and signerInfos came in
+   * DER order (X.690 §11.6); the encoder writes that order, so only then
+   * does encode give back the input bytes. */
+  int sets_in_der_order;
+};
+
+/* cms_signed_parse reads a ContentInfo holding SignedData from der (DER,
+ * nothing after it: what cms_input_der gives) into out, checking the
+ * structure, the limits and the versions (RFC 5652 §5.1, §5.3) but no
+ * algorithm or signature. Returns CMS_OK or a negative cms_err. */
+int cms_signed_parse(struct cms_signed *out, CBS der, char *err,
+                     size_t err_len);
+/* cms_signed_encode writes sd as a ContentInfo (DER; digestAlgorithms,
+ * certificates and signerInfos sorted as SET OF). Returns 1 or 0. */
+int cms_signed_encode(CBB *cbb, const struct cms_signed *sd);
+
+/* ==== EnvelopedData, AuthEnvelopedData (crypto/cms_enveloped.c) ====
+ * The parsed form cms_decrypt works on, and the encoder that writes it
+ * back, so a fuzz target can check parse(DER) -> encode == DER. Parsed
+ * structures point into the caller's DER (valid while it lives). Unlike
+ * the rest of this header, the *_parse functions return CMS_OK or a
+ * negative enum cms_err; the *_encode functions return 1/0 like CBB. */
+
+#define CMS_ENV_MAX_KEY_BYTES 2048 /* an encryptedKey (RSA-16384) */
+#define CMS_ENV_MAX_UKM 1024       /* KARI UserKeyingMaterial */
+/* RecipientInfos naming one of our keys that cms_decrypt tries (each a
+ * private-key operation and a pass over the whole content) before it
+ * gives up with CMS_ERR_LIMIT. */
+#define CMS_ENV_MAX_TRIES 8
+
+enum cms_ri_kind { CMS_RI_KTRI, CMS_RI_KARI, CMS_RI_OTHER };
+
+/* A RecipientInfo (RFC 5652 §6.2) with each field as found. Elements
+ * ("elem") include their header; "contents" do not. */
+struct cms_ri {
+  enum cms_ri_kind kind;
+  uint64_t version;  /* KTRI: 0 or 2; KARI: 3 */
+  CBS rid;           /* KTRI elem: IssuerAndSerialNumber or [0] SKI */
+  CBS originator;    /* KARI elem: OriginatorIdentifierOrKey (inside [0]) */
+  int has_ukm;       /* KARI: ukm [1] present */
+  CBS ukm;           /* KARI contents of the UserKeyingMaterial */
+  CBS key_enc_alg;   /* elem: keyEncryptionAlgorithm */
+  CBS encrypted_key; /* KTRI contents */
+  CBS reks;          /* KARI contents of RecipientEncryptedKeys */
+  size_t num_reks;   /* KARI */
+  CBS other;         /* CMS_RI_OTHER (kekri, pwri, ori) elem, kept opaque */
+};
+
+/* cms_ri_parse reads one RecipientInfo element (nothing after it). */
+int cms_ri_parse(CBS elem, struct cms_ri *out);
+int cms_ri_encode(CBB *cbb, const struct cms_ri *ri);
+/* cms_rek_next takes the next RecipientEncryptedKey from reks: out_rid is
+ * the KeyAgreeRecipientIdentifier elem (IssuerAndSerialNumber or rKeyId
+ * [0] IMPLICIT RecipientKeyIdentifier), out_key the encryptedKey
+ * contents. Returns 1/0. */
+int cms_rek_next(CBS *reks, CBS *out_rid, CBS *out_key);
+
+/* A ContentInfo holding EnvelopedData (RFC 5652 §6.1) or
+ * AuthEnvelopedData (RFC 5083 §2.1). Absent optional elements are empty. */
+struct cms_env {
+  int auth; /* AuthEnvelopedData */
+  uint64_t version;
+  CBS originator_info; /* elem [0] IMPLICIT OriginatorInfo */
+  size_t num_ris;
+  CBS ris[CMS_MAX_RECIPIENTS]; /* RecipientInfo elems, in input order */
+  CBS content_type;            /* contents of the OID */
+  CBS content_alg;             /* elem: contentEncryptionAlgorithm */
+  CBS content; /* elem: encryptedContent [0], primitive or constructed */
+  CBS attrs;   /* elem: authAttrs [1] (auth) / unprotectedAttrs [1] */
+  CBS mac;     /* auth: contents of the MessageAuthenticationCode */
+  CBS unauth;  /* auth: elem unauthAttrs [2] */
+};
+
+/* cms_env_parse reads a whole ContentInfo (DER, from cms_input_der).
+ * Checks the shape of every field, each RecipientInfo by cms_ri_parse,
+ * and the limits (CMS_MAX_RECIPIENTS RecipientInfos and as many
+ * recipient keys in all). Absent encryptedContent (detached) is
+ * CMS_ERR_SYNTAX: not supported. */
+int cms_env_parse(CBS der, struct cms_env *out, char *err, size_t err_len);
+/* cms_env_encode writes env as a ContentInfo. */
+int cms_env_encode(CBB *cbb, const struct cms_env *env);
+
 #endif

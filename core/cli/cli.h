@@ -76,5 +76,7 @@ int cmd_queue_cat(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 /* quarantine.c: `postseal quarantine list|show|release|delete`. */
 int cmd_quarantine(int argc, char **argv);
+/* smime.c: `postseal smime sign|encrypt|verify|decrypt`. */
+int cmd_smime(int argc, char **argv);
 
 #endif

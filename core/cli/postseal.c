@@ -52,6 +52,9 @@ static const struct cli_cmd cli_commands[] = {
     {"quarantine", "list|show|release|delete ...",
      "messages DMARC put in quarantine (held, with the reason)",
      cmd_quarantine},
+    {"smime", "sign|encrypt|verify|decrypt ...",
+     "S/MIME (RFC 8551): sign, encrypt, verify and decrypt messages",
+     cmd_smime},
     {"version", "", "print the version", cmd_version},
     {"help", "", "print this help", cmd_help},
 };
