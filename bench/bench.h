@@ -27,6 +27,7 @@ int bench_send_main(int argc, char **argv);
 int bench_sink_main(int argc, char **argv);
 int bench_tls_handshake_main(int argc, char **argv);
 int bench_dkim_speed_main(int argc, char **argv);
+int bench_smime_speed_main(int argc, char **argv);
 
 /* bench_now_ns: CLOCK_MONOTONIC in nanoseconds. */
 int64_t bench_now_ns(void);

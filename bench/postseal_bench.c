@@ -21,6 +21,9 @@ static const struct bench_cmd bench_cmds[] = {
     {"dkim-speed", bench_dkim_speed_main,
      "DKIM signs per second per core: raw RSA-2048, Ed25519, dual via "
      "crypto/dkim.h"},
+    {"smime-speed", bench_smime_speed_main,
+     "S/MIME messages per second per core: sign, encrypt to 1 and N, "
+     "sign+encrypt via crypto/smime.h"},
 };
 
 static void bench_usage(FILE *f) {

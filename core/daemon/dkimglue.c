@@ -262,8 +262,8 @@ struct dkim_pending {
   int have_outcome;
 };
 
-/* prepend puts hdr on top of cm's message. */
-static int prepend(struct commit *cm, const struct buf *hdr) {
+/* commit_prepend puts hdr on top of cm's message. */
+int commit_prepend(struct commit *cm, const struct buf *hdr) {
   struct buf nb = {0};
   if (buf_reserve(&nb, hdr->len + cm->data.len) != 0 ||
       buf_append(&nb, hdr->data, hdr->len) != 0 ||
@@ -294,10 +294,10 @@ static void pass_on(struct conn *c, struct commit *cm, int ok) {
 
 /* ---- verification ---- */
 
-/* ar_value appends s if it is a safe RFC 8601 value (a domain, a
+/* authres_value appends s if it is a safe RFC 8601 value (a domain, a
  * selector, an address, base64): else "?" so no peer text can end the
  * field or open a comment. */
-static int ar_value(struct buf *out, const char *s) {
+int authres_value(struct buf *out, const char *s) {
   size_t n = strlen(s);
   int ok = n > 0 && n < 256;
   for (size_t i = 0; ok && i < n; i++) {
@@ -320,37 +320,37 @@ static void ar_text(const char *s, const char *bad, char *out, size_t out_len) {
   out[n] = '\0';
 }
 
-/* ar_reason appends reason="..." (a quoted string). */
-static int ar_reason(struct buf *out, const char *s) {
+/* authres_reason appends reason="..." (a quoted string). */
+int authres_reason(struct buf *out, const char *s) {
   char clean[128];
   ar_text(s, "\"\\", clean, sizeof(clean));
   return buf_printf(out, " reason=\"%s\"", clean);
 }
 
-/* ar_comment appends " (text)", so peer-influenced text cannot end the
+/* authres_comment appends " (text)", so peer-influenced text cannot end the
  * comment. */
-static int ar_comment(struct buf *out, const char *s) {
+int authres_comment(struct buf *out, const char *s) {
   char clean[160];
   ar_text(s, "()\\", clean, sizeof(clean));
   return clean[0] ? buf_printf(out, " (%s)", clean) : 0;
 }
 
 /* authres builds the Authentication-Results field (RFC 8601) of the
- * checks: spf, one dkim per signature, dmarc. */
+ * checks: spf, one dkim per signature, dmarc, then smimeglue.c's smime. */
 static int authres(struct buf *out, const char *host,
                    const struct dkim_pending *p) {
   const struct dkim_verify *v = p->v;
   int rc = buf_printf(out, "Authentication-Results: %s", host);
   if (p->spf != NULL && p->spf->done) {
     rc |= buf_printf(out, ";\r\n\tspf=%s", spf_result_name(p->spf->result));
-    rc |= ar_comment(out, spf_detail(p->spf->q));
+    rc |= authres_comment(out, spf_detail(p->spf->q));
     rc |= buf_append_str(out, " smtp.mailfrom=");
-    rc |= ar_value(out, spf_domain(p->spf->q));
+    rc |= authres_value(out, spf_domain(p->spf->q));
     if (p->spf->qh != NULL && spf_domain(p->spf->qh)[0] != '\0') {
       rc |= buf_printf(out, ";\r\n\tspf=%s",
                        spf_result_name(p->spf->helo_result));
       rc |= buf_append_str(out, " smtp.helo=");
-      rc |= ar_value(out, spf_domain(p->spf->qh));
+      rc |= authres_value(out, spf_domain(p->spf->qh));
     }
   }
   size_t n = dkim_verify_count(v);
@@ -364,7 +364,7 @@ static int authres(struct buf *out, const char *host,
     }
     rc |= buf_printf(out, ";\r\n\tdkim=%s", dkim_result_name(vd->result));
     if (vd->result != DKIM_PASS && vd->reason[0] != '\0') {
-      rc |= ar_reason(out, vd->reason);
+      rc |= authres_reason(out, vd->reason);
     }
     if (vd->key_bits > 0) {
       rc |= buf_printf(out, " (%u-bit key%s)", vd->key_bits,
@@ -378,15 +378,15 @@ static int authres(struct buf *out, const char *host,
       continue;
     }
     rc |= buf_append_str(out, "\r\n\theader.d=");
-    rc |= ar_value(out, vd->domain);
+    rc |= authres_value(out, vd->domain);
     rc |= buf_append_str(out, " header.i=");
-    rc |= ar_value(out, vd->identity);
+    rc |= authres_value(out, vd->identity);
     rc |= buf_append_str(out, " header.s=");
-    rc |= ar_value(out, vd->selector);
+    rc |= authres_value(out, vd->selector);
     rc |= buf_printf(out, " header.a=%s", dkim_alg_name(vd->alg));
     if (vd->b_prefix[0] != '\0') {
       rc |= buf_append_str(out, " header.b=");
-      rc |= ar_value(out, vd->b_prefix);
+      rc |= authres_value(out, vd->b_prefix);
     }
   }
   if (p->have_outcome) {
@@ -396,13 +396,14 @@ static int authres(struct buf *out, const char *host,
       rc |= buf_printf(out, " (p=%s dis=%s)", dmarc_policy_name(o->policy),
                        dmarc_policy_name(o->disposition));
     } else if (p->from[0] == '\0') {
-      rc |= ar_comment(out, p->from_why);
+      rc |= authres_comment(out, p->from_why);
     }
     if (p->from[0] != '\0') {
       rc |= buf_append_str(out, " header.from=");
-      rc |= ar_value(out, p->from);
+      rc |= authres_value(out, p->from);
     }
   }
+  rc |= buf_append_str(out, p->cm->smime_ar); /* smimeglue.c's verdicts */
   rc |= buf_append_str(out, "\r\n");
   return rc;
 }
@@ -447,10 +448,10 @@ static int claims_us(const uint8_t *m, size_t i, size_t end, const char *host) {
          m[k] == '\r' || m[k] == '\n' || m[k] == '(';
 }
 
-/* strip_forged removes from cm's message every Authentication-Results
+/* authres_strip_forged removes from cm's message every Authentication-Results
  * field that claims our host name, so only our own verdict speaks for
  * us. Returns the number removed, or -1 (out of memory). */
-static int strip_forged(struct commit *cm, const char *host) {
+int authres_strip_forged(struct commit *cm, const char *host) {
   const uint8_t *m = cm->data.data;
   size_t len = cm->data.len, i = 0, kept = 0;
   int removed = 0;
@@ -515,7 +516,7 @@ static int verify_finish(struct dkim_pending *p) {
   }
   int rc = authres(&hdr, w->cfg->hostname, p);
   /* The verifier is done with the message: it may change now. */
-  int removed = rc == 0 ? strip_forged(p->cm, w->cfg->hostname) : 0;
+  int removed = rc == 0 ? authres_strip_forged(p->cm, w->cfg->hostname) : 0;
   if (removed > 0) {
     char qid[SPOOL_QUEUE_ID_LEN + 1];
     spool_queue_id_format(p->cm->queue_id, qid);
@@ -527,7 +528,7 @@ static int verify_finish(struct dkim_pending *p) {
     log_end(&r);
   }
   if (rc == 0 && removed >= 0) {
-    rc = prepend(p->cm, &hdr);
+    rc = commit_prepend(p->cm, &hdr);
   } else {
     rc = -1;
   }
@@ -970,7 +971,7 @@ void dkim_stage_flush(struct worker *w) {
     p->rc = dkim_sign_end(&p->job, &dkim_local_signer, &hdr, p->err,
                           sizeof(p->err));
     if (p->rc == 0) {
-      p->rc = prepend(p->cm, &hdr);
+      p->rc = commit_prepend(p->cm, &hdr);
       if (p->rc != 0) {
         snprintf(p->err, sizeof(p->err), "out of memory");
       }

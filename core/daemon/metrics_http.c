@@ -430,6 +430,10 @@ static void render_smime(struct daemon *d, struct buf *out) {
       {"postseal_smime_errors_total",
        "Messages that could not be signed or encrypted (answered 451).",
        offsetof(struct worker_metrics, smime_errors)},
+      {"postseal_smime_untouched_total",
+       "Trusted clients' mail left as it came (no signer or policy for its "
+       "From, or already S/MIME).",
+       offsetof(struct worker_metrics, smime_untouched)},
   };
   for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
     uint64_t sum = 0;

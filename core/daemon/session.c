@@ -410,7 +410,8 @@ void session_stage_failed(struct conn *c, struct commit *cm) {
 }
 
 /* session_on_message builds the message to store (our Received: on top
- * of what the client sent) and hands it to the DKIM stage, which signs or
+ * of what the client sent), passes it through the S/MIME stage (sign and
+ * encrypt out, verify in) and hands it to the DKIM stage, which signs or
  * verifies it and stages it later, or stages it now. */
 static void session_on_message(struct conn *c) {
   struct worker *w = c->w;
@@ -435,10 +436,26 @@ static void session_on_message(struct conn *c) {
   c->queue_id = cm->queue_id;
   c->message_size = cm->data.len;
   c->message_rcpts = env->num_rcpts;
+  int trusted = session_trusted(c);
+  if (trusted) {
+    struct smime_reply sr;
+    if (smime_stage_out(c, cm, &sr) != 0) {
+      buf_free(&cm->data);
+      free(cm);
+      smtp_server_reject(c->smtp, sr.code, sr.enhanced, sr.text);
+      return;
+    }
+  } else {
+    smime_stage_in(c, cm);
+  }
   c->commit_pending = 1;
-  int taken = session_trusted(c)   ? dkim_stage_take(c, cm, 1)
+  int taken = trusted              ? dkim_stage_take(c, cm, 1)
               : session_checked(c) ? dkim_stage_take(c, cm, 0)
                                    : 0;
+  /* Not taken: no check wrote the field the S/MIME verdicts go in. */
+  if (taken == 0 && !trusted && smime_stage_authres(c, cm) != 0) {
+    taken = -1;
+  }
   if (taken > 0 || (taken == 0 && session_stage_commit(c, cm) == 0)) {
     return;
   }

@@ -28,6 +28,7 @@ void runtime_put(struct runtime *rt) {
   tls_ctx_free(rt->tls_client);
   auth_db_free(rt->auth);
   dkim_runtime_free(rt->dkim);
+  smime_runtime_free(rt->smime);
   dmarc_psl_free(rt->psl);
   free(rt);
 }
@@ -76,7 +77,8 @@ static struct runtime *runtime_build(const struct config *cfg, char *err,
       goto fail;
     }
   }
-  if (dkim_runtime_load(rt, cfg, err, err_len) != 0) {
+  if (dkim_runtime_load(rt, cfg, err, err_len) != 0 ||
+      smime_runtime_load(rt, cfg, err, err_len) != 0) {
     goto fail;
   }
   return rt;
