@@ -12,8 +12,8 @@
  * content key for all. if-possible with a recipient lacking a certificate
  * sends it signed only (counted); required answers 550 5.7.1 naming the
  * recipients without one and stores nothing. A message the client
- * already signed or encrypted passes untouched (end to end beats the
- * gateway). A failure to sign or encrypt mail that should be answers
+ * already encrypted passes untouched, one it signed keeps its signature
+ * and is only encrypted (end to end beats the gateway). A failure to sign or encrypt mail that should be answers
  * 451: it is never sent weaker than configured. DKIM then signs the
  * result, so it covers what leaves.
  *
@@ -268,14 +268,15 @@ static void log_out(struct conn *c, struct commit *cm, const char *event,
   log_end(&r);
 }
 
-/* already_smime: the client signed or encrypted it itself. */
-static int already_smime(const struct commit *cm) {
+/* client_kind: what the client itself made of the message (signed,
+ * encrypted, or SMIME_KIND_NONE). */
+static enum smime_kind client_kind(const struct commit *cm) {
   struct smime_parsed sp;
   char why[128];
   int rc = smime_parse(&sp, cm->data.data, cm->data.len, why, sizeof(why));
-  int kind = rc == SMIME_OK ? (int)sp.kind : SMIME_KIND_NONE;
+  enum smime_kind kind = rc == SMIME_OK ? sp.kind : SMIME_KIND_NONE;
   smime_parsed_cleanup(&sp);
-  return kind != SMIME_KIND_NONE;
+  return kind;
 }
 
 int smime_stage_out(struct conn *c, struct commit *cm, struct smime_reply *r) {
@@ -294,7 +295,17 @@ int smime_stage_out(struct conn *c, struct commit *cm, struct smime_reply *r) {
   const struct smime_rt_signer *sg = from[0] ? signer_for(cfg, s, from) : NULL;
   enum config_smime_policy pol =
       from[0] ? config_smime_policy(cfg, from) : cfg->smime_encrypt;
-  if ((sg == NULL && pol == CONFIG_SMIME_NONE) || already_smime(cm)) {
+  /* The client's own S/MIME wins: encrypted mail is left as it is;
+   * signed mail keeps its signature (not signed again) but is still
+   * encrypted as the policy asks, so "required" holds for it too. */
+  enum smime_kind kind = sg != NULL || pol != CONFIG_SMIME_NONE
+                             ? client_kind(cm)
+                             : SMIME_KIND_NONE;
+  if (kind != SMIME_KIND_NONE) {
+    sg = NULL;
+  }
+  if ((sg == NULL && pol == CONFIG_SMIME_NONE) ||
+      kind == SMIME_KIND_ENVELOPED || kind == SMIME_KIND_AUTH_ENVELOPED) {
     METRIC_ADD(w->m.smime_untouched, 1);
     return 0;
   }

@@ -10,8 +10,9 @@ recipient (RSA and EC P-256) and the sender decrypt it with `openssl cms
 -decrypt`, and the inner signature verifies with `openssl cms -verify`
 against the test CA. if-possible with a recipient lacking a certificate
 sends it signed only; required refuses it with 550 5.7.1 naming the
-recipient and delivers nothing; mail the client signed itself passes
-untouched; a key that is not the certificate's stops the start.
+recipient and delivers nothing; mail the client protected itself passes
+untouched when encrypted and is encrypted, not signed again, when only
+signed; a key that is not the certificate's stops the start.
 
 In: mail from an outside client (not in mynetworks) signed by `openssl
 cms -sign` gets `smime=pass body.smime-identifier=...` in its
@@ -212,19 +213,35 @@ def test_opaque_cbc_and_untouched():
                   iparams.get("smime-type") == "signed-data",
                   f"opaque signed inside: {ictype} {iparams}")
             check(b"secret plan" in verify(w, inner), "signature verifies")
-            # A message the client signed itself is left as it is.
+            # A message the client signed keeps its signature (not signed
+            # again) and is still encrypted as the policy asks.
             signed = signed_by(w.alice, "alice@example.test",
                                "bob@dest.test")
             got = w.relay(d, signed)
-            check(got.replace(b"\r\n", b"\n").endswith(
-                signed.replace(b"\r\n", b"\n")),
-                "the client's own S/MIME passes untouched")
+            _, ctype, params = content_type(got)
+            check(params.get("smime-type") == "enveloped-data",
+                  f"the client's signed mail encrypted: {ctype} {params}")
+            inner = decrypt(got, w.bob)
+            check(re.sub(rb"\r?\n", b"\n", inner).endswith(
+                re.sub(rb"\r?\n", b"\n", signed.split(b"\r\n\r\n", 1)[1])),
+                "its own signed body inside, as it was")
+            check(b"secret plan" in verify(w, inner), "its signature verifies")
             check(metric_value(d.metrics(),
                                "postseal_smime_signed_total") == 1,
                   "only the first message was signed by the gateway")
+            # A message the client encrypted itself is left as it is.
+            rc, enc, err = openssl("cms", "-encrypt", "-aes-256-gcm", "-from",
+                                   "alice@example.test", "-to",
+                                   "bob@dest.test", "-subject", "plans",
+                                   w.bob[1], data=ENTITY)
+            check(rc == 0, f"openssl cms -encrypt: {err}")
+            enc = re.sub(rb"\r?\n", b"\r\n", enc)
+            got = w.relay(d, enc)
+            check(got.endswith(enc.split(b"\r\n\r\n", 1)[1]),
+                  "the client's encrypted body passes untouched")
             check(metric_value(d.metrics(),
                                "postseal_smime_untouched_total") == 1,
-                  "the client's S/MIME counted as untouched")
+                  "the client's encrypted mail counted as untouched")
     finally:
         w.cleanup()
 
