@@ -1349,6 +1349,141 @@ static const struct setting delivery_settings[] = {
      .max = CONFIG_MAX_LIFETIME},
 };
 
+/* ---- throttle (core/daemon/throttle.c) ---- */
+
+static int set_throttle_redis(struct config *c, const struct setting *s,
+                              const char *v, char *msg, size_t msg_len) {
+  char host[256];
+  uint16_t port;
+  if (v[0] != '\0' &&
+      (hostport_parse(v, host, sizeof(host), &port) != 0 || port == 0)) {
+    return msgf(msg, msg_len, "\"%.80s\" is not host:port or [ipv6]:port", v);
+  }
+  return replace_str(field(c, s->off), v, strlen(v), msg, msg_len);
+}
+
+/* throttle_period_parse reads a period: digits with an optional unit, ms,
+ * s (the default), m or h; 1 ms .. 1 day. */
+static int throttle_period_parse(const char *v, unsigned *out_ms) {
+  uint64_t n = 0;
+  size_t i = 0;
+  for (; isdigit((unsigned char)v[i]) && i < 12; i++) {
+    n = n * 10 + (uint64_t)(v[i] - '0');
+  }
+  const char *unit = v + i;
+  uint64_t mult = strcmp(unit, "ms") == 0                           ? 1
+                  : strcmp(unit, "") == 0 || strcmp(unit, "s") == 0 ? 1000
+                  : strcmp(unit, "m") == 0                          ? 60000
+                  : strcmp(unit, "h") == 0                          ? 3600000
+                                                                    : 0;
+  if (i == 0 || isdigit((unsigned char)v[i]) || mult == 0 || n == 0 ||
+      n * mult > 86400000) {
+    return -1;
+  }
+  *out_ms = (unsigned)(n * mult);
+  return 0;
+}
+
+/* add_throttle_rate: "DESTINATION RATE/PERIOD". */
+static int add_throttle_rate(struct config *c, const struct setting *s,
+                             const char *v, char *msg, size_t msg_len) {
+  (void)s;
+  char words[3][CONFIG_MAX_PATH];
+  if (c->num_throttle_rates >= CONFIG_MAX_LIST) {
+    return msgf(msg, msg_len, "more than %d entries", CONFIG_MAX_LIST);
+  }
+  if (c->throttle_rates == NULL) {
+    c->throttle_rates = calloc(CONFIG_MAX_LIST, sizeof(*c->throttle_rates));
+    if (c->throttle_rates == NULL) {
+      return msgf(msg, msg_len, "out of memory");
+    }
+  }
+  struct config_throttle_rate *r = &c->throttle_rates[c->num_throttle_rates];
+  char *slash = NULL;
+  uint64_t rate = 0;
+  char scratch[CONFIG_MSG_LEN];
+  if (split_words(v, words, 3) != 2 || strlen(words[0]) >= sizeof(r->domain) ||
+      (slash = strchr(words[1], '/')) == NULL ||
+      throttle_period_parse(slash + 1, &r->period_ms) != 0 ||
+      (*slash = '\0',
+       parse_number(words[1], 0, &rate, scratch, sizeof(scratch)) != 0) ||
+      rate == 0 || rate > CONFIG_MAX_THROTTLE_RATE) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not \"DESTINATION RATE/PERIOD\" (RATE 1..%d, "
+                "PERIOD like 60, 60s, 500ms, 1m, 1h)",
+                v, CONFIG_MAX_THROTTLE_RATE);
+  }
+  r->rate = (unsigned)rate;
+  const char *d = words[0][0] == '.' ? words[0] + 1 : words[0];
+  if (strcmp(words[0], "*") != 0 && !netaddr_hostname_valid(d)) {
+    return msgf(msg, msg_len, "\"%.80s\": \"%s\" is not a domain", v, words[0]);
+  }
+  for (size_t i = 0; words[0][i] != '\0'; i++) {
+    r->domain[i] = (char)tolower((unsigned char)words[0][i]);
+  }
+  r->domain[strlen(words[0])] = '\0';
+  for (size_t i = 0; i < c->num_throttle_rates; i++) {
+    if (strcmp(c->throttle_rates[i].domain, r->domain) == 0) {
+      return msgf(msg, msg_len, "\"%s\" is listed twice", r->domain);
+    }
+  }
+  c->num_throttle_rates++;
+  return 0;
+}
+
+static void clear_throttle_rates(struct config *c, const struct setting *s) {
+  (void)s;
+  c->num_throttle_rates = 0;
+}
+
+/* set_throttle_prefix: printable, no blanks, at most 64 bytes (it starts
+ * every Redis key). */
+static int set_throttle_prefix(struct config *c, const struct setting *s,
+                               const char *v, char *msg, size_t msg_len) {
+  size_t n = strlen(v);
+  for (size_t i = 0; i < n; i++) {
+    if (v[i] <= ' ' || v[i] > '~') {
+      n = 65;
+    }
+  }
+  if (n > 64) {
+    return msgf(msg, msg_len,
+                "\"%.80s\" is not up to 64 printable characters without "
+                "blanks",
+                v);
+  }
+  return replace_str(field(c, s->off), v, n, msg, msg_len);
+}
+
+static const struct setting throttle_settings[] = {
+    {.name = "redis",
+     .env = "POSTSEAL_THROTTLE_REDIS",
+     .shape = SHAPE_STRING,
+     .set = set_throttle_redis,
+     FIELD(throttle_redis)},
+    {.name = "rates",
+     .shape = SHAPE_LIST,
+     .set = add_throttle_rate,
+     .clear = clear_throttle_rates},
+    {.name = "timeout_ms",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(throttle_timeout_ms),
+     .min = 10,
+     .max = 60000},
+    {.name = "key_prefix",
+     .shape = SHAPE_STRING,
+     .set = set_throttle_prefix,
+     FIELD(throttle_key_prefix)},
+    {.name = "replicas",
+     .env = "POSTSEAL_THROTTLE_REPLICAS",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(throttle_replicas),
+     .min = 1,
+     .max = 10000},
+};
+
 static const struct setting dns_settings[] = {
     {.name = "servers",
      .env = "POSTSEAL_DNS_SERVERS",
@@ -1494,6 +1629,10 @@ static const struct setting top_settings[] = {
      .shape = SHAPE_MAPPING,
      .sub = smime_settings,
      .num_sub = ARRAY_LEN(smime_settings)},
+    {.name = "throttle",
+     .shape = SHAPE_MAPPING,
+     .sub = throttle_settings,
+     .num_sub = ARRAY_LEN(throttle_settings)},
 };
 
 /* load_mapping tracks the keys seen in a 32-bit mask. */
@@ -1505,7 +1644,8 @@ _Static_assert(
         ARRAY_LEN(auth_settings) <= 32 &&
         ARRAY_LEN(submission_settings) <= 32 &&
         ARRAY_LEN(dkim_settings) <= 32 && ARRAY_LEN(spf_settings) <= 32 &&
-        ARRAY_LEN(dmarc_settings) <= 32 && ARRAY_LEN(smime_settings) <= 32,
+        ARRAY_LEN(dmarc_settings) <= 32 && ARRAY_LEN(smime_settings) <= 32 &&
+        ARRAY_LEN(throttle_settings) <= 32,
     "setting tables must fit the seen mask");
 
 /* default_hostname: gethostname(), or "localhost" if it is unusable. */
@@ -1591,6 +1731,13 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->tls_min_version = strdup("1.2");
   c->tls_ca_file = strdup("/etc/ssl/certs/ca-certificates.crt");
   c->auth_passwd_file = strdup("");
+  c->throttle_redis = strdup("");
+  c->throttle_key_prefix = strdup("postseal:");
+  c->throttle_timeout_ms = 200;
+  c->throttle_replicas = 1;
+  if (c->throttle_redis == NULL || c->throttle_key_prefix == NULL) {
+    return msgf(msg, msg_len, "out of memory");
+  }
   if (c->tls_cert_file == NULL || c->tls_key_file == NULL ||
       c->tls_min_version == NULL || c->tls_ca_file == NULL ||
       c->auth_passwd_file == NULL || c->dkim_default_domain == NULL ||
@@ -2016,6 +2163,9 @@ void config_free(struct config *c) {
   free(c->dmarc_report_email);
   free(c->smime_signers);
   free(c->smime_policies);
+  free(c->throttle_redis);
+  free(c->throttle_rates);
+  free(c->throttle_key_prefix);
   free(c->smime_certs);
   free(c->smime_trust);
   for (size_t i = 0; i < c->num_dmarc_overrides; i++) {
@@ -2060,6 +2210,32 @@ enum config_tls_level config_tls_level(const struct config *c,
     return best->level;
   }
   return star != NULL ? star->level : c->tls_outbound;
+}
+
+const struct config_throttle_rate *config_throttle_rate(const struct config *c,
+                                                        const char *domain) {
+  size_t dlen = strlen(domain);
+  if (dlen > 0 && domain[dlen - 1] == '.') {
+    dlen--;
+  }
+  const struct config_throttle_rate *best = NULL, *star = NULL;
+  size_t best_len = 0;
+  for (size_t i = 0; i < c->num_throttle_rates; i++) {
+    const struct config_throttle_rate *r = &c->throttle_rates[i];
+    size_t rlen = strlen(r->domain);
+    if (strcmp(r->domain, "*") == 0) {
+      star = r;
+    } else if (r->domain[0] != '.') {
+      if (rlen == dlen && strncasecmp(r->domain, domain, dlen) == 0) {
+        return r;
+      }
+    } else if (dlen > rlen && rlen > best_len &&
+               strncasecmp(domain + dlen - rlen, r->domain, rlen) == 0) {
+      best = r;
+      best_len = rlen;
+    }
+  }
+  return best != NULL ? best : star;
 }
 
 /* domain_listed: 1 if domain (any case, one trailing dot ignored) equals

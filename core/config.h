@@ -91,6 +91,18 @@ struct config_smime_policy_entry {
   enum config_smime_policy policy;
 };
 
+/* One throttle.rates entry: "DESTINATION RATE/PERIOD": at most `rate`
+ * messages to the destination domain in any `period_ms`, across every
+ * replica sharing throttle.redis (core/daemon/throttle.c). DESTINATION:
+ * a domain, ".domain" (its subdomains) or "*" (any other); each matching
+ * recipient domain gets its own window. */
+struct config_throttle_rate {
+  char domain[256];
+  unsigned rate;      /* 1..CONFIG_MAX_THROTTLE_RATE */
+  unsigned period_ms; /* 1 ms .. 1 day */
+};
+#define CONFIG_MAX_THROTTLE_RATE 1000000
+
 struct config {
   char *path;       /* file loaded, or NULL for defaults */
   char *hostname;   /* default: gethostname() */
@@ -248,6 +260,15 @@ struct config {
                                   instead of multipart/signed: default 0 */
   int smime_encrypt_to_sender; /* also for the From address: default 1 */
   int smime_verify;            /* verify inbound signatures: default 1 */
+  /* Shared per-destination throttles (core/daemon/throttle.c). */
+  char *throttle_redis; /* "host:port" of Redis; "" = off (default) */
+  struct config_throttle_rate *throttle_rates; /* CONFIG_MAX_LIST entries */
+  size_t num_throttle_rates;
+  unsigned throttle_timeout_ms; /* a Redis answer later than this: local
+                                   fallback; default 200 */
+  char *throttle_key_prefix;    /* default "postseal:" */
+  unsigned throttle_replicas;   /* the fallback's share: RATE / this;
+                                   default 1 */
   /* Runtime objects the daemon builds from this configuration (TLS
    * contexts, the password table); freed with it by runtime_free. */
   void *runtime;
@@ -285,6 +306,10 @@ enum config_smime_policy config_smime_policy(const struct config *c,
 enum config_tls_level config_tls_level(const struct config *c,
                                        const char *domain);
 const char *config_tls_level_name(enum config_tls_level level);
+/* config_throttle_rate: the throttle.rates entry for a destination
+ * domain: exact, then the longest ".suffix", then "*"; NULL if none. */
+const struct config_throttle_rate *config_throttle_rate(const struct config *c,
+                                                        const char *domain);
 /* config_parse_time reads "2026-12-01T00:00:00Z" (RFC 3339, UTC, "Z" or
  * "+00:00") or seconds since the epoch. Returns 0, or -1. */
 int config_parse_time(const char *v, int64_t *out);

@@ -35,7 +35,8 @@ $SUDO apt-get install -y -q --no-install-recommends \
   python3-spf publicsuffix libxml2-utils dbconfig-no-thanks opendmarc \
   postfix-policyd-spf-python \
   nsd unbound ldnsutils dovecot-core dovecot-lmtpd gnuplot-nox \
-  util-linux procps iproute2 yamllint shellcheck
+  util-linux procps iproute2 yamllint shellcheck gpgsm gpg-agent \
+  redis-server
 
 # kubectl renders deploy/k8s (tests/integration/test_k8s_manifests.py).
 # The Kubernetes project's `kubectl` package where its repository is set

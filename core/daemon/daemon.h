@@ -174,6 +174,8 @@ struct worker_metrics {
   uint64_t smime_not_encrypted;   /* if-possible, a certificate missing */
   uint64_t smime_refused;         /* required, a certificate missing: 550 */
   uint64_t smime_errors;          /* signing/encryption failed: 451 */
+  uint64_t smime_sign_refused;    /* a signer for From, but the client may
+                                     not send as From: left unsigned */
   uint64_t smime_untouched;       /* trusted mail left as it came */
   uint64_t smime_verify[SMIME_VERDICTS]; /* signers by verdict + 1; [0]
                                             unparseable */
@@ -191,6 +193,15 @@ struct worker_metrics {
   uint64_t dmarcrpt_skipped[4]; /* rua URIs not sent to, by enum
                                    dmarcrpt_skip (worker 0) */
   /* ---- end DMARC reports ---- */
+  /* ---- shared throttle (throttle.c) ---- */
+  uint64_t thr_decisions[2]; /* [0] allowed (per message), [1] deferred
+                                (per "window full" verdict) */
+  uint64_t thr_redis_errors; /* connect, I/O, protocol, error replies,
+                                timeouts */
+  uint64_t thr_fallbacks;    /* switches to the local fallback */
+  uint64_t thr_fallback;     /* gauge: 1 while this worker decides locally
+                                because Redis failed */
+  /* ---- end shared throttle ---- */
 };
 
 extern const struct metric_hist_spec daemon_batch_spec;
@@ -211,6 +222,7 @@ enum op_kind {
   OP_DNS_POLL = 9,    /* a c-ares socket (dnsglue.c) */
   OP_XRING = 10,      /* MSG_RING: a peer pushed jobs on a hand-over ring */
   OP_XRING_SENT = 11, /* our MSG_RING failed (success posts no CQE) */
+  OP_THROTTLE = 12,   /* the Redis connection and its timer (throttle.c) */
   OP_MASK = 15,
 };
 
@@ -413,6 +425,7 @@ struct __attribute__((aligned(64))) worker {
   size_t dkim_batch_len;
   struct dkim_pending *dkim_verifying;
   struct dmarcrpt_worker *dmarcrpt; /* dmarcrpt.c: this worker's own state */
+  struct throttle *thr;             /* throttle.c: this worker's own state */
 };
 
 /* What a configuration needs at run time beyond its values: TLS contexts
@@ -523,9 +536,10 @@ int smime_stage_out(struct conn *c, struct commit *cm, struct smime_reply *r);
 /* smime_stage_in verifies an untrusted client's signed message and keeps
  * the verdicts in cm->smime_ar for the Authentication-Results field. */
 void smime_stage_in(struct conn *c, struct commit *cm);
-/* smime_stage_authres writes cm->smime_ar as its own
- * Authentication-Results field (when the DKIM stage does not run).
- * Returns 0, or -1 (out of memory). */
+/* smime_stage_authres, for untrusted mail the DKIM stage did not take:
+ * removes Authentication-Results fields claiming our host name, then
+ * writes cm->smime_ar (if any) as our own field. Returns 0, or -1 (out
+ * of memory). */
 int smime_stage_authres(struct conn *c, struct commit *cm);
 
 /* dkimglue.c: Authentication-Results helpers shared with smimeglue.c. */
@@ -872,5 +886,51 @@ void dmarcrpt_worker_free(struct worker *w);
 int dmarcrpt_init(struct daemon *d); /* 0, or -1 out of memory */
 void dmarcrpt_free(struct daemon *d);
 /* ---- end dmarcrpt.c ---- */
+
+/* ---- throttle.c: per-destination rates shared through Redis ----
+ *
+ * throttle.rates limits the messages sent to a recipient domain in any
+ * PERIOD across every replica that points throttle.redis at the same
+ * Redis. Each worker keeps one TCP connection to Redis on its own ring
+ * (OP_THROTTLE; connected at start, reconnected with backoff) and asks,
+ * right before a message to a throttled destination is sent, for permits
+ * with one EVAL of a script (a sliding window log per domain, see
+ * throttle.c): the answer grants up to the permits asked for, or says how
+ * long the window stays full. While asking, the destination waits (its
+ * connection idles); while the window is full it opens no connection and
+ * sends nothing: the messages stay due (not a failure) until it ends.
+ *
+ * Fallback: when Redis cannot be reached, fails, or answers later than
+ * throttle.timeout_ms, the worker decides locally with the same window
+ * and RATE / throttle.replicas (at least 1) as the limit, logs
+ * throttle_fallback once, and goes back to Redis (logging throttle_shared)
+ * once a reconnected connection answers a PING. With throttle.redis ""
+ * every decision is local (no fallback is reported).
+ *
+ * Thread: each worker's own; nothing shared. */
+enum throttle_verdict {
+  THROTTLE_GO,     /* send now: a permit was taken */
+  THROTTLE_ASKING, /* Redis is being asked: try again on a later turn */
+  THROTTLE_WAIT,   /* the window is full until *out_until_ms */
+};
+/* throttle_take asks for one permit for a message to `domain` (lower
+ * case); `want` is how many messages wait (a hint for batching). A domain
+ * without a throttle.rates entry always gets THROTTLE_GO. */
+enum throttle_verdict throttle_take(struct worker *w, const char *domain,
+                                    unsigned want, int64_t *out_until_ms);
+/* throttle_waiting: 1 if domain's window is known to be full now (no new
+ * connection should open for it); *out_until_ms says until when. */
+int throttle_waiting(struct worker *w, const char *domain,
+                     int64_t *out_until_ms);
+/* throttle_applies: 1 if domain has a throttle.rates entry. */
+int throttle_applies(const struct worker *w, const char *domain);
+void throttle_on_cqe(struct worker *w, void *op, int res, unsigned flags);
+void throttle_tick(struct worker *w);
+int throttle_init(struct worker *w, char *err, size_t err_len);
+/* throttle_close ends the connection (before the ring goes);
+ * throttle_free frees the state (after it). */
+void throttle_close(struct worker *w);
+void throttle_free(struct worker *w);
+/* ---- end throttle.c ---- */
 
 #endif

@@ -242,6 +242,9 @@ struct dlv_dest {
   /* Rate limit: a token bucket of delivery_dest_rate per second. */
   double tokens;
   int64_t tokens_ms;
+  /* The recipient domain a throttle.rates entry matched (throttle.c), or
+   * "": its jobs all go to that domain (see dest_name). */
+  char thr_domain[256];
   struct worker *route_worker; /* for the DNS callback */
 };
 
@@ -380,24 +383,34 @@ static void dest_activate(struct dlv_state *s, struct dlv_dest *d) {
 }
 
 /* dest_name: the destination's key: the route, with the recipient's
- * domain for plain MX routing. */
-static void dest_name(const struct route *r, const char *domain, char *out,
-                      size_t out_len) {
+ * domain for plain MX routing; a throttled domain (throttle.rates) gets a
+ * destination of its own on any route ("smtp:[10.0.0.5]:25/example.com"),
+ * so the throttle can hold back its jobs alone. */
+static void dest_name(const struct worker *w, const struct route *r,
+                      const char *domain, char *out, size_t out_len) {
+  size_t at = 0;
   if (r->kind == ROUTE_SMTP_MX && r->host[0] == '\0') {
     snprintf(out, out_len, "smtp:%s", domain);
-    for (char *p = out; *p; p++) {
-      *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-    }
+    at = 5;
+  } else if (throttle_applies(w, domain)) {
+    char spec[600];
+    route_format(r, spec, sizeof(spec));
+    snprintf(out, out_len, "%.300s/%.256s", spec, domain);
+    at = strlen(spec) < 300 ? strlen(spec) + 1 : 301;
+  } else {
+    route_format(r, out, out_len);
     return;
   }
-  route_format(r, out, out_len);
+  for (char *p = out + at; *p; p++) {
+    *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+  }
 }
 
 static struct dlv_dest *dest_get(struct worker *w, const struct route *r,
                                  const char *domain) {
   struct dlv_state *s = w->dlv;
   char name[600];
-  dest_name(r, domain, name, sizeof(name));
+  dest_name(w, r, domain, name, sizeof(name));
   uint64_t h = XXH3_64bits(name, strlen(name));
   struct dlv_dest **pp = &s->buckets[h & (DLV_DEST_BUCKETS - 1)];
   for (struct dlv_dest *d = *pp; d != NULL; d = d->hnext) {
@@ -420,6 +433,12 @@ static struct dlv_dest *dest_get(struct worker *w, const struct route *r,
   }
   d->tokens = 1;
   d->tokens_ms = w->now_ms;
+  if (throttle_applies(w, domain)) {
+    snprintf(d->thr_domain, sizeof(d->thr_domain), "%s", domain);
+    for (char *p = d->thr_domain; *p; p++) {
+      *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+    }
+  }
   d->hnext = *pp;
   *pp = d;
   return d;
@@ -496,6 +515,30 @@ static int dest_take_token(struct worker *w, struct dlv_dest *d) {
   }
   d->tokens -= 1.0;
   return 1;
+}
+
+/* dest_may_send: 1 if the destination's next due job may go now: the
+ * per-thread token bucket, then the shared throttle (throttle.c), which
+ * may need a turn or two to ask Redis. *out_wait_ms: with 0 returned, how
+ * long the throttle's window stays full (0: not full, ask again soon). */
+static int dest_may_send(struct worker *w, struct dlv_dest *d,
+                         int64_t *out_wait_ms) {
+  *out_wait_ms = 0;
+  if (d->num_ready == 0 || !dest_take_token(w, d)) {
+    return 0;
+  }
+  if (d->thr_domain[0] == '\0') {
+    return 1;
+  }
+  int64_t until = 0;
+  enum throttle_verdict v =
+      throttle_take(w, d->thr_domain, (unsigned)d->num_ready, &until);
+  if (v == THROTTLE_GO) {
+    return 1;
+  }
+  d->tokens += 1.0; /* the bucket's token was not used */
+  *out_wait_ms = v == THROTTLE_WAIT ? until - w->now_ms : 0;
+  return 0;
 }
 
 /* ---- messages ---- */
@@ -1752,7 +1795,11 @@ static void dlv_on_ready(struct conn *c) {
   }
   while (!w->stopping &&
          dc->num_msgs < w->cfg->delivery_messages_per_connection) {
-    if (d->num_ready == 0 || !dest_take_token(w, d)) {
+    int64_t wait_ms = 0;
+    if (!dest_may_send(w, d, &wait_ms)) {
+      if (wait_ms > DLV_IDLE_MS) {
+        break; /* a full throttle window: no connection waits that long */
+      }
       dc->idle = 1;
       dc->idle_until = w->now_ms + DLV_IDLE_MS;
       dc->idle_next = d->idle;
@@ -2842,8 +2889,9 @@ static int dest_route(struct worker *w, struct dlv_dest *d) {
 
 static void dest_run_local(struct worker *w, struct dlv_dest *d) {
   unsigned limit = w->cfg->delivery_dest_concurrency;
+  int64_t wait_ms = 0;
   while (!w->stopping && d->num_ready > 0 && d->local_in_flight < limit &&
-         dest_take_token(w, d)) {
+         dest_may_send(w, d, &wait_ms)) {
     struct dlv_job *j = dest_pop(d);
     xo_begin(w, j);
     struct local_job *lj = calloc(1, sizeof(*lj));
@@ -2918,7 +2966,9 @@ void delivery_local_done(struct worker *w, struct local_job *lj) {
  * worker's destination. */
 static void dlv_adopt(struct worker *w, struct dlv_job *j) {
   const struct dlv_dest *hd = j->dest; /* immutable name and route */
-  struct dlv_dest *d = w->stopping ? NULL : dest_get(w, &hd->route, hd->lookup);
+  /* A throttled destination is keyed by its recipient domain too. */
+  const char *domain = hd->thr_domain[0] ? hd->thr_domain : hd->lookup;
+  struct dlv_dest *d = w->stopping ? NULL : dest_get(w, &hd->route, domain);
   if (j->outcomes == NULL) {
     j->outcomes = calloc(j->num_rcpts, sizeof(*j->outcomes));
   }
@@ -3363,6 +3413,10 @@ static int dest_schedule(struct worker *w, struct dlv_dest *d) {
   }
   if (w->now_ms < d->hold_until_ms) {
     return 1;
+  }
+  int64_t until = 0;
+  if (d->thr_domain[0] != '\0' && throttle_waiting(w, d->thr_domain, &until)) {
+    return 1; /* its throttle window is full: no new connection */
   }
   int rt = dest_route(w, d);
   if (rt <= 0) {

@@ -324,6 +324,36 @@ static void render_mtasts(struct daemon *d, struct buf *out) {
                      (double)mtasts_cache_entries(d));
 }
 
+/* render_throttle: the shared per-destination throttle (throttle.c). */
+static void render_throttle(struct daemon *d, struct buf *out) {
+  metric_write_header(out, "postseal_throttle_decisions_total", "counter",
+                      "Throttle decisions for throttled destinations: "
+                      "allowed (one per message sent), deferred (one per "
+                      "full window a destination waited for).");
+  render_labelled(out, "postseal_throttle_decisions_total", "result", "allowed",
+                  (double)SUM(d, thr_decisions[0]));
+  render_labelled(out, "postseal_throttle_decisions_total", "result",
+                  "deferred", (double)SUM(d, thr_decisions[1]));
+  metric_write_header(out, "postseal_throttle_fallback", "gauge",
+                      "1 while some worker decides locally because Redis "
+                      "failed or was slow; 0 while Redis decides.");
+  uint64_t fallback = 0;
+  for (unsigned i = 0; i < d->num_workers; i++) {
+    fallback |= METRIC_GET(d->workers[i].m.thr_fallback);
+  }
+  metric_write_value(out, "postseal_throttle_fallback", NULL,
+                     (double)(fallback != 0));
+  metric_write_header(out, "postseal_throttle_fallbacks_total", "counter",
+                      "Switches of a worker to the local fallback.");
+  metric_write_value(out, "postseal_throttle_fallbacks_total", NULL,
+                     (double)SUM(d, thr_fallbacks));
+  metric_write_header(out, "postseal_throttle_redis_errors_total", "counter",
+                      "Redis failures: connect, I/O, protocol, error "
+                      "replies, timeouts.");
+  metric_write_value(out, "postseal_throttle_redis_errors_total", NULL,
+                     (double)SUM(d, thr_redis_errors));
+}
+
 /* render_tlsrpt: TLS reporting (RFC 8460): sessions counted, domains
  * tracked this period, what was dropped, report-time outcomes. */
 static void render_tlsrpt(struct daemon *d, struct buf *out) {
@@ -430,6 +460,10 @@ static void render_smime(struct daemon *d, struct buf *out) {
       {"postseal_smime_errors_total",
        "Messages that could not be signed or encrypted (answered 451).",
        offsetof(struct worker_metrics, smime_errors)},
+      {"postseal_smime_sign_refused_total",
+       "Messages not signed: the From address has a signer but the client "
+       "may not send as it.",
+       offsetof(struct worker_metrics, smime_sign_refused)},
       {"postseal_smime_untouched_total",
        "Trusted clients' mail left as it came (no signer or policy for its "
        "From, or already S/MIME).",
@@ -536,6 +570,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_dns(d, out);
   render_tls(d, out);
   render_mtasts(d, out);
+  render_throttle(d, out);
   render_tlsrpt(d, out);
   render_dkim(d, out);
   render_smime(d, out);

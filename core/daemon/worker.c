@@ -173,7 +173,8 @@ int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
     snprintf(err, err_len, "out of memory");
     return -1;
   }
-  if (worker_dns_init(w, err, err_len) != 0) {
+  if (worker_dns_init(w, err, err_len) != 0 ||
+      throttle_init(w, err, err_len) != 0) {
     return -1;
   }
   w->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -712,6 +713,7 @@ static void worker_on_tick(struct worker *w) {
     }
   }
   worker_dns_tick(w);
+  throttle_tick(w); /* idle throttled domains expire */
   delivery_tick(w);
   segs_tick(w);         /* old segments another worker freed */
   tlsrpt_tick(w);       /* TLS report periods (RFC 8460) */
@@ -763,6 +765,9 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe) {
   case OP_DNS_POLL:
     worker_dns_on_poll(w, owner, cqe->res, cqe->flags);
     break;
+  case OP_THROTTLE:
+    throttle_on_cqe(w, owner, cqe->res, cqe->flags);
+    break;
   case OP_SPOOL_WRITE:
   case OP_SPOOL_SYNC:
     worker_on_spool(w, kind, cqe->res);
@@ -790,6 +795,7 @@ void *worker_main(void *arg) {
     w->stopping = 1;
     control_close(w);
     delivery_close(w);
+    throttle_free(w);
     __atomic_store_n(&w->d->failed, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
     kill(getpid(), SIGTERM); /* main's sigwait() then stops every worker */
@@ -803,6 +809,7 @@ void *worker_main(void *arg) {
   worker_arm_tick(w);
   worker_arm_wake(w);
   delivery_start(w); /* peers may wake us with MSG_RING from now on */
+  throttle_tick(w);  /* its timer connects to Redis */
   while (!worker_done(w)) {
     io_uring_submit_and_wait(&w->ring, 1);
     w->now_ms = daemon_now_ms();
@@ -839,7 +846,9 @@ void *worker_main(void *arg) {
   bufring_free(&w->bufs, &w->ring);
   buf_free(&w->tls_plain);
   buf_free(&w->tls_out);
+  throttle_close(w);
   io_uring_queue_exit(&w->ring);
+  throttle_free(w); /* after the ring: nothing in flight writes into it */
   log_flush();
   __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
   return NULL;

@@ -825,6 +825,69 @@ static void test_dkim(void **state) {
   }
 }
 
+/* Shared throttles: settings and the destination lookup. */
+static void test_throttle(void **state) {
+  (void)state;
+  char path[256], err[512];
+  struct config *c = config_load(NULL, err, sizeof(err));
+  assert_non_null(c);
+  assert_string_equal(c->throttle_redis, "");
+  assert_int_equal(c->throttle_timeout_ms, 200);
+  assert_string_equal(c->throttle_key_prefix, "postseal:");
+  assert_int_equal(c->throttle_replicas, 1);
+  assert_null(config_throttle_rate(c, "a.test"));
+  config_free(c);
+  c = load_text("throttle:\n"
+                "  redis: 127.0.0.1:6379\n"
+                "  rates: [\"Example.TEST 100/60\", \".big.test 5/500ms\",\n"
+                "          \"* 1000/1h\"]\n"
+                "  timeout_ms: 50\n  key_prefix: \"ps:\"\n  replicas: 3\n",
+                path, sizeof(path), err, sizeof(err));
+  if (c == NULL) {
+    fail_msg("got error \"%s\", want a config", err);
+  }
+  assert_string_equal(c->throttle_redis, "127.0.0.1:6379");
+  assert_int_equal(c->throttle_replicas, 3);
+  static const struct {
+    const char *domain, *want;
+    unsigned rate, period_ms;
+  } look[] = {
+      {"example.test", "example.test", 100, 60000},
+      {"mx.big.test", ".big.test", 5, 500},
+      {"other.test", "*", 1000, 3600000},
+  };
+  for (size_t i = 0; i < sizeof(look) / sizeof(look[0]); i++) {
+    const struct config_throttle_rate *r =
+        config_throttle_rate(c, look[i].domain);
+    if (r == NULL || strcmp(r->domain, look[i].want) != 0 ||
+        r->rate != look[i].rate || r->period_ms != look[i].period_ms) {
+      fail_msg("%s: got %s %u/%ums, want %s %u/%ums", look[i].domain,
+               r ? r->domain : "none", r ? r->rate : 0, r ? r->period_ms : 0,
+               look[i].want, look[i].rate, look[i].period_ms);
+    }
+  }
+  config_free(c);
+  static const struct {
+    const char *yaml, *want;
+  } bad[] = {
+      {"throttle:\n  rates: [\"a.test 100\"]\n", "DESTINATION RATE/PERIOD"},
+      {"throttle:\n  rates: [\"a.test 0/60\"]\n", "DESTINATION RATE/PERIOD"},
+      {"throttle:\n  rates: [\"a.test 5/60 9\"]\n", "DESTINATION RATE/PERIOD"},
+      {"throttle:\n  rates: [\"a_b 5/60\"]\n", "is not a domain"},
+      {"throttle:\n  rates: [\"a.test 5/60\", \"A.test 6/60\"]\n",
+       "listed twice"},
+      {"throttle:\n  redis: nowhere\n", "is not host:port"},
+      {"throttle:\n  key_prefix: \"a b\"\n", "without blanks"},
+      {"throttle:\n  replicas: 0\n", "out of range"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    c = load_text(bad[i].yaml, path, sizeof(path), err, sizeof(err));
+    if (c != NULL || strstr(err, bad[i].want) == NULL) {
+      fail_msg("%s: got \"%s\", want \"%s\"", bad[i].yaml, err, bad[i].want);
+    }
+  }
+}
+
 /* S/MIME keys and the per-sender lookups. */
 static void test_smime(void **state) {
   (void)state;
@@ -1026,6 +1089,7 @@ int main(void) {
       cmocka_unit_test_setup(test_dkim, clear_env),
       cmocka_unit_test_setup(test_spf_dmarc, clear_env),
       cmocka_unit_test_setup(test_smime, clear_env),
+      cmocka_unit_test_setup(test_throttle, clear_env),
       cmocka_unit_test_setup(test_dmarc_reports, clear_env),
       cmocka_unit_test(test_free_null),
   };
