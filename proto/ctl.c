@@ -318,6 +318,40 @@ int ctl_request_format(struct buf *out, const struct ctl_request *req) {
   return 0;
 }
 
+/* ---- IMPORT ---- */
+
+static int parse_count(struct ctl_slice t, uint64_t *out);
+
+int ctl_import_parse(uint64_t *out_len, const char **out_err, const char *line,
+                     size_t line_len) {
+  struct ctl_slice rest = {line, line_len}, verb, len;
+  if (line_len == 0 || slice_token(&rest, &verb) != 1 ||
+      !slice_eq_nocase(verb, "IMPORT")) {
+    return 0;
+  }
+  if (slice_token(&rest, &len) != 1 || rest.p != NULL) {
+    return parse_fail(out_err, "IMPORT needs one length");
+  }
+  if (!parse_count(len, out_len) || *out_len == 0) {
+    return parse_fail(out_err, "bad IMPORT length");
+  }
+  return 1;
+}
+
+int ctl_import_format(struct buf *out, uint64_t len) {
+  size_t start = out->len;
+  if (len == 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (buf_printf(out, "IMPORT %" PRIu64 "\n", len) != 0) {
+    out->len = start;
+    errno = ENOMEM;
+    return -1;
+  }
+  return 0;
+}
+
 /* ---- replies ---- */
 
 int ctl_reply_item(struct buf *out, uint64_t queue_id, enum ctl_word word) {

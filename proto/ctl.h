@@ -23,6 +23,17 @@
  * At most CTL_MAX_IDS ids, each once; at most CTL_MAX_LINE bytes with the
  * line end (which in practice allows CTL_MAX_LINE_IDS ids).
  *
+ * Import (a request with a payload; its own parser, ctl_import_parse):
+ *   import  = "IMPORT" SP length LF payload
+ *   length  = 1*20DIGIT                 ; octets of payload, no leading 0
+ *   payload = 1*message                 ; MESSAGE records of the queue
+ *                                       ; archive (core/queue_archive.h)
+ * The server checks every record before it stages any, queues each
+ * message under a new queue id, and answers one item per message in
+ * payload order (the new id, word "queued") once all are durable, then
+ * OK; or ERR "message N: reason" with nothing staged. It refuses a
+ * payload over its limit (ERR, before reading it).
+ *
  * Reply:
  *   item  = qid SP word LF        ; one per message acted on or listed
  *   final = "OK" SP count LF      ; count = the number of items before it
@@ -105,6 +116,15 @@ int ctl_request_parse(struct ctl_request *out, const char **out_err,
  * server would not accept it (the line is checked with ctl_request_parse),
  * EMSGSIZE past CTL_MAX_LINE, ENOMEM. */
 int ctl_request_format(struct buf *out, const struct ctl_request *req);
+
+/* ctl_import_parse: 1 if line (without its line end) is an IMPORT
+ * request, setting *out_len; 0 if it is another request (for
+ * ctl_request_parse); -1 for a malformed IMPORT line, with *out_err a
+ * static reason. ctl_import_format appends the line for len octets.
+ * Returns 0, or -1 (EINVAL for len 0, ENOMEM) with out unchanged. */
+int ctl_import_parse(uint64_t *out_len, const char **out_err, const char *line,
+                     size_t line_len);
+int ctl_import_format(struct buf *out, uint64_t len);
 
 /* ctl_verb_name: "FLUSH", ...; NULL for a value out of range. */
 const char *ctl_verb_name(enum ctl_verb verb);

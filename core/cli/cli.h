@@ -1,6 +1,7 @@
 /* core/cli/cli.h — what the files of `postseal` share: exit statuses, the
  * queue commands' options, output helpers, and the commands that live
- * outside postseal.c (queue_ops.c, queue_summary.c, keygen.c).
+ * outside postseal.c (queue_ops.c, queue_summary.c, queue_export.c,
+ * keygen.c).
  *
  * Single-threaded; everything prints to stdout (results) or stderr
  * (reasons), prefixed "postseal: ". */
@@ -70,6 +71,22 @@ int cmd_queue_hold(int argc, char **argv);
 int cmd_queue_release(int argc, char **argv);
 int cmd_queue_flush(int argc, char **argv);
 int cmd_queue_summary(int argc, char **argv);
+/* queue_export.c: `postseal queue export|import` (moving a stopped
+ * replica's queue to another postseald). */
+int cmd_queue_export(int argc, char **argv);
+int cmd_queue_import(int argc, char **argv);
+/* queue_ops.c, shared with queue_export.c: queue_ctl_connect returns a
+ * control socket connected to path with send and receive timeouts, or -1
+ * with errno (ENOENT, ECONNREFUSED: nothing listens); queue_send_all sends
+ * all of p (0 or -1); queue_recv_more appends what the socket has to in
+ * (1, 0 at EOF, -1 on an error; EAGAIN: the timeout passed);
+ * queue_drop_to_spool_owner, run as root, becomes the owner of dir (0, or
+ * -1 printed). */
+#define CLI_CTL_TIMEOUT_SECS 60 /* for postseald to answer one request */
+int queue_ctl_connect(const char *path);
+int queue_send_all(int fd, const uint8_t *p, size_t len);
+int queue_recv_more(int fd, struct buf *in);
+int queue_drop_to_spool_owner(const char *dir);
 /* postseal.c: `postseal queue cat`. */
 int cmd_queue_cat(int argc, char **argv);
 /* keygen.c: `postseal keygen`, a DKIM key and the record to publish. */

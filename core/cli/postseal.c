@@ -40,7 +40,7 @@ static int cmd_help(int argc, char **argv);
 static int cmd_queue_list(int argc, char **argv);
 
 static const struct cli_cmd cli_commands[] = {
-    {"queue", "list|cat|summary|delete|hold|release|flush ...",
+    {"queue", "list|cat|summary|delete|hold|release|flush|export|import ...",
      "inspect and manage the mail queue", cmd_queue},
     {"resolve", "mx|host|txt|tlsa|mta-sts NAME [--server IP:PORT]... [--json]",
      "look up delivery routes, records and MTA-STS policies", cli_resolve},
@@ -77,6 +77,14 @@ static const struct cli_cmd queue_commands[] = {
      "release held messages", cmd_queue_release},
     {"flush", "[QUEUE_ID...|--domain DOMAIN] [SPOOL] [--socket PATH]",
      "ask postseald to try deferred messages now", cmd_queue_flush},
+    {"export", "[SPOOL] [--out FILE|-] [--ids ID,...] [--remove]",
+     "write unfinished messages to an archive (postseald stopped); "
+     "--remove: finish them here",
+     cmd_queue_export},
+    {"import", "[SPOOL] [--in FILE|-] [--socket PATH]",
+     "queue an archive's messages under new ids (through postseald, or "
+     "the spool when it is stopped)",
+     cmd_queue_import},
 };
 
 #define NUM(a) (sizeof(a) / sizeof((a)[0]))

@@ -40,7 +40,7 @@
 #include "core/spool.h"
 #include "proto/ctl.h"
 
-#define OPS_TIMEOUT_SECS 60 /* for postseald to answer one request */
+#define OPS_TIMEOUT_SECS CLI_CTL_TIMEOUT_SECS
 #define OPS_ID_THREAD_SHIFT 16
 #define OPS_ID_THREAD_MASK 0x3fu
 
@@ -206,9 +206,9 @@ static void report_summary(const struct op_args *a, const struct op_tally *t) {
 
 /* ---- online: the control socket ---- */
 
-/* ctl_connect returns a connected socket with send and receive timeouts,
+/* queue_ctl_connect returns a connected socket with send and receive timeouts,
  * or -1 with errno (ENOENT, ECONNREFUSED: nothing listens). */
-static int ctl_connect(const char *path) {
+int queue_ctl_connect(const char *path) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof sa.sun_path) {
     errno = ENAMETOOLONG;
@@ -231,7 +231,7 @@ static int ctl_connect(const char *path) {
   return fd;
 }
 
-static int send_all(int fd, const uint8_t *p, size_t len) {
+int queue_send_all(int fd, const uint8_t *p, size_t len) {
   while (len > 0) {
     ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) {
@@ -246,9 +246,9 @@ static int send_all(int fd, const uint8_t *p, size_t len) {
   return 0;
 }
 
-/* recv_more appends what the socket has to in. Returns 1, 0 at EOF, -1 on
+/* queue_recv_more appends what the socket has to in. Returns 1, 0 at EOF, -1 on
  * an error (EAGAIN: the timeout passed). */
-static int recv_more(int fd, struct buf *in) {
+int queue_recv_more(int fd, struct buf *in) {
   if (buf_reserve(in, CTL_MAX_LINE) != 0) {
     errno = ENOMEM;
     return -1;
@@ -289,7 +289,7 @@ static int ctl_reply_take(const struct op_args *a, const struct ctl_reply *r,
   return 0;
 }
 
-/* recv_failed says why no more reply came (got: recv_more's result). */
+/* recv_failed says why no more reply came (got: queue_recv_more's result). */
 static void recv_failed(const struct op_args *a, int got) {
   if (got == 0) {
     fprintf(stderr,
@@ -317,7 +317,7 @@ static int ctl_read_replies(const struct op_args *a, int fd,
     enum ctl_line_result lr =
         ctl_line_next(&len, &consumed, (const char *)in.data, in.len);
     if (lr == CTL_LINE_NEED_MORE) {
-      int got = recv_more(fd, &in);
+      int got = queue_recv_more(fd, &in);
       if (got <= 0) {
         recv_failed(a, got);
         rc = -1;
@@ -349,7 +349,7 @@ static int ctl_exchange(const struct op_args *a, int fd,
   if (rc != 0) {
     fprintf(stderr, "postseal: cannot build the request: %s\n",
             strerror(errno));
-  } else if ((rc = send_all(fd, out.data, out.len)) != 0) {
+  } else if ((rc = queue_send_all(fd, out.data, out.len)) != 0) {
     fprintf(stderr, "postseal: control socket %s: send: %s\n", a->o.socket_path,
             strerror(errno));
   } else {
@@ -376,7 +376,7 @@ static int online_run(const struct op_args *a, struct op_tally *t) {
     }
     memcpy(req.ids, a->ids + off, n * sizeof *req.ids);
     req.num_ids = n;
-    int fd = ctl_connect(a->o.socket_path);
+    int fd = queue_ctl_connect(a->o.socket_path);
     if (fd < 0 && off == 0 && (errno == ENOENT || errno == ECONNREFUSED)) {
       return 1;
     }
@@ -426,9 +426,9 @@ static int entry_pending(const struct spool_entry *e) {
   return e != NULL && e->num_done < e->num_rcpts;
 }
 
-/* drop_to_spool_owner: as root, become the owner of the spool directory
+/* queue_drop_to_spool_owner: as root, become the owner of the spool directory
  * (see the top of the file). */
-static int drop_to_spool_owner(const char *dir) {
+int queue_drop_to_spool_owner(const char *dir) {
   struct stat st;
   if (geteuid() != 0 || stat(dir, &st) != 0 || st.st_uid == 0) {
     return 0;
@@ -446,7 +446,7 @@ static int drop_to_spool_owner(const char *dir) {
 static int offline_lock(struct offline *w) {
   const struct queue_opts *o = &w->a->o;
   char err[CLI_ERR_LEN] = "";
-  if (drop_to_spool_owner(o->spool_dir) != 0) {
+  if (queue_drop_to_spool_owner(o->spool_dir) != 0) {
     return -1;
   }
   int rc = spool_lock(o->spool_dir, &w->lock_fd, err, sizeof err);

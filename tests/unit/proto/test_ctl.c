@@ -1,6 +1,6 @@
 /* tests/unit/proto/test_ctl.c — the control protocol: framing at every
  * split point, requests (table of good and hostile lines, format/parse
- * round trip), replies (format/parse, hostile lines). */
+ * round trip), replies (format/parse, hostile lines), the IMPORT line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -460,6 +460,53 @@ static void test_reply_hostile(void **state) {
   CHECK("unknown word", strcmp(r.word_text, "frozen"), 0);
 }
 
+/* ---- IMPORT ---- */
+
+static void test_import_table(void **state) {
+  static const struct {
+    const char *label;
+    const char *line;
+    int want; /* ctl_import_parse's return */
+    uint64_t len;
+  } cases[] = {
+      {"import", "IMPORT 1234", 1, 1234},
+      {"lower case", "import 7", 1, 7},
+      {"largest", "IMPORT 18446744073709551615", 1, UINT64_MAX},
+      {"another verb", "FLUSH", 0, 0},
+      {"a longer verb", "IMPORTS 5", 0, 0},
+      {"empty", "", 0, 0},
+      {"no length", "IMPORT", -1, 0},
+      {"zero", "IMPORT 0", -1, 0},
+      {"leading zero", "IMPORT 012", -1, 0},
+      {"not a number", "IMPORT 12a", -1, 0},
+      {"overflow", "IMPORT 18446744073709551616", -1, 0},
+      {"two lengths", "IMPORT 1 2", -1, 0},
+      {"trailing space", "IMPORT 1 ", -1, 0},
+      {"two spaces", "IMPORT  1", -1, 0},
+  };
+  for (size_t i = 0; i < NUM(cases); i++) {
+    uint64_t len = 0;
+    const char *why = NULL;
+    int got =
+        ctl_import_parse(&len, &why, cases[i].line, strlen(cases[i].line));
+    CHECK(cases[i].label, got, cases[i].want);
+    if (got == 1) {
+      CHECK(cases[i].label, len == cases[i].len, 1);
+      struct buf b = {0};
+      assert_int_equal(ctl_import_format(&b, len), 0);
+      uint64_t again = 0;
+      CHECK(cases[i].label,
+            ctl_import_parse(&again, &why, (const char *)b.data, b.len - 1), 1);
+      CHECK(cases[i].label, again == len, 1);
+      buf_free(&b);
+    }
+    CHECK(cases[i].label, got < 0 ? why != NULL : 1, 1);
+  }
+  struct buf b = {0};
+  CHECK("format 0", ctl_import_format(&b, 0), -1);
+  CHECK("format 0 appends nothing", b.len, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_request_table),
@@ -470,6 +517,7 @@ int main(void) {
       cmocka_unit_test(test_reply_roundtrip),
       cmocka_unit_test(test_reply_err_text),
       cmocka_unit_test(test_reply_hostile),
+      cmocka_unit_test(test_import_table),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
