@@ -310,8 +310,10 @@ struct certstore *certstore_load(const char *dir, char *err, size_t err_len) {
 
 int certstore_usable(X509 *cert, int64_t now) {
   time_t t = (time_t)now;
-  if (X509_cmp_time(X509_get0_notBefore(cert), &t) > 0 ||
-      X509_cmp_time(X509_get0_notAfter(cert), &t) < 0) {
+  /* X509_cmp_time returns 0 for a time it cannot read: not usable. */
+  int not_before = X509_cmp_time(X509_get0_notBefore(cert), &t);
+  int not_after = X509_cmp_time(X509_get0_notAfter(cert), &t);
+  if (not_before == 0 || not_after == 0 || not_before > 0 || not_after < 0) {
     return 0;
   }
   uint32_t flags = X509_get_extension_flags(cert);

@@ -210,11 +210,20 @@ struct cms_verified {
   struct cms_signer_result signers[CMS_MAX_SIGNERS];
   int detached;       /* no eContent: the caller's content was checked */
   struct buf content; /* the encapsulated content (copy), if not detached */
+  /* eContentType: CMS_TYPE_DATA for id-data (what S/MIME signs, RFC 8551
+   * §2.4.1), CMS_TYPE_UNKNOWN for a type this module does not name. The
+   * signers' contentType attributes were checked against it. */
+  enum cms_type content_type;
 };
 
 /* cms_verify parses a SignedData ContentInfo and checks each of its
  * signers (up to CMS_MAX_SIGNERS; more is CMS_ERR_LIMIT) over the
- * encapsulated content, or over detached when there is none. Returns
+ * encapsulated content, or over detached when there is none. detached
+ * (non-NULL) given for a SignedData that has eContent is CMS_ERR_SYNTAX:
+ * the caller meant other bytes than the ones signed (signature wrapping),
+ * so no verdict is given; detached NULL for one without eContent is
+ * CMS_ERR_SYNTAX too. Any eContentType is accepted (see
+ * out->content_type; S/MIME callers must want CMS_TYPE_DATA). Returns
  * CMS_OK when it parsed (verdicts in out) or an error. out is always
  * initialised; release it with cms_verified_cleanup. */
 int cms_verify(struct cms_verified *out, const uint8_t *in, size_t in_len,
@@ -251,6 +260,17 @@ struct cms_decrypt_party {
   const struct cms_key *key;
   X509 *cert; /* to find our RecipientInfo */
 };
+
+/* cms_check_enveloped: CMS_OK when in is, whole, a well-formed
+ * EnvelopedData or AuthEnvelopedData ContentInfo: through the input gate
+ * (size, BER to DER, nesting, nothing after it), every RecipientInfo
+ * parses, there is at least one, and the encryptedContent is present and
+ * not empty. Otherwise a negative cms_err (reason in err). Nothing is
+ * decrypted and no algorithm need be supported: this answers "is this
+ * really an encrypted message?" (a gateway that leaves encrypted mail
+ * alone must not be fooled by a ContentInfo head before plaintext). */
+int cms_check_enveloped(const uint8_t *in, size_t in_len, char *err,
+                        size_t err_len);
 
 /* cms_decrypt finds a RecipientInfo for one of the parties, unwraps the
  * content key and decrypts. On any failure out is left as it was (no

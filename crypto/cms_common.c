@@ -274,6 +274,11 @@ int cms_content_type(const uint8_t *in, size_t in_len, enum cms_type *out) {
   if (!CBS_get_asn1(&body, &oid, CBS_ASN1_OBJECT)) {
     return CMS_ERR_SYNTAX;
   }
+  *out = cms_type_from_oid(&oid);
+  return CMS_OK;
+}
+
+enum cms_type cms_type_from_oid(const CBS *oid) {
   static const struct {
     const struct cms_oid *oid;
     enum cms_type type;
@@ -284,11 +289,11 @@ int cms_content_type(const uint8_t *in, size_t in_len, enum cms_type *out) {
       {&CMS_OID_AUTH_ENVELOPED_DATA, CMS_TYPE_AUTH_ENVELOPED},
   };
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-    if (cms_oid_eq(&oid, types[i].oid)) {
-      *out = types[i].type;
+    if (cms_oid_eq(oid, types[i].oid)) {
+      return types[i].type;
     }
   }
-  return CMS_OK;
+  return CMS_TYPE_UNKNOWN;
 }
 
 /* ---- certificates and identifiers ---- */

@@ -1554,3 +1554,47 @@ int cms_decrypt(struct buf *out, int *out_authenticated,
   OPENSSL_free(storage);
   return rc;
 }
+
+/* content_len_of sums the bytes of an encryptedContent element: a
+ * primitive [0], or a constructed one of OCTET STRING segments (as
+ * cms_env_parse checked them). */
+static size_t content_len_of(const CBS *elem) {
+  CBS in = *elem, body, seg;
+  unsigned tag;
+  size_t len = 0;
+  if (!CBS_get_any_asn1(&in, &body, &tag)) {
+    return 0;
+  }
+  if (tag == CTX_PRIM(0)) {
+    return CBS_len(&body);
+  }
+  while (CBS_get_asn1(&body, &seg, CBS_ASN1_OCTETSTRING)) {
+    len += CBS_len(&seg);
+  }
+  return len;
+}
+
+int cms_check_enveloped(const uint8_t *in, size_t in_len, char *err,
+                        size_t err_len) {
+  CBS der;
+  uint8_t *storage = NULL;
+  int rc = cms_input_der(in, in_len, &der, &storage, err, err_len);
+  struct cms_env *env = rc == CMS_OK ? OPENSSL_malloc(sizeof(*env)) : NULL;
+  if (rc == CMS_OK && env == NULL) {
+    rc = cms_set_err(err, err_len, CMS_ERR_INTERNAL, "out of memory");
+  }
+  if (rc == CMS_OK) {
+    rc = cms_env_parse(der, env, err, err_len);
+  }
+  /* cms_env_parse wants RecipientInfos SIZE (1..MAX) and the content
+   * present; said again here as it is this function's whole promise. */
+  if (rc == CMS_OK && env->num_ris == 0) {
+    rc = cms_set_err(err, err_len, CMS_ERR_SYNTAX, "no RecipientInfo");
+  }
+  if (rc == CMS_OK && content_len_of(&env->content) == 0) {
+    rc = cms_set_err(err, err_len, CMS_ERR_SYNTAX, "empty encryptedContent");
+  }
+  OPENSSL_free(env);
+  OPENSSL_free(storage);
+  return rc;
+}

@@ -66,6 +66,9 @@ int cms_input_der(const uint8_t *in, size_t in_len, CBS *out_der,
  * [0] EXPLICIT content } from der (which must hold nothing else); out
  * content is the inner element, header included. */
 int cms_content_info_parse(CBS der, CBS *out_type, CBS *out_content);
+/* cms_type_from_oid maps the contents of a content-type OID to enum
+ * cms_type (CMS_TYPE_UNKNOWN for any other). */
+enum cms_type cms_type_from_oid(const CBS *oid);
 /* cms_content_info_begin opens ContentInfo with contentType type; the
  * caller writes the content into *out_inner and then CBB_flush(outer). */
 int cms_content_info_begin(CBB *outer, CBB *seq, CBB *explicit0,

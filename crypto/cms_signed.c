@@ -1016,10 +1016,13 @@ static enum cms_verdict resolve_alg(struct verify_alg *a,
     }
     a->key_type = kSigAlgs[i].key_type;
     a->pss = kSigAlgs[i].pss;
+    /* ECDSA: RFC 5758 §3.2 says absent, but gpgsm 2.2 writes NULL and
+     * OpenSSL takes it, so NULL is read (never written). Ed25519: absent
+     * only (RFC 8410 §3). */
     int params_ok = a->pss ? pss_params(params, a)
-                    : a->key_type == EVP_PKEY_RSA
-                        ? params_null_or_absent(&params)
-                        : CBS_len(&params) == 0;
+                    : a->key_type == EVP_PKEY_ED25519
+                        ? CBS_len(&params) == 0
+                        : params_null_or_absent(&params);
     if (!params_ok ||
         (kSigAlgs[i].hash >= 0 && kSigAlgs[i].hash != (int)a->digest) ||
         (a->key_type == EVP_PKEY_ED25519 && si->has_signed_attrs &&
@@ -1374,6 +1377,14 @@ static int verify_parsed(struct cms_verified *out, const struct cms_signed *sd,
     vc.now = (int64_t)time(NULL);
   }
   out->detached = !sd->has_econtent;
+  out->content_type = cms_type_from_oid(&sd->econtent_type);
+  if (sd->has_econtent && detached != NULL) {
+    /* The caller holds other bytes it takes for the signed ones: checking
+     * eContent instead would let them pass unchecked (a multipart/signed
+     * first part under an opaque signature). */
+    return cms_set_err(err, err_len, CMS_ERR_SYNTAX,
+                       "both encapsulated and detached content");
+  }
   if (sd->has_econtent) {
     vc.content = CBS_data(&sd->econtent);
     vc.content_len = CBS_len(&sd->econtent);
@@ -1420,6 +1431,7 @@ int cms_verify(struct cms_verified *out, const uint8_t *in, size_t in_len,
   }
   if (rc != CMS_OK) {
     cms_verified_cleanup(out); /* an error leaves no signers behind */
+    memset(out, 0, sizeof(*out));
   }
   OPENSSL_free(sd);
   OPENSSL_free(storage);

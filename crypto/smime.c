@@ -169,15 +169,36 @@ int smime_header_parse(struct smime_field *fields, size_t max, size_t *out_num,
   return SMIME_OK;
 }
 
-/* find_field returns the first field named name, or NULL. */
-static const struct smime_field *find_field(const struct smime_field *f,
-                                            size_t n, const char *name) {
+/* count_fields: how many fields are named name. */
+static size_t count_fields(const struct smime_field *f, size_t n,
+                           const char *name) {
+  size_t k = 0;
   for (size_t i = 0; i < n; i++) {
-    if (eq_nocase(f[i].name, f[i].name_len, name)) {
-      return &f[i];
-    }
+    k += eq_nocase(f[i].name, f[i].name_len, name);
   }
-  return NULL;
+  return k;
+}
+
+/* find_unique_field sets *out to the one field named name (NULL when
+ * there is none). Two or more is SMIME_ERR_SYNTAX: readers that take the
+ * first and readers that take the last would see different messages
+ * (RFC 2045 §3 allows one Content-Type, RFC 5322 §3.6 one From). */
+static int find_unique_field(const struct smime_field **out,
+                             const struct smime_field *f, size_t n,
+                             const char *name, char *err, size_t err_len) {
+  *out = NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (!eq_nocase(f[i].name, f[i].name_len, name)) {
+      continue;
+    }
+    if (*out != NULL) {
+      *out = NULL;
+      return fail(SMIME_ERR_SYNTAX, err, err_len, "%zu %.*s fields",
+                  count_fields(f, n, name), (int)f[i].name_len, f[i].name);
+    }
+    *out = &f[i];
+  }
+  return SMIME_OK;
 }
 
 /* ---- Content-Type (RFC 2045 §5.1) ---- */
@@ -257,6 +278,42 @@ static int read_quoted(struct hreader *r, char *out, size_t cap) {
   return 0;
 }
 
+/* ct_param_add stores one parameter. A name seen before is
+ * SMIME_ERR_SYNTAX (RFC 2045 §5.1: "the same parameter name may not
+ * appear more than once"; readers differ on which one wins), and so is an
+ * RFC 2231 form (name*, name*0) of a parameter that decides the structure:
+ * readers that decode RFC 2231 would take it, this one would not. More
+ * than SMIME_MAX_PARAMS is SMIME_ERR_LIMIT, not ignored, so a duplicate
+ * cannot hide past the limit. Returns 1 or a negative smime_err. */
+static int ct_param_add(struct smime_ct *ct, const char *name,
+                        const char *value, char *err, size_t err_len) {
+  static const char *structural[] = {"boundary", "protocol", "micalg",
+                                     "smime-type"};
+  const char *star = strchr(name, '*');
+  for (size_t i = 0; star != NULL && i < 4; i++) {
+    if (eq_nocase((const uint8_t *)name, (size_t)(star - name),
+                  structural[i])) {
+      return fail(SMIME_ERR_SYNTAX, err, err_len,
+                  "Content-Type: RFC 2231 form of %s (%s) not accepted",
+                  structural[i], name);
+    }
+  }
+  if (smime_ct_param(ct, name) != NULL) {
+    return fail(SMIME_ERR_SYNTAX, err, err_len,
+                "Content-Type: parameter %s given twice", name);
+  }
+  if (ct->num_params == SMIME_MAX_PARAMS) {
+    return fail(SMIME_ERR_LIMIT, err, err_len,
+                "Content-Type: more than %d parameters", SMIME_MAX_PARAMS);
+  }
+  snprintf(ct->params[ct->num_params].name,
+           sizeof ct->params[ct->num_params].name, "%s", name);
+  snprintf(ct->params[ct->num_params].value,
+           sizeof ct->params[ct->num_params].value, "%s", value);
+  ct->num_params++;
+  return 1;
+}
+
 /* ct_param reads one "; name=value" after the type. 1 read, 0 end. */
 static int ct_param(struct smime_ct *ct, struct hreader *r, char *err,
                     size_t err_len) {
@@ -286,12 +343,7 @@ static int ct_param(struct smime_ct *ct, struct hreader *r, char *err,
     return fail(SMIME_ERR_SYNTAX, err, err_len,
                 "Content-Type: unterminated quoted string");
   }
-  if (ct->num_params < SMIME_MAX_PARAMS && smime_ct_param(ct, name) == NULL) {
-    memcpy(ct->params[ct->num_params].name, name, sizeof name);
-    memcpy(ct->params[ct->num_params].value, value, sizeof value);
-    ct->num_params++;
-  }
-  return 1;
+  return ct_param_add(ct, name, value, err, err_len);
 }
 
 int smime_ct_parse(struct smime_ct *out, const uint8_t *value, size_t value_len,
@@ -313,7 +365,7 @@ int smime_ct_parse(struct smime_ct *out, const uint8_t *value, size_t value_len,
     return fail(SMIME_ERR_SYNTAX, err, err_len,
                 "Content-Type: junk after the subtype");
   }
-  for (int i = 0; i < 4 * SMIME_MAX_PARAMS; i++) {
+  for (int i = 0; i <= SMIME_MAX_PARAMS; i++) {
     int rc = ct_param(out, &r, err, err_len);
     if (rc <= 0) {
       return rc;
@@ -348,7 +400,11 @@ static int ct_is(const struct smime_ct *ct, const char *type,
  * text/plain; charset=us-ascii (RFC 2045 §5.2). */
 static int entity_ct(struct smime_ct *ct, const struct smime_field *f, size_t n,
                      char *err, size_t err_len) {
-  const struct smime_field *h = find_field(f, n, "content-type");
+  const struct smime_field *h;
+  int rc = find_unique_field(&h, f, n, "content-type", err, err_len);
+  if (rc != SMIME_OK) {
+    return rc;
+  }
   if (h == NULL) {
     static const char def[] = "text/plain; charset=us-ascii";
     return smime_ct_parse(ct, (const uint8_t *)def, sizeof def - 1, err,
@@ -358,52 +414,274 @@ static int entity_ct(struct smime_ct *ct, const struct smime_field *f, size_t n,
 }
 
 /* entity_cte writes the Content-Transfer-Encoding, lowercased ("7bit"
- * when absent). */
-static void entity_cte(char *out, size_t cap, const struct smime_field *f,
-                       size_t n) {
-  const struct smime_field *h = find_field(f, n, "content-transfer-encoding");
+ * when absent). Two of them, or a value that is not one token (RFC 2045
+ * §6.1), is SMIME_ERR_SYNTAX. */
+static int entity_cte(char *out, size_t cap, const struct smime_field *f,
+                      size_t n, char *err, size_t err_len) {
+  const struct smime_field *h;
   snprintf(out, cap, "7bit");
-  if (h != NULL) {
-    struct hreader r = {h->value, h->value_len, 0};
-    skip_cfws(&r);
-    if (read_token(&r, out, cap, 1) <= 0) {
-      snprintf(out, cap, "7bit");
-    }
+  int rc =
+      find_unique_field(&h, f, n, "content-transfer-encoding", err, err_len);
+  if (rc != SMIME_OK || h == NULL) {
+    return rc;
+  }
+  struct hreader r = {h->value, h->value_len, 0};
+  if (skip_cfws(&r) != 0 || read_token(&r, out, cap, 1) <= 0 ||
+      skip_cfws(&r) != 0 || r.pos != r.len) {
+    snprintf(out, cap, "7bit");
+    return fail(SMIME_ERR_SYNTAX, err, err_len,
+                "Content-Transfer-Encoding is not one token");
+  }
+  return SMIME_OK;
+}
+
+/* ---- From (RFC 5322 §3.4, §3.6.2) ---- */
+
+/* A bounded writer for the address; over is set when it did not fit. */
+struct addr_out {
+  char *p;
+  size_t cap, len;
+  int over;
+};
+
+static void addr_put(struct addr_out *o, char c) {
+  if (o->len + 1 < o->cap) {
+    o->p[o->len++] = c;
+    o->p[o->len] = '\0';
+  } else {
+    o->over = 1;
   }
 }
 
+/* is_atext: RFC 5322 §3.2.3 atext (ASCII only: an address is compared
+ * with certificates, which hold ASCII rfc822Names). */
+static int is_atext(uint8_t c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') ||
+         (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+}
+
+static int peek(const struct hreader *r, uint8_t c) {
+  return r->pos < r->len && r->p[r->pos] == c;
+}
+
+/* dot_atom_text reads 1*atext *("." 1*atext) (§3.2.3) into o. 0 or -1. */
+static int dot_atom_text(struct hreader *r, struct addr_out *o) {
+  for (;;) {
+    size_t start = r->pos;
+    while (r->pos < r->len && is_atext(r->p[r->pos])) {
+      addr_put(o, (char)r->p[r->pos++]);
+    }
+    if (r->pos == start) {
+      return -1;
+    }
+    if (!peek(r, '.')) {
+      return 0;
+    }
+    addr_put(o, '.');
+    r->pos++;
+  }
+}
+
+/* quoted_string reads a quoted-string (§3.2.4): qtext, quoted-pairs and
+ * folding whitespace (the line breaks dropped). With addr set the content
+ * must be ASCII (qtext or VCHAR/WSP pairs) and is written to o; without,
+ * it is a display name and any byte but NUL passes. 0 or -1. */
+static int quoted_string(struct hreader *r, struct addr_out *o, int addr) {
+  r->pos++; /* the opening quote */
+  while (r->pos < r->len && r->p[r->pos] != '"') {
+    uint8_t c = r->p[r->pos++];
+    if (c == '\\') {
+      if (r->pos == r->len) {
+        return -1;
+      }
+      c = r->p[r->pos++];
+      if (addr && c != ' ' && c != '\t' && (c < 33 || c > 126)) {
+        return -1;
+      }
+    } else if (c == '\r' || c == '\n') {
+      continue;
+    } else if (c == '\0' || (addr && !is_wsp(c) && (c < 33 || c > 126))) {
+      return -1;
+    }
+    if (o != NULL) {
+      addr_put(o, (char)c);
+    }
+  }
+  if (r->pos == r->len) {
+    return -1;
+  }
+  r->pos++;
+  return 0;
+}
+
+/* local_part reads dot-atom or quoted-string (§3.4.1; the obsolete forms
+ * are refused). A quoted one whose content is a dot-atom is written bare
+ * (RFC 5321 §4.1.2: the same mailbox); otherwise it keeps its quotes,
+ * with '"' and '\' escaped. 0 or -1. */
+static int local_part(struct hreader *r, struct addr_out *o) {
+  if (!peek(r, '"')) {
+    return dot_atom_text(r, o);
+  }
+  char raw[SMIME_MAX_ADDRESS + 1];
+  struct addr_out q = {raw, sizeof raw, 0, 0};
+  raw[0] = '\0';
+  if (quoted_string(r, &q, 1) != 0 || q.over || q.len == 0) {
+    o->over |= q.over;
+    return -1;
+  }
+  struct hreader t = {(const uint8_t *)raw, q.len, 0};
+  struct addr_out probe = {NULL, 0, 0, 0};
+  if (dot_atom_text(&t, &probe) == 0 && t.pos == t.len) {
+    for (size_t i = 0; i < q.len; i++) {
+      addr_put(o, raw[i]);
+    }
+    return 0;
+  }
+  addr_put(o, '"');
+  for (size_t i = 0; i < q.len; i++) {
+    if (raw[i] == '"' || raw[i] == '\\') {
+      addr_put(o, '\\');
+    }
+    addr_put(o, raw[i]);
+  }
+  addr_put(o, '"');
+  return 0;
+}
+
+/* domain reads dot-atom or domain-literal "[" *dtext "]" (§3.4.1; no
+ * whitespace inside the brackets, no obsolete forms). 0 or -1. */
+static int domain(struct hreader *r, struct addr_out *o) {
+  if (!peek(r, '[')) {
+    return dot_atom_text(r, o);
+  }
+  addr_put(o, '[');
+  r->pos++;
+  while (r->pos < r->len && r->p[r->pos] >= 33 && r->p[r->pos] <= 126 &&
+         r->p[r->pos] != '[' && r->p[r->pos] != ']' && r->p[r->pos] != '\\') {
+    addr_put(o, (char)r->p[r->pos++]);
+  }
+  if (!peek(r, ']')) {
+    return -1;
+  }
+  addr_put(o, ']');
+  r->pos++;
+  return 0;
+}
+
+/* addr_spec reads [CFWS] local-part [CFWS] "@" [CFWS] domain [CFWS]
+ * (§3.4.1) into o. 0 or -1. */
+static int addr_spec(struct hreader *r, struct addr_out *o) {
+  if (skip_cfws(r) != 0 || local_part(r, o) != 0 || skip_cfws(r) != 0 ||
+      !peek(r, '@')) {
+    return -1;
+  }
+  addr_put(o, '@');
+  r->pos++;
+  return skip_cfws(r) == 0 && domain(r, o) == 0 && skip_cfws(r) == 0 ? 0 : -1;
+}
+
+/* display_name reads phrase = 1*word (§3.2.5), with the obsolete "."
+ * between words (obs-phrase, "John Q. Public"). Atoms may hold 8-bit
+ * bytes (RFC 6532); nothing of it is kept. 0 or -1. */
+static int display_name(struct hreader *r) {
+  size_t words = 0;
+  for (;;) {
+    if (skip_cfws(r) != 0) {
+      return -1;
+    }
+    if (peek(r, '"')) {
+      if (quoted_string(r, NULL, 0) != 0) {
+        return -1;
+      }
+    } else if (words > 0 && peek(r, '.')) {
+      r->pos++;
+    } else if (r->pos < r->len &&
+               (is_atext(r->p[r->pos]) || r->p[r->pos] >= 0x80)) {
+      while (r->pos < r->len &&
+             (is_atext(r->p[r->pos]) || r->p[r->pos] >= 0x80)) {
+        r->pos++;
+      }
+    } else {
+      return words > 0 ? 0 : -1;
+    }
+    words++;
+  }
+}
+
+/* mailbox reads the whole value as exactly one mailbox = name-addr /
+ * addr-spec (§3.4): a list, a group, a route or anything after it is
+ * -1. */
+static int mailbox(struct hreader *r, struct addr_out *o) {
+  size_t start = r->pos;
+  if (addr_spec(r, o) == 0 && r->pos == r->len) {
+    return 0;
+  }
+  r->pos = start;
+  o->len = 0;
+  o->over = 0;
+  o->p[0] = '\0';
+  /* name-addr = [display-name] angle-addr; angle-addr = [CFWS] "<"
+   * addr-spec ">" [CFWS] */
+  if (skip_cfws(r) != 0 || (!peek(r, '<') && display_name(r) != 0) ||
+      skip_cfws(r) != 0 || !peek(r, '<')) {
+    return -1;
+  }
+  r->pos++;
+  if (addr_spec(r, o) != 0 || !peek(r, '>')) {
+    return -1;
+  }
+  r->pos++;
+  return skip_cfws(r) == 0 && r->pos == r->len ? 0 : -1;
+}
+
+/* from_parse writes the addr-spec of the one mailbox in a From value. */
+static int from_parse(char *out, size_t out_cap, const struct smime_field *h,
+                      char *err, size_t err_len) {
+  char addr[SMIME_MAX_ADDRESS + 1];
+  struct addr_out o = {addr, sizeof addr, 0, 0};
+  struct hreader r = {h->value, h->value_len, 0};
+  addr[0] = '\0';
+  int rc = mailbox(&r, &o);
+  if (o.over) {
+    return fail(SMIME_ERR_LIMIT, err, err_len,
+                "From: address longer than %d bytes", SMIME_MAX_ADDRESS);
+  }
+  if (rc != 0 || o.len == 0) {
+    return fail(SMIME_ERR_SYNTAX, err, err_len,
+                "From: not exactly one mailbox (addr-spec or "
+                "name <addr-spec>, RFC 5322 §3.4)");
+  }
+  if (o.len >= out_cap) {
+    return fail(SMIME_ERR_LIMIT, err, err_len,
+                "From: address of %zu bytes does not fit", o.len);
+  }
+  memcpy(out, addr, o.len + 1);
+  return SMIME_OK;
+}
+
 int smime_from_address(char *out, size_t out_cap, const uint8_t *msg,
-                       size_t msg_len) {
-  struct smime_field *f = malloc(SMIME_MAX_HEADERS * sizeof *f);
+                       size_t msg_len, char *err, size_t err_len) {
+  const struct smime_field *h = NULL;
   size_t n, body;
+  if (out_cap == 0) {
+    return fail(SMIME_ERR_LIMIT, err, err_len, "no room for the address");
+  }
   out[0] = '\0';
+  struct smime_field *f = malloc(SMIME_MAX_HEADERS * sizeof *f);
   if (f == NULL) {
-    return SMIME_ERR_INTERNAL;
+    return oom(err, err_len);
   }
   int rc = smime_header_parse(f, SMIME_MAX_HEADERS, &n, &body, msg, msg_len,
-                              NULL, 0);
-  const struct smime_field *h = rc == 0 ? find_field(f, n, "from") : NULL;
-  if (h == NULL) {
-    free(f);
-    return rc;
-  }
-  const uint8_t *p = h->value, *e = h->value + h->value_len;
-  const uint8_t *lt = memchr(p, '<', h->value_len);
-  if (lt != NULL) {
-    const uint8_t *gt = memchr(lt, '>', (size_t)(e - lt));
-    p = lt + 1;
-    e = gt != NULL ? gt : e;
-  }
-  while (p < e && (is_wsp(*p) || *p == '\r' || *p == '\n')) {
-    p++;
-  }
-  while (e > p && (is_wsp(e[-1]) || e[-1] == '\r' || e[-1] == '\n')) {
-    e--;
-  }
-  rc = (size_t)(e - p) < out_cap ? SMIME_OK : SMIME_ERR_LIMIT;
+                              err, err_len);
   if (rc == SMIME_OK) {
-    memcpy(out, p, (size_t)(e - p));
-    out[e - p] = '\0';
+    rc = find_unique_field(&h, f, n, "from", err, err_len);
+  }
+  if (rc == SMIME_OK && h == NULL) {
+    rc = fail(SMIME_ERR_SYNTAX, err, err_len, "no From field");
+  }
+  if (rc == SMIME_OK) {
+    rc = from_parse(out, out_cap, h, err, err_len);
   }
   free(f);
   return rc;
@@ -436,8 +714,15 @@ int smime_multipart_init(struct smime_multipart *mp, const char *boundary,
   return SMIME_OK;
 }
 
-/* delim_at: the line at pos is a delimiter (1), a close delimiter (2) or
- * not (0); *out_next is past its line break. */
+/* delim_at: the line at pos is a delimiter (1), a close delimiter (2),
+ * not a boundary line (0), or begins with "--" boundary without being
+ * either (-1). RFC 2046 §5.1.1: dash-boundary transport-padding CRLF, the
+ * close one with "--" before the padding and the line break optional at
+ * the end of the body (LF alone is taken for CRLF, as everywhere here).
+ * Its note to implementors lets readers match the boundary as a prefix of
+ * the line, so a line that only begins like one is ambiguous (some mail
+ * clients split there) and is an error, never content. *out_next is past
+ * the line break. */
 static int delim_at(const struct smime_multipart *mp, size_t pos,
                     size_t *out_next) {
   size_t n = mp->boundary_len,
@@ -456,11 +741,16 @@ static int delim_at(const struct smime_multipart *mp, size_t pos,
   while (i < end && is_wsp(mp->body[i])) { /* transport padding */
     i++;
   }
-  return i == end ? 1 + close : 0;
+  int has_break = *out_next > end; /* CRLF or LF, not the end of input */
+  if (i != end || (!close && !has_break)) {
+    return -1;
+  }
+  return 1 + close;
 }
 
 /* next_delim finds the first delimiter line starting at or after pos at
- * a line start. Returns its kind (0: none) and its line start. */
+ * a line start. Returns its kind (0: none, -1: an ambiguous boundary
+ * line) and its line start. */
 static int next_delim(const struct smime_multipart *mp, size_t pos,
                       size_t *out_line, size_t *out_next) {
   while (pos < mp->body_len) {
@@ -489,16 +779,22 @@ int smime_multipart_next(struct smime_multipart *mp, const uint8_t **out_part,
     if (kind != 1) {
       mp->err = SMIME_ERR_SYNTAX;
       return fail(mp->err, err, err_len, "multipart: %s",
-                  kind == 0 ? "boundary not found" : "no body parts");
+                  kind == 0    ? "boundary not found"
+                  : kind == -1 ? "a line begins with the boundary but is "
+                                 "not a delimiter"
+                               : "no body parts");
     }
     mp->started = 1;
     mp->preamble_len = line;
     mp->pos = next;
   }
   int kind = next_delim(mp, mp->pos, &line, &next);
-  if (kind == 0) {
+  if (kind <= 0) {
     mp->err = SMIME_ERR_SYNTAX;
-    return fail(mp->err, err, err_len, "multipart: no close delimiter");
+    return fail(mp->err, err, err_len, "multipart: %s",
+                kind == 0 ? "no close delimiter"
+                          : "a line begins with the boundary but is not a "
+                            "delimiter");
   }
   if (++mp->num_parts > SMIME_MAX_PARTS) {
     mp->err = SMIME_ERR_LIMIT;
@@ -708,8 +1004,11 @@ static int entity_read(struct entity *e, const uint8_t *in, size_t in_len,
   }
   e->body = in + off;
   e->body_len = in_len - off;
-  entity_cte(e->cte, sizeof e->cte, e->fields, e->num_fields);
-  return entity_ct(&e->ct, e->fields, e->num_fields, err, err_len);
+  rc =
+      entity_cte(e->cte, sizeof e->cte, e->fields, e->num_fields, err, err_len);
+  return rc != SMIME_OK
+             ? rc
+             : entity_ct(&e->ct, e->fields, e->num_fields, err, err_len);
 }
 
 /* header_copy appends e's fields with CRLF line ends, leaving out the
@@ -886,6 +1185,19 @@ static int is_content_field(const struct smime_field *f, int *out_version) {
          (f->name_len >= 8 && eq_nocase(f->name, 8, "content-"));
 }
 
+/* content_fields_unique: at most one Content-Type and one
+ * Content-Transfer-Encoding (RFC 2045 §3); a second is SMIME_ERR_SYNTAX,
+ * as readers differ on which one counts. */
+static int content_fields_unique(const struct smime_field *f, size_t n,
+                                 char *err, size_t err_len) {
+  const struct smime_field *h;
+  int rc = find_unique_field(&h, f, n, "content-type", err, err_len);
+  return rc != SMIME_OK
+             ? rc
+             : find_unique_field(&h, f, n, "content-transfer-encoding", err,
+                                 err_len);
+}
+
 /* field_copy appends a whole field with CRLF line ends. */
 static int field_copy(struct buf *out, const struct smime_field *f) {
   int rc = crlf_append(out, f->raw, f->raw_len);
@@ -905,6 +1217,9 @@ int smime_split(struct buf *out_outer, struct buf *out_entity,
   }
   rc = smime_header_parse(f, SMIME_MAX_HEADERS, &n, &body, msg, msg_len, err,
                           err_len);
+  if (rc == SMIME_OK) {
+    rc = content_fields_unique(f, n, err, err_len);
+  }
   for (size_t i = 0; rc == SMIME_OK && i < n; i++) {
     if (!is_content_field(&f[i], &version)) {
       rc = field_copy(out_outer, &f[i]);
@@ -929,16 +1244,47 @@ int smime_split(struct buf *out_outer, struct buf *out_entity,
   return rc == SMIME_ERR_INTERNAL ? oom(err, err_len) : rc;
 }
 
+/* join_entity appends the entity's Content-* fields (CRLF line ends),
+ * the blank line and its body. */
+static int join_entity(struct buf *out, const uint8_t *entity,
+                       size_t entity_len) {
+  struct smime_field *f = malloc(SMIME_MAX_HEADERS * sizeof *f);
+  size_t n, body;
+  int version;
+  if (f == NULL) {
+    return SMIME_ERR_INTERNAL;
+  }
+  int rc = smime_header_parse(f, SMIME_MAX_HEADERS, &n, &body, entity,
+                              entity_len, NULL, 0);
+  if (rc == SMIME_OK) {
+    rc = content_fields_unique(f, n, NULL, 0);
+  }
+  for (size_t i = 0; rc == SMIME_OK && i < n; i++) {
+    if (is_content_field(&f[i], &version) && !version &&
+        field_copy(out, &f[i]) != 0) {
+      rc = SMIME_ERR_INTERNAL;
+    }
+  }
+  free(f);
+  if (rc == SMIME_OK &&
+      (buf_append(out, CRLF, 2) != 0 ||
+       buf_append(out, entity + body, entity_len - body) != 0)) {
+    rc = SMIME_ERR_INTERNAL;
+  }
+  return rc;
+}
+
 int smime_join(struct buf *out, const uint8_t *outer, size_t outer_len,
                const uint8_t *entity, size_t entity_len) {
   size_t start = out->len;
-  if (buf_append(out, outer, outer_len) != 0 ||
-      buf_append_str(out, "MIME-Version: 1.0" CRLF) != 0 ||
-      buf_append(out, entity, entity_len) != 0) {
+  int rc = buf_append(out, outer, outer_len) != 0 ||
+                   buf_append_str(out, "MIME-Version: 1.0" CRLF) != 0
+               ? SMIME_ERR_INTERNAL
+               : join_entity(out, entity, entity_len);
+  if (rc != SMIME_OK) {
     out->len = start;
-    return SMIME_ERR_INTERNAL;
   }
-  return SMIME_OK;
+  return rc;
 }
 
 /* ---- building ---- */
@@ -977,10 +1323,11 @@ static int wrap_begin(struct wrap *w, const uint8_t *msg, size_t msg_len,
 /* wrap_finish appends outer + MIME-Version + the new entity to out. */
 static int wrap_finish(struct buf *out, struct wrap *w, char *err,
                        size_t err_len) {
-  return smime_join(out, w->outer.data, w->outer.len, w->body.data,
-                    w->body.len) != 0
-             ? oom(err, err_len)
-             : SMIME_OK;
+  int rc =
+      smime_join(out, w->outer.data, w->outer.len, w->body.data, w->body.len);
+  return rc == SMIME_ERR_INTERNAL ? oom(err, err_len)
+         : rc != SMIME_OK ? fail(rc, err, err_len, "cannot join the message")
+                          : SMIME_OK;
 }
 
 /* p7m_entity writes an application/pkcs7-mime entity (RFC 8551 §3.2) of
@@ -1263,8 +1610,32 @@ static enum smime_kind kind_of(enum cms_type t) {
   }
 }
 
+/* smime_type_kind maps an smime-type value (RFC 8551 §3.2.2) to the kind
+ * it announces: SMIME_KIND_NONE for one this module does not open. */
+static enum smime_kind smime_type_kind(const char *st) {
+  static const struct {
+    const char *name;
+    enum smime_kind kind;
+  } types[] = {
+      {"signed-data", SMIME_KIND_SIGNED_DATA},
+      {"enveloped-data", SMIME_KIND_ENVELOPED},
+      {"authEnveloped-data", SMIME_KIND_AUTH_ENVELOPED},
+  };
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+    if (eq_nocase((const uint8_t *)st, strlen(st), types[i].name)) {
+      return types[i].kind;
+    }
+  }
+  return SMIME_KIND_NONE;
+}
+
 /* parse_p7m reads application/pkcs7-mime (RFC 8551 §3.2.2). The CMS
- * content type decides the kind; smime-type must not contradict it. */
+ * content type decides the kind; an smime-type, when given, must name the
+ * same one (a mismatch is SMIME_ERR_SYNTAX: a client going by the label
+ * and this module going by the DER would treat the message differently).
+ * An enveloped kind must be a whole, well-formed EnvelopedData or
+ * AuthEnvelopedData (cms_check_enveloped), so that a ContentInfo head
+ * before plaintext is not taken for an encrypted message. */
 static int parse_p7m(struct smime_parsed *out, const struct entity *e,
                      char *err, size_t err_len) {
   const char *st = smime_ct_param(&e->ct, "smime-type");
@@ -1273,6 +1644,9 @@ static int parse_p7m(struct smime_parsed *out, const struct entity *e,
       (eq_nocase((const uint8_t *)st, strlen(st), "certs-only") ||
        eq_nocase((const uint8_t *)st, strlen(st), "compressed-data"))) {
     return fail(SMIME_ERR_UNSUPPORTED, err, err_len, "smime-type=%s", st);
+  }
+  if (st != NULL && smime_type_kind(st) == SMIME_KIND_NONE) {
+    return fail(SMIME_ERR_UNSUPPORTED, err, err_len, "smime-type=%.64s", st);
   }
   int rc = decode_body(&out->der, e->cte, e->body, e->body_len, err, err_len);
   if (rc != SMIME_OK) {
@@ -1286,6 +1660,23 @@ static int parse_p7m(struct smime_parsed *out, const struct entity *e,
   if (out->kind == SMIME_KIND_NONE) {
     return fail(SMIME_ERR_UNSUPPORTED, err, err_len,
                 "application/pkcs7-mime: CMS content type not handled");
+  }
+  if (st != NULL && smime_type_kind(st) != out->kind) {
+    return fail(SMIME_ERR_SYNTAX, err, err_len,
+                "application/pkcs7-mime: smime-type=%s but the CMS content "
+                "is %s",
+                st, smime_kind_str(out->kind));
+  }
+  if (out->kind == SMIME_KIND_ENVELOPED ||
+      out->kind == SMIME_KIND_AUTH_ENVELOPED) {
+    char why[128] = "";
+    int c = cms_check_enveloped(out->der.data, out->der.len, why, sizeof why);
+    if (c != CMS_OK) {
+      return fail(c == CMS_ERR_INTERNAL ? SMIME_ERR_INTERNAL : SMIME_ERR_SYNTAX,
+                  err, err_len,
+                  "application/pkcs7-mime: not a well-formed %s: %s",
+                  smime_kind_str(out->kind), why);
+    }
   }
   return SMIME_OK;
 }
@@ -1319,6 +1710,28 @@ int smime_parse(struct smime_parsed *out, const uint8_t *msg, size_t msg_len,
 
 /* ---- unwrapping ---- */
 
+/* signed_layer_check holds a verified layer to what its wrapper
+ * promises: multipart/signed carries a detached signature over its first
+ * part (RFC 8551 §3.5.3), signed-data carries its content (§3.5.2), and
+ * S/MIME signs MIME entities, eContentType id-data (§2.4.1). */
+static int signed_layer_check(const struct smime_parsed *p,
+                              const struct cms_verified *v, char *err,
+                              size_t err_len) {
+  if (p->kind == SMIME_KIND_MULTIPART_SIGNED && !v->detached) {
+    return fail(SMIME_ERR_SYNTAX, err, err_len,
+                "multipart/signed whose signature encapsulates content");
+  }
+  if (p->kind == SMIME_KIND_SIGNED_DATA && v->detached) {
+    return fail(SMIME_ERR_SYNTAX, err, err_len,
+                "signed-data without encapsulated content");
+  }
+  if (v->content_type != CMS_TYPE_DATA) {
+    return fail(SMIME_ERR_UNSUPPORTED, err, err_len,
+                "signed content type is not id-data (RFC 8551 §2.4.1)");
+  }
+  return SMIME_OK;
+}
+
 int smime_verify_message(struct cms_verified *out_v, struct buf *out_entity,
                          const struct cms_verify_opts *opts, const uint8_t *msg,
                          size_t msg_len, char *err, size_t err_len) {
@@ -1338,9 +1751,19 @@ int smime_verify_message(struct cms_verified *out_v, struct buf *out_entity,
     rc = oom(err, err_len);
   }
   if (rc == SMIME_OK) {
-    int c = cms_verify(out_v, p.der.data, p.der.len, content.data, content.len,
+    /* multipart/signed always hands its first part over, even an empty
+     * one (never NULL), so cms_verify refuses a signature that carries
+     * content of its own instead of checking that. */
+    const uint8_t *detached = NULL;
+    if (p.kind == SMIME_KIND_MULTIPART_SIGNED) {
+      detached = content.data != NULL ? content.data : (const uint8_t *)"";
+    }
+    int c = cms_verify(out_v, p.der.data, p.der.len, detached, content.len,
                        opts, err, err_len);
     rc = c != CMS_OK ? cms_fail(c, err, err_len) : SMIME_OK;
+  }
+  if (rc == SMIME_OK) {
+    rc = signed_layer_check(&p, out_v, err, err_len);
   }
   if (rc == SMIME_OK) {
     const struct buf *inner =
@@ -1348,6 +1771,10 @@ int smime_verify_message(struct cms_verified *out_v, struct buf *out_entity,
     if (buf_append(out_entity, inner->data, inner->len) != 0) {
       rc = oom(err, err_len);
     }
+  }
+  if (rc != SMIME_OK) { /* no verdicts without the content they cover */
+    cms_verified_cleanup(out_v);
+    memset(out_v, 0, sizeof *out_v);
   }
   buf_free(&content);
   smime_parsed_cleanup(&p);
@@ -1496,9 +1923,13 @@ int smime_open(struct smime_opened *out, const struct smime_open_opts *opts,
     buf_move(&out->entity, &cur);
     rc = smime_split(&outer, &ignored, msg, msg_len, err, err_len);
   }
-  if (rc == SMIME_OK && smime_join(&out->message, outer.data, outer.len,
-                                   out->entity.data, out->entity.len) != 0) {
-    rc = oom(err, err_len);
+  if (rc == SMIME_OK) {
+    rc = smime_join(&out->message, outer.data, outer.len, out->entity.data,
+                    out->entity.len);
+    rc = rc == SMIME_ERR_INTERNAL ? oom(err, err_len)
+         : rc != SMIME_OK
+             ? fail(rc, err, err_len, "the innermost entity's header is bad")
+             : rc;
   }
   if (rc == SMIME_OK) {
     rc = open_summary(out, opts->allow_unauthenticated, err, err_len);

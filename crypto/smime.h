@@ -47,6 +47,7 @@
 #define SMIME_MAX_PARAMS 16           /* Content-Type parameters read */
 #define SMIME_MAX_PARAM_VALUE 256     /* bytes of one parameter value */
 #define SMIME_B64_LINE 76             /* base64 line length (RFC 2045) */
+#define SMIME_MAX_ADDRESS 254 /* a From addr-spec (RFC 5321 §4.5.3.1) */
 
 enum smime_err {
   SMIME_OK = 0,
@@ -94,19 +95,36 @@ struct smime_ct {
   } params[SMIME_MAX_PARAMS];
 };
 
-/* smime_ct_parse parses a Content-Type value. Parameters past
- * SMIME_MAX_PARAMS are ignored; a value too long is SMIME_ERR_LIMIT. */
+/* smime_ct_parse parses a Content-Type value. A parameter name given
+ * twice (RFC 2045 §5.1), or an RFC 2231 form (name*, name*0) of boundary,
+ * protocol, micalg or smime-type, is SMIME_ERR_SYNTAX: readers differ on
+ * which one counts. More than SMIME_MAX_PARAMS parameters, or a value too
+ * long, is SMIME_ERR_LIMIT. */
 int smime_ct_parse(struct smime_ct *out, const uint8_t *value, size_t value_len,
                    char *err, size_t err_len);
 /* smime_ct_param returns the parameter's value (name case-insensitive), or
  * NULL. */
 const char *smime_ct_param(const struct smime_ct *ct, const char *name);
 
-/* smime_from_address writes the addr-spec of the first From field of
- * msg's header ("Name <a@b>" or "a@b"), or "" when there is none.
- * Returns SMIME_OK or an error. */
+/* smime_from_address writes to out the addr-spec of the From field of
+ * msg's header, parsed as RFC 5322 §3.4 says: the header must have
+ * exactly one From field, holding exactly one mailbox, either addr-spec
+ * or [display-name] <addr-spec>; comments (nested, with quoted-pairs) and
+ * quoted strings are read as such, so "<x@y>" inside either is never the
+ * address. The local part is a dot-atom or a quoted-string (written bare
+ * when its content is a dot-atom, else quoted), the domain a dot-atom or
+ * a [literal]; ASCII only; obsolete forms (routes, obs-local-part) are
+ * refused. The case is kept: compare case-insensitively.
+ *
+ * Returns SMIME_OK with a non-empty address in out, or an error with out
+ * "" and the reason in err: SMIME_ERR_SYNTAX for no From field, more
+ * than one, a group, a list, "<>" or anything else that does not parse;
+ * SMIME_ERR_LIMIT for an address over SMIME_MAX_ADDRESS bytes or out_cap
+ * - 1, or a header over its limits; SMIME_ERR_INTERNAL for memory. An
+ * error means there is no From address to check a signer against: a
+ * caller must treat it as a mismatch, never as "any signer". */
 int smime_from_address(char *out, size_t out_cap, const uint8_t *msg,
-                       size_t msg_len);
+                       size_t msg_len, char *err, size_t err_len);
 
 /* ---- multipart bodies (RFC 2046 §5.1.1) -------------------------------- */
 
@@ -131,7 +149,12 @@ int smime_multipart_init(struct smime_multipart *mp, const char *boundary,
 /* smime_multipart_next returns 1 with the next part's exact bytes (RFC
  * 1847 §2.1: after the delimiter line's line break, up to and without the
  * line break before the next delimiter), 0 after the close delimiter, or
- * a negative smime_err (a missing close delimiter is SMIME_ERR_SYNTAX). */
+ * a negative smime_err. A delimiter line is "--" boundary, optional
+ * transport padding (SP, HT), then CRLF (or LF); a close delimiter has
+ * "--" after the boundary and may end the body without a line break. A
+ * missing close delimiter, and a line that begins with "--" boundary but
+ * is neither (RFC 2046 lets readers match the boundary as a prefix, so it
+ * is ambiguous), are SMIME_ERR_SYNTAX. */
 int smime_multipart_next(struct smime_multipart *mp, const uint8_t **out_part,
                          size_t *out_part_len, char *err, size_t err_len);
 
@@ -141,7 +164,9 @@ int smime_multipart_next(struct smime_multipart *mp, const uint8_t **out_part,
  * MIME-Version, to out_outer (CRLF line ends, no blank line), and the
  * entity (content fields, blank line, body) to out_entity. A message
  * without Content-Type gets "text/plain; charset=us-ascii" (RFC 2045
- * §5.2). The entity keeps msg's bytes; smime_canon makes it canonical. */
+ * §5.2); one with two Content-Type or two Content-Transfer-Encoding
+ * fields is SMIME_ERR_SYNTAX. The entity keeps msg's bytes; smime_canon
+ * makes it canonical. */
 int smime_split(struct buf *out_outer, struct buf *out_entity,
                 const uint8_t *msg, size_t msg_len, char *err, size_t err_len);
 
@@ -156,7 +181,14 @@ int smime_canon(struct buf *out, const uint8_t *entity, size_t entity_len,
                 char *err, size_t err_len);
 
 /* smime_join appends outer (as smime_split made it), MIME-Version: 1.0 and
- * entity to out: a whole message again. */
+ * entity to out: a whole message again. Of the entity's header only the
+ * Content-* fields are kept (CRLF line ends), so a From:,
+ * Authentication-Results: or MIME-Version inside a decrypted or verified
+ * entity never reaches the top-level header; its body is copied as it is.
+ * Returns SMIME_OK; SMIME_ERR_SYNTAX or SMIME_ERR_LIMIT when the entity's
+ * header does not parse or has two Content-Type or
+ * Content-Transfer-Encoding fields; SMIME_ERR_INTERNAL. On error out is
+ * unchanged. */
 int smime_join(struct buf *out, const uint8_t *outer, size_t outer_len,
                const uint8_t *entity, size_t entity_len);
 
@@ -224,9 +256,15 @@ struct smime_parsed {
 
 /* smime_parse classifies msg (a message or an entity) by its
  * Content-Type: multipart/signed with protocol application/pkcs7-signature
- * (or x-pkcs7-signature), application/(x-)pkcs7-mime by smime-type or,
- * without one, by the CMS content type; anything else is
- * SMIME_KIND_NONE (SMIME_OK). out is always initialised; release it with
+ * (or x-pkcs7-signature), application/(x-)pkcs7-mime by the CMS content
+ * type, which an smime-type, when given, must agree with
+ * (SMIME_ERR_SYNTAX otherwise; an unknown smime-type is
+ * SMIME_ERR_UNSUPPORTED); anything else is SMIME_KIND_NONE (SMIME_OK).
+ * SMIME_KIND_ENVELOPED and SMIME_KIND_AUTH_ENVELOPED are only given for a
+ * whole, well-formed EnvelopedData / AuthEnvelopedData
+ * (cms_check_enveloped); otherwise SMIME_ERR_SYNTAX. Two Content-Type or
+ * Content-Transfer-Encoding fields, or a repeated parameter, are
+ * SMIME_ERR_SYNTAX. out is always initialised; release it with
  * smime_parsed_cleanup. */
 int smime_parse(struct smime_parsed *out, const uint8_t *msg, size_t msg_len,
                 char *err, size_t err_len);
@@ -235,9 +273,14 @@ void smime_parsed_cleanup(struct smime_parsed *p);
 /* smime_verify_message checks one signed layer of msg (multipart/signed or
  * signed-data; the content is brought to CRLF line ends first, as the
  * signer canonicalised it), puts the verdicts in out_v and the signed
- * entity in out_entity. Returns SMIME_OK when it parsed (verdicts in
- * out_v), SMIME_ERR_NOT_SMIME if msg is not signed. out_v is always
- * initialised (cms_verified_cleanup). */
+ * entity (exactly the bytes the verdicts cover) in out_entity. Returns
+ * SMIME_OK when it parsed (verdicts in out_v), SMIME_ERR_NOT_SMIME if msg
+ * is not signed. multipart/signed must carry a detached SignedData (one
+ * with encapsulated content is SMIME_ERR_CMS: signature wrapping) and
+ * signed-data one with content (SMIME_ERR_SYNTAX); an eContentType other
+ * than id-data is SMIME_ERR_UNSUPPORTED (RFC 8551 §2.4.1). On error
+ * out_v has no signers and nothing is appended to out_entity. out_v is
+ * always initialised (cms_verified_cleanup). */
 int smime_verify_message(struct cms_verified *out_v, struct buf *out_entity,
                          const struct cms_verify_opts *opts, const uint8_t *msg,
                          size_t msg_len, char *err, size_t err_len);

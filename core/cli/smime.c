@@ -9,17 +9,23 @@
  *                        aes-128-cbc] [--pkcs1] [--ski] [--in F] [--out F]
  *   postseal smime verify --CAfile F [--CApath D] [--from ADDR | --any-from]
  *                       [--in F] [--out F]
- *   postseal smime decrypt --key K --cert C [--require-signed --CAfile F]
- *                       [--in F] [--out F]
+ *   postseal smime decrypt --key K --cert C [--require-signed --CAfile F
+ *                       [--from ADDR | --any-from]] [--in F] [--out F]
  *
  * The message comes from --in (default stdin) and the result goes to --out
  * (default stdout). verify prints one line per signer on stdout ("VERDICT
  * EMAIL SIGNING-TIME ALGORITHM DIGEST", a reason after a failure) and
  * writes the signed entity to --out only; it checks the From address of
- * the message unless --from names another or --any-from. decrypt removes
- * one encryption layer; AES-CBC content is not authenticated (EFAIL): it
- * is written with a warning, or with --require-signed only when the layer
- * inside is a signed entity every signer of which passes.
+ * the message unless --from names another or --any-from: a message
+ * without exactly one From mailbox that parses (crypto/smime.h
+ * smime_from_address) fails that check (from-mismatch), it is never taken
+ * as "any signer". decrypt removes one encryption layer; AES-CBC content
+ * is not authenticated (EFAIL): it is written with a warning, or with
+ * --require-signed only when the layer inside is a signed entity every
+ * signer of which passes (From checked as for verify), and then what is
+ * written is the outer header with the entity that signature covers, not
+ * the signed wrapper. Only Content-* fields of an inner entity reach the
+ * written header.
  *
  * Exit status: 0 done (verify: every signer passed), 1 failure (reason on
  * stderr), 2 usage error. The work is crypto/smime.h's; this file reads
@@ -36,7 +42,8 @@
 #include "crypto/cms.h"
 #include "crypto/smime.h"
 
-#define SMIME_CLI_MAX_CERTS 64 /* --to / --rcpt / --encrypt-to */
+/* --to, --encrypt-to and --rcpt together: one array of recipients */
+#define SMIME_CLI_MAX_CERTS 64
 
 struct smime_opts {
   const char *verb;
@@ -67,7 +74,8 @@ static void smime_usage(FILE *f) {
           "       postseal smime verify --CAfile FILE [--CApath DIR] "
           "[--from ADDR|--any-from]\n"
           "       postseal smime decrypt --key KEY --cert CERT "
-          "[--require-signed --CAfile FILE]\n"
+          "[--require-signed --CAfile FILE\n"
+          "                           [--from ADDR|--any-from]]\n"
           "each also takes [--in FILE] [--out FILE] (default stdin, "
           "stdout).\n"
           "verify prints one line per signer (VERDICT EMAIL SIGNING-TIME "
@@ -202,6 +210,13 @@ static int parse_one(int argc, char **argv, int *i, struct smime_opts *o) {
 /* need checks that the verb got what it requires. 0 or -1. */
 static int need(const struct smime_opts *o) {
   const char *v = o->verb;
+  if (o->num_to + o->num_rcpt > SMIME_CLI_MAX_CERTS) {
+    fprintf(stderr,
+            "postseal: smime %s: more than %d recipients (--to, "
+            "--encrypt-to and --rcpt together)\n",
+            v, SMIME_CLI_MAX_CERTS);
+    return -1;
+  }
   if ((strcmp(v, "sign") == 0 || strcmp(v, "decrypt") == 0) &&
       (o->key == NULL || o->cert == NULL)) {
     fprintf(stderr, "postseal: smime %s: --key and --cert are required\n", v);
@@ -460,27 +475,64 @@ static void print_signers(FILE *f, const struct cms_verified *v) {
   }
 }
 
+/* from_for sets *out_from to the address the signers must name: --from,
+ * none with --any-from (NULL), else the message's From. When the message
+ * has no From mailbox that parses, *out_from is NULL and *out_bad is 1
+ * with the reason in why: the caller fails the From check
+ * (mismatch_all), it must not check "any". */
+static void from_for(const struct smime_opts *o, const struct buf *msg,
+                     char *from, size_t from_cap, const char **out_from,
+                     int *out_bad, char *why, size_t why_len) {
+  *out_from = NULL;
+  *out_bad = 0;
+  if (o->from != NULL) {
+    snprintf(from, from_cap, "%s", o->from);
+    *out_from = from;
+  } else if (!o->any_from) {
+    if (smime_from_address(from, from_cap, msg->data, msg->len, why, why_len) ==
+        SMIME_OK) {
+      *out_from = from;
+    } else {
+      *out_bad = 1;
+    }
+  }
+}
+
+/* mismatch_all turns every passing verdict into from-mismatch: the
+ * message has no From address the signers could be checked against. */
+static void mismatch_all(struct cms_verified *v, const char *why) {
+  for (size_t i = 0; i < v->num_signers; i++) {
+    struct cms_signer_result *s = &v->signers[i];
+    if (s->verdict == CMS_V_PASS) {
+      s->verdict = CMS_V_FROM_MISMATCH;
+      snprintf(s->reason, sizeof s->reason, "no From address to check: %.120s",
+               why);
+    }
+  }
+}
+
 static int run_verify(const struct smime_opts *o, const struct buf *msg,
                       struct buf *out) {
   struct material m = {0};
   struct cms_verified v;
-  char err[CLI_ERR_LEN] = "", from[CMS_EMAIL_MAX] = "";
+  char err[CLI_ERR_LEN] = "", from[CMS_EMAIL_MAX] = "", why[CLI_ERR_LEN] = "";
+  const char *want_from;
+  int bad_from;
   memset(&v, 0, sizeof v);
   if (load_trust(&m, o) != 0) {
     material_free(&m);
     return -1;
   }
-  if (o->from != NULL) {
-    snprintf(from, sizeof from, "%s", o->from);
-  } else if (!o->any_from) {
-    smime_from_address(from, sizeof from, msg->data, msg->len);
-  }
-  struct cms_verify_opts vo = {.trust = m.trust, .from = from[0] ? from : NULL};
+  from_for(o, msg, from, sizeof from, &want_from, &bad_from, why, sizeof why);
+  struct cms_verify_opts vo = {.trust = m.trust, .from = want_from};
   int rc =
       smime_verify_message(&v, out, &vo, msg->data, msg->len, err, sizeof err);
   if (rc != SMIME_OK) {
     fprintf(stderr, "postseal: smime verify: %s\n", err);
   } else {
+    if (bad_from) {
+      mismatch_all(&v, why);
+    }
     print_signers(stdout, &v);
     fflush(stdout);
     if (!cms_verified_all_pass(&v)) {
@@ -493,17 +545,22 @@ static int run_verify(const struct smime_opts *o, const struct buf *msg,
   return rc == SMIME_OK ? 0 : -1;
 }
 
-/* check_inner applies --require-signed to the decrypted entity. */
-static int check_inner(const struct material *m, const struct buf *msg,
-                       const struct buf *entity) {
+/* check_inner applies --require-signed to the decrypted entity: on
+ * success out_inner holds the entity the signature covers. */
+static int check_inner(const struct material *m, const struct smime_opts *o,
+                       const struct buf *msg, const struct buf *entity,
+                       struct buf *out_inner) {
   struct cms_verified v;
-  struct buf inner = {0};
-  char err[CLI_ERR_LEN] = "", from[CMS_EMAIL_MAX] = "";
-  smime_from_address(from, sizeof from, msg->data, msg->len);
-  struct cms_verify_opts vo = {.trust = m->trust,
-                               .from = from[0] ? from : NULL};
-  int rc = smime_verify_message(&v, &inner, &vo, entity->data, entity->len, err,
-                                sizeof err);
+  char err[CLI_ERR_LEN] = "", from[CMS_EMAIL_MAX] = "", why[CLI_ERR_LEN] = "";
+  const char *want_from;
+  int bad_from;
+  from_for(o, msg, from, sizeof from, &want_from, &bad_from, why, sizeof why);
+  struct cms_verify_opts vo = {.trust = m->trust, .from = want_from};
+  int rc = smime_verify_message(&v, out_inner, &vo, entity->data, entity->len,
+                                err, sizeof err);
+  if (rc == SMIME_OK && bad_from) {
+    mismatch_all(&v, why);
+  }
   if (rc == SMIME_OK) {
     print_signers(stderr, &v);
   }
@@ -516,14 +573,13 @@ static int check_inner(const struct material *m, const struct buf *msg,
     rc = -1;
   }
   cms_verified_cleanup(&v);
-  buf_free(&inner);
   return rc == SMIME_OK ? 0 : -1;
 }
 
 static int run_decrypt(const struct smime_opts *o, const struct buf *msg,
                        struct buf *out) {
   struct material m = {0};
-  struct buf entity = {0}, outer = {0}, ignored = {0};
+  struct buf entity = {0}, inner = {0}, outer = {0}, ignored = {0};
   char err[CLI_ERR_LEN] = "";
   int authenticated = 0;
   int rc =
@@ -538,20 +594,31 @@ static int run_decrypt(const struct smime_opts *o, const struct buf *msg,
     }
   }
   if (rc == 0 && o->require_signed) {
-    rc = check_inner(&m, msg, &entity);
+    /* only what the signature covers is written, not its wrapper */
+    rc = check_inner(&m, o, msg, &entity, &inner);
+    buf_move(&entity, &inner);
   } else if (rc == 0 && !authenticated) {
     fprintf(stderr, "postseal: smime decrypt: warning: AES-CBC content is "
                     "not authenticated (EFAIL); use --require-signed to "
                     "accept it only under a valid signature\n");
   }
-  if (rc == 0 &&
-      (smime_split(&outer, &ignored, msg->data, msg->len, err, sizeof err) !=
-           SMIME_OK ||
-       smime_join(out, outer.data, outer.len, entity.data, entity.len) != 0)) {
-    fprintf(stderr, "postseal: smime decrypt: %s\n", err[0] ? err : "memory");
+  if (rc == 0 && smime_split(&outer, &ignored, msg->data, msg->len, err,
+                             sizeof err) != SMIME_OK) {
+    fprintf(stderr, "postseal: smime decrypt: %s\n", err);
     rc = -1;
   }
+  if (rc == 0) {
+    int j = smime_join(out, outer.data, outer.len, entity.data, entity.len);
+    if (j != SMIME_OK) {
+      fprintf(stderr, "postseal: smime decrypt: %s\n",
+              j == SMIME_ERR_INTERNAL
+                  ? "out of memory"
+                  : "the decrypted entity's header is malformed");
+      rc = -1;
+    }
+  }
   buf_free(&entity);
+  buf_free(&inner);
   buf_free(&outer);
   buf_free(&ignored);
   material_free(&m);

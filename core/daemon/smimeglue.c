@@ -13,9 +13,9 @@
  * sends it signed only (counted); required answers 550 5.7.1 naming the
  * recipients without one and stores nothing. A message the client
  * already encrypted passes untouched, one it signed keeps its signature
- * and is only encrypted (end to end beats the gateway). A failure to sign or encrypt mail that should be answers
- * 451: it is never sent weaker than configured. DKIM then signs the
- * result, so it covers what leaves.
+ * and is only encrypted (end to end beats the gateway). A failure to sign or
+ * encrypt mail that should be answers 451: it is never sent weaker than
+ * configured. DKIM then signs the result, so it covers what leaves.
  *
  * In (other clients, smime.verify): a signed message (multipart/signed or
  * signed-data, the outer layer) is verified against smime.trust at the
@@ -93,8 +93,25 @@ static int load_signer(struct smime_rt_signer *out,
   return 0;
 }
 
+/* encryption_asked: some sender's policy asks to encrypt. */
+static int encryption_asked(const struct config *cfg) {
+  int asked = cfg->smime_encrypt != CONFIG_SMIME_NONE;
+  for (size_t i = 0; i < cfg->num_smime_policies; i++) {
+    asked |= cfg->smime_policies[i].policy != CONFIG_SMIME_NONE;
+  }
+  return asked;
+}
+
 int smime_runtime_load(struct runtime *rt, const struct config *cfg, char *err,
                        size_t err_len) {
+  /* Without certificates "required" could never be met and
+   * "if-possible" never happen: a configuration mistake, not a policy. */
+  if (encryption_asked(cfg) && cfg->smime_certs[0] == '\0') {
+    snprintf(err, err_len,
+             "smime.encrypt / smime.encrypt_policies ask to encrypt but "
+             "smime.certs is not set");
+    return -1;
+  }
   if (cfg->num_smime_signers == 0 && cfg->smime_certs[0] == '\0' &&
       cfg->smime_trust[0] == '\0') {
     return 0;
@@ -275,8 +292,43 @@ static enum smime_kind client_kind(const struct commit *cm) {
   char why[128];
   int rc = smime_parse(&sp, cm->data.data, cm->data.len, why, sizeof(why));
   enum smime_kind kind = rc == SMIME_OK ? sp.kind : SMIME_KIND_NONE;
+  /* Encrypted only if it really is: a header and a few DER bytes in
+   * front of plaintext must not pass for it under "required". */
+  if ((kind == SMIME_KIND_ENVELOPED || kind == SMIME_KIND_AUTH_ENVELOPED) &&
+      cms_check_enveloped(sp.der.data, sp.der.len, why, sizeof(why)) !=
+          CMS_OK) {
+    kind = SMIME_KIND_NONE;
+  }
   smime_parsed_cleanup(&sp);
   return kind;
+}
+
+static void lower(char *s) {
+  for (; *s; s++) {
+    *s = (char)tolower((unsigned char)*s);
+  }
+}
+
+/* may_sign_as: the client may have mail signed as from: an AUTH user
+ * one of its addresses (auth.passwd_file), a mynetworks client mail
+ * whose envelope sender is in from's domain (an application's bounce
+ * address in its own domain). A personal signature is not for anyone
+ * who can write a From line. */
+static int may_sign_as(struct conn *c, const char *from, const char *sender) {
+  struct runtime *rt = cfg_runtime(c->w->cfg);
+  if (smtp_server_authenticated(c->smtp)) {
+    const char *user = smtp_server_auth_user(c->smtp);
+    return rt != NULL && rt->auth != NULL && user != NULL &&
+           auth_db_may_send_as(rt->auth, user, from);
+  }
+  const char *fd = strrchr(from, '@'), *sd = strrchr(sender, '@');
+  return fd != NULL && sd != NULL && strcasecmp(fd, sd) == 0;
+}
+
+/* stricter: the policy that asks more. */
+static enum config_smime_policy stricter(enum config_smime_policy a,
+                                         enum config_smime_policy b) {
+  return a > b ? a : b;
 }
 
 int smime_stage_out(struct conn *c, struct commit *cm, struct smime_reply *r) {
@@ -287,14 +339,28 @@ int smime_stage_out(struct conn *c, struct commit *cm, struct smime_reply *r) {
   if (s == NULL || (s->num_signers == 0 && s->store == NULL)) {
     return 0;
   }
-  char from[CMS_EMAIL_MAX] = "";
-  smime_from_address(from, sizeof(from), cm->data.data, cm->data.len);
-  for (char *q = from; *q; q++) {
-    *q = (char)tolower((unsigned char)*q);
+  const struct smtp_envelope *env = smtp_server_envelope(c->smtp);
+  char from[CMS_EMAIL_MAX] = "", sender[CMS_EMAIL_MAX], why_from[128];
+  if (smime_from_address(from, sizeof(from), cm->data.data, cm->data.len,
+                         why_from, sizeof(why_from)) != SMIME_OK) {
+    from[0] = '\0'; /* none, several, or unreadable: nobody to sign as */
   }
+  snprintf(sender, sizeof(sender), "%s", env->sender);
+  lower(from);
+  lower(sender);
   const struct smime_rt_signer *sg = from[0] ? signer_for(cfg, s, from) : NULL;
+  if (sg != NULL && !may_sign_as(c, from, sender)) {
+    METRIC_ADD(w->m.smime_sign_refused, 1);
+    log_out(c, cm, "smime_not_signed", from, "sender may not sign as From");
+    sg = NULL;
+  }
+  /* The policy of From and of the envelope sender, whichever asks more:
+   * editing From cannot opt out of encryption. */
   enum config_smime_policy pol =
       from[0] ? config_smime_policy(cfg, from) : cfg->smime_encrypt;
+  if (sender[0] != '\0') {
+    pol = stricter(pol, config_smime_policy(cfg, sender));
+  }
   /* The client's own S/MIME wins: encrypted mail is left as it is;
    * signed mail keeps its signature (not signed again) but is still
    * encrypted as the policy asks, so "required" holds for it too. */
@@ -310,7 +376,6 @@ int smime_stage_out(struct conn *c, struct commit *cm, struct smime_reply *r) {
     return 0;
   }
   int64_t now = w->now_ms / 1000;
-  const struct smtp_envelope *env = smtp_server_envelope(c->smtp);
   static __thread struct enc_plan plan; /* 4 KiB+: not on the stack */
   int encrypt = 0;
   if (pol != CONFIG_SMIME_NONE) {
@@ -385,24 +450,48 @@ static size_t smime_metric_index(enum cms_verdict v) {
   return (size_t)v < SMIME_VERDICTS - 1 ? (size_t)v + 1 : 0;
 }
 
+/* resinfo_one appends one signer's "; smime=RESULT (...)
+ * body.smime-identifier=ADDR". */
+static int resinfo_one(struct buf *out, const struct cms_signer_result *sr) {
+  int rc = buf_printf(out, ";\r\n\tsmime=%s", ar_result(sr->verdict));
+  if (sr->verdict != CMS_V_PASS) {
+    rc |= authres_reason(out, sr->reason[0] ? sr->reason
+                                            : cms_verdict_str(sr->verdict));
+  }
+  rc |= authres_comment(out, sr->sig_alg);
+  if (sr->email[0] != '\0') {
+    rc |= buf_append_str(out, " body.smime-identifier=");
+    rc |= authres_value(out, sr->email);
+  }
+  return rc;
+}
+
 /* resinfo appends "; smime=RESULT (...) body.smime-identifier=ADDR" for
- * each signer to out. */
-static int resinfo(struct buf *out, const struct cms_verified *v) {
+ * each signer to out, as many as fit in max bytes (the first ones). */
+static int resinfo(struct buf *out, const struct cms_verified *v, size_t max) {
   int rc = 0;
   for (size_t i = 0; i < v->num_signers; i++) {
-    const struct cms_signer_result *sr = &v->signers[i];
-    rc |= buf_printf(out, ";\r\n\tsmime=%s", ar_result(sr->verdict));
-    if (sr->verdict != CMS_V_PASS) {
-      rc |= authres_reason(out, sr->reason[0] ? sr->reason
-                                              : cms_verdict_str(sr->verdict));
-    }
-    rc |= authres_comment(out, sr->sig_alg);
-    if (sr->email[0] != '\0') {
-      rc |= buf_append_str(out, " body.smime-identifier=");
-      rc |= authres_value(out, sr->email);
+    size_t before = out->len;
+    rc |= resinfo_one(out, &v->signers[i]);
+    if (out->len > max) {
+      out->len = before;
+      break;
     }
   }
   return rc;
+}
+
+/* smime_permerror records a message whose S/MIME does not parse. */
+static void smime_permerror(struct worker *w, struct commit *cm,
+                            const char *why) {
+  METRIC_ADD(w->m.smime_verify[0], 1);
+  struct buf ar = {0};
+  int rc = buf_append_str(&ar, ";\r\n\tsmime=permerror");
+  rc |= authres_reason(&ar, why);
+  size_t n = rc == 0 && ar.len < sizeof(cm->smime_ar) ? ar.len : 0;
+  memcpy(cm->smime_ar, ar.data, n);
+  cm->smime_ar[n] = '\0';
+  buf_free(&ar);
 }
 
 void smime_stage_in(struct conn *c, struct commit *cm) {
@@ -416,37 +505,45 @@ void smime_stage_in(struct conn *c, struct commit *cm) {
   int rc = smime_parse(&sp, cm->data.data, cm->data.len, why, sizeof(why));
   int kind = rc == SMIME_OK ? (int)sp.kind : SMIME_KIND_NONE;
   smime_parsed_cleanup(&sp);
+  if (rc != SMIME_OK) {
+    /* S/MIME (or MIME) a client could read differently than we do. */
+    smime_permerror(w, cm, why);
+    return;
+  }
   if (kind != SMIME_KIND_MULTIPART_SIGNED && kind != SMIME_KIND_SIGNED_DATA) {
     return;
   }
   struct runtime *rt = cfg_runtime(cfg);
+  /* No From, several, or one that does not parse: "" matches no
+   * certificate (from-mismatch), never "any". */
   char from[CMS_EMAIL_MAX] = "";
-  smime_from_address(from, sizeof(from), cm->data.data, cm->data.len);
+  if (smime_from_address(from, sizeof(from), cm->data.data, cm->data.len, why,
+                         sizeof(why)) != SMIME_OK) {
+    from[0] = '\0';
+  }
   struct cms_verify_opts opts = {
       .trust = rt != NULL && rt->smime != NULL ? rt->smime->trust : NULL,
       .now = w->now_ms / 1000,
-      .from = from[0] ? from : NULL,
+      .from = from,
   };
   struct cms_verified v;
   struct buf entity = {0};
   rc = smime_verify_message(&v, &entity, &opts, cm->data.data, cm->data.len,
                             why, sizeof(why));
   buf_free(&entity);
-  struct buf ar = {0};
   if (rc != SMIME_OK) {
-    METRIC_ADD(w->m.smime_verify[0], 1);
-    buf_append_str(&ar, ";\r\n\tsmime=permerror");
-    authres_reason(&ar, why);
-  } else {
-    for (size_t i = 0; i < v.num_signers; i++) {
-      METRIC_ADD(w->m.smime_verify[smime_metric_index(v.signers[i].verdict)],
-                 1);
-    }
-    resinfo(&ar, &v);
+    cms_verified_cleanup(&v);
+    smime_permerror(w, cm, why);
+    return;
   }
+  for (size_t i = 0; i < v.num_signers; i++) {
+    METRIC_ADD(w->m.smime_verify[smime_metric_index(v.signers[i].verdict)], 1);
+  }
+  struct buf ar = {0};
+  resinfo(&ar, &v, sizeof(cm->smime_ar) - 1);
   cms_verified_cleanup(&v);
-  /* The field has room for what fits; a message with absurdly many
-   * signers loses the tail of the list, never the first verdicts. */
+  /* resinfo kept to what fits: a message with absurdly many signers
+   * loses the tail of the list, never the first verdicts. */
   size_t n = ar.len < sizeof(cm->smime_ar) ? ar.len : 0;
   if (n > 0) {
     memcpy(cm->smime_ar, ar.data, n);
@@ -456,17 +553,19 @@ void smime_stage_in(struct conn *c, struct commit *cm) {
 }
 
 int smime_stage_authres(struct conn *c, struct commit *cm) {
+  const char *host = c->w->cfg->hostname;
+  /* Fields claiming our name go even when we add none (RFC 8601 §5). */
+  if (authres_strip_forged(cm, host) < 0) {
+    return -1;
+  }
   if (cm->smime_ar[0] == '\0') {
     return 0;
   }
-  const char *host = c->w->cfg->hostname;
   struct buf hdr = {0};
   int rc =
       buf_printf(&hdr, "Authentication-Results: %s%s\r\n", host, cm->smime_ar);
-  if (rc == 0 && authres_strip_forged(cm, host) >= 0) {
+  if (rc == 0) {
     rc = commit_prepend(cm, &hdr);
-  } else {
-    rc = -1;
   }
   buf_free(&hdr);
   return rc;

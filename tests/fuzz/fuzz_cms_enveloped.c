@@ -11,7 +11,8 @@
  * than input was appended. cms_env_parse over the gate's DER fails with
  * the same value cms_decrypt did, or encodes back to the same bytes, as
  * does each RecipientInfo, and a KARI's RecipientEncryptedKeys count
- * matches. */
+ * matches. cms_check_enveloped accepts only what cms_env_parse does (with
+ * a RecipientInfo) and everything cms_decrypt opened to some plaintext. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -64,6 +65,8 @@ static void load_once(void) {
   }
 }
 
+static size_t last_plain_len; /* of the last check_decrypt that opened */
+
 static int check_decrypt(const uint8_t *data, size_t size) {
   static struct buf out;
   char err[256];
@@ -86,6 +89,7 @@ static int check_decrypt(const uint8_t *data, size_t size) {
   if (rc == CMS_OK && ((auth != 0 && auth != 1) || out.len - 6 > size)) {
     abort();
   }
+  last_plain_len = rc == CMS_OK ? out.len - 6 : 0;
   return rc;
 }
 
@@ -142,9 +146,38 @@ static void check_round_trip(const uint8_t *data, size_t size, int decrypt_rc) {
   OPENSSL_free(storage);
 }
 
+/* check_enveloped: cms_check_enveloped says yes only to what
+ * cms_env_parse accepts whole, and to everything cms_decrypt opened to
+ * some plaintext. */
+static void check_enveloped(const uint8_t *data, size_t size, int decrypt_rc,
+                            size_t plain_len) {
+  static struct cms_env env;
+  char err[256];
+  err[0] = '\0';
+  int rc = cms_check_enveloped(data, size, err, sizeof(err));
+  if (rc > CMS_OK || rc < CMS_ERR_INTERNAL ||
+      memchr(err, '\0', sizeof(err)) == NULL ||
+      (rc != CMS_OK && err[0] == '\0')) {
+    abort();
+  }
+  if (decrypt_rc == CMS_OK && plain_len > 0 && rc != CMS_OK) {
+    abort();
+  }
+  if (rc == CMS_OK) {
+    CBS der;
+    uint8_t *storage = NULL;
+    if (cms_input_der(data, size, &der, &storage, NULL, 0) != CMS_OK ||
+        cms_env_parse(der, &env, NULL, 0) != CMS_OK || env.num_ris == 0) {
+      abort();
+    }
+    OPENSSL_free(storage);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   load_once();
   int rc = check_decrypt(data, size);
   check_round_trip(data, size, rc);
+  check_enveloped(data, size, rc, last_plain_len);
   return 0;
 }

@@ -6,10 +6,11 @@
  * Invariants: cms_verify returns a known value; on error there are no
  * signers; on success at most CMS_MAX_SIGNERS, each with a known verdict
  * and NUL-terminated strings, and cms_verified_all_pass agrees with the
- * verdicts. When the input was DER (the gate made no copy) and its SET
- * OFs were in DER order, encode(parse(x)) == x; for every input that
- * parses, encode is a fixed point: parse(encode(parse(x))) parses, in
- * DER order, and encodes to the same bytes. */
+ * verdicts; it succeeds with content given only for a detached SignedData
+ * and without only for one with eContent. When the input was DER (the gate made
+ * no copy) and its SET OFs were in DER order, encode(parse(x)) == x; for every
+ * input that parses, encode is a fixed point: parse(encode(parse(x))) parses,
+ * in DER order, and encodes to the same bytes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +62,14 @@ static void check_verify(const uint8_t *data, size_t size,
     abort();
   }
   if (v.num_signers > CMS_MAX_SIGNERS || (rc != CMS_OK && v.num_signers)) {
+    abort();
+  }
+  /* content given is only ever checked as detached content: never with
+   * eContent (signature wrapping), and none given needs eContent */
+  if (rc == CMS_OK && v.detached != (detached != NULL)) {
+    abort();
+  }
+  if (rc == CMS_OK && (unsigned)v.content_type > CMS_TYPE_AUTH_ENVELOPED) {
     abort();
   }
   int all = v.num_signers > 0;

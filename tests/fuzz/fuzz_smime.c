@@ -5,11 +5,13 @@
  * Invariants: smime_parse either fails with nothing left behind or
  * classifies; a multipart/signed it accepts, rebuilt around the same
  * first part and signature with a fresh boundary, parses to the same bytes
- * (round trip); base64 decoding of the input, re-encoded and decoded
- * again, gives the same bytes; smime_split and smime_join give a message
- * whose outer header and entity split the same again; smime_canon, when
- * it succeeds, gives CRLF-only 7-bit lines of at most SMIME_MAX_LINE
- * octets and is idempotent. */
+ * (round trip), and an enveloped kind passes cms_check_enveloped;
+ * smime_from_address gives a non-empty address without angle brackets,
+ * comments or line breaks, or an error and ""; base64 decoding of the
+ * input, re-encoded and decoded again, gives the same bytes; smime_split and
+ * smime_join give a message whose outer header and entity split the same again;
+ * smime_canon, when it succeeds, gives CRLF-only 7-bit lines of at most
+ * SMIME_MAX_LINE octets and is idempotent. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,6 +64,11 @@ static void check_parse(const uint8_t *data, size_t size) {
       abort();
     }
     return;
+  }
+  /* an enveloped kind is a whole, well-formed EnvelopedData */
+  if ((p.kind == SMIME_KIND_ENVELOPED || p.kind == SMIME_KIND_AUTH_ENVELOPED) &&
+      cms_check_enveloped(p.der.data, p.der.len, NULL, 0) != CMS_OK) {
+    abort();
   }
   if (p.kind != SMIME_KIND_MULTIPART_SIGNED) {
     smime_parsed_cleanup(&p);
@@ -133,11 +140,37 @@ static void check_split_canon(const uint8_t *data, size_t size) {
   buf_free(&again);
 }
 
+/* check_from: smime_from_address never succeeds with an empty address,
+ * nor with one holding whitespace, a line break or an angle bracket, and
+ * leaves "" on error. */
+static void check_from(const uint8_t *data, size_t size) {
+  char out[CMS_EMAIL_MAX], err[160];
+  err[0] = '\0';
+  int rc = smime_from_address(out, sizeof out, data, size, err, sizeof err);
+  if (memchr(out, '\0', sizeof out) == NULL ||
+      memchr(err, '\0', sizeof err) == NULL) {
+    abort();
+  }
+  if (rc != SMIME_OK) {
+    if (out[0] != '\0' || err[0] == '\0') {
+      abort();
+    }
+    return;
+  }
+  /* a quoted local part may hold anything printable but line breaks */
+  const char *bad = out[0] == '"' ? "\r\n" : "\r\n\t <>(),;:\"\\";
+  if (out[0] == '\0' || strchr(out, '@') == NULL ||
+      strlen(out) > SMIME_MAX_ADDRESS || strpbrk(out, bad) != NULL) {
+    abort();
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size > (1u << 20)) {
     return 0;
   }
   check_parse(data, size);
+  check_from(data, size);
   check_b64(data, size);
   check_split_canon(data, size);
   return 0;

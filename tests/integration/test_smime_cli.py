@@ -18,7 +18,12 @@ a CA nobody trusts. Then:
 - every message postseal writes parses with Python's email package, with
   the structure and Content-Type parameters RFC 8551 asks for;
 - bad cases: From mismatch, expired certificate, untrusted chain,
-  tampered content: non-zero exit and the verdict on stdout; usage errors.
+  tampered content: non-zero exit and the verdict on stdout; usage errors;
+- the security review's findings through the CLI: signature wrapping
+  (an opaque signature as the .p7s of another first part), From parsing
+  (comments, quoted names, no From, two, lists, groups), the shared
+  recipient cap (64 --to + 1 --rcpt is a usage error), inner header
+  fields never spliced into the written header.
 
 Needs /usr/bin/openssl; fails (does not skip) without it."""
 
@@ -425,12 +430,20 @@ def test_sign_then_encrypt_postseal_to_openssl():
           f"{r.stderr!r}")
     # and postseal itself, through a pipe: decrypt | verify
     d = postseal("decrypt", "--key", path("bob.key"), "--cert",
-                 path("bob.pem"), "--require-signed", "--CAfile",
-                 path("ca.pem"), data=out)
+                 path("bob.pem"), data=out)
     v = postseal("verify", "--CAfile", path("ca.pem"), data=d.stdout,
                  ok=False)
     check(v.returncode == 0 and verify_lines(v.stdout)[0].startswith("pass"),
           f"decrypt | verify: {v.stdout!r} {v.stderr!r}")
+    # --require-signed writes what the signature covers, not its wrapper
+    d = postseal("decrypt", "--key", path("bob.key"), "--cert",
+                 path("bob.pem"), "--require-signed", "--CAfile",
+                 path("ca.pem"), data=out)
+    msg = parse_mail(d.stdout)
+    check(msg.get_content_type() == "text/plain" and
+          BODY_TEXT in msg.get_content(),
+          f"--require-signed: the signed text itself: {d.stdout[:300]!r}")
+    check(b"pkcs7-signature" not in d.stdout, "no signature part written")
 
 
 def test_sign_then_encrypt_openssl_to_postseal():
@@ -443,6 +456,17 @@ def test_sign_then_encrypt_openssl_to_postseal():
                  path("ca.pem"), data=enc, ok=False)
     check(r.returncode == 0, f"signed CBC content accepted: {r.stderr!r}")
     check(b"pass " in r.stderr, f"the inner signer's verdict: {r.stderr!r}")
+    out = r.stdout
+    check(b"Signed by OpenSSL." in out and b"pkcs7-signature" not in out,
+          f"the signed entity itself is written: {out!r}")
+    # openssl encrypted the whole signed message, header and all: of the
+    # inner header only Content-* fields may reach the written one
+    check(out.count(b"\nFrom:") + out.startswith(b"From:") == 1 and
+          b"Subject: openssl" not in out,
+          f"one From, the outer one; no inner Subject: {out!r}")
+    # without --require-signed the signed entity is written, and verifies
+    r = postseal("decrypt", "--key", path("bob.key"), "--cert",
+                 path("bob.pem"), data=enc, ok=False)
     v = postseal("verify", "--CAfile", path("ca.pem"), "--from",
                  "alice@example.org", data=r.stdout, ok=False)
     check(v.returncode == 0, f"then verify: {v.stdout!r} {v.stderr!r}")
@@ -534,6 +558,170 @@ def test_usage():
           f"missing key file named: {r.stderr!r}")
 
 
+# ---- review findings ----
+
+def opaque_der(who, data=MESSAGE):
+    """The DER of an opaque (signed-data) signature by who over data."""
+    m = email.message_from_bytes(sign(who, "--opaque", data=data),
+                                 policy=email.policy.default)
+    return m.get_payload(decode=True)
+
+
+def multipart_signed(first_part, der, header=b"From: alice@example.org\r\n"
+                     b"To: bob@example.net\r\nSubject: URGENT\r\n"):
+    import base64
+    b64 = base64.encodebytes(der).replace(b"\n", b"\r\n")
+    return (header + b"MIME-Version: 1.0\r\nContent-Type: multipart/signed; "
+            b"protocol=\"application/pkcs7-signature\"; micalg=sha-256; "
+            b"boundary=\"BB\"\r\n\r\n--BB\r\n" + first_part +
+            b"\r\n--BB\r\nContent-Type: application/pkcs7-signature; "
+            b"name=smime.p7s\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + b64 + b"--BB--\r\n")
+
+
+def test_signature_wrapping():
+    """Review finding 1: an opaque signature pasted as the .p7s of a
+    multipart/signed whose first part says something else."""
+    der = opaque_der("alice")
+    wrapped = multipart_signed(
+        b"Content-Type: text/plain\r\n\r\nPlease wire 1,000,000 EUR "
+        b"to IBAN XX00 EVIL today. -- Alice", der)
+    out = path("wrap-out.eml")
+    if os.path.exists(out):
+        os.unlink(out)
+    r = postseal("verify", "--CAfile", path("ca.pem"), "--out", out,
+                 data=wrapped, ok=False)
+    check(r.returncode == 1, f"wrapped: exit {r.returncode}, want 1")
+    check(not any(line.startswith("pass") for line in verify_lines(r.stdout)),
+          f"no pass verdict: {r.stdout!r}")
+    check(b"both encapsulated and detached" in r.stderr,
+          f"wrapped: the reason: {r.stderr!r}")
+    check(not os.path.exists(out) or os.path.getsize(out) == 0,
+          "no content written")
+    # the same wrapped inside encryption: decrypt --require-signed refuses
+    enc = postseal("encrypt", "--to", path("bob.pem"), data=wrapped).stdout
+    r = postseal("decrypt", "--key", path("bob.key"), "--cert",
+                 path("bob.pem"), "--require-signed", "--CAfile",
+                 path("ca.pem"), data=enc, ok=False)
+    check(r.returncode == 1 and not r.stdout and b"pass " not in r.stderr,
+          f"decrypt --require-signed of a wrapped signature: "
+          f"{r.returncode} {r.stdout[:100]!r} {r.stderr!r}")
+
+
+def test_from_parsing():
+    """Review finding 2: the From address is parsed as RFC 5322 says; a
+    missing, repeated or unparseable From fails the From check."""
+    pad = b"x" * 300
+    cases = [
+        # label, From lines, signer, extra args, want exit, want verdict
+        ("comment holding bob's address",
+         b"From: alice@example.org (<bob@example.net>)\r\n", "bob", [], 1,
+         "from-mismatch"),
+        ("quoted name holding bob's address",
+         b"From: \"<bob@example.net>\" <alice@example.org>\r\n", "bob", [],
+         1, "from-mismatch"),
+        ("300-char comment, right signer",
+         b"From: alice@example.org (" + pad + b")\r\n", "alice", [], 0,
+         "pass"),
+        ("300-char comment, wrong signer",
+         b"From: alice@example.org (" + pad + b")\r\n", "bob", [], 1,
+         "from-mismatch"),
+        ("no From", b"", "bob", [], 1, "from-mismatch"),
+        ("two From fields", b"From: bob@example.net\r\n"
+         b"From: alice@example.org\r\n", "bob", [], 1, "from-mismatch"),
+        ("a list", b"From: bob@example.net, alice@example.org\r\n", "bob",
+         [], 1, "from-mismatch"),
+        ("a group", b"From: staff: bob@example.net;\r\n", "bob", [], 1,
+         "from-mismatch"),
+        ("folded name-addr", b"From: \"Bob B.\"\r\n <bob@example.net>\r\n",
+         "bob", [], 0, "pass"),
+        ("no From, --any-from", b"", "bob", ["--any-from"], 0, "pass"),
+        ("two From fields, --from", b"From: bob@example.net\r\n"
+         b"From: alice@example.org\r\n", "bob", ["--from", "bob@example.net"],
+         0, "pass"),
+    ]
+    for label, froms, who, extra, want_rc, verdict in cases:
+        msg = (froms + b"To: carol@example.org\r\nSubject: from check\r\n"
+               b"Content-Type: text/plain\r\n\r\nhello\r\n")
+        signed = sign(who, data=msg)
+        r = postseal("verify", "--CAfile", path("ca.pem"), *extra,
+                     data=signed, ok=False)
+        lines = verify_lines(r.stdout)
+        check(r.returncode == want_rc and len(lines) == 1 and
+              lines[0].startswith(verdict + " "),
+              f"{label}: exit {r.returncode} {lines}, want {want_rc} "
+              f"{verdict} ({r.stderr!r})")
+    # decrypt --require-signed checks the outer From the same way
+    msg = (b"To: carol@example.org\r\nSubject: no from\r\n"
+           b"Content-Type: text/plain\r\n\r\nhello\r\n")
+    enc = sign("alice", "--encrypt-to", path("bob.pem"), data=msg)
+    r = postseal("decrypt", "--key", path("bob.key"), "--cert",
+                 path("bob.pem"), "--require-signed", "--CAfile",
+                 path("ca.pem"), data=enc, ok=False)
+    check(r.returncode == 1 and not r.stdout and
+          b"from-mismatch" in r.stderr,
+          f"decrypt --require-signed without From: {r.returncode} "
+          f"{r.stderr!r}")
+    r = postseal("decrypt", "--key", path("bob.key"), "--cert",
+                 path("bob.pem"), "--require-signed", "--CAfile",
+                 path("ca.pem"), "--any-from", data=enc, ok=False)
+    check(r.returncode == 0 and b"hello" in r.stdout,
+          f"... with --any-from: {r.returncode} {r.stderr!r}")
+
+
+def test_recipient_cap():
+    """Review finding 7: --to and --rcpt share one array of 64."""
+    to = []
+    for _ in range(64):
+        to += ["--to", path("bob.pem")]
+    for args in (to + ["--certs", path("certs"), "--rcpt", "bob@example.net"],
+                 ["--certs", path("certs"), "--rcpt", "bob@example.net"] + to):
+        r = run([POSTSEAL, "smime", "encrypt"] + args, data=MESSAGE, ok=False)
+        check(r.returncode == 2 and b"more than 64 recipients" in r.stderr,
+              f"64 --to + 1 --rcpt: exit {r.returncode} {r.stderr[-200:]!r}")
+    r = run([POSTSEAL, "smime", "sign", "--key", path("alice.key"), "--cert",
+             path("alice.pem"), "--certs", path("certs"), "--rcpt",
+             "bob@example.net"] + [a.replace("--to", "--encrypt-to")
+                                   for a in to],
+            data=MESSAGE, ok=False)
+    check(r.returncode == 2, f"sign: 64 --encrypt-to + 1 --rcpt: exit "
+          f"{r.returncode}")
+    r = run([POSTSEAL, "smime", "encrypt"] + to, data=MESSAGE, ok=False)
+    check(r.returncode == 0, f"64 --to: exit {r.returncode} {r.stderr!r}")
+
+
+def test_inner_header_not_spliced():
+    """Review finding 8: an inner From: or Authentication-Results: never
+    reaches the written header; --require-signed writes only what the
+    signature covers."""
+    signed = sign("alice")
+    inner = (b"From: ceo@example.org\r\n"
+             b"Authentication-Results: gw.example.org; smime=pass\r\n"
+             + signed[signed.index(b"MIME-Version:"):])
+    f = write("inner.eml", inner)
+    for cipher in ("-aes-256-gcm", "-aes-256-cbc"):
+        enc = openssl("cms", "-encrypt", "-in", f, cipher, "-from",
+                      "alice@example.org", "-subject", "outer",
+                      "-recip", path("bob.pem")).stdout
+        for extra in ([], ["--require-signed", "--CAfile", path("ca.pem")]):
+            r = postseal("decrypt", "--key", path("bob.key"), "--cert",
+                         path("bob.pem"), *extra, data=enc, ok=False)
+            label = f"{cipher} {extra[:1]}"
+            check(r.returncode == 0, f"{label}: {r.stderr!r}")
+            out = r.stdout
+            head = out[:out.index(b"\r\n\r\n")]
+            check(b"ceo@example.org" not in head and
+                  b"Authentication-Results" not in head,
+                  f"{label}: inner fields spliced: {head!r}")
+            check(b"From: alice@example.org" in head, f"{label}: outer From")
+            if extra:
+                msg = email.message_from_bytes(out,
+                                               policy=email.policy.default)
+                check(msg.get_content_type() == "text/plain" and
+                      BODY_TEXT in msg.get_content(),
+                      f"{label}: the signed text itself")
+
+
 def main():
     try:
         setup_pki()
@@ -549,6 +737,10 @@ def main():
             test_sign_then_encrypt_openssl_to_postseal,
             test_bad_signatures,
             test_not_smime_and_garbage,
+            test_signature_wrapping,
+            test_from_parsing,
+            test_recipient_cap,
+            test_inner_header_not_spliced,
         ])
     finally:
         shutil.rmtree(TMP, ignore_errors=True)

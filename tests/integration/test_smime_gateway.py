@@ -81,10 +81,11 @@ class World:
                  if sign else "") +
                 f"  certs: {self.certs}\n" + extra)
 
-    def relay(self, d, data, rcpts=("bob@dest.test",)):
+    def relay(self, d, data, rcpts=("bob@dest.test",),
+              sender="alice@example.test"):
         before = self.sink.count()
         with smtplib.SMTP("127.0.0.1", d.smtp_port, timeout=30) as s:
-            s.sendmail("alice@example.test", list(rcpts), data)
+            s.sendmail(sender, list(rcpts), data)
         check(wait_until(lambda: self.sink.count() > before, 20),
               "the relayed message reached the next hop")
         return self.sink.messages[-1][2]
@@ -96,7 +97,8 @@ class World:
 
 def content_type(data):
     msg = email.message_from_bytes(data, policy=email.policy.default)
-    return msg, msg.get_content_type(), dict(msg["Content-Type"].params)
+    ct = msg["Content-Type"]
+    return msg, msg.get_content_type(), dict(ct.params) if ct else {}
 
 
 def decrypt(data, person):
@@ -188,6 +190,23 @@ def test_if_possible_and_required():
                                "postseal_smime_refused_total") == 1,
                   "counted as refused")
             check("smime_refused" in d.read_log(), "logged")
+            # The envelope sender's policy counts too: editing From does
+            # not opt out of "required".
+            with smtplib.SMTP("127.0.0.1", d.smtp_port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("lawyer@legal.example.test")
+                s.rcpt("dave@dest.test")
+                code, text = s.data(message(to="dave@dest.test"))
+            check(code == 550, f"required by the envelope sender: {code}")
+            # A mynetworks client whose envelope sender is in another
+            # domain does not get Alice's personal signature.
+            got = w.relay(d, message(to="dave@dest.test"),
+                          ("dave@dest.test",), sender="app@other.test")
+            _, ctype, _ = content_type(got)
+            check(ctype == "text/plain", f"left unsigned: {ctype}")
+            check(metric_value(d.metrics(),
+                               "postseal_smime_sign_refused_total") == 2,
+                  "counted as sign refused (this one and lawyer's above)")
     finally:
         w.cleanup()
 
@@ -246,19 +265,25 @@ def test_opaque_cbc_and_untouched():
         w.cleanup()
 
 
-def test_bad_signing_key_stops_start():
+def test_bad_configuration_stops_start():
     w = World()
     try:
-        d = Daemon(extra=w.config(key=w.bob[0]))
-        try:
-            d.start(wait=False)
-            rc = d.proc.wait(timeout=20)
-            log = d.read_log()
-            check(rc != 0, "postseald refused to start")
-            check("smime.sign" in log and "example.test" in log,
-                  f"the error names the entry: {log[-400:]}")
-        finally:
-            d.cleanup()
+        cases = [
+            (w.config(key=w.bob[0]), ("smime.sign", "example.test")),
+            ("smime:\n  encrypt: required\n", ("smime.certs",)),
+            (f"smime:\n  certs: {w.tmp}/nowhere\n", ("smime.certs",)),
+        ]
+        for extra, want in cases:
+            d = Daemon(extra=extra)
+            try:
+                d.start(wait=False)
+                rc = d.proc.wait(timeout=20)
+                log = d.read_log()
+                check(rc != 0, f"postseald refused to start: {extra!r}")
+                check(all(x in log for x in want),
+                      f"the error names {want}: {log[-400:]}")
+            finally:
+                d.cleanup()
     finally:
         w.cleanup()
 
@@ -278,6 +303,14 @@ _seen = set()
 
 
 def deliver_in(d, data):
+    got = deliver_raw(d, data)
+    msg = email.message_from_bytes(got, policy=email.policy.compat32)
+    ar = msg.get_all("Authentication-Results") or []
+    check(len(ar) == 1, f"one Authentication-Results field: {ar}")
+    return re.sub(r"\s+", " ", ar[0])
+
+
+def deliver_raw(d, data):
     with smtplib.SMTP("127.0.0.1", d.smtp_port, timeout=30) as s:
         s.sendmail("alice@example.test", ["user@local.test"], data)
     pattern = os.path.join(d.tmp, "mail", "local.test", "user", "new", "*")
@@ -289,11 +322,7 @@ def deliver_in(d, data):
     check(wait_until(arrived, 20), "delivered to the Maildir")
     _seen.add(fresh[0])
     with open(fresh[0], "rb") as f:
-        got = f.read()
-    msg = email.message_from_bytes(got, policy=email.policy.compat32)
-    ar = msg.get_all("Authentication-Results") or []
-    check(len(ar) == 1, f"one Authentication-Results field: {ar}")
-    return re.sub(r"\s+", " ", ar[0])
+        return f.read()
 
 
 ENTITY = (b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
@@ -341,6 +370,13 @@ def test_inbound_verification():
                                                  "mallory@example.test")
                 ar = deliver_in(d, forged)
                 check("smime=policy" in ar, f"forged removed: {ar}")
+                # No From at all: no certificate can match it.
+                rc, nofrom, err = openssl(
+                    "cms", "-sign", "-signer", w.alice[1], "-inkey",
+                    w.alice[0], "-to", "user@local.test", data=ENTITY)
+                check(rc == 0, f"openssl cms -sign: {err}")
+                ar = deliver_in(d, re.sub(rb"\r?\n", b"\r\n", nofrom))
+                check("smime=policy" in ar, f"no From: {ar}")
                 m = d.metrics()
                 check(metric_value(m, 'postseal_smime_verify_total'
                                    '{result="pass"}') == 1,
@@ -348,6 +384,13 @@ def test_inbound_verification():
                 check(metric_value(m, 'postseal_smime_verify_total'
                                    '{result="bad_digest"}') == 1,
                       "bad digest counted")
+                if not checks:
+                    # Unsigned mail: a field forged in our name still goes.
+                    forged = (f"Authentication-Results: {HOST}; dkim=pass"
+                              "\r\n").encode() + message(to="user@local.test")
+                    got = deliver_raw(d, forged)
+                    check(b"Authentication-Results" not in got,
+                          "the forged field removed")
     finally:
         w.cleanup()
 
@@ -355,5 +398,5 @@ def test_inbound_verification():
 if __name__ == "__main__":
     run_tests([test_sign_and_encrypt, test_if_possible_and_required,
                test_opaque_cbc_and_untouched,
-               test_bad_signing_key_stops_start,
+               test_bad_configuration_stops_start,
                test_inbound_verification])

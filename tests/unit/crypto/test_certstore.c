@@ -307,12 +307,45 @@ static void test_usable(void **state) {
   }
 }
 
+/* test_usable_bad_time: a validity time X509_cmp_time cannot read (it
+ * answers 0, not a comparison) makes the certificate unusable. */
+static void test_usable_bad_time(void **state) {
+  const struct {
+    const char *label;
+    int bad_not_before, bad_not_after;
+    int want;
+  } cases[] = {
+      {"control: both readable", 0, 0, 1},
+      {"notBefore unreadable", 1, 0, 0},
+      {"notAfter unreadable", 0, 1, 0},
+      {"both unreadable", 1, 1, 0},
+  };
+  size_t erin = 8; /* erin-no-ext: usable at NOW */
+  assert_string_equal(specs[erin].id, "erin-no-ext");
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    X509 *x = X509_dup(fx.certs[erin]);
+    assert_non_null(x);
+    if (cases[i].bad_not_before) {
+      assert_true(ASN1_STRING_set(X509_getm_notBefore(x), "garbage!", 8));
+    }
+    if (cases[i].bad_not_after) {
+      assert_true(ASN1_STRING_set(X509_getm_notAfter(x), "9912", 4));
+    }
+    int got = certstore_usable(x, NOW);
+    if (got != cases[i].want) {
+      fail_msg("%s: usable %d, want %d", cases[i].label, got, cases[i].want);
+    }
+    X509_free(x);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lookup),
       cmocka_unit_test(test_load_errors),
       cmocka_unit_test(test_from_pem),
       cmocka_unit_test(test_usable),
+      cmocka_unit_test(test_usable_bad_time),
   };
   return cmocka_run_group_tests_name("certstore", tests, group_setup,
                                      group_teardown);

@@ -966,6 +966,130 @@ static void test_bad_inputs(void **state) {
 
 /* ---- encryption errors ---- */
 
+/* ---- cms_check_enveloped ---- */
+
+/* Hand-made ContentInfos (tests/unit/crypto/test_smime.c has their
+ * base64): a minimal EnvelopedData (one KTRI, AES-256-CBC, 16 bytes of
+ * content) and variants. */
+static const uint8_t kMinEnv[] = {
+    0x30, 0x7f, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07,
+    0x03, 0xa0, 0x72, 0x30, 0x70, 0x02, 0x01, 0x00, 0x31, 0x2d, 0x30, 0x2b,
+    0x02, 0x01, 0x00, 0x30, 0x05, 0x30, 0x00, 0x02, 0x01, 0x01, 0x30, 0x0d,
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
+    0x00, 0x04, 0x10, 'k',  'k',  'k',  'k',  'k',  'k',  'k',  'k',  'k',
+    'k',  'k',  'k',  'k',  'k',  'k',  'k',  0x30, 0x3c, 0x06, 0x09, 0x2a,
+    0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01, 0x30, 0x1d, 0x06, 0x09,
+    0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02, 0x04, 0x10, 'i',
+    'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',
+    'i',  'i',  'i',  0x80, 0x10, 'c',  'c',  'c',  'c',  'c',  'c',  'c',
+    'c',  'c',  'c',  'c',  'c',  'c',  'c',  'c',  'c'};
+/* the same with encryptedContent [0] of length 0 */
+static const uint8_t kEmptyContent[] = {
+    0x30, 0x6f, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07,
+    0x03, 0xa0, 0x62, 0x30, 0x60, 0x02, 0x01, 0x00, 0x31, 0x2d, 0x30, 0x2b,
+    0x02, 0x01, 0x00, 0x30, 0x05, 0x30, 0x00, 0x02, 0x01, 0x01, 0x30, 0x0d,
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
+    0x00, 0x04, 0x10, 'k',  'k',  'k',  'k',  'k',  'k',  'k',  'k',  'k',
+    'k',  'k',  'k',  'k',  'k',  'k',  'k',  0x30, 0x2c, 0x06, 0x09, 0x2a,
+    0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01, 0x30, 0x1d, 0x06, 0x09,
+    0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02, 0x04, 0x10, 'i',
+    'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',
+    'i',  'i',  'i',  0x80, 0x00};
+/* the same with an empty RecipientInfos SET */
+static const uint8_t kNoRecipient[] = {
+    0x30, 0x52, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07,
+    0x03, 0xa0, 0x45, 0x30, 0x43, 0x02, 0x01, 0x00, 0x31, 0x00, 0x30, 0x3c,
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01, 0x30,
+    0x1d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02,
+    0x04, 0x10, 'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',  'i',
+    'i',  'i',  'i',  'i',  'i',  'i',  0x80, 0x10, 'c',  'c',  'c',  'c',
+    'c',  'c',  'c',  'c',  'c',  'c',  'c',  'c',  'c',  'c',  'c',  'c'};
+/* the review's trigger: an indefinite-length ContentInfo head naming
+ * id-envelopedData, then plaintext */
+static const uint8_t kHeadThenPlaintext[] =
+    "\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03"
+    "The secret merger plan is: ...";
+/* SEQUENCE { id-envelopedData, [0] { SEQUENCE {} } } */
+static const uint8_t kEmptyEnv[] = {0x30, 0x0f, 0x06, 0x09, 0x2a, 0x86,
+                                    0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07,
+                                    0x03, 0xa0, 0x02, 0x30, 0x00};
+
+/* test_check_enveloped: cms_check_enveloped says yes to every real
+ * EnvelopedData / AuthEnvelopedData (ours and OpenSSL's, DER and BER) and
+ * no to anything that only looks like one. */
+static void test_check_enveloped(void **state) {
+  (void)state;
+  struct buf gcm = {0}, cbc = {0}, ec = {0}, x = {0}, trail = {0}, sig = {0};
+  encrypt_to(&gcm, fx.rsa.cert, 0, 0, CMS_AES256_GCM, "check gcm");
+  encrypt_to(&cbc, fx.rsa.cert, 1, 1, CMS_AES128_CBC, "check cbc");
+  encrypt_to(&ec, fx.p256.cert, 0, 0, CMS_AES256_GCM, "check ec");
+  encrypt_to(&x, fx.x25519.cert, 0, 0, CMS_AES128_CBC, "check x25519");
+  buf_append(&trail, gcm.data, gcm.len);
+  buf_append(&trail, "\x05\x00", 2);
+  /* a SignedData ContentInfo is not an enveloped one */
+  static const uint8_t signed_ci[] = {0x30, 0x0f, 0x06, 0x09, 0x2a, 0x86,
+                                      0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07,
+                                      0x02, 0xa0, 0x02, 0x30, 0x00};
+  buf_append(&sig, signed_ci, sizeof(signed_ci));
+  const struct {
+    const char *label;
+    const uint8_t *in;
+    size_t len;
+    int want;
+  } cases[] = {
+      {"ours, AES-256-GCM to RSA", gcm.data, gcm.len, CMS_OK},
+      {"ours, AES-128-CBC to RSA PKCS#1 by SKI", cbc.data, cbc.len, CMS_OK},
+      {"ours, GCM to P-256", ec.data, ec.len, CMS_OK},
+      {"ours, CBC to X25519", x.data, x.len, CMS_OK},
+      {"minimal hand-made EnvelopedData", kMinEnv, sizeof(kMinEnv), CMS_OK},
+      {"cut by one byte", gcm.data, gcm.len - 1, CMS_ERR_SYNTAX},
+      {"cut in half", gcm.data, gcm.len / 2, CMS_ERR_SYNTAX},
+      {"an element after it", trail.data, trail.len, CMS_ERR_SYNTAX},
+      {"empty encryptedContent", kEmptyContent, sizeof(kEmptyContent),
+       CMS_ERR_SYNTAX},
+      {"no RecipientInfo", kNoRecipient, sizeof(kNoRecipient), CMS_ERR_SYNTAX},
+      {"ContentInfo head then plaintext (review)", kHeadThenPlaintext,
+       sizeof(kHeadThenPlaintext) - 1, CMS_ERR_SYNTAX},
+      {"EnvelopedData of an empty SEQUENCE", kEmptyEnv, sizeof(kEmptyEnv),
+       CMS_ERR_SYNTAX},
+      {"SignedData", sig.data, sig.len, CMS_ERR_UNSUPPORTED},
+      {"empty input", (const uint8_t *)"", 0, CMS_ERR_SYNTAX},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char err[256] = "";
+    int rc = cms_check_enveloped(cases[i].in, cases[i].len, err, sizeof(err));
+    if (rc != cases[i].want || (rc != CMS_OK && err[0] == '\0')) {
+      fail_msg("%s: got %s (%s), want %s", cases[i].label, cms_err_str(rc), err,
+               cms_err_str(cases[i].want));
+    }
+  }
+  /* every OpenSSL fixture, BER streaming included */
+  static const char *files[] = {
+      "enveloped-rsa-pkcs1-aes256gcm.der",
+      "enveloped-rsa-oaep-sha1-aes256cbc.der",
+      "enveloped-ec-keyid-aes128cbc.der",
+      "enveloped-rsa-stream-aes256gcm.ber",
+      "enveloped-ec-stream-aes256cbc.ber",
+      "enveloped-two-aes256gcm.der",
+  };
+  for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+    size_t len;
+    uint8_t *in = read_file(files[i], &len);
+    char err[256] = "";
+    int rc = cms_check_enveloped(in, len, err, sizeof(err));
+    if (rc != CMS_OK) {
+      fail_msg("%s: got %s (%s), want ok", files[i], cms_err_str(rc), err);
+    }
+    free(in);
+  }
+  buf_free(&gcm);
+  buf_free(&cbc);
+  buf_free(&ec);
+  buf_free(&x);
+  buf_free(&trail);
+  buf_free(&sig);
+}
+
 static void test_encrypt_errors(void **state) {
   (void)state;
   static struct cms_recipient lots[CMS_MAX_RECIPIENTS + 1];
@@ -1022,6 +1146,7 @@ int main(void) {
       cmocka_unit_test(test_many_recipients),
       cmocka_unit_test(test_content_sizes),
       cmocka_unit_test(test_openssl_fixtures),
+      cmocka_unit_test(test_check_enveloped),
       cmocka_unit_test(test_auth_attrs),
       cmocka_unit_test(test_efail_bit_flips),
       cmocka_unit_test(test_wrong_keys),

@@ -833,6 +833,15 @@ static void e_sig_ecdsa384(struct cms_signed *sd) {
 static void e_sig_ecdsa_null(struct cms_signed *sd) {
   sd->signers[0].sig_alg = alg_elem(0, &CMS_OID_ECDSA_SHA256, 1);
 }
+/* ecdsa-with-SHA256 with an INTEGER where parameters go */
+static void e_sig_ecdsa_int(struct cms_signed *sd) {
+  static const uint8_t der[] = {0x30, 0x0d, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+                                0x3d, 0x04, 0x03, 0x02, 0x02, 0x01, 0x00};
+  sd->signers[0].sig_alg = der_of(0, der, sizeof(der));
+}
+static void e_sig_ed25519_null(struct cms_signed *sd) {
+  sd->signers[0].sig_alg = alg_elem(0, &CMS_OID_ED25519, 1);
+}
 static void e_sig_rsa_on_ec(struct cms_signed *sd) {
   sd->signers[0].sig_alg = alg_elem(0, &CMS_OID_RSA, 1);
 }
@@ -1032,8 +1041,13 @@ static const struct bad_case kBad[] = {
     {"signature dsa-with-sha256", .edit = e_sig_dsa, .want = CMS_V_UNSUPPORTED},
     {"ecdsa-with-SHA384 over a SHA-256 digest", .edit = e_sig_ecdsa384,
      .want = CMS_V_UNSUPPORTED},
+    /* RFC 5758 §3.2 says absent; gpgsm 2.2 writes NULL, OpenSSL takes it */
     {"ecdsa-with-SHA256 with NULL parameters", .edit = e_sig_ecdsa_null,
+     .want = CMS_V_PASS},
+    {"ecdsa-with-SHA256 with INTEGER parameters", .edit = e_sig_ecdsa_int,
      .want = CMS_V_UNSUPPORTED},
+    {"Ed25519 with NULL parameters", .signer = &fx.ed,
+     .edit = e_sig_ed25519_null, .want = CMS_V_UNSUPPORTED},
     {"rsaEncryption with an EC key", .edit = e_sig_rsa_on_ec,
      .want = CMS_V_BAD_SIGNATURE, .reason = "does not fit"},
     {"sha256WithRSAEncryption accepted", .signer = &fx.rsa,
@@ -1042,6 +1056,12 @@ static const struct bad_case kBad[] = {
     {"detached, content not given", .detached = 1, .want_rc = CMS_ERR_SYNTAX},
     {"detached, other content", .detached = 1, .given = kOtherContent,
      .want = CMS_V_BAD_DIGEST},
+    /* signature wrapping: the caller's bytes would go unchecked */
+    {"encapsulated, and the same content given",
+     .given = (const uint8_t *)kContent, .want_rc = CMS_ERR_SYNTAX,
+     .reason = "both encapsulated and detached"},
+    {"encapsulated, and other content given", .given = kOtherContent,
+     .want_rc = CMS_ERR_SYNTAX, .reason = "both encapsulated and detached"},
     {"encapsulated content changed", .edit = e_content_changed,
      .want = CMS_V_BAD_DIGEST},
     {"signed attribute changed", .make = m_attr_changed,
@@ -1203,7 +1223,7 @@ static const struct fixture_case {
   int detached;   /* 1: kContent file, 2: other content */
   int extra_cert; /* give signed-rsa.pem as an extra certificate */
   const char *from;
-  size_t num_signers;
+  size_t num_signers; /* 0: cms_verify must refuse it (CMS_ERR_SYNTAX) */
   enum cms_verdict want;
   const char *sig_alg;
   enum cms_digest digest;
@@ -1229,8 +1249,11 @@ static const struct fixture_case {
     {"signed-rsa-nocerts.der", 0, 1, NULL, 1, CMS_V_PASS, "rsa", CMS_SHA256, 1},
     {"signed-ec.der", 0, 0, "ec@example.org", 1, CMS_V_PASS, "ecdsa-p256",
      CMS_SHA256, 1},
-    {"signed-ec-stream.ber", 1, 0, NULL, 1, CMS_V_PASS, "ecdsa-p256",
+    /* openssl cms -stream -outform DER encapsulates even without
+     * -nodetach: no content may be given for it (see kBad, wrapping) */
+    {"signed-ec-stream.ber", 0, 0, NULL, 1, CMS_V_PASS, "ecdsa-p256",
      CMS_SHA256, 1},
+    {"signed-ec-stream.ber", 1, 0, NULL, 0, CMS_V_PASS, NULL, CMS_SHA256, 1},
     {"signed-ec384.der", 0, 0, "ec384@example.org", 1, CMS_V_PASS, "ecdsa-p384",
      CMS_SHA384, 1},
     {"signed-expired.der", 0, 0, NULL, 1, CMS_V_EXPIRED, "ecdsa-p256",
@@ -1265,6 +1288,14 @@ static void run_fixture_case(const struct fixture_case *c,
   struct cms_verified v;
   int rc = cms_verify(&v, msg.data, msg.len, given ? given->data : NULL,
                       given ? given->len : 0, &vo, err, sizeof(err));
+  if (c->num_signers == 0) { /* content given for an encapsulating one */
+    if (rc != CMS_ERR_SYNTAX || v.num_signers != 0) {
+      fail_msg("%s with content given: got %s, %zu signers; want syntax",
+               c->file, cms_err_str(rc), v.num_signers);
+    }
+    buf_free(&msg);
+    return;
+  }
   if (rc != CMS_OK || v.num_signers != c->num_signers) {
     fail_msg("%s: got %s (%s), %zu signers; want ok, %zu", c->file,
              cms_err_str(rc), err, v.num_signers, c->num_signers);
@@ -1283,6 +1314,8 @@ static void run_fixture_case(const struct fixture_case *c,
                c->digest);
     }
   }
+  assert_int_equal(v.content_type, CMS_TYPE_DATA);
+  assert_int_equal(v.detached, c->detached != 0);
   if (!c->detached) {
     assert_int_equal(v.content.len, env->given.len);
     assert_memory_equal(v.content.data, env->given.data, env->given.len);
@@ -1321,6 +1354,28 @@ static void test_openssl_fixtures(void **state) {
   }
   cms_verified_cleanup(&v);
   buf_free(&ber);
+  /* gpgsm 2.2 writes ecdsa-with-SHA256 with NULL parameters: OpenSSL's
+   * message with 05 00 put into its signatureAlgorithm (outside the
+   * signed attributes, so the signature still holds) verifies. */
+  struct buf ec = {0};
+  static const uint8_t with_null[] = {0x30, 0x0c, 0x06, 0x08, 0x2a, 0x86, 0x48,
+                                      0xce, 0x3d, 0x04, 0x03, 0x02, 0x05, 0x00};
+  read_data(&ec, "signed-ec.der");
+  assert_null(memmem(ec.data, ec.len, with_null, sizeof(with_null)));
+  rebuild(&ec, e_sig_ecdsa_null);
+  assert_non_null(memmem(ec.data, ec.len, with_null, sizeof(with_null)));
+  vo.from = "ec@example.org";
+  rc = cms_verify(&v, ec.data, ec.len, NULL, 0, &vo, err, sizeof(err));
+  if (rc != CMS_OK || v.num_signers != 1 ||
+      v.signers[0].verdict != CMS_V_PASS ||
+      strcmp(v.signers[0].sig_alg, "ecdsa-p256") != 0) {
+    fail_msg("signed-ec.der with NULL ECDSA parameters: %s (%s) %s %s",
+             cms_err_str(rc), err,
+             v.num_signers ? cms_verdict_str(v.signers[0].verdict) : "-",
+             v.num_signers ? v.signers[0].reason : "");
+  }
+  cms_verified_cleanup(&v);
+  buf_free(&ec);
   X509_free(env.rsa_cert);
   X509_STORE_free(env.store);
   buf_free(&env.given);

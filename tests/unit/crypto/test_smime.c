@@ -109,6 +109,13 @@ static void test_ct_parse(void **state) {
   static char longv[SMIME_MAX_PARAM_VALUE + 40];
   snprintf(longv, sizeof longv, "text/plain; name=\"%0*d\"",
            SMIME_MAX_PARAM_VALUE, 0);
+  static char sixteen[400], seventeen[sizeof sixteen + 16];
+  size_t n16 = (size_t)snprintf(sixteen, sizeof sixteen, "a/b");
+  for (int i = 0; i < SMIME_MAX_PARAMS; i++) {
+    n16 +=
+        (size_t)snprintf(sixteen + n16, sizeof sixteen - n16, "; p%d=%d", i, i);
+  }
+  snprintf(seventeen, sizeof seventeen, "%s; boundary=x", sixteen);
   const struct ct_case cases[] = {
       {"simple", "text/plain", SMIME_OK, "text", "plain", "charset", NULL},
       {"upper case", "Multipart/Signed; BOUNDARY=abc", SMIME_OK, "multipart",
@@ -127,7 +134,28 @@ static void test_ct_parse(void **state) {
        "plain", "charset", "us-ascii"},
       {"double semicolon", "text/plain;; charset=x", SMIME_OK, "text", "plain",
        "charset", "x"},
-      {"first of duplicates", "a/b; p=1; P=2", SMIME_OK, "a", "b", "p", "1"},
+      {"repeated parameter", "a/b; p=1; P=2", SMIME_ERR_SYNTAX, NULL, NULL,
+       NULL, NULL},
+      {"repeated boundary",
+       "multipart/signed; boundary=a; protocol=\"application/"
+       "pkcs7-signature\"; boundary=b",
+       SMIME_ERR_SYNTAX, NULL, NULL, NULL, NULL},
+      {"repeated boundary, quoted and not",
+       "multipart/mixed; boundary=\"a\"; "
+       "BOUNDARY=a",
+       SMIME_ERR_SYNTAX, NULL, NULL, NULL, NULL},
+      {"rfc 2231 boundary", "multipart/mixed; boundary*=us-ascii''b",
+       SMIME_ERR_SYNTAX, NULL, NULL, NULL, NULL},
+      {"rfc 2231 continued protocol",
+       "multipart/signed; protocol*0=\"application/\"; "
+       "protocol*1=\"pkcs7-signature\"",
+       SMIME_ERR_SYNTAX, NULL, NULL, NULL, NULL},
+      {"rfc 2231 name is fine", "application/pdf; name*=utf-8''a%20b.pdf",
+       SMIME_OK, "application", "pdf", "name*", "utf-8''a%20b.pdf"},
+      {"as many parameters as the limit", sixteen, SMIME_OK, "a", "b", "p15",
+       "15"},
+      {"one parameter over the limit", seventeen, SMIME_ERR_LIMIT, NULL, NULL,
+       NULL, NULL},
       {"case-insensitive lookup", "a/b; Micalg=SHA-256", SMIME_OK, "a", "b",
        "MICALG", "SHA-256"},
       {"no subtype", "text", SMIME_ERR_SYNTAX, NULL, NULL, NULL, NULL},
@@ -280,11 +308,46 @@ static void test_multipart(void **state) {
        "--b\r\n--b\r\nB\r\n--b--",
        0,
        {"", "B"}},
-      {"boundary prefix is not a delimiter",
+      {"a line beginning with the boundary is ambiguous",
        "b",
-       "--b\r\n--bc\r\n--b-x\r\n--b\r\nB\r\n--b--",
+       "--b\r\n--bc\r\n--b\r\nB\r\n--b--",
+       SMIME_ERR_SYNTAX,
+       {NULL}},
+      {"boundary then junk after dashes",
+       "b",
+       "--b\r\nA\r\n--b-x\r\n--b--",
+       SMIME_ERR_SYNTAX,
+       {NULL}},
+      {"close delimiter then junk",
+       "b",
+       "--b\r\nA\r\n--b--x\r\n",
+       SMIME_ERR_SYNTAX,
+       {NULL}},
+      {"padding then junk",
+       "b",
+       "--b\r\nA\r\n--b \tx\r\nB\r\n--b--",
+       SMIME_ERR_SYNTAX,
+       {NULL}},
+      {"ambiguous line in the preamble",
+       "b",
+       "--bb\r\n--b\r\nA\r\n--b--",
+       SMIME_ERR_SYNTAX,
+       {NULL}},
+      {"delimiter without its line break at the end",
+       "b",
+       "--b\r\nA\r\n--b",
+       SMIME_ERR_SYNTAX,
+       {NULL}},
+      {"padding before a lone CR is not a line end",
+       "b",
+       "--b\r\nA\r\n--b \r--b--\r\n",
+       SMIME_ERR_SYNTAX,
+       {NULL}},
+      {"boundary inside a line is content",
+       "b",
+       "--b\r\nx --b\r\n --b--\r\n--b--",
        0,
-       {"--bc\r\n--b-x", "B"}},
+       {"x --b\r\n --b--"}},
       {"delimiter not at line start", "b", "--b\r\nx--b\r\n--b--", 0, {"x--b"}},
       {"mixed line ends", "b", "--b\nA\r\n--b\r\nB\n--b--", 0, {"A", "B"}},
       {"close without line break", "b", "--b\r\nA\r\n--b--", 0, {"A"}},
@@ -357,26 +420,136 @@ static void test_multipart(void **state) {
 
 /* ---- From ---- */
 
+/* test_from_address: RFC 5322 §3.4 mailbox parsing, with the review's
+ * cases: the address is never taken from a comment or a quoted display
+ * name, and no From, several, a group or a list is an error, never an
+ * empty success. */
 static void test_from_address(void **state) {
+  static char long_comment[400], long_local[300], long_addr[600];
+  snprintf(long_comment, sizeof long_comment,
+           "From: alice@corp.com (%0300d)\r\n\r\n", 0);
+  snprintf(long_local, sizeof long_local, "From: %0*d@x.example\r\n\r\n",
+           SMIME_MAX_ADDRESS, 0);
+  snprintf(long_addr, sizeof long_addr, "From: Name <%0*d@x.example>\r\n\r\n",
+           SMIME_MAX_ADDRESS - 10, 0); /* exactly SMIME_MAX_ADDRESS bytes */
   const struct {
-    const char *label, *msg, *want;
+    const char *label, *msg;
+    int want_rc;
+    const char *want; /* SMIME_OK only */
   } cases[] = {
-      {"angle", "From: Alice <alice@example.org>\r\n\r\n", "alice@example.org"},
-      {"bare", "From: alice@example.org\r\n\r\n", "alice@example.org"},
-      {"folded", "From: \"Alice A.\"\r\n <a@b.example>\r\n\r\n", "a@b.example"},
-      {"case kept", "FROM: Al <Al@Example.ORG>\n\n", "Al@Example.ORG"},
-      {"none", "To: b@example\r\n\r\n", ""},
-      {"first of two", "From: a@x\r\nFrom: b@x\r\n\r\n", "a@x"},
+      {"angle", "From: Alice <alice@example.org>\r\n\r\n", SMIME_OK,
+       "alice@example.org"},
+      {"bare", "From: alice@example.org\r\n\r\n", SMIME_OK,
+       "alice@example.org"},
+      {"angle without name", "From: <alice@example.org>\r\n\r\n", SMIME_OK,
+       "alice@example.org"},
+      {"folded", "From: \"Alice A.\"\r\n <a@b.example>\r\n\r\n", SMIME_OK,
+       "a@b.example"},
+      {"folded before the address", "From: Alice\r\n\t<a@b.example>\r\n\r\n",
+       SMIME_OK, "a@b.example"},
+      {"case kept", "FROM: Al <Al@Example.ORG>\n\n", SMIME_OK,
+       "Al@Example.ORG"},
+      {"comment holding an angle address",
+       "From: alice@corp.com (<mallory@evil.com>)\r\n\r\n", SMIME_OK,
+       "alice@corp.com"},
+      {"quoted name holding an angle address",
+       "From: \"<mallory@evil.com>\" <alice@corp.com>\r\n\r\n", SMIME_OK,
+       "alice@corp.com"},
+      {"quoted name with escapes and parens",
+       "From: \"a \\\" (<m@evil.com>\" <alice@corp.com>\r\n\r\n", SMIME_OK,
+       "alice@corp.com"},
+      {"nested comment with quoted-pairs",
+       "From: (a (b \\) <m@evil.com>) c) alice@corp.com (x)\r\n\r\n", SMIME_OK,
+       "alice@corp.com"},
+      {"300-char comment", long_comment, SMIME_OK, "alice@corp.com"},
+      {"comments around the parts",
+       "From: (c) Alice (d) <(e) alice (f) @ (g) corp.com (h)> (i)\r\n\r\n",
+       SMIME_OK, "alice@corp.com"},
+      {"obs-phrase with a dot", "From: John Q. Public <jqp@x.example>\r\n\r\n",
+       SMIME_OK, "jqp@x.example"},
+      {"8-bit display name", "From: J\xc3\xa9r\xc3\xb4me <j@x.example>\r\n\r\n",
+       SMIME_OK, "j@x.example"},
+      {"quoted local part kept quoted", "From: \"john doe\"@x.example\r\n\r\n",
+       SMIME_OK, "\"john doe\"@x.example"},
+      {"quoted local part that is a dot-atom",
+       "From: <\"alice.b\"@x.example>\r\n\r\n", SMIME_OK, "alice.b@x.example"},
+      {"quoted local part with an at sign",
+       "From: \"mallory@evil.com\"@corp.com\r\n\r\n", SMIME_OK,
+       "\"mallory@evil.com\"@corp.com"},
+      {"domain literal", "From: a@[192.0.2.1]\r\n\r\n", SMIME_OK,
+       "a@[192.0.2.1]"},
+      {"longest address", long_addr, SMIME_OK, NULL},
+      {"no From", "To: b@example\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"no header at all", "", SMIME_ERR_SYNTAX, NULL},
+      {"two From fields", "From: a@x\r\nFrom: b@x\r\n\r\n", SMIME_ERR_SYNTAX,
+       NULL},
+      {"two From fields, differing case",
+       "From: mallory@evil.com\r\nfrom: alice@corp.com\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"empty value", "From:\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"null address", "From: <>\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"list", "From: a@x.example, b@x.example\r\n\r\n", SMIME_ERR_SYNTAX,
+       NULL},
+      {"list of name-addrs", "From: A <a@x.example>, B <b@x.example>\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"group", "From: Team: a@x.example;\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"empty group", "From: undisclosed-recipients:;\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"address as display name",
+       "From: alice@corp.com <mallory@evil.com>\r\n\r\n", SMIME_ERR_SYNTAX,
+       NULL},
+      {"two angle addresses",
+       "From: <alice@corp.com> <mallory@evil.com>\r\n\r\n", SMIME_ERR_SYNTAX,
+       NULL},
+      {"junk after the angle address",
+       "From: A <alice@corp.com> mallory@evil.com\r\n\r\n", SMIME_ERR_SYNTAX,
+       NULL},
+      {"unterminated angle", "From: A <alice@corp.com\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"unterminated comment", "From: alice@corp.com (x\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"unterminated quoted name", "From: \"A <alice@corp.com>\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"route", "From: <@relay.example:alice@corp.com>\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"no at sign", "From: alice\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"no domain", "From: alice@\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"double dot", "From: a..b@x.example\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"leading dot", "From: .a@x.example\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"8-bit local part", "From: j\xc3\xa9@x.example\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"fold inside the address", "From: ali\r\n ce@corp.com\r\n\r\n",
+       SMIME_ERR_SYNTAX, NULL},
+      {"address too long", long_local, SMIME_ERR_LIMIT, NULL},
+      {"header does not parse", "From a@x\r\n\r\n", SMIME_ERR_SYNTAX, NULL},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-    char out[CMS_EMAIL_MAX];
+    char out[CMS_EMAIL_MAX + 8];
+    memset(out, 'z', sizeof out);
+    errbuf[0] = '\0';
     int rc = smime_from_address(out, sizeof out, U(cases[i].msg),
-                                strlen(cases[i].msg));
-    if (rc != SMIME_OK || strcmp(out, cases[i].want) != 0) {
-      fail_msg("%s: got %d '%s', want '%s'", cases[i].label, rc, out,
-               cases[i].want);
+                                strlen(cases[i].msg), errbuf, sizeof errbuf);
+    if (rc != cases[i].want_rc) {
+      fail_msg("%s: got rc %d '%s' (%s), want %d", cases[i].label, rc,
+               rc == SMIME_OK ? out : "", errbuf, cases[i].want_rc);
+    }
+    if (rc == SMIME_OK && (out[0] == '\0' || (cases[i].want != NULL &&
+                                              strcmp(out, cases[i].want)))) {
+      fail_msg("%s: got '%s', want '%s'", cases[i].label, out,
+               cases[i].want ? cases[i].want : "(non-empty)");
+    }
+    if (rc != SMIME_OK && (out[0] != '\0' || errbuf[0] == '\0')) {
+      fail_msg("%s: an error left '%s' and reason '%s'", cases[i].label, out,
+               errbuf);
     }
   }
+  /* the address must fit the caller's buffer: never truncated */
+  char small[8];
+  assert_int_equal(smime_from_address(small, sizeof small,
+                                      S("From: alice@corp.com\r\n\r\n"), NULL,
+                                      0),
+                   SMIME_ERR_LIMIT);
+  assert_string_equal(small, "");
 }
 
 /* ---- split and join ---- */
@@ -451,6 +624,76 @@ static void test_split(void **state) {
       smime_split(&o, &e, S("From: a\r\nbad line\r\n\r\n"), NULL, 0),
       SMIME_ERR_SYNTAX);
   assert_int_equal(o.len + e.len, 0);
+  /* two Content-Type or Content-Transfer-Encoding fields: readers would
+   * disagree on the entity being signed or encrypted */
+  assert_int_equal(smime_split(&o, &e,
+                               S("From: a@x\r\nContent-Type: text/plain\r\n"
+                                 "content-type: text/html\r\n\r\nx"),
+                               NULL, 0),
+                   SMIME_ERR_SYNTAX);
+  assert_int_equal(smime_split(&o, &e,
+                               S("Content-Transfer-Encoding: 7bit\r\n"
+                                 "Content-Transfer-Encoding: base64\r\n\r\nx"),
+                               NULL, 0),
+                   SMIME_ERR_SYNTAX);
+  assert_int_equal(o.len + e.len, 0);
+}
+
+/* test_join_entity_header: of an inner entity's header only Content-*
+ * fields reach the joined message (an inner From: or
+ * Authentication-Results: must not be spliced into the top level). */
+static void test_join_entity_header(void **state) {
+  static const char outer[] = "From: Alice <alice@example.org>\r\n"
+                              "Subject: s\r\n";
+  const struct {
+    const char *label, *entity;
+    int want_rc;
+    const char *want; /* what follows outer and MIME-Version */
+  } cases[] = {
+      {"content fields only",
+       "Content-Type: text/plain\r\nContent-ID: <c@x>\r\n\r\nbody\r\n",
+       SMIME_OK,
+       "Content-Type: text/plain\r\nContent-ID: <c@x>\r\n\r\nbody\r\n"},
+      {"inner From and Authentication-Results dropped",
+       "From: ceo@evil.example\r\nAuthentication-Results: gw; smime=pass\r\n"
+       "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi\r\n",
+       SMIME_OK, "Content-Type: text/plain\r\n\r\nhi\r\n"},
+      {"folded inner field dropped whole",
+       "Subject: a\r\n b\r\nContent-Type: text/plain;\r\n charset=x\r\n\r\n"
+       "Subject: in the body stays\r\n",
+       SMIME_OK,
+       "Content-Type: text/plain;\r\n charset=x\r\n\r\n"
+       "Subject: in the body stays\r\n"},
+      {"lf header made crlf, body kept",
+       "Content-Type: text/plain\nFrom: x@y\n\nbody\n", SMIME_OK,
+       "Content-Type: text/plain\r\n\r\nbody\n"},
+      {"header without body", "Content-Type: text/plain\r\n", SMIME_OK,
+       "Content-Type: text/plain\r\n\r\n"},
+      {"not a header", "just text\r\n", SMIME_ERR_SYNTAX, NULL},
+      {"two Content-Type fields",
+       "Content-Type: text/plain\r\nContent-Type: text/html\r\n\r\nx",
+       SMIME_ERR_SYNTAX, NULL},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    struct buf out = {0}, want = {0};
+    buf_append_str(&out, "keep");
+    int rc = smime_join(&out, U(outer), strlen(outer), U(cases[i].entity),
+                        strlen(cases[i].entity));
+    if (rc != cases[i].want_rc) {
+      fail_msg("%s: got rc %d, want %d", cases[i].label, rc, cases[i].want_rc);
+    }
+    if (rc == SMIME_OK) {
+      buf_printf(&want, "keep%sMIME-Version: 1.0\r\n%s", outer, cases[i].want);
+    } else {
+      buf_append_str(&want, "keep");
+    }
+    if (out.len != want.len || memcmp(out.data, want.data, out.len) != 0) {
+      fail_msg("%s: got '%.*s', want '%.*s'", cases[i].label, (int)out.len,
+               (char *)out.data, (int)want.len, (char *)want.data);
+    }
+    buf_free(&out);
+    buf_free(&want);
+  }
 }
 
 /* ---- canonical form ---- */
@@ -693,13 +936,13 @@ static void test_canon_depth(void **state) {
   for (int depth = SMIME_MAX_DEPTH - 1; depth <= SMIME_MAX_DEPTH + 3; depth++) {
     struct buf in = {0}, out = {0};
     for (int i = 0; i < depth; i++) {
-      buf_printf(&in,
-                 "Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n",
-                 i, i);
+      buf_printf(
+          &in, "Content-Type: multipart/mixed; boundary=b%dz\r\n\r\n--b%dz\r\n",
+          i, i);
     }
     buf_append_str(&in, "Content-Type: text/plain\r\n\r\n\xff\r\n");
     for (int i = depth - 1; i >= 0; i--) {
-      buf_printf(&in, "--b%d--\r\n", i);
+      buf_printf(&in, "--b%dz--\r\n", i);
     }
     int rc = smime_canon(&out, in.data, in.len, errbuf, sizeof errbuf);
     int want = depth <= SMIME_MAX_DEPTH ? SMIME_OK : SMIME_ERR_LIMIT;
@@ -720,9 +963,42 @@ static const uint8_t der_signed[] = {0x30, 0x0f, 0x06, 0x09, 0x2a, 0x86,
                                      0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07,
                                      0x02, 0xa0, 0x02, 0x30, 0x00};
 #define SIGNED_CONTENT                                                         \
-  "Content-Type: text/plain\r\n\r\nhello\r\n--bound is not a delimiter\r\n"
+  "Content-Type: text/plain\r\n\r\nhello\r\n --bound is not a delimiter\r\n"
 /* the base64 of der_signed */
 #define SIG_B64 "MA8GCSqGSIb3DQEHAqACMAA="
+
+/* Minimal well-formed EnvelopedData (one KeyTransRecipientInfo, AES-CBC,
+ * 16 bytes of content) and AuthEnvelopedData (AES-GCM, with a mac), made
+ * by hand: cms_check_enveloped accepts them, nobody can decrypt them. */
+#define ENV_B64                                                                \
+  "MH8GCSqGSIb3DQEHA6ByMHACAQAxLTArAgEAMAUwAAIBATANBgkqhkiG9w0BAQEFAAQQa2tra2" \
+  "tra2tra2tra2trazA8BgkqhkiG9w0BBwEwHQYJYIZIAWUDBAECBBBpaWlpaWlpaWlpaWlpaWlp" \
+  "gBBjY2NjY2NjY2NjY2NjY2Nj"
+#define AUTH_ENV_B64                                                           \
+  "MIGWBgsqhkiG9w0BCRABF6CBhjCBgwIBADEtMCsCAQAwBTAAAgEBMA0GCSqGSIb3DQEBAQUABB" \
+  "Bra2tra2tra2tra2tra2trMD0GCSqGSIb3DQEHATAeBglghkgBZQMEAS4wEQQMbm5ubm5ubm5u" \
+  "bm5uAgEQgBBjY2NjY2NjY2NjY2NjY2NjBBB0dHR0dHR0dHR0dHR0dHR0"
+/* the same EnvelopedData with an empty encryptedContent, without one,
+ * and with an empty RecipientInfos SET */
+#define ENV_EMPTY_B64                                                          \
+  "MG8GCSqGSIb3DQEHA6BiMGACAQAxLTArAgEAMAUwAAIBATANBgkqhkiG9w0BAQEFAAQQa2tra2" \
+  "tra2tra2tra2trazAsBgkqhkiG9w0BBwEwHQYJYIZIAWUDBAECBBBpaWlpaWlpaWlpaWlpaWlp" \
+  "gAA="
+#define ENV_NO_CONTENT_B64                                                     \
+  "MG0GCSqGSIb3DQEHA6BgMF4CAQAxLTArAgEAMAUwAAIBATANBgkqhkiG9w0BAQEFAAQQa2tra2" \
+  "tra2tra2tra2trazAqBgkqhkiG9w0BBwEwHQYJYIZIAWUDBAECBBBpaWlpaWlpaWlpaWlpaWlp"
+#define ENV_NO_RECIPIENT_B64                                                   \
+  "MFIGCSqGSIb3DQEHA6BFMEMCAQAxADA8BgkqhkiG9w0BBwEwHQYJYIZIAWUDBAECBBBpaWlpaW" \
+  "lpaWlpaWlpaWlpgBBjY2NjY2NjY2NjY2NjY2Nj"
+/* the review's trigger: 30 80 06 09 <id-envelopedData>, then plaintext */
+#define ENV_HEAD_THEN_PLAINTEXT_B64                                            \
+  "MIAGCSqGSIb3DQEHA1RoZSBzZWNyZXQgbWVyZ2VyIHBsYW4gaXM6IC4uLg=="
+
+/* p7m_case makes an application/pkcs7-mime entity of the given
+ * Content-Type parameters and base64 body. */
+#define P7M(params, b64)                                                       \
+  "Content-Type: application/pkcs7-mime" params "\r\n"                         \
+  "Content-Transfer-Encoding: base64\r\n\r\n" b64 "\r\n"
 
 static const char mps_msg[] =
     "From: a@example.org\r\nMIME-Version: 1.0\r\n"
@@ -764,18 +1040,96 @@ static void test_parse(void **state) {
       {"plain text", "From: a\r\n\r\nhi\r\n", SMIME_OK, SMIME_KIND_NONE, NULL},
       {"pkcs7-mime enveloped-data",
        "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; "
-       "name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-       "MA8GCSqGSIb3DQEHA6ACMAA=\r\n",
+       "name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n" ENV_B64
+       "\r\n",
        SMIME_OK, SMIME_KIND_ENVELOPED, NULL},
+      {"pkcs7-mime authEnveloped-data",
+       P7M("; smime-type=authEnveloped-data", AUTH_ENV_B64), SMIME_OK,
+       SMIME_KIND_AUTH_ENVELOPED, NULL},
+      {"smime-type case-insensitive",
+       P7M("; smime-type=ENVELOPED-DATA", ENV_B64), SMIME_OK,
+       SMIME_KIND_ENVELOPED, NULL},
       {"x-pkcs7-mime without smime-type sniffs",
        "Content-Type: application/x-pkcs7-mime\r\n"
-       "Content-Transfer-Encoding: base64\r\n\r\n"
-       "MBEGCyqGSIb3DQEJEAEXoAIwAA==\r\n",
+       "Content-Transfer-Encoding: base64\r\n\r\n" AUTH_ENV_B64 "\r\n",
        SMIME_OK, SMIME_KIND_AUTH_ENVELOPED, NULL},
-      {"smime-type wrong, DER decides",
+      {"smime-type contradicts the DER (signed)",
+       P7M("; smime-type=enveloped-data", SIG_B64), SMIME_ERR_SYNTAX,
+       SMIME_KIND_NONE, NULL},
+      {"smime-type contradicts the DER (enveloped)",
+       P7M("; smime-type=signed-data", ENV_B64), SMIME_ERR_SYNTAX,
+       SMIME_KIND_NONE, NULL},
+      {"smime-type enveloped-data over AuthEnvelopedData",
+       P7M("; smime-type=enveloped-data", AUTH_ENV_B64), SMIME_ERR_SYNTAX,
+       SMIME_KIND_NONE, NULL},
+      {"unknown smime-type", P7M("; smime-type=signed-receipt", SIG_B64),
+       SMIME_ERR_UNSUPPORTED, SMIME_KIND_NONE, NULL},
+      {"EnvelopedData head then plaintext (review)",
+       P7M("; smime-type=enveloped-data", ENV_HEAD_THEN_PLAINTEXT_B64),
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"EnvelopedData head then plaintext, no smime-type",
+       P7M("", ENV_HEAD_THEN_PLAINTEXT_B64), SMIME_ERR_SYNTAX, SMIME_KIND_NONE,
+       NULL},
+      {"EnvelopedData of an empty SEQUENCE",
+       P7M("; smime-type=enveloped-data", "MA8GCSqGSIb3DQEHA6ACMAA="),
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"AuthEnvelopedData of an empty SEQUENCE",
+       P7M("", "MBEGCyqGSIb3DQEJEAEXoAIwAA=="), SMIME_ERR_SYNTAX,
+       SMIME_KIND_NONE, NULL},
+      {"EnvelopedData with empty content",
+       P7M("; smime-type=enveloped-data", ENV_EMPTY_B64), SMIME_ERR_SYNTAX,
+       SMIME_KIND_NONE, NULL},
+      {"EnvelopedData without content",
+       P7M("; smime-type=enveloped-data", ENV_NO_CONTENT_B64), SMIME_ERR_SYNTAX,
+       SMIME_KIND_NONE, NULL},
+      {"EnvelopedData without RecipientInfo",
+       P7M("; smime-type=enveloped-data", ENV_NO_RECIPIENT_B64),
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"EnvelopedData with bytes after it",
+       P7M("; smime-type=enveloped-data", ENV_B64 "AAAA"), SMIME_ERR_SYNTAX,
+       SMIME_KIND_NONE, NULL},
+      {"two Content-Type fields",
+       "Content-Type: text/plain\r\n" P7M("; smime-type=enveloped-data",
+                                          ENV_B64),
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"two Content-Type fields, S/MIME first",
        "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
-       "Content-Transfer-Encoding: base64\r\n\r\n" SIG_B64 "\r\n",
-       SMIME_OK, SMIME_KIND_SIGNED_DATA, NULL},
+       "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n"
+       "\r\n" ENV_B64 "\r\n",
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"two Content-Transfer-Encoding fields",
+       "Content-Transfer-Encoding: 7bit\r\n" P7M("", ENV_B64), SMIME_ERR_SYNTAX,
+       SMIME_KIND_NONE, NULL},
+      {"Content-Transfer-Encoding with junk",
+       "Content-Type: application/pkcs7-mime\r\n"
+       "Content-Transfer-Encoding: base64 x\r\n\r\n" ENV_B64 "\r\n",
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"multipart/signed with a repeated boundary",
+       "Content-Type: multipart/signed; protocol=\"application/"
+       "pkcs7-signature\"; boundary=b; boundary=c\r\n\r\n--b\r\nX\r\n--b\r\n"
+       "Content-Type: application/pkcs7-signature\r\n"
+       "Content-Transfer-Encoding: base64\r\n\r\n" SIG_B64 "\r\n--b--\r\n",
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"multipart/signed with a repeated protocol",
+       "Content-Type: multipart/signed; protocol=\"application/"
+       "pkcs7-signature\"; boundary=b; protocol=\"application/"
+       "pgp-signature\"\r\n\r\n--b\r\nX\r\n--b\r\n"
+       "Content-Type: application/pkcs7-signature\r\n"
+       "Content-Transfer-Encoding: base64\r\n\r\n" SIG_B64 "\r\n--b--\r\n",
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"signature part with two Content-Type fields",
+       "Content-Type: multipart/signed; protocol=\"application/"
+       "pkcs7-signature\"; boundary=b\r\n\r\n--b\r\nX\r\n--b\r\n"
+       "Content-Type: application/pkcs7-signature\r\n"
+       "Content-Type: text/plain\r\n"
+       "Content-Transfer-Encoding: base64\r\n\r\n" SIG_B64 "\r\n--b--\r\n",
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
+      {"signed content holding a line that begins with the boundary",
+       "Content-Type: multipart/signed; protocol=\"application/"
+       "pkcs7-signature\"; boundary=b\r\n\r\n--b\r\nX\r\n--bogus\r\n--b\r\n"
+       "Content-Type: application/pkcs7-signature\r\n"
+       "Content-Transfer-Encoding: base64\r\n\r\n" SIG_B64 "\r\n--b--\r\n",
+       SMIME_ERR_SYNTAX, SMIME_KIND_NONE, NULL},
       {"certs-only unsupported",
        "Content-Type: application/pkcs7-mime; smime-type=certs-only\r\n"
        "Content-Transfer-Encoding: base64\r\n\r\n" SIG_B64 "\r\n",
@@ -945,13 +1299,13 @@ static void test_parse_absurd(void **state) {
   struct buf m = {0};
   for (int i = 0; i < 50; i++) {
     buf_printf(&m,
-               "Content-Type: multipart/mixed; boundary=b%d\r\n\r\n"
-               "--b%d\r\n",
+               "Content-Type: multipart/mixed; boundary=b%dz\r\n\r\n"
+               "--b%dz\r\n",
                i, i);
   }
   buf_append_str(&m, "Content-Type: text/plain\r\n\r\n\xff\r\n");
   for (int i = 49; i >= 0; i--) {
-    buf_printf(&m, "--b%d--\r\n", i);
+    buf_printf(&m, "--b%dz--\r\n", i);
   }
   struct buf out = {0};
   assert_int_equal(smime_canon(&out, m.data, m.len, NULL, 0), SMIME_ERR_LIMIT);
@@ -1183,6 +1537,199 @@ static void test_encrypt_open(void **state) {
   }
 }
 
+/* der_of returns the decoded CMS object of an S/MIME message. */
+static void der_of(struct buf *out, const struct buf *msg) {
+  struct smime_parsed p;
+  assert_int_equal(smime_parse(&p, msg->data, msg->len, NULL, 0), SMIME_OK);
+  buf_append(out, p.der.data, p.der.len);
+  smime_parsed_cleanup(&p);
+}
+
+/* p7s_message builds multipart/signed of first_part and der. */
+static void p7s_message(struct buf *m, const char *first_part,
+                        const struct buf *der) {
+  buf_append_str(m, "From: Alice <alice@example.org>\r\nMIME-Version: 1.0\r\n"
+                    "Content-Type: multipart/signed; protocol=\"application/"
+                    "pkcs7-signature\"; micalg=sha-256; boundary=\"BB\"\r\n"
+                    "\r\n--BB\r\n");
+  buf_append_str(m, first_part);
+  buf_append_str(m, "\r\n--BB\r\nContent-Type: application/"
+                    "pkcs7-signature; name=smime.p7s\r\n"
+                    "Content-Transfer-Encoding: base64\r\n\r\n");
+  smime_b64_encode(m, der->data, der->len);
+  buf_append_str(m, "--BB--\r\n");
+}
+
+/* p7m_message builds application/pkcs7-mime of der. */
+static void p7m_message(struct buf *m, const char *smime_type,
+                        const struct buf *der) {
+  buf_printf(m,
+             "From: Alice <alice@example.org>\r\nSubject: hello\r\n"
+             "MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; "
+             "smime-type=%s\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+             smime_type);
+  smime_b64_encode(m, der->data, der->len);
+}
+
+/* test_signature_wrapping: an opaque (encapsulating) SignedData pasted as
+ * the .p7s of a multipart/signed whose first part says something else
+ * must not verify that first part, nor hand out any content; and a
+ * detached one as signed-data is refused too (review finding 1). */
+static void test_signature_wrapping(void **state) {
+  if (!fx.have_cms) {
+    fail_msg("the CMS layer cannot load keys");
+  }
+  struct buf opaque = {0}, detached = {0}, opaque_der = {0}, detached_der = {0};
+  sign_msg(&opaque, 1);
+  sign_msg(&detached, 0);
+  der_of(&opaque_der, &opaque);
+  der_of(&detached_der, &detached);
+  struct smime_parsed dp;
+  assert_int_equal(smime_parse(&dp, detached.data, detached.len, NULL, 0),
+                   SMIME_OK);
+  char *signed_part = strndup((const char *)dp.content, dp.content_len);
+  smime_parsed_cleanup(&dp);
+  const struct {
+    const char *label;
+    int p7m; /* 0: multipart/signed with first, 1: signed-data */
+    const char *first;
+    const struct buf *der;
+  } cases[] = {
+      {"opaque signature under a different first part", 0,
+       "Content-Type: text/plain\r\n\r\nPlease wire 1,000,000 EUR today.",
+       &opaque_der},
+      {"opaque signature under an empty first part", 0, "", &opaque_der},
+      {"opaque signature under the very content it holds", 0, signed_part,
+       &opaque_der},
+      {"detached signature as signed-data", 1, NULL, &detached_der},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    struct buf m = {0}, entity = {0};
+    if (cases[i].p7m) {
+      p7m_message(&m, "signed-data", cases[i].der);
+    } else {
+      p7s_message(&m, cases[i].first, cases[i].der);
+    }
+    struct cms_verify_opts vo = {
+        .trust = fx.trust, .now = NOW, .from = "alice@example.org"};
+    struct cms_verified v;
+    errbuf[0] = '\0';
+    int rc = smime_verify_message(&v, &entity, &vo, m.data, m.len, errbuf,
+                                  sizeof errbuf);
+    if (rc == SMIME_OK || v.num_signers != 0 || entity.len != 0 ||
+        cms_verified_all_pass(&v)) {
+      fail_msg("%s: rc %d (%s), %zu signers, %zu bytes of content",
+               cases[i].label, rc, errbuf, v.num_signers, entity.len);
+    }
+    cms_verified_cleanup(&v);
+    /* smime_open (the daemon's and decrypt's path) refuses it as well */
+    struct smime_open_opts oo = {.verify = vo};
+    struct smime_opened o;
+    rc = smime_open(&o, &oo, m.data, m.len, NULL, 0);
+    if (rc == SMIME_OK || o.all_pass || o.message.len != 0 ||
+        o.entity.len != 0) {
+      fail_msg("%s: smime_open rc %d all_pass %d", cases[i].label, rc,
+               o.all_pass);
+    }
+    smime_opened_cleanup(&o);
+    buf_free(&m);
+    buf_free(&entity);
+  }
+  /* and the CMS layer itself: content given for a SignedData that has its
+   * own is an error, not a check of the wrong bytes */
+  struct cms_verified v;
+  assert_int_equal(
+      cms_verify(&v, opaque_der.data, opaque_der.len, U("x"), 1, NULL, NULL, 0),
+      CMS_ERR_SYNTAX);
+  assert_int_equal(v.num_signers, 0);
+  free(signed_part);
+  buf_free(&opaque);
+  buf_free(&detached);
+  buf_free(&opaque_der);
+  buf_free(&detached_der);
+}
+
+/* test_verify_not_id_data: S/MIME signs id-data (RFC 8551 §2.4.1); a
+ * SignedData of another eContentType is refused whatever its verdicts. */
+static void test_verify_not_id_data(void **state) {
+  if (!fx.have_cms) {
+    fail_msg("the CMS layer cannot load keys");
+  }
+  static const uint8_t id_data[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+                                    0xf7, 0x0d, 0x01, 0x07, 0x01};
+  struct buf opaque = {0}, der = {0}, m = {0}, entity = {0};
+  sign_msg(&opaque, 1);
+  der_of(&der, &opaque);
+  /* the first id-data is the eContentType: make it id-signedData */
+  uint8_t *hit = memmem(der.data, der.len, id_data, sizeof id_data);
+  assert_non_null(hit);
+  hit[sizeof id_data - 1] = 0x02;
+  /* RFC 5652 §5.1: SignedData version 3 for other eContentTypes */
+  static const uint8_t v1[] = {0x02, 0x01, 0x01, 0x31};
+  uint8_t *ver = memmem(der.data, der.len, v1, sizeof v1);
+  assert_true(ver != NULL && ver < hit);
+  ver[2] = 0x03;
+  p7m_message(&m, "signed-data", &der);
+  struct cms_verify_opts vo = {.trust = fx.trust, .now = NOW};
+  struct cms_verified v;
+  errbuf[0] = '\0';
+  int rc = smime_verify_message(&v, &entity, &vo, m.data, m.len, errbuf,
+                                sizeof errbuf);
+  if (rc != SMIME_ERR_UNSUPPORTED || v.num_signers != 0 || entity.len != 0) {
+    fail_msg("got rc %d (%s), %zu signers", rc, errbuf, v.num_signers);
+  }
+  /* cms_verify itself parses it and says what the type was */
+  assert_int_equal(cms_verify(&v, der.data, der.len, NULL, 0, &vo, NULL, 0),
+                   CMS_OK);
+  assert_int_equal(v.content_type, CMS_TYPE_SIGNED);
+  assert_false(cms_verified_all_pass(&v));
+  cms_verified_cleanup(&v);
+  buf_free(&opaque);
+  buf_free(&der);
+  buf_free(&m);
+  buf_free(&entity);
+}
+
+/* test_open_inner_header: smime_open rebuilds the message from the outer
+ * header and the innermost entity's Content-* fields only. */
+static void test_open_inner_header(void **state) {
+  if (!fx.have_cms) {
+    fail_msg("the CMS layer cannot load keys");
+  }
+  static const char inner[] =
+      "From: ceo@evil.example\r\n"
+      "Authentication-Results: gw.example; smime=pass\r\n"
+      "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi\r\n";
+  struct buf der = {0}, m = {0};
+  struct cms_recipient r = {.cert = fx.cert};
+  assert_int_equal(cms_encrypt(&der, &r, 1, U(inner), strlen(inner),
+                               CMS_AES256_GCM, NULL, 0),
+                   CMS_OK);
+  p7m_message(&m, "authEnveloped-data", &der);
+  struct cms_decrypt_party party = {.key = fx.key, .cert = fx.cert};
+  struct smime_open_opts oo = {.signer = &cms_local_signer,
+                               .parties = &party,
+                               .num_parties = 1,
+                               .verify = {.trust = fx.trust, .now = NOW}};
+  struct smime_opened o;
+  errbuf[0] = '\0';
+  int rc = smime_open(&o, &oo, m.data, m.len, errbuf, sizeof errbuf);
+  if (rc != SMIME_OK) {
+    fail_msg("open: %d %s", rc, errbuf);
+  }
+  static const char want[] =
+      "From: Alice <alice@example.org>\r\nSubject: hello\r\n"
+      "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi\r\n";
+  if (o.message.len != strlen(want) ||
+      memcmp(o.message.data, want, o.message.len) != 0) {
+    fail_msg("got '%.*s', want '%s'", (int)o.message.len,
+             (char *)o.message.data, want);
+  }
+  smime_opened_cleanup(&o);
+  buf_free(&der);
+  buf_free(&m);
+}
+
 static void test_open_not_smime(void **state) {
   struct smime_open_opts oo = {0};
   struct smime_opened o;
@@ -1200,6 +1747,7 @@ int main(void) {
       cmocka_unit_test(test_multipart),
       cmocka_unit_test(test_from_address),
       cmocka_unit_test(test_split),
+      cmocka_unit_test(test_join_entity_header),
       cmocka_unit_test(test_canon),
       cmocka_unit_test(test_canon_qp_lines),
       cmocka_unit_test(test_canon_depth),
@@ -1210,6 +1758,9 @@ int main(void) {
       cmocka_unit_test(test_open_not_smime),
       cmocka_unit_test(test_sign_verify),
       cmocka_unit_test(test_encrypt_open),
+      cmocka_unit_test(test_signature_wrapping),
+      cmocka_unit_test(test_verify_not_id_data),
+      cmocka_unit_test(test_open_inner_header),
   };
   return cmocka_run_group_tests_name("smime", tests, group_setup,
                                      group_teardown);
