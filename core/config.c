@@ -1443,7 +1443,8 @@ static int set_throttle_prefix(struct config *c, const struct setting *s,
   size_t n = strlen(v);
   for (size_t i = 0; i < n; i++) {
     if (v[i] <= ' ' || v[i] > '~') {
-      n = 65;
+      n = 65; /* refused below */
+      break;
     }
   }
   if (n > 64) {

@@ -114,6 +114,10 @@ X509_STORE *cms_trust_load(const char *file, const char *dir, char *err,
  * lowercased, up to max. Returns how many. */
 size_t cms_cert_emails(X509 *cert, char (*out)[CMS_EMAIL_MAX], size_t max);
 
+/* cms_cert_not_after: the certificate's notAfter in seconds since the
+ * epoch, or 0 when it cannot be read. */
+int64_t cms_cert_not_after(const X509 *cert);
+
 /* cms_cert_can_receive: 1 when cert's key can have a content key wrapped
  * for it (RSA, EC P-256, X25519); Ed25519 keys only sign. */
 int cms_cert_can_receive(X509 *cert);

@@ -492,6 +492,20 @@ int cms_pkey_type(X509 *cert) {
   return type;
 }
 
+int64_t cms_cert_not_after(const X509 *cert) {
+  /* This BoringSSL has no ASN1_TIME_to_posix: the difference from the
+   * epoch instead. */
+  ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+  int days = 0, secs = 0;
+  int64_t t = 0;
+  if (cert != NULL && epoch != NULL &&
+      ASN1_TIME_diff(&days, &secs, epoch, X509_get0_notAfter(cert))) {
+    t = (int64_t)days * 86400 + secs;
+  }
+  ASN1_TIME_free(epoch);
+  return t;
+}
+
 int cms_cert_can_receive(X509 *cert) {
   int t = cms_pkey_type(cert);
   return t == EVP_PKEY_RSA || t == EVP_PKEY_EC || t == EVP_PKEY_X25519;

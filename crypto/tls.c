@@ -37,6 +37,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "crypto/cms.h"
+
 /* Ciphertext handed to BoringSSL per step: bounds the input BIO, and keeps
  * the memory BIO's move-down-after-read cheap when a host feeds a lot. */
 #define TLS_INPUT_CHUNK (64 * 1024)
@@ -380,22 +382,9 @@ static int tls_ctx_load_cert(struct tls_ctx *ctx,
   return 0;
 }
 
-/* cert_not_after converts a certificate's notAfter to seconds since the
- * epoch (this BoringSSL has no ASN1_TIME_to_posix), or 0. */
+/* cert_not_after: the leaf's notAfter in seconds since the epoch, or 0. */
 static int64_t cert_not_after(const X509 *cert) {
-  if (cert == NULL) {
-    return 0;
-  }
-  ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
-  int days = 0;
-  int secs = 0;
-  int64_t t = 0;
-  if (epoch != NULL &&
-      ASN1_TIME_diff(&days, &secs, epoch, X509_get0_notAfter(cert))) {
-    t = (int64_t)days * 86400 + secs;
-  }
-  ASN1_TIME_free(epoch);
-  return t;
+  return cms_cert_not_after(cert);
 }
 
 struct tls_ctx *tls_ctx_new_server(const struct tls_server_config *config,

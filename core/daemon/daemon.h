@@ -106,7 +106,7 @@ enum tls_policy_failure {
 };
 
 /* Counters of one worker; only that worker writes them (METRIC_ADD). */
-#define DKIM_VERDICTS 6 /* none, pass, fail, neutral, temperror, permerror */
+#define DKIM_VERDICTS 6   /* none, pass, fail, neutral, temperror, permerror */
 #define SMIME_VERDICTS 10 /* unparseable, then enum cms_verdict + 1 */
 
 struct worker_metrics {
@@ -333,8 +333,9 @@ struct commit {
   struct ctl_op *ctl;       /* a control command waits for this record */
   int quarantine;           /* DMARC: held from the start (a HOLD record
                                follows the MESSAGE in the same batch) */
-  char smime_ar[1024]; /* smimeglue.c: "; smime=..." resinfo for the
-                          Authentication-Results field, or "" */
+  char smime_ar[1024];      /* smimeglue.c: "; smime=..." resinfo for the
+                               Authentication-Results field, or "" */
+  int authres_written;      /* the DKIM stage put our field on top */
 };
 
 struct daemon;
@@ -513,6 +514,11 @@ struct dkim_rt;
 int dkim_runtime_load(struct runtime *rt, const struct config *cfg, char *err,
                       size_t err_len);
 void dkim_runtime_free(struct dkim_rt *d);
+/* The loaded keys, for the metrics: domain, selector, algorithm name and
+ * since when the key signs (NOT_BEFORE, else its file's mtime). */
+size_t dkim_runtime_num_keys(const struct dkim_rt *d);
+void dkim_runtime_key(const struct dkim_rt *d, size_t i, const char **domain,
+                      const char **selector, const char **alg, int64_t *since);
 /* dkim_stage_take: 1 if the stage took cm (it finishes it later), 0 if
  * cm is to be staged now, -1 if it cannot be taken (out of memory: 451). */
 int dkim_stage_take(struct conn *c, struct commit *cm, int trusted);
@@ -522,9 +528,14 @@ extern const struct metric_hist_spec dkim_sign_seconds_spec;
 
 /* smimeglue.c: the S/MIME gateway stage (see its header comment). */
 struct smime_rt;
-int smime_runtime_load(struct runtime *rt, const struct config *cfg,
-                       char *err, size_t err_len);
+int smime_runtime_load(struct runtime *rt, const struct config *cfg, char *err,
+                       size_t err_len);
 void smime_runtime_free(struct smime_rt *s);
+/* The loaded signers, for the metrics: WHO and the certificate's
+ * notAfter (seconds since the epoch). */
+size_t smime_runtime_num_signers(const struct smime_rt *s);
+void smime_runtime_signer(const struct smime_rt *s, size_t i, const char **who,
+                          int64_t *not_after);
 struct smime_reply {
   int code; /* 550 or 451 */
   char enhanced[8];
@@ -536,7 +547,8 @@ int smime_stage_out(struct conn *c, struct commit *cm, struct smime_reply *r);
 /* smime_stage_in verifies an untrusted client's signed message and keeps
  * the verdicts in cm->smime_ar for the Authentication-Results field. */
 void smime_stage_in(struct conn *c, struct commit *cm);
-/* smime_stage_authres, for untrusted mail the DKIM stage did not take:
+/* smime_stage_authres, for untrusted mail the DKIM stage did not take
+ * (or finished at once: then it does nothing, the field is written):
  * removes Authentication-Results fields claiming our host name, then
  * writes cm->smime_ar (if any) as our own field. Returns 0, or -1 (out
  * of memory). */
@@ -694,7 +706,10 @@ void segs_tick(struct worker *w);
 
 /* metrics_http.c */
 void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len);
-void metrics_render(struct daemon *d, struct buf *out);
+/* metrics_render writes every metric; cfg is the calling worker's
+ * configuration (its runtime: the loaded keys and certificates). */
+void metrics_render(struct daemon *d, const struct config *cfg,
+                    struct buf *out);
 
 /* ---- mtasts.c: MTA-STS policy discovery (RFC 8461) ----
  *

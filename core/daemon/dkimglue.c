@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "core/daemon/daemon.h"
 #include "core/log.h"
@@ -49,6 +50,7 @@ struct dkim_rt_key {
   char domain[256];
   char selector[256];
   int64_t not_before;
+  int64_t since; /* signing since: not_before, else the file's mtime */
   struct dkim_key *key;
   enum dkim_alg alg;
 };
@@ -124,6 +126,10 @@ int dkim_runtime_load(struct runtime *rt, const struct config *cfg, char *err,
     snprintf(k->domain, sizeof(k->domain), "%s", ck->domain);
     snprintf(k->selector, sizeof(k->selector), "%s", ck->selector);
     k->not_before = ck->not_before;
+    struct stat st;
+    k->since = ck->not_before > 0             ? ck->not_before
+               : stat(ck->key_file, &st) == 0 ? (int64_t)st.st_mtime
+                                              : 0;
     k->alg = dkim_key_alg(k->key);
     if (k->alg == DKIM_ALG_RSA_SHA256 && dkim_key_bits(k->key) < 2048) {
       log_msg("warning",
@@ -168,6 +174,19 @@ oom:
   dkim_runtime_free(d);
   snprintf(err, err_len, "out of memory");
   return -1;
+}
+
+size_t dkim_runtime_num_keys(const struct dkim_rt *d) {
+  return d != NULL ? d->num_keys : 0;
+}
+
+void dkim_runtime_key(const struct dkim_rt *d, size_t i, const char **domain,
+                      const char **selector, const char **alg, int64_t *since) {
+  const struct dkim_rt_key *k = &d->keys[i];
+  *domain = k->domain;
+  *selector = k->selector;
+  *alg = dkim_alg_name(k->alg);
+  *since = k->since;
 }
 
 /* has_keys: the configured domain equal to `domain`, or NULL. */
@@ -529,6 +548,7 @@ static int verify_finish(struct dkim_pending *p) {
   }
   if (rc == 0 && removed >= 0) {
     rc = commit_prepend(p->cm, &hdr);
+    p->cm->authres_written = rc == 0;
   } else {
     rc = -1;
   }

@@ -432,6 +432,41 @@ static void render_dmarcrpt(struct daemon *d, struct buf *out) {
   }
 }
 
+/* render_keys: the age of each DKIM key and the expiry of each S/MIME
+ * signing certificate, so rotation and renewal can be alerted on. */
+static void render_keys(const struct runtime *rt, struct buf *out,
+                        int64_t now) {
+  char labels[1024], l1[300], l2[300], l3[64];
+  metric_write_header(out, "postseal_dkim_key_age_seconds", "gauge",
+                      "Seconds since each DKIM key started signing "
+                      "(NOT_BEFORE, else its file's modification time).");
+  size_t n = rt != NULL ? dkim_runtime_num_keys(rt->dkim) : 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *domain, *selector, *alg;
+    int64_t since;
+    dkim_runtime_key(rt->dkim, i, &domain, &selector, &alg, &since);
+    metric_label(l1, sizeof(l1), "domain", domain);
+    metric_label(l2, sizeof(l2), "selector", selector);
+    metric_label(l3, sizeof(l3), "algorithm", alg);
+    snprintf(labels, sizeof(labels), "%s,%s,%s", l1, l2, l3);
+    metric_write_value(out, "postseal_dkim_key_age_seconds", labels,
+                       (double)(now - since));
+  }
+  metric_write_header(out, "postseal_smime_cert_expiry_timestamp_seconds",
+                      "gauge",
+                      "notAfter of each S/MIME signing certificate "
+                      "(smime.sign), seconds since the epoch.");
+  n = rt != NULL ? smime_runtime_num_signers(rt->smime) : 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *who;
+    int64_t not_after;
+    smime_runtime_signer(rt->smime, i, &who, &not_after);
+    metric_label(labels, sizeof(labels), "who", who);
+    metric_write_value(out, "postseal_smime_cert_expiry_timestamp_seconds",
+                       labels, (double)not_after);
+  }
+}
+
 /* render_smime: the S/MIME gateway stage: what it did to trusted
  * clients' mail, and inbound signers by verdict. */
 static void render_smime(struct daemon *d, struct buf *out) {
@@ -561,7 +596,8 @@ static void render_spf_dmarc(struct daemon *d, struct buf *out) {
   }
 }
 
-void metrics_render(struct daemon *d, struct buf *out) {
+void metrics_render(struct daemon *d, const struct config *cfg,
+                    struct buf *out) {
   render_sessions(d, out);
   render_smtp(d, out);
   render_messages(d, out);
@@ -574,6 +610,7 @@ void metrics_render(struct daemon *d, struct buf *out) {
   render_tlsrpt(d, out);
   render_dkim(d, out);
   render_smime(d, out);
+  render_keys(cfg_runtime(cfg), out, daemon_now_ms() / 1000);
   render_spf_dmarc(d, out);
   render_dmarcrpt(d, out);
   metric_write_header(out, "postseal_threads", "gauge",
@@ -632,7 +669,7 @@ void metrics_on_input(struct conn *c, const uint8_t *in, size_t in_len) {
     return;
   }
   struct buf body = {0};
-  metrics_render(c->w->d, &body);
+  metrics_render(c->w->d, c->w->cfg, &body);
   metrics_respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
                   &body, head);
   buf_free(&body);

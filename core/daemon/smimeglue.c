@@ -44,6 +44,8 @@
 /* ---- runtime: keys, certificates, trust anchors ---- */
 
 struct smime_rt_signer {
+  char who[512];
+  int64_t not_after; /* the leaf certificate's, seconds since the epoch */
   struct cms_key *key;
   STACK_OF(X509) * certs; /* leaf first, then the chain */
 };
@@ -85,6 +87,8 @@ static int load_signer(struct smime_rt_signer *out,
     return -1;
   }
   X509 *leaf = sk_X509_value(out->certs, 0);
+  snprintf(out->who, sizeof(out->who), "%s", cs->who);
+  out->not_after = cms_cert_not_after(leaf);
   if (!cms_key_matches_cert(out->key, leaf)) {
     snprintf(err, err_len, "smime.sign: %s: %s is not the certificate of %s",
              cs->who, cs->cert_file, cs->key_file);
@@ -148,6 +152,16 @@ int smime_runtime_load(struct runtime *rt, const struct config *cfg, char *err,
     }
   }
   return 0;
+}
+
+size_t smime_runtime_num_signers(const struct smime_rt *s) {
+  return s != NULL ? s->num_signers : 0;
+}
+
+void smime_runtime_signer(const struct smime_rt *s, size_t i, const char **who,
+                          int64_t *not_after) {
+  *who = s->signers[i].who;
+  *not_after = s->signers[i].not_after;
 }
 
 /* ---- out: sign and encrypt ---- */
@@ -481,6 +495,24 @@ static int resinfo(struct buf *out, const struct cms_verified *v, size_t max) {
   return rc;
 }
 
+/* looks_smime: the header names an S/MIME content type somewhere. */
+static int looks_smime(const uint8_t *m, size_t len) {
+  static const char *const types[] = {"multipart/signed", "pkcs7-mime",
+                                      "pkcs7-signature"};
+  const uint8_t *end = memmem(m, len, "\r\n\r\n", 4);
+  size_t hlen = end != NULL ? (size_t)(end - m) : len;
+  for (size_t i = 0; i < hlen; i++) {
+    for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
+      size_t tl = strlen(types[k]);
+      if (hlen - i >= tl &&
+          strncasecmp((const char *)m + i, types[k], tl) == 0) {
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
 /* smime_permerror records a message whose S/MIME does not parse. */
 static void smime_permerror(struct worker *w, struct commit *cm,
                             const char *why) {
@@ -506,8 +538,12 @@ void smime_stage_in(struct conn *c, struct commit *cm) {
   int kind = rc == SMIME_OK ? (int)sp.kind : SMIME_KIND_NONE;
   smime_parsed_cleanup(&sp);
   if (rc != SMIME_OK) {
-    /* S/MIME (or MIME) a client could read differently than we do. */
-    smime_permerror(w, cm, why);
+    /* S/MIME a client could read differently than we do; a plain
+     * message our parser refuses (an over-long field) is not ours to
+     * judge. */
+    if (looks_smime(cm->data.data, cm->data.len)) {
+      smime_permerror(w, cm, why);
+    }
     return;
   }
   if (kind != SMIME_KIND_MULTIPART_SIGNED && kind != SMIME_KIND_SIGNED_DATA) {
@@ -553,6 +589,9 @@ void smime_stage_in(struct conn *c, struct commit *cm) {
 }
 
 int smime_stage_authres(struct conn *c, struct commit *cm) {
+  if (cm->authres_written) {
+    return 0; /* the DKIM stage finished at once and wrote it */
+  }
   const char *host = c->w->cfg->hostname;
   /* Fields claiming our name go even when we add none (RFC 8601 §5). */
   if (authres_strip_forged(cm, host) < 0) {

@@ -263,6 +263,9 @@ def test_fallback_to_next_mx():
     with Daemon(w.config()) as d:
         send(d, "u@fallback.dane.test", "fallback")
         expect_delivered(d, "fallback.dane.test")
+        # The log line follows the sink's 250: wait for it (slow under ASan).
+        wait_until(lambda: lines(d.read_log(), "delivered",
+                                 "to=u@fallback.dane.test "), 10)
         log = d.read_log()
         tls = lines(log, "tls", "dest=smtp:fallback.dane.test:")
         check(len(tls) == 2 and "relay=mx1.fallback" in tls[0] and

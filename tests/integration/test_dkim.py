@@ -322,6 +322,13 @@ def test_dual_signing_verified_by_python_dkim():
                 check(metric_value(m, 'postseal_dkim_signatures_total'
                                    '{algorithm="ed25519-sha256"}') ==
                       len(cases), "Ed25519 signatures counted")
+                # No NOT_BEFORE: the age counts from the key file's mtime.
+                age = metric_value(m, 'postseal_dkim_key_age_seconds{domain='
+                                   '"example.test",selector="rsa1",'
+                                   'algorithm="rsa-sha256"}')
+                want = time.time() - os.stat(w.rsa_path).st_mtime
+                check(age is not None and abs(age - want) < 120,
+                      f"the key's age: {age}, want about {want:.0f}")
                 check(not d.sanitizer_reports(), "no sanitizer reports")
     finally:
         w.cleanup()

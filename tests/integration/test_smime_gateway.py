@@ -21,6 +21,7 @@ a From the certificate does not name smime=policy, a certificate from a
 CA we do not trust smime=policy; a field forged in our name is removed.
 Every wait is bounded."""
 
+import calendar
 import email
 import email.policy
 import glob
@@ -153,6 +154,14 @@ def test_sign_and_encrypt():
             check(metric_value(
                 m, "postseal_smime_encrypted_recipients_total") == 3,
                 "encrypted to bob, carol and alice")
+            rc, out, _ = openssl("x509", "-in", w.alice[1], "-noout",
+                                 "-enddate")
+            end = calendar.timegm(time.strptime(
+                out.decode().strip().split("=", 1)[1],
+                "%b %d %H:%M:%S %Y %Z"))
+            got = metric_value(m, "postseal_smime_cert_expiry_timestamp_"
+                                  'seconds{who="example.test"}')
+            check(got == end, f"the signer's notAfter: {got} want {end}")
     finally:
         w.cleanup()
 
