@@ -42,7 +42,9 @@
 #define SMIME_SPEED_DEFAULT_SIZE 4096
 #define SMIME_SPEED_MIN_SIZE 512
 #define SMIME_SPEED_WALL_FACTOR 4
-#define SMIME_SPEED_LINE 76
+#define SMIME_SPEED_TEXT                                                       \
+  "the quick brown fox jumps over the lazy dog "                               \
+  "and then some more text to protect, "
 
 struct smime_speed_opts {
   const char *key, *cert, *rcpt_key;
@@ -83,32 +85,6 @@ static int64_t smime_speed_cpu_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* smime_speed_message builds a message of exactly size octets. */
-static int smime_speed_message(struct buf *out, size_t size) {
-  static const char words[] = "the quick brown fox jumps over the lazy dog "
-                              "and then some more text to protect, ";
-  int rc = buf_printf(out,
-                      "From: Bench <bench@example.org>\r\n"
-                      "To: <rcpt@bench.example>\r\n"
-                      "Subject: smime-speed message of %zu octets\r\n"
-                      "Date: Sun, 29 Nov 2026 12:00:00 +0000\r\n"
-                      "Message-ID: <smime-speed.1@example.org>\r\n"
-                      "MIME-Version: 1.0\r\n"
-                      "Content-Type: text/plain; charset=us-ascii\r\n"
-                      "\r\n",
-                      size);
-  size_t w = 0;
-  while (rc == 0 && out->len + 2 < size) {
-    size_t line = size - out->len - 2;
-    line = line > SMIME_SPEED_LINE ? SMIME_SPEED_LINE : line;
-    for (size_t i = 0; rc == 0 && i < line; i++, w++) {
-      rc = buf_append(out, &words[w % (sizeof(words) - 1)], 1);
-    }
-    rc = rc == 0 ? buf_append(out, "\r\n", 2) : rc;
-  }
-  return rc == 0 && out->len == size ? 0 : -1;
-}
-
 /* smime_speed_load reads the key and certificates named by the options. */
 static int smime_speed_load(struct smime_speed_run *r) {
   const struct smime_speed_opts *o = r->o;
@@ -136,7 +112,7 @@ static int smime_speed_load(struct smime_speed_run *r) {
       return -1;
     }
   }
-  return smime_speed_message(&r->msg, o->size);
+  return bench_text_message(&r->msg, o->size, "smime-speed", SMIME_SPEED_TEXT);
 }
 
 /* smime_speed_sign signs in into out. */

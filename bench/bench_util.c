@@ -1,5 +1,5 @@
-/* bench/bench_util.c — clock, address parsing and histogram output shared
- * by the postseal-bench subcommands; see bench.h. */
+/* bench/bench_util.c — clock, address parsing, test messages and histogram
+ * output shared by the postseal-bench subcommands; see bench.h. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -37,6 +37,31 @@ int bench_addr_parse(const char *text, struct sockaddr_storage *out,
     return 0;
   }
   return -1;
+}
+
+int bench_text_message(struct buf *out, size_t size, const char *name,
+                       const char *text) {
+  size_t start = out->len, text_len = strlen(text);
+  int rc = buf_printf(out,
+                      "From: Bench <bench@" BENCH_TEXT_DOMAIN ">\r\n"
+                      "To: <rcpt@bench.example>\r\n"
+                      "Subject: %s message of %zu octets\r\n"
+                      "Date: Sun, 29 Nov 2026 12:00:00 +0000\r\n"
+                      "Message-ID: <%s.1@" BENCH_TEXT_DOMAIN ">\r\n"
+                      "MIME-Version: 1.0\r\n"
+                      "Content-Type: text/plain; charset=us-ascii\r\n"
+                      "\r\n",
+                      name, size, name);
+  size_t w = 0;
+  while (rc == 0 && out->len - start + 2 < size) {
+    size_t line = size - (out->len - start) - 2;
+    line = line > BENCH_TEXT_LINE ? BENCH_TEXT_LINE : line;
+    for (size_t i = 0; rc == 0 && i < line; i++, w++) {
+      rc = buf_append(out, &text[w % text_len], 1);
+    }
+    rc = rc == 0 ? buf_append(out, "\r\n", 2) : rc;
+  }
+  return rc == 0 && out->len - start == size ? 0 : -1;
 }
 
 static const double bench_pcts[] = {50, 90, 99, 99.9};

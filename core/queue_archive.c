@@ -1,9 +1,9 @@
 /* core/queue_archive.c — the queue archive codec; see queue_archive.h.
  *
- * Decoders read through a bounded reader (struct qarc_rd) and check for
- * trailing octets; encoders append through a builder with a sticky error
- * (struct qarc_wr) and roll back on failure, so a caller never holds half
- * a record. */
+ * Decoders read through a bounded reader (struct le_rd, core/lecodec.h)
+ * and check for trailing octets; encoders append through a builder with a
+ * sticky error (struct le_wr) and roll back to where the record began on
+ * failure, so a caller never holds half a record. */
 #include "core/queue_archive.h"
 
 #include <errno.h>
@@ -11,6 +11,8 @@
 
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
+
+#include "core/lecodec.h"
 
 #define QARC_F_ENVID 0x01u
 #define QARC_F_REQUIRETLS 0x02u
@@ -24,112 +26,6 @@
 static const uint8_t qarc_magic[3] = {'P', 'Q', 'X'};
 
 enum { RD_HEADER, RD_RECORDS, RD_ENDED, RD_BAD };
-
-/* ---- little-endian helpers ---- */
-
-static void le_put(uint8_t *p, int n, uint64_t v) {
-  for (int i = 0; i < n; i++) {
-    p[i] = (uint8_t)(v >> (8 * i));
-  }
-}
-
-static uint64_t le_get(const uint8_t *p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) {
-    v = (v << 8) | p[i];
-  }
-  return v;
-}
-
-/* ---- bounded reader ---- */
-
-struct qarc_rd {
-  const uint8_t *p;
-  size_t len; /* octets left */
-};
-
-static int rd_bytes(struct qarc_rd *r, size_t n, const uint8_t **out) {
-  if (n > r->len) {
-    return 0;
-  }
-  *out = r->p;
-  r->p += n;
-  r->len -= n;
-  return 1;
-}
-
-static int rd_uint(struct qarc_rd *r, int n, uint64_t *out) {
-  const uint8_t *p;
-  if (!rd_bytes(r, (size_t)n, &p)) {
-    return 0;
-  }
-  *out = le_get(p, n);
-  return 1;
-}
-
-static int rd_u8(struct qarc_rd *r, uint8_t *out) {
-  uint64_t v;
-  if (!rd_uint(r, 1, &v)) {
-    return 0;
-  }
-  *out = (uint8_t)v;
-  return 1;
-}
-
-/* rd_str reads a str: u16 length, that many non-NUL octets, a NUL. */
-static int rd_str(struct qarc_rd *r, const char **out) {
-  uint64_t n;
-  const uint8_t *p;
-  if (!rd_uint(r, 2, &n) || !rd_bytes(r, (size_t)n + 1, &p)) {
-    return 0;
-  }
-  if (p[n] != 0 || memchr(p, 0, (size_t)n) != NULL) {
-    return 0;
-  }
-  *out = (const char *)p;
-  return 1;
-}
-
-/* ---- builder with a sticky error ---- */
-
-struct qarc_wr {
-  struct buf *b;
-  size_t start; /* where this record began: the rollback point */
-  int err;      /* 0, or an errno once any put failed */
-};
-
-static void wr_bytes(struct qarc_wr *w, const void *in, size_t n) {
-  if (w->err == 0 && buf_append(w->b, in, n) != 0) {
-    w->err = ENOMEM;
-  }
-}
-
-static void wr_uint(struct qarc_wr *w, int n, uint64_t v) {
-  uint8_t tmp[8];
-  le_put(tmp, n, v);
-  wr_bytes(w, tmp, (size_t)n);
-}
-
-/* wr_str writes s (NULL as "") as a str. */
-static void wr_str(struct qarc_wr *w, const char *s) {
-  size_t n = s ? strlen(s) : 0;
-  if (n > SPOOL_MAX_STRING) {
-    w->err = w->err ? w->err : EMSGSIZE;
-    return;
-  }
-  wr_uint(w, 2, n);
-  wr_bytes(w, n ? s : "", n + 1);
-}
-
-/* wr_end returns 0, or rolls the buffer back and returns -1 with errno. */
-static int wr_end(struct qarc_wr *w) {
-  if (w->err == 0) {
-    return 0;
-  }
-  w->b->len = w->start;
-  errno = w->err;
-  return -1;
-}
 
 /* ---- record framing ---- */
 
@@ -147,36 +43,37 @@ static uint64_t record_checksum(const uint8_t *a, size_t a_len,
 
 /* record_begin appends a record header with payload_len 0 (filled in by
  * record_lengths). */
-static void record_begin(struct qarc_wr *w, uint8_t type) {
+static void record_begin(struct le_wr *w, uint8_t type) {
   uint8_t hdr[QARC_RECORD_HEADER_LEN] = {0};
   memcpy(hdr, qarc_magic, sizeof qarc_magic);
   hdr[3] = type;
-  wr_bytes(w, hdr, sizeof hdr);
+  le_wr_bytes(w, hdr, sizeof hdr);
 }
 
-/* record_lengths fills in payload_len: what follows the header in the
- * buffer plus `extra` octets (the body, not in the buffer). */
-static void record_lengths(struct qarc_wr *w, size_t extra) {
+/* record_lengths fills in payload_len of the record that begins at `start`
+ * in w->b: what follows its header there plus `extra` octets (the body,
+ * not in the buffer). */
+static void record_lengths(struct le_wr *w, size_t start, size_t extra) {
   if (w->err) {
     return;
   }
-  size_t in_buf = w->b->len - w->start - QARC_RECORD_HEADER_LEN;
+  size_t in_buf = w->b->len - start - QARC_RECORD_HEADER_LEN;
   if (extra > QARC_MAX_PAYLOAD || in_buf > QARC_MAX_PAYLOAD - extra) {
     w->err = EMSGSIZE;
     return;
   }
-  le_put(w->b->data + w->start + 4, 8, (uint64_t)(in_buf + extra));
+  le_put(w->b->data + start + 4, 8, (uint64_t)(in_buf + extra));
 }
 
-/* record_close appends the checksum of the record in the buffer. */
-static void record_close(struct qarc_wr *w) {
-  record_lengths(w, 0);
+/* record_close appends the checksum of the record that begins at `start`. */
+static void record_close(struct le_wr *w, size_t start) {
+  record_lengths(w, start, 0);
   if (w->err) {
     return;
   }
   uint64_t sum =
-      record_checksum(w->b->data + w->start, w->b->len - w->start, NULL, 0);
-  wr_uint(w, 8, sum);
+      record_checksum(w->b->data + start, w->b->len - start, NULL, 0);
+  le_wr_uint(w, 8, sum);
 }
 
 /* ---- MESSAGE ---- */
@@ -207,50 +104,51 @@ static uint8_t message_flags(const struct qarc_message *q) {
 }
 
 /* message_put_envelope writes the payload up to and including body_len. */
-static void message_put_envelope(struct qarc_wr *w,
+static void message_put_envelope(struct le_wr *w,
                                  const struct qarc_message *q) {
   const struct spool_message *m = &q->m;
-  wr_uint(w, 8, m->queue_id);
-  wr_uint(w, 8, (uint64_t)m->arrival_ms);
-  wr_uint(w, 1, message_flags(q));
-  wr_uint(w, 1, m->ret);
-  wr_uint(w, 1, m->body_type);
-  wr_uint(w, 1, 0);
-  wr_str(w, m->sender);
+  le_wr_uint(w, 8, m->queue_id);
+  le_wr_uint(w, 8, (uint64_t)m->arrival_ms);
+  le_wr_uint(w, 1, message_flags(q));
+  le_wr_uint(w, 1, m->ret);
+  le_wr_uint(w, 1, m->body_type);
+  le_wr_uint(w, 1, 0);
+  le_wr_str(w, m->sender);
   if (m->envid) {
-    wr_str(w, m->envid);
+    le_wr_str(w, m->envid);
   }
-  wr_str(w, m->client_addr);
-  wr_str(w, m->helo);
-  wr_uint(w, 4, m->num_rcpts);
+  le_wr_str(w, m->client_addr);
+  le_wr_str(w, m->helo);
+  le_wr_uint(w, 4, m->num_rcpts);
   for (size_t i = 0; i < m->num_rcpts; i++) {
     const struct spool_rcpt *r = &m->rcpts[i];
-    wr_uint(w, 1, r->orcpt ? QARC_RCPT_F_ORCPT : 0);
-    wr_uint(w, 1, r->notify);
-    wr_str(w, r->addr);
+    le_wr_uint(w, 1, r->orcpt ? QARC_RCPT_F_ORCPT : 0);
+    le_wr_uint(w, 1, r->notify);
+    le_wr_str(w, r->addr);
     if (r->orcpt) {
-      wr_str(w, r->orcpt);
+      le_wr_str(w, r->orcpt);
     }
   }
-  wr_uint(w, 8, m->body_len);
+  le_wr_uint(w, 8, m->body_len);
 }
 
 int qarc_message_encode_head(struct buf *out, const struct qarc_message *m,
                              uint8_t out_trailer[QARC_TRAILER_LEN]) {
-  struct qarc_wr w = {out, out->len, 0};
+  size_t start = out->len; /* the rollback point */
+  struct le_wr w = {out, 0};
   if (!message_valid(m)) {
     w.err = EINVAL;
-    return wr_end(&w);
+    return le_wr_end(&w, start);
   }
   record_begin(&w, QARC_REC_MESSAGE);
   message_put_envelope(&w, m);
-  record_lengths(&w, m->m.body_len);
+  record_lengths(&w, start, m->m.body_len);
   if (w.err == 0) {
-    uint64_t sum = record_checksum(out->data + w.start, out->len - w.start,
+    uint64_t sum = record_checksum(out->data + start, out->len - start,
                                    m->m.body, m->m.body_len);
     le_put(out_trailer, QARC_TRAILER_LEN, sum);
   }
-  return wr_end(&w);
+  return le_wr_end(&w, start);
 }
 
 int qarc_message_encode(struct buf *out, const struct qarc_message *m) {
@@ -269,12 +167,13 @@ int qarc_message_encode(struct buf *out, const struct qarc_message *m) {
 }
 
 int qarc_end_encode(struct buf *out, const struct qarc_end *e) {
-  struct qarc_wr w = {out, out->len, 0};
+  size_t start = out->len; /* the rollback point */
+  struct le_wr w = {out, 0};
   record_begin(&w, QARC_REC_END);
-  wr_uint(&w, 8, e->num_messages);
-  wr_uint(&w, 8, e->num_rcpts);
-  record_close(&w);
-  return wr_end(&w);
+  le_wr_uint(&w, 8, e->num_messages);
+  le_wr_uint(&w, 8, e->num_rcpts);
+  record_close(&w, start);
+  return le_wr_end(&w, start);
 }
 
 int qarc_header_encode(struct buf *out) {
@@ -287,9 +186,10 @@ int qarc_header_encode(struct buf *out) {
 
 /* ---- decoding ---- */
 
-static int message_get_rcpt(struct qarc_rd *r, struct spool_rcpt *out) {
+static int message_get_rcpt(struct le_rd *r, struct spool_rcpt *out) {
   uint8_t rflags, notify;
-  if (!rd_u8(r, &rflags) || !rd_u8(r, &notify) || !rd_str(r, &out->addr)) {
+  if (!le_rd_u8(r, &rflags) || !le_rd_u8(r, &notify) ||
+      !le_rd_str(r, &out->addr)) {
     return 0;
   }
   if ((rflags & ~QARC_RCPT_F_ORCPT) != 0 || (notify & ~QARC_NOTIFY_MASK) != 0 ||
@@ -298,16 +198,17 @@ static int message_get_rcpt(struct qarc_rd *r, struct spool_rcpt *out) {
   }
   out->notify = notify;
   out->orcpt = NULL;
-  return !(rflags & QARC_RCPT_F_ORCPT) || rd_str(r, &out->orcpt);
+  return !(rflags & QARC_RCPT_F_ORCPT) || le_rd_str(r, &out->orcpt);
 }
 
 /* message_get_fixed reads the fields before the recipients. */
-static int message_get_fixed(struct qarc_rd *r, struct qarc_message *out) {
+static int message_get_fixed(struct le_rd *r, struct qarc_message *out) {
   struct spool_message *m = &out->m;
   uint64_t id, arrival;
   uint8_t flags, reserved;
-  if (!rd_uint(r, 8, &id) || !rd_uint(r, 8, &arrival) || !rd_u8(r, &flags) ||
-      !rd_u8(r, &m->ret) || !rd_u8(r, &m->body_type) || !rd_u8(r, &reserved)) {
+  if (!le_rd_uint(r, 8, &id) || !le_rd_uint(r, 8, &arrival) ||
+      !le_rd_u8(r, &flags) || !le_rd_u8(r, &m->ret) ||
+      !le_rd_u8(r, &m->body_type) || !le_rd_u8(r, &reserved)) {
     return 0;
   }
   if ((flags & ~QARC_F_ALL) != 0 || reserved != 0 || m->ret > QARC_MAX_RET ||
@@ -319,20 +220,20 @@ static int message_get_fixed(struct qarc_rd *r, struct qarc_message *out) {
   m->requiretls = (flags & QARC_F_REQUIRETLS) != 0;
   m->smtputf8 = (flags & QARC_F_SMTPUTF8) != 0;
   out->held = (flags & QARC_F_HELD) != 0;
-  if (!rd_str(r, &m->sender) ||
-      ((flags & QARC_F_ENVID) && !rd_str(r, &m->envid))) {
+  if (!le_rd_str(r, &m->sender) ||
+      ((flags & QARC_F_ENVID) && !le_rd_str(r, &m->envid))) {
     return 0;
   }
-  return rd_str(r, &m->client_addr) && rd_str(r, &m->helo);
+  return le_rd_str(r, &m->client_addr) && le_rd_str(r, &m->helo);
 }
 
 /* message_decode parses a MESSAGE payload. Returns 0 or -1. */
 static int message_decode(const uint8_t *payload, size_t payload_len,
                           struct qarc_message *out, struct buf *rcpt_storage) {
-  struct qarc_rd r = {payload, payload_len};
+  struct le_rd r = {payload, payload_len};
   uint64_t num_rcpts, body_len;
   memset(out, 0, sizeof *out);
-  if (!message_get_fixed(&r, out) || !rd_uint(&r, 4, &num_rcpts)) {
+  if (!message_get_fixed(&r, out) || !le_rd_uint(&r, 4, &num_rcpts)) {
     return -1;
   }
   /* Bound the allocation by what the payload can hold before making it. */
@@ -352,7 +253,7 @@ static int message_decode(const uint8_t *payload, size_t payload_len,
     }
   }
   rcpt_storage->len = bytes;
-  if (!rd_uint(&r, 8, &body_len) || body_len != r.len) {
+  if (!le_rd_uint(&r, 8, &body_len) || body_len != r.len) {
     return -1;
   }
   out->m.num_rcpts = (size_t)num_rcpts;

@@ -1,9 +1,9 @@
 /* core/spool_codec.c — queue ids and the spool record codec; see spool.h.
  *
  * Pure functions: no I/O except spool_segment_write_header. Every decoder
- * reads through a bounded reader (struct spool_rd) and checks for trailing
- * bytes; every encoder appends through a builder with a sticky error
- * (struct spool_wr), so a sequence of puts is checked once.
+ * reads through a bounded reader (struct le_rd, core/lecodec.h) and checks
+ * for trailing bytes; every encoder appends through a builder with a sticky
+ * error (struct le_wr), so a sequence of puts is checked once.
  *
  * MESSAGE payload, version 1 (integers little-endian, str = u16 length,
  * bytes, NUL; the length excludes the NUL and the bytes hold no NUL):
@@ -31,6 +31,8 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include "core/lecodec.h"
+
 #define SPOOL_MESSAGE_VERSION 1
 #define SPOOL_DONE_VERSION 1
 #define SPOOL_DONE_PAYLOAD_LEN 24
@@ -41,6 +43,9 @@
 #define SPOOL_RCPT_F_ORCPT 0x01u
 /* The smallest encoded recipient: rflags, notify, u16 length, NUL. */
 #define SPOOL_RCPT_MIN_LEN 5u
+
+/* A str's u16 length field is what limits an envelope string. */
+_Static_assert(SPOOL_MAX_STRING == LE_STR_MAX, "str length is a u16");
 
 static const uint8_t spool_magic[4] = {'P', 'S', 'R', '1'};
 
@@ -82,121 +87,6 @@ int spool_queue_id_parse(const char *in, uint64_t *out_id) {
   }
   *out_id = id;
   return 1;
-}
-
-/* ---- little-endian helpers ---- */
-
-static void le16_put(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)v;
-  p[1] = (uint8_t)(v >> 8);
-}
-
-static void le32_put(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) {
-    p[i] = (uint8_t)(v >> (8 * i));
-  }
-}
-
-static void le64_put(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) {
-    p[i] = (uint8_t)(v >> (8 * i));
-  }
-}
-
-static uint64_t le_get(const uint8_t *p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) {
-    v = (v << 8) | p[i];
-  }
-  return v;
-}
-
-/* ---- bounded reader: every read checks the remaining length ---- */
-
-struct spool_rd {
-  const uint8_t *p;
-  size_t len;
-};
-
-static int rd_bytes(struct spool_rd *r, size_t n, const uint8_t **out) {
-  if (n > r->len) {
-    return 0;
-  }
-  *out = r->p;
-  r->p += n;
-  r->len -= n;
-  return 1;
-}
-
-static int rd_uint(struct spool_rd *r, int n, uint64_t *out) {
-  const uint8_t *p;
-  if (!rd_bytes(r, (size_t)n, &p)) {
-    return 0;
-  }
-  *out = le_get(p, n);
-  return 1;
-}
-
-static int rd_u8(struct spool_rd *r, uint8_t *out) {
-  uint64_t v;
-  if (!rd_uint(r, 1, &v)) {
-    return 0;
-  }
-  *out = (uint8_t)v;
-  return 1;
-}
-
-/* rd_str reads a str: u16 length, that many non-NUL bytes, a NUL. */
-static int rd_str(struct spool_rd *r, const char **out) {
-  uint64_t n;
-  const uint8_t *p;
-  if (!rd_uint(r, 2, &n) || !rd_bytes(r, (size_t)n + 1, &p)) {
-    return 0;
-  }
-  if (p[n] != 0 || memchr(p, 0, (size_t)n) != NULL) {
-    return 0;
-  }
-  *out = (const char *)p;
-  return 1;
-}
-
-/* ---- builder with a sticky error ---- */
-
-struct spool_wr {
-  struct buf *b;
-  int err; /* 0, or an errno once any put failed */
-};
-
-static void wr_bytes(struct spool_wr *w, const void *in, size_t n) {
-  if (w->err == 0 && buf_append(w->b, in, n) != 0) {
-    w->err = ENOMEM;
-  }
-}
-
-static void wr_uint(struct spool_wr *w, int n, uint64_t v) {
-  uint8_t tmp[8];
-  if (n == 1) {
-    tmp[0] = (uint8_t)v;
-  } else if (n == 2) {
-    le16_put(tmp, (uint16_t)v);
-  } else if (n == 4) {
-    le32_put(tmp, (uint32_t)v);
-  } else {
-    le64_put(tmp, v);
-  }
-  wr_bytes(w, tmp, (size_t)n);
-}
-
-/* wr_str writes s (NULL as "") as a str; longer than SPOOL_MAX_STRING is an
- * error (EMSGSIZE). */
-static void wr_str(struct spool_wr *w, const char *s) {
-  size_t n = s ? strlen(s) : 0;
-  if (n > SPOOL_MAX_STRING) {
-    w->err = w->err ? w->err : EMSGSIZE;
-    return;
-  }
-  wr_uint(w, 2, n);
-  wr_bytes(w, n ? s : "", n + 1);
 }
 
 /* ---- record framing ---- */
@@ -283,17 +173,17 @@ enum spool_decode_result spool_record_decode(const uint8_t *in, size_t in_len,
 
 /* record_begin appends a record header with payload length and checksum
  * left zero; record_finish fills them in. */
-static void record_begin(struct spool_wr *w, uint8_t type) {
+static void record_begin(struct le_wr *w, uint8_t type) {
   uint8_t hdr[SPOOL_RECORD_HEADER_LEN] = {0};
   memcpy(hdr, spool_magic, 4);
   hdr[4] = type;
-  wr_bytes(w, hdr, sizeof hdr);
+  le_wr_bytes(w, hdr, sizeof hdr);
 }
 
 /* record_finish: the record starts at `start` in w->b; its payload is what
  * follows the header there plus `extra` (the body, not in the buffer). */
-static void record_finish(struct spool_wr *w, size_t start,
-                          const uint8_t *extra, size_t extra_len) {
+static void record_finish(struct le_wr *w, size_t start, const uint8_t *extra,
+                          size_t extra_len) {
   if (w->err) {
     return;
   }
@@ -303,21 +193,10 @@ static void record_finish(struct spool_wr *w, size_t start,
     w->err = EMSGSIZE;
     return;
   }
-  le32_put(hdr + 8, (uint32_t)(in_buf + extra_len));
+  le_put(hdr + 8, 4, (uint32_t)(in_buf + extra_len));
   uint64_t sum = header_checksum(hdr, hdr + SPOOL_RECORD_HEADER_LEN, in_buf,
                                  extra, extra_len);
-  le64_put(hdr + 12, sum);
-}
-
-/* wr_end returns 0, or rolls the buffer back to `start` and returns -1 with
- * errno set from the sticky error. */
-static int wr_end(struct spool_wr *w, size_t start) {
-  if (w->err == 0) {
-    return 0;
-  }
-  w->b->len = start;
-  errno = w->err;
-  return -1;
+  le_put(hdr + 12, 8, sum);
 }
 
 /* ---- MESSAGE ---- */
@@ -338,46 +217,46 @@ static int message_valid(const struct spool_message *m) {
   return 1;
 }
 
-static void message_put_rcpt(struct spool_wr *w, const struct spool_rcpt *r) {
-  wr_uint(w, 1, r->orcpt ? SPOOL_RCPT_F_ORCPT : 0);
-  wr_uint(w, 1, r->notify);
-  wr_str(w, r->addr);
+static void message_put_rcpt(struct le_wr *w, const struct spool_rcpt *r) {
+  le_wr_uint(w, 1, r->orcpt ? SPOOL_RCPT_F_ORCPT : 0);
+  le_wr_uint(w, 1, r->notify);
+  le_wr_str(w, r->addr);
   if (r->orcpt) {
-    wr_str(w, r->orcpt);
+    le_wr_str(w, r->orcpt);
   }
 }
 
 int spool_message_encode_head(struct buf *out, const struct spool_message *m,
                               size_t *out_head_len) {
   size_t start = out->len;
-  struct spool_wr w = {out, 0};
+  struct le_wr w = {out, 0};
   if (!message_valid(m)) {
     w.err = EINVAL;
-    return wr_end(&w, start);
+    return le_wr_end(&w, start);
   }
   record_begin(&w, SPOOL_REC_MESSAGE);
-  wr_uint(&w, 1, SPOOL_MESSAGE_VERSION);
-  wr_uint(&w, 1,
-          (m->envid ? SPOOL_MSG_F_ENVID : 0) |
-              (m->requiretls ? SPOOL_MSG_F_REQUIRETLS : 0));
-  wr_uint(&w, 1, m->ret);
-  wr_uint(&w, 1, m->body_type);
-  wr_uint(&w, 1, m->smtputf8);
-  wr_uint(&w, 8, m->queue_id);
-  wr_uint(&w, 8, (uint64_t)m->arrival_ms);
-  wr_str(&w, m->sender);
+  le_wr_uint(&w, 1, SPOOL_MESSAGE_VERSION);
+  le_wr_uint(&w, 1,
+             (m->envid ? SPOOL_MSG_F_ENVID : 0) |
+                 (m->requiretls ? SPOOL_MSG_F_REQUIRETLS : 0));
+  le_wr_uint(&w, 1, m->ret);
+  le_wr_uint(&w, 1, m->body_type);
+  le_wr_uint(&w, 1, m->smtputf8);
+  le_wr_uint(&w, 8, m->queue_id);
+  le_wr_uint(&w, 8, (uint64_t)m->arrival_ms);
+  le_wr_str(&w, m->sender);
   if (m->envid) {
-    wr_str(&w, m->envid);
+    le_wr_str(&w, m->envid);
   }
-  wr_str(&w, m->client_addr);
-  wr_str(&w, m->helo);
-  wr_uint(&w, 4, m->num_rcpts);
+  le_wr_str(&w, m->client_addr);
+  le_wr_str(&w, m->helo);
+  le_wr_uint(&w, 4, m->num_rcpts);
   for (size_t i = 0; i < m->num_rcpts; i++) {
     message_put_rcpt(&w, &m->rcpts[i]);
   }
-  wr_uint(&w, 4, m->body_len);
+  le_wr_uint(&w, 4, m->body_len);
   record_finish(&w, start, m->body, m->body_len);
-  if (wr_end(&w, start) != 0) {
+  if (le_wr_end(&w, start) != 0) {
     return -1;
   }
   *out_head_len = out->len - start;
@@ -398,9 +277,10 @@ int spool_message_encode(struct buf *out, const struct spool_message *m) {
   return 0;
 }
 
-static int message_get_rcpt(struct spool_rd *r, struct spool_rcpt *out) {
+static int message_get_rcpt(struct le_rd *r, struct spool_rcpt *out) {
   uint8_t rflags, notify;
-  if (!rd_u8(r, &rflags) || !rd_u8(r, &notify) || !rd_str(r, &out->addr)) {
+  if (!le_rd_u8(r, &rflags) || !le_rd_u8(r, &notify) ||
+      !le_rd_str(r, &out->addr)) {
     return 0;
   }
   if ((rflags & ~SPOOL_RCPT_F_ORCPT) != 0) {
@@ -408,42 +288,42 @@ static int message_get_rcpt(struct spool_rd *r, struct spool_rcpt *out) {
   }
   out->notify = notify;
   out->orcpt = NULL;
-  return !(rflags & SPOOL_RCPT_F_ORCPT) || rd_str(r, &out->orcpt);
+  return !(rflags & SPOOL_RCPT_F_ORCPT) || le_rd_str(r, &out->orcpt);
 }
 
 /* message_get_fixed reads the fields before the recipients. */
-static int message_get_fixed(struct spool_rd *r, struct spool_message *out) {
+static int message_get_fixed(struct le_rd *r, struct spool_message *out) {
   uint8_t version, flags;
   uint64_t id, arrival;
-  if (!rd_u8(r, &version) || version != SPOOL_MESSAGE_VERSION ||
-      !rd_u8(r, &flags) ||
+  if (!le_rd_u8(r, &version) || version != SPOOL_MESSAGE_VERSION ||
+      !le_rd_u8(r, &flags) ||
       (flags & ~(SPOOL_MSG_F_ENVID | SPOOL_MSG_F_REQUIRETLS)) != 0) {
     return 0;
   }
   out->requiretls = (flags & SPOOL_MSG_F_REQUIRETLS) != 0;
-  if (!rd_u8(r, &out->ret) || !rd_u8(r, &out->body_type) ||
-      !rd_u8(r, &out->smtputf8) || out->smtputf8 > 1) {
+  if (!le_rd_u8(r, &out->ret) || !le_rd_u8(r, &out->body_type) ||
+      !le_rd_u8(r, &out->smtputf8) || out->smtputf8 > 1) {
     return 0;
   }
-  if (!rd_uint(r, 8, &id) || !rd_uint(r, 8, &arrival) ||
-      !rd_str(r, &out->sender)) {
+  if (!le_rd_uint(r, 8, &id) || !le_rd_uint(r, 8, &arrival) ||
+      !le_rd_str(r, &out->sender)) {
     return 0;
   }
   out->queue_id = id;
   out->arrival_ms = (int64_t)arrival;
   out->envid = NULL;
-  if ((flags & SPOOL_MSG_F_ENVID) && !rd_str(r, &out->envid)) {
+  if ((flags & SPOOL_MSG_F_ENVID) && !le_rd_str(r, &out->envid)) {
     return 0;
   }
-  return rd_str(r, &out->client_addr) && rd_str(r, &out->helo);
+  return le_rd_str(r, &out->client_addr) && le_rd_str(r, &out->helo);
 }
 
 int spool_message_decode(const uint8_t *payload, size_t payload_len,
                          struct spool_message *out, struct buf *rcpt_storage) {
-  struct spool_rd r = {payload, payload_len};
+  struct le_rd r = {payload, payload_len};
   uint64_t num_rcpts, body_len;
   memset(out, 0, sizeof *out);
-  if (!message_get_fixed(&r, out) || !rd_uint(&r, 4, &num_rcpts)) {
+  if (!message_get_fixed(&r, out) || !le_rd_uint(&r, 4, &num_rcpts)) {
     return -1;
   }
   /* Bound the allocation by what the payload can hold before making it. */
@@ -464,7 +344,7 @@ int spool_message_decode(const uint8_t *payload, size_t payload_len,
   }
   rcpt_storage->len = bytes;
   /* The body is exactly the rest: no trailing bytes. */
-  if (!rd_uint(&r, 4, &body_len) || body_len != r.len) {
+  if (!le_rd_uint(&r, 4, &body_len) || body_len != r.len) {
     return -1;
   }
   out->num_rcpts = (size_t)num_rcpts;
@@ -483,30 +363,30 @@ static int outcome_known(uint8_t outcome) {
 
 int spool_done_encode(struct buf *out, const struct spool_done *d) {
   size_t start = out->len;
-  struct spool_wr w = {out, 0};
+  struct le_wr w = {out, 0};
   if (!outcome_known(d->outcome)) {
     w.err = EINVAL;
-    return wr_end(&w, start);
+    return le_wr_end(&w, start);
   }
   record_begin(&w, SPOOL_REC_DONE);
-  wr_uint(&w, 1, SPOOL_DONE_VERSION);
-  wr_uint(&w, 1, d->outcome);
-  wr_uint(&w, 2, 0);
-  wr_uint(&w, 4, d->rcpt_index);
-  wr_uint(&w, 8, d->queue_id);
-  wr_uint(&w, 8, (uint64_t)d->when_ms);
+  le_wr_uint(&w, 1, SPOOL_DONE_VERSION);
+  le_wr_uint(&w, 1, d->outcome);
+  le_wr_uint(&w, 2, 0);
+  le_wr_uint(&w, 4, d->rcpt_index);
+  le_wr_uint(&w, 8, d->queue_id);
+  le_wr_uint(&w, 8, (uint64_t)d->when_ms);
   record_finish(&w, start, NULL, 0);
-  return wr_end(&w, start);
+  return le_wr_end(&w, start);
 }
 
 int spool_done_decode(const uint8_t *payload, size_t payload_len,
                       struct spool_done *out) {
-  struct spool_rd r = {payload, payload_len};
+  struct le_rd r = {payload, payload_len};
   uint8_t version, outcome;
   uint64_t reserved, index, id, when;
-  if (!rd_u8(&r, &version) || !rd_u8(&r, &outcome) ||
-      !rd_uint(&r, 2, &reserved) || !rd_uint(&r, 4, &index) ||
-      !rd_uint(&r, 8, &id) || !rd_uint(&r, 8, &when)) {
+  if (!le_rd_u8(&r, &version) || !le_rd_u8(&r, &outcome) ||
+      !le_rd_uint(&r, 2, &reserved) || !le_rd_uint(&r, 4, &index) ||
+      !le_rd_uint(&r, 8, &id) || !le_rd_uint(&r, 8, &when)) {
     return -1;
   }
   if (r.len != 0 || version != SPOOL_DONE_VERSION || reserved != 0 ||
@@ -524,33 +404,33 @@ int spool_done_decode(const uint8_t *payload, size_t payload_len,
 
 int spool_hold_encode(struct buf *out, const struct spool_hold *h) {
   size_t start = out->len;
-  struct spool_wr w = {out, 0};
+  struct le_wr w = {out, 0};
   if (h->gen == 0 || h->held > 1) {
     w.err = EINVAL;
-    return wr_end(&w, start);
+    return le_wr_end(&w, start);
   }
   record_begin(&w, h->held ? SPOOL_REC_HOLD : SPOOL_REC_RELEASE);
-  wr_uint(&w, 1, SPOOL_HOLD_VERSION);
-  wr_uint(&w, 1, 0);
-  wr_uint(&w, 2, 0);
-  wr_uint(&w, 4, h->gen);
-  wr_uint(&w, 8, h->queue_id);
-  wr_uint(&w, 8, (uint64_t)h->when_ms);
+  le_wr_uint(&w, 1, SPOOL_HOLD_VERSION);
+  le_wr_uint(&w, 1, 0);
+  le_wr_uint(&w, 2, 0);
+  le_wr_uint(&w, 4, h->gen);
+  le_wr_uint(&w, 8, h->queue_id);
+  le_wr_uint(&w, 8, (uint64_t)h->when_ms);
   record_finish(&w, start, NULL, 0);
-  return wr_end(&w, start);
+  return le_wr_end(&w, start);
 }
 
 int spool_hold_decode(uint8_t type, const uint8_t *payload, size_t payload_len,
                       struct spool_hold *out) {
-  struct spool_rd r = {payload, payload_len};
+  struct le_rd r = {payload, payload_len};
   uint8_t version, reserved8;
   uint64_t reserved16, gen, id, when;
   if (type != SPOOL_REC_HOLD && type != SPOOL_REC_RELEASE) {
     return -1;
   }
-  if (!rd_u8(&r, &version) || !rd_u8(&r, &reserved8) ||
-      !rd_uint(&r, 2, &reserved16) || !rd_uint(&r, 4, &gen) ||
-      !rd_uint(&r, 8, &id) || !rd_uint(&r, 8, &when)) {
+  if (!le_rd_u8(&r, &version) || !le_rd_u8(&r, &reserved8) ||
+      !le_rd_uint(&r, 2, &reserved16) || !le_rd_uint(&r, 4, &gen) ||
+      !le_rd_uint(&r, 8, &id) || !le_rd_uint(&r, 8, &when)) {
     return -1;
   }
   if (r.len != 0 || version != SPOOL_HOLD_VERSION || reserved8 != 0 ||
@@ -569,25 +449,25 @@ int spool_hold_decode(uint8_t type, const uint8_t *payload, size_t payload_len,
 int spool_segment_header_encode(struct buf *out, unsigned thread_index,
                                 uint32_t seq) {
   size_t start = out->len;
-  struct spool_wr w = {out, 0};
+  struct le_wr w = {out, 0};
   if (thread_index >= SPOOL_MAX_THREADS) {
     w.err = EINVAL;
-    return wr_end(&w, start);
+    return le_wr_end(&w, start);
   }
   record_begin(&w, SPOOL_REC_SEGMENT);
-  wr_uint(&w, 4, SPOOL_SEGMENT_VERSION);
-  wr_uint(&w, 4, thread_index);
-  wr_uint(&w, 4, seq);
+  le_wr_uint(&w, 4, SPOOL_SEGMENT_VERSION);
+  le_wr_uint(&w, 4, thread_index);
+  le_wr_uint(&w, 4, seq);
   record_finish(&w, start, NULL, 0);
-  return wr_end(&w, start);
+  return le_wr_end(&w, start);
 }
 
 int spool_segment_header_decode(const uint8_t *payload, size_t payload_len,
                                 struct spool_segment_header *out) {
-  struct spool_rd r = {payload, payload_len};
+  struct le_rd r = {payload, payload_len};
   uint64_t version, thread, seq;
-  if (!rd_uint(&r, 4, &version) || !rd_uint(&r, 4, &thread) ||
-      !rd_uint(&r, 4, &seq) || r.len != 0) {
+  if (!le_rd_uint(&r, 4, &version) || !le_rd_uint(&r, 4, &thread) ||
+      !le_rd_uint(&r, 4, &seq) || r.len != 0) {
     return -1;
   }
   if (version != SPOOL_SEGMENT_VERSION || thread >= SPOOL_MAX_THREADS) {
