@@ -64,6 +64,12 @@ int64_t cli_now_ms(void);
  * becomes U+FFFD. cli_text_string writes s with control bytes as '?'. */
 void cli_json_string(FILE *f, const char *s);
 void cli_text_string(FILE *f, const char *s);
+/* cli_opt matches argv[*i] against `--name VALUE` or `--name=VALUE`:
+ * 1 with *out set (and *i past the value), 0 for another argument, -1
+ * when the value is missing ("postseal: CMD: --name needs a value"
+ * printed; cmd may be NULL). */
+int cli_opt(int argc, char **argv, int *i, const char *cmd, const char *name,
+            const char **out);
 
 /* Commands outside postseal.c; argv[0] is the command's name. */
 int cmd_queue_delete(int argc, char **argv);

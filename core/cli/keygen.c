@@ -116,26 +116,10 @@ static int keygen_set_domain(struct keygen_opts *o, const char *s) {
 
 /* ---- options ---- */
 
-/* keygen_opt matches argv[*i] against --name, as "--name VALUE" or
- * "--name=VALUE". Returns 1 with *out set, 0 for another option, -1 if
- * the value is missing (reason printed). */
+/* keygen_opt: cli_opt for keygen's options. */
 static int keygen_opt(int argc, char **argv, int *i, const char *name,
                       const char **out) {
-  const char *a = argv[*i];
-  size_t n = strlen(name);
-  if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '=')) {
-    return 0;
-  }
-  if (a[n] == '=') {
-    *out = a + n + 1;
-    return 1;
-  }
-  if (*i + 1 == argc) {
-    fprintf(stderr, "postseal: keygen: %s needs a value\n", name);
-    return -1;
-  }
-  *out = argv[++*i];
-  return 1;
+  return cli_opt(argc, argv, i, "keygen", name, out);
 }
 
 /* keygen_set_alg reads --algorithm. 0 or -1 (reason printed). */

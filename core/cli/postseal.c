@@ -396,6 +396,26 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n) {
   return len;
 }
 
+int cli_opt(int argc, char **argv, int *i, const char *cmd, const char *name,
+            const char **out) {
+  const char *a = argv[*i];
+  size_t n = strlen(name);
+  if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '=')) {
+    return 0;
+  }
+  if (a[n] == '=') {
+    *out = a + n + 1;
+    return 1;
+  }
+  if (*i + 1 == argc) {
+    fprintf(stderr, "postseal: %s%s%s needs a value\n", cmd ? cmd : "",
+            cmd ? ": " : "", name);
+    return -1;
+  }
+  *out = argv[++*i];
+  return 1;
+}
+
 /* cli_json_string writes s as a JSON string (RFC 8259 §7): quotes, backslash
  * and controls escaped; invalid UTF-8 becomes U+FFFD so the line stays
  * valid JSON. */

@@ -63,24 +63,10 @@ struct qx_args {
 
 /* ---- arguments ---- */
 
-/* qx_opt matches argv[*i] against --name VALUE or --name=VALUE: 1 with
- * *out set, 0 for another argument, -1 when the value is missing. */
+/* qx_opt: cli_opt for export's and import's options. */
 static int qx_opt(int argc, char **argv, int *i, const char *name,
                   const char **out) {
-  size_t n = strlen(name);
-  if (strncmp(argv[*i], name, n) == 0 && argv[*i][n] == '=') {
-    *out = argv[*i] + n + 1;
-    return 1;
-  }
-  if (strcmp(argv[*i], name) != 0) {
-    return 0;
-  }
-  if (*i + 1 == argc) {
-    fprintf(stderr, "postseal: %s needs a value\n", name);
-    return -1;
-  }
-  *out = argv[++*i];
-  return 1;
+  return cli_opt(argc, argv, i, NULL, name, out);
 }
 
 /* qx_ids adds the comma-separated queue ids of text. */

@@ -85,25 +85,10 @@ static void smime_usage(FILE *f) {
 
 /* ---- options ---- */
 
-/* opt matches argv[*i] against --name VALUE or --name=VALUE. 1 with *out
- * set, 0 another option, -1 value missing (reason printed). */
+/* opt: cli_opt for the smime subcommands' options. */
 static int opt(int argc, char **argv, int *i, const char *name,
                const char **out) {
-  const char *a = argv[*i];
-  size_t n = strlen(name);
-  if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '=')) {
-    return 0;
-  }
-  if (a[n] == '=') {
-    *out = a + n + 1;
-    return 1;
-  }
-  if (*i + 1 == argc) {
-    fprintf(stderr, "postseal: smime: %s needs a value\n", name);
-    return -1;
-  }
-  *out = argv[++*i];
-  return 1;
+  return cli_opt(argc, argv, i, "smime", name, out);
 }
 
 static int set_digest(struct smime_opts *o, const char *s) {

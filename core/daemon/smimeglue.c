@@ -244,6 +244,17 @@ static int plan_encryption(struct enc_plan *p, const struct smime_rt *s,
   return 0;
 }
 
+/* take_output makes out cm's message when rc is SMIME_OK (0), else
+ * drops it (cm unchanged, -1). */
+static int take_output(struct commit *cm, struct buf *out, int rc) {
+  if (rc != SMIME_OK) {
+    buf_free(out);
+    return -1;
+  }
+  buf_move(&cm->data, out);
+  return 0;
+}
+
 /* do_sign replaces cm's message with its signed form. */
 static int do_sign(struct commit *cm, const struct config *cfg,
                    const struct smime_rt_signer *sg, int64_t now, char *err,
@@ -259,13 +270,7 @@ static int do_sign(struct commit *cm, const struct config *cfg,
   struct buf out = {0};
   int rc = smime_sign(&out, &cms_local_signer, &party, 1, &opts, cm->data.data,
                       cm->data.len, err, err_len);
-  if (rc != SMIME_OK) {
-    buf_free(&out);
-    return -1;
-  }
-  buf_free(&cm->data);
-  cm->data = out;
-  return 0;
+  return take_output(cm, &out, rc);
 }
 
 /* do_encrypt replaces cm's message with its encrypted form. */
@@ -275,13 +280,7 @@ static int do_encrypt(struct commit *cm, const struct config *cfg,
   int rc =
       smime_encrypt(&out, p->rcpts, p->num, (enum cms_cipher)cfg->smime_cipher,
                     cm->data.data, cm->data.len, err, err_len);
-  if (rc != SMIME_OK) {
-    buf_free(&out);
-    return -1;
-  }
-  buf_free(&cm->data);
-  cm->data = out;
-  return 0;
+  return take_output(cm, &out, rc);
 }
 
 static void log_out(struct conn *c, struct commit *cm, const char *event,
