@@ -2,9 +2,12 @@
  * DATA and the DKIM stage (crypto/smime.h and crypto/cms.h do the
  * formats; this file decides what happens to a message).
  *
- * Out (trusted clients: mynetworks, AUTH): the From address picks the
- * signer (smime.sign: an address, else its domain or a parent) and the
- * encryption policy (smime.encrypt_policies, else smime.encrypt). When
+ * Out (trusted clients: mynetworks, AUTH): the From address (one mailbox
+ * in one From field) picks the signer (smime.sign: an address, else its
+ * domain or a parent), used only when the client may send as it (an
+ * AUTH user's addresses; for mynetworks, an envelope sender in From's
+ * domain). The encryption policy (smime.encrypt_policies, else
+ * smime.encrypt) is the stricter of From's and the envelope sender's. When
  * the policy is if-possible or required, every envelope recipient's
  * certificate is looked up in smime.certs (usable now: valid, key usage
  * allowing key management). The message is signed, then encrypted to
@@ -13,16 +16,18 @@
  * sends it signed only (counted); required answers 550 5.7.1 naming the
  * recipients without one and stores nothing. A message the client
  * already encrypted passes untouched, one it signed keeps its signature
- * and is only encrypted (end to end beats the gateway). A failure to sign or
- * encrypt mail that should be answers 451: it is never sent weaker than
- * configured. DKIM then signs the result, so it covers what leaves.
+ * and is only encrypted (end to end beats the gateway). A failure to
+ * sign or encrypt mail that should be answers 451: it is never sent
+ * weaker than configured. DKIM then signs the result, so it covers what leaves.
  *
  * In (other clients, smime.verify): a signed message (multipart/signed or
  * signed-data, the outer layer) is verified against smime.trust at the
- * current time, the certificate must name the From address; the verdicts
- * become resinfo of the message's Authentication-Results field (RFC 7281
- * method "smime"), which the DKIM stage writes when it runs, or this file
- * when it does not (with the same removal of fields forged in our name).
+ * current time, the certificate must name the From address (no From, or
+ * several, matches no certificate); S/MIME that does not parse is
+ * smime=permerror; the verdicts become resinfo of the message's
+ * Authentication-Results field (RFC 7281 method "smime"), which the DKIM
+ * stage writes when it runs, or this file when it does not (with the
+ * same removal of fields forged in our name).
  * Encrypted mail is stored as it came (it is for its recipient).
  *
  * Thread: the worker's; the runtime part (keys, certificates, trust
