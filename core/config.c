@@ -1534,6 +1534,13 @@ static const struct setting top_settings[] = {
      .min = 64 * 1024,
      .max = (size_t)1 << 30,
      .suffix = 1},
+    {.name = "spool_prezero",
+     .shape = SHAPE_PLAIN,
+     .set = set_uint,
+     FIELD(spool_prezero),
+     .min = 0,
+     .max = (size_t)64 << 20,
+     .suffix = 1},
     {.name = "relayhost",
      .env = "POSTSEAL_RELAYHOST",
      .shape = SHAPE_STRING,
@@ -1687,6 +1694,7 @@ static int config_defaults(struct config *c, char *msg, size_t msg_len) {
   c->delivery_max_lifetime = 5 * 86400;
   c->delivery_connect_timeout = 30;
   c->spool_segment_size = (size_t)64 << 20; /* SPOOL_SEGMENT_TARGET_SIZE */
+  c->spool_prezero = (size_t)1 << 20;
   c->delivery_dest_concurrency = 10;
   c->delivery_dest_rate = 0;
   c->delivery_delay_warning = 4 * 3600;

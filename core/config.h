@@ -117,6 +117,7 @@ struct config {
 
   char *spool_dir;           /* default "spool" */
   size_t spool_segment_size; /* rotate segments at this size: 64 MiB */
+  size_t spool_prezero;      /* zeros laid ahead of records: 1 MiB; 0 off */
   char *relayhost;           /* "" = MX routing; "[host]:port" = no MX */
   enum config_log_format log_format;
 

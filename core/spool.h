@@ -313,6 +313,22 @@ uint64_t spool_writer_offset(const struct spool_writer *w);
  * SPOOL_SEGMENT_TARGET_SIZE); tests use a small one. */
 void spool_writer_set_segment_target(struct spool_writer *w, uint64_t size);
 
+/* spool_writer_set_prezero makes the writer lay zeros ahead of its
+ * records in `chunk`-byte steps (0: off, the default): a batch that passes
+ * the zeroed part extends the file with zeros to the next multiple of
+ * chunk in the same write (spool_flush.len counts them), so later batches
+ * overwrite existing blocks and their fdatasync has no metadata (file
+ * size, block allocation) to write: one metadata sync per chunk, not per
+ * batch, the way databases pre-fill their logs. Only a batch of at most
+ * chunk/16 bytes lays zeros (for large messages the zeros, a copy and a
+ * disk write per byte, cost more than the per-batch sync they spare); a
+ * bigger one past the zeroed part just grows the file. A scan reads a zero tail
+ * as the clean end of a segment (not torn); spool_writer_close and a
+ * failed batch cut it off. After a batch fails with ENOSPC while it laid
+ * zeros, pre-zeroing turns itself off. Returns 0, or -1 with errno (the
+ * zero mapping could not be made). Not while a batch is in flight. */
+int spool_writer_set_prezero(struct spool_writer *w, uint64_t chunk);
+
 /* ---- recovery and reading ---- */
 
 /* One queued message found by a scan. */
@@ -348,11 +364,11 @@ struct spool_scan_segment {
 struct spool_scan {
   struct spool_entry *entries; /* every MESSAGE kept, sorted by queue id */
   size_t num_entries;
-  uint64_t max_queue_id;        /* of every record read (MESSAGE, DONE, HOLD,
-                                   RELEASE), reclaimed ones too: new ids go above */
-  size_t num_segments;          /* segment files read, reclaimed ones too */
-  size_t num_torn;              /* segments whose tail was torn */
-  size_t num_reclaimed;         /* segments deleted as finished (repair only) */
+  uint64_t max_queue_id; /* of every record read (MESSAGE, DONE, HOLD,
+                            RELEASE), reclaimed ones too: new ids go above */
+  size_t num_segments;   /* segment files read, reclaimed ones too */
+  size_t num_torn;       /* segments whose tail was torn (not just zeros) */
+  size_t num_reclaimed;  /* segments deleted as finished (repair only) */
   struct spool_done_key *dones; /* distinct, sorted; only for entries kept */
   size_t num_dones;
   /* Repair only: every segment file left, sorted by name (NULL, 0 without
@@ -370,14 +386,16 @@ struct spool_scan {
  * 0, or -1 with errno (a message written to `err` of err_len bytes). A
  * segment's valid part ends at its first SHORT or BAD record, or at a record
  * whose payload does not decode; the rest is a torn tail (counted in num_torn;
- * with repair, truncated and fsync'd). A segment without a complete header
- * (empty: created, never synced) is torn and empty; repair removes it. A
- * segment whose first record is valid but not a known SEGMENT header is never
- * touched: the scan fails (EPROTO). Repair also reclaims finished segments:
- * after every segment was read (and nothing failed), the segments are grouped
- * so that a MESSAGE record and every DONE record naming its queue id (and every
- * MESSAGE with the same id) land in one group, transitively. A group is deleted
- * as a whole (unlink, then fsync of <dir>/seg, segment by segment) when
+ * with repair, truncated and fsync'd), unless it is all zeros (a pre-zeroed
+ * segment's unused part: not counted; repair cuts it off all the same). A
+ * segment without a complete header (empty: created, never synced) is torn and
+ * empty; repair removes it. A segment whose first record is valid but not a
+ * known SEGMENT header is never touched: the scan fails (EPROTO). Repair also
+ * reclaims finished segments: after every segment was read (and nothing
+ * failed), the segments are grouped so that a MESSAGE record and every DONE
+ * record naming its queue id (and every MESSAGE with the same id) land in one
+ * group, transitively. A group is deleted as a whole (unlink, then fsync of
+ * <dir>/seg, segment by segment) when
  *   - every MESSAGE in it has a DONE for each of its recipients, and
  *   - none of its segments is the newest surviving segment of its thread
  *     (the writer's sequence high-water mark; see above), and every one has

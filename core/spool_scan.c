@@ -337,6 +337,38 @@ static int scan_cut(struct scan_state *s, int seg_dirfd, struct seg_reader *r,
   return 0;
 }
 
+/* zero_tail: 1 if the bytes from `from` to the end of the file are all
+ * zero (a pre-zeroed segment's unused part: spool_writer_set_prezero),
+ * 0 if not, -1 on a read error. */
+static int zero_tail(int fd, uint64_t from, uint64_t size) {
+  uint64_t chunk[8192 / sizeof(uint64_t)];
+  while (from < size) {
+    size_t want =
+        size - from < sizeof chunk ? (size_t)(size - from) : sizeof chunk;
+    ssize_t n = pread(fd, chunk, want, (off_t)from);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return n < 0 ? -1 : 0; /* shrank under us: not ours to judge */
+    }
+    const uint8_t *p = (const uint8_t *)chunk;
+    size_t i = 0;
+    for (; i + 8 <= (size_t)n; i += 8) {
+      if (chunk[i / 8] != 0) {
+        return 0;
+      }
+    }
+    for (; i < (size_t)n; i++) {
+      if (p[i] != 0) {
+        return 0;
+      }
+    }
+    from += (uint64_t)n;
+  }
+  return 1;
+}
+
 /* scan_segment reads one segment file. */
 static int scan_segment(struct scan_state *s, int seg_dirfd, const char *seg) {
   struct seg_reader r = {.fd = -1};
@@ -365,8 +397,15 @@ static int scan_segment(struct scan_state *s, int seg_dirfd, const char *seg) {
   }
   s->out->num_segments++;
   int torn = hdr == 0 || good < r.size; /* headerless: created, never synced */
+  int zeros = 0; /* the tail is a pre-zeroed segment's unused part */
+  if (rc == 0 && torn && hdr > 0) {
+    zeros = zero_tail(r.fd, good, r.size);
+    if (zeros < 0) {
+      rc = scan_fail(s, errno, "seg/%s: read: %s", seg, strerror(errno));
+    }
+  }
   if (rc == 0 && torn) {
-    s->out->num_torn++;
+    s->out->num_torn += zeros == 0;
     if (s->repair) {
       rc = scan_cut(s, seg_dirfd, &r, seg, good);
       s->segs[s->cur_seg].removed = rc == 0 && good == 0;

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,6 +30,8 @@
 #define SPOOL_ID_THREAD_SHIFT 16
 #define SPOOL_ID_MS_SHIFT 22
 #define SPOOL_ID_MS_MAX ((UINT64_C(1) << SPOOL_ID_MS_BITS) - 1)
+/* Pre-zeroing pays for batches of at most chunk / this many bytes. */
+#define SPOOL_PREZERO_BATCH_DIV 16
 /* Attempts to create a segment whose name is taken (another writer for the
  * same thread index: a misconfiguration) before giving up. */
 #define SPOOL_CREATE_TRIES 16
@@ -65,7 +68,16 @@ struct spool_writer {
   struct spool_pending_list flight;
   uint64_t flight_len;
   int busy;
-  struct iovec iov[SPOOL_BATCH_MAX_IOV];
+  /* Pre-zeroing (spool_writer_set_prezero): the file is written with
+   * zeros up to zeroed_end ahead of the records, so most batches
+   * overwrite blocks that already exist and their fdatasync writes no
+   * metadata. zeros is a read-only anonymous mapping of prezero_chunk
+   * bytes (the kernel's zero page: no memory). */
+  uint64_t prezero_chunk; /* 0: off */
+  uint64_t zeroed_end;    /* the file's length: records, then zeros */
+  uint64_t flight_zeros;  /* zeros the in-flight batch appends */
+  void *zeros;
+  struct iovec iov[SPOOL_BATCH_MAX_IOV + 1]; /* + the zeros */
 };
 
 /* ---- queue ids ---- */
@@ -209,6 +221,7 @@ static int writer_rotate(struct spool_writer *w) {
   w->fd = fd;
   w->seq = seq;
   w->offset = len;
+  w->zeroed_end = len;
   w->need_rotate = 0;
   segment_name(w->seg_name, w->thread_index, seq);
   return 0;
@@ -289,10 +302,18 @@ void spool_writer_close(struct spool_writer *w) {
     return;
   }
   if (w->fd >= 0) {
+    if (w->zeroed_end > w->offset) {
+      /* The zeros are nobody's business once we stop: best effort (a
+       * scan skips a zero tail anyway, so no fsync). */
+      (void)!ftruncate(w->fd, (off_t)w->offset);
+    }
     close(w->fd);
   }
   if (w->seg_dirfd >= 0) {
     close(w->seg_dirfd);
+  }
+  if (w->zeros != NULL) {
+    munmap(w->zeros, (size_t)w->prezero_chunk);
   }
   buf_free(&w->staged_arena);
   buf_free(&w->flight_arena);
@@ -385,6 +406,26 @@ uint64_t spool_writer_offset(const struct spool_writer *w) {
 
 void spool_writer_set_segment_target(struct spool_writer *w, uint64_t size) {
   w->target_size = size;
+}
+
+int spool_writer_set_prezero(struct spool_writer *w, uint64_t chunk) {
+  assert(!w->busy);
+  if (w->zeros != NULL) {
+    munmap(w->zeros, (size_t)w->prezero_chunk);
+    w->zeros = NULL;
+  }
+  w->prezero_chunk = 0;
+  if (chunk == 0) {
+    return 0;
+  }
+  void *z =
+      mmap(NULL, (size_t)chunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (z == MAP_FAILED) {
+    return -1;
+  }
+  w->zeros = z;
+  w->prezero_chunk = chunk;
+  return 0;
 }
 
 /* ---- batches ---- */
@@ -486,13 +527,28 @@ int spool_writer_flush_begin(struct spool_writer *w,
     return -1;
   }
   int num_iov = batch_iov(w, &w->flight_len);
+  /* Past the zeroed part: the same write lays zeros up to the next chunk
+   * boundary, and this batch's fdatasync makes the new length durable
+   * once for the chunk. Only for small batches: the zeros cost a copy and
+   * a disk write per byte, the metadata sync they spare is per batch, and
+   * a batch of large messages is better off just growing the file. */
+  uint64_t end = w->offset + w->flight_len;
+  w->flight_zeros = 0;
+  if (w->prezero_chunk > 0 && end > w->zeroed_end &&
+      w->flight_len <= w->prezero_chunk / SPOOL_PREZERO_BATCH_DIV) {
+    uint64_t c = w->prezero_chunk;
+    w->flight_zeros = (end + c - 1) / c * c - end;
+    if (w->flight_zeros > 0) {
+      w->iov[num_iov++] = (struct iovec){w->zeros, (size_t)w->flight_zeros};
+    }
+  }
   w->busy = 1;
   *out_flush = (struct spool_flush){
       .fd = w->fd,
       .offset = w->offset,
       .iov = w->iov,
       .num_iov = num_iov,
-      .len = (size_t)w->flight_len,
+      .len = (size_t)(w->flight_len + w->flight_zeros),
   };
   return 1;
 }
@@ -500,6 +556,7 @@ int spool_writer_flush_begin(struct spool_writer *w,
 /* writer_truncate_back cuts the failed bytes off the segment so a restart
  * does not replay records that were never acknowledged. */
 static void writer_truncate_back(struct spool_writer *w) {
+  w->zeroed_end = w->offset;
   if (ftruncate(w->fd, (off_t)w->offset) == 0) {
     (void)fsync(w->fd); /* best effort: the segment is abandoned anyway */
   }
@@ -511,10 +568,17 @@ void spool_writer_flush_done(struct spool_writer *w, int result,
                              void *arg) {
   assert(w->busy && "flush_done without a batch in flight");
   if (result == 0) {
+    uint64_t end = w->offset + w->flight_len + w->flight_zeros;
+    w->zeroed_end = end > w->zeroed_end ? end : w->zeroed_end;
     w->offset += w->flight_len;
   } else {
     writer_truncate_back(w);
+    if (result == -ENOSPC && w->flight_zeros > 0) {
+      /* The zeros may be what did not fit: no more of them. */
+      (void)spool_writer_set_prezero(w, 0);
+    }
   }
+  w->flight_zeros = 0;
   /* Still busy during the callbacks: one may stage a record, but the
    * flight list it would clobber is not released until they are done. */
   for (size_t i = 0; i < w->flight.num; i++) {
@@ -550,7 +614,7 @@ void spool_writer_fail_staged(struct spool_writer *w, int err,
 /* write_all writes the whole batch with pwritev, resuming short writes.
  * Returns 0 or a negative errno (-ENOSPC if the kernel wrote nothing). */
 static int write_all(const struct spool_flush *f) {
-  struct iovec iov[SPOOL_BATCH_MAX_IOV];
+  struct iovec iov[SPOOL_BATCH_MAX_IOV + 1]; /* + the zeros */
   int n = f->num_iov;
   memcpy(iov, f->iov, (size_t)n * sizeof *iov);
   struct iovec *cur = iov;

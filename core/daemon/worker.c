@@ -167,6 +167,12 @@ int worker_init(struct worker *w, struct daemon *d, unsigned index, char *err,
     return -1;
   }
   spool_writer_set_segment_target(w->spool, d->cfg->spool_segment_size);
+  if (spool_writer_set_prezero(w->spool, d->cfg->spool_prezero) != 0) {
+    log_msg("warning",
+            "spool: no pre-zeroing (%s): every commit writes "
+            "the segment's new length",
+            strerror(errno));
+  }
   w->dlv_seed = (uint64_t)daemon_mono_ns() ^ ((uint64_t)index << 32);
   pthread_mutex_init(&w->local_mu, NULL);
   if (delivery_init(w) != 0) {

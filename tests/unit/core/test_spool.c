@@ -973,6 +973,163 @@ static void test_writer_fault_injection(void **state) {
   }
 }
 
+/* ---- pre-zeroing ---- */
+
+/* commit_one stages `num` messages and commits them as one batch the way
+ * the loop does (write every iovec, fdatasync, report). Returns the
+ * batch's length as the writer handed it out (records + zeros). */
+static size_t commit_one(struct spool_writer *w, struct msg_fixture *fx,
+                         size_t num, uintptr_t cookie) {
+  static struct done_log log;
+  log.num = 0;
+  assert_int_equal(add_messages(w, fx, num, 500, cookie), 0);
+  struct spool_flush f;
+  assert_int_equal(spool_writer_flush_begin(w, &f), 1);
+  size_t total = 0;
+  for (int i = 0; i < f.num_iov; i++) {
+    total += f.iov[i].iov_len;
+  }
+  CHECK("iovecs add up", total, f.len);
+  assert_int_equal(write_batch(&f, f.len), f.len);
+  assert_int_equal(fdatasync(f.fd), 0);
+  spool_writer_flush_done(w, 0, done_cb, &log);
+  CHECK("acked", log.num, num);
+  return f.len;
+}
+
+/* Small batches lay zeros to the next chunk boundary, so the file only
+ * grows once per chunk; a scan of the live file (as after a crash: no
+ * close to cut the zeros) finds every record and no torn tail, and a
+ * repairing scan cuts the zeros; close cuts them too. */
+static void test_writer_prezero(void **state) {
+  enum { CHUNK = 64 * 1024, N = 40 };
+  char dir[64], copy[64];
+  tmpdir_make(dir);
+  tmpdir_make(copy);
+  struct spool_writer *w = spool_writer_open(dir, 0, 0);
+  assert_non_null(w);
+  CHECK("prezero on", spool_writer_set_prezero(w, CHUNK), 0);
+  char seg[SPOOL_SEGMENT_NAME_MAX];
+  snprintf(seg, sizeof seg, "%s", spool_writer_segment(w));
+  struct msg_fixture fx[N];
+  uint64_t ids[N];
+  uint64_t grew = 0, last_size = file_size(dir, seg);
+  for (size_t i = 0; i < N; i++) {
+    fixture_make(&fx[i], &msg_cases[1], i); /* 100-byte body, 3 rcpts */
+    commit_one(w, &fx[i], 1, 10 + i);
+    ids[i] = fx[i].m.queue_id;
+    uint64_t size = file_size(dir, seg);
+    CHECK("a whole number of chunks", size % CHUNK, 0);
+    CHECK("records fit", spool_writer_offset(w) <= size, 1);
+    grew += size != last_size;
+    last_size = size;
+  }
+  CHECK("grew once for 40 small batches", grew, 1);
+  CHECK("zeros past the records", last_size > spool_writer_offset(w), 1);
+
+  /* A crash now: the zeros stay. Copy the live file into another spool. */
+  struct buf bytes = {0};
+  file_read(dir, seg, &bytes);
+  char segdir[128];
+  snprintf(segdir, sizeof segdir, "%s/seg", copy);
+  assert_int_equal(mkdir(segdir, 0700), 0);
+  file_write(copy, seg, bytes.data, bytes.len);
+  check_scan_ids("crash copy, read-only", copy, 0, ids, N, 0);
+  CHECK("read-only scan leaves the file", file_size(copy, seg), bytes.len);
+  check_scan_ids("crash copy, repair", copy, 1, ids, N, 0);
+  CHECK("repair cuts the zeros", file_size(copy, seg), spool_writer_offset(w));
+
+  /* A torn record followed by zeros is still torn. */
+  bytes.data[spool_writer_offset(w) - 1] ^= 0x40;
+  file_write(copy, seg, bytes.data, bytes.len);
+  check_scan_ids("flipped last record + zeros", copy, 0, ids, N - 1, 1);
+
+  uint64_t durable = spool_writer_offset(w);
+  spool_writer_close(w);
+  CHECK("close cuts the zeros", file_size(dir, seg), durable);
+  check_scan_ids("after close", dir, 0, ids, N, 0);
+  buf_free(&bytes);
+  for (size_t i = 0; i < N; i++) {
+    fixture_free(&fx[i]);
+  }
+  tmpdir_remove(dir);
+  tmpdir_remove(copy);
+}
+
+/* A batch bigger than chunk/16 lays no zeros: the file just grows (large
+ * messages pay a copy and a disk write per zero byte). */
+static void test_writer_prezero_big_batch(void **state) {
+  enum { CHUNK = 64 * 1024 };
+  char dir[64];
+  tmpdir_make(dir);
+  struct spool_writer *w = spool_writer_open(dir, 0, 0);
+  assert_non_null(w);
+  CHECK("prezero on", spool_writer_set_prezero(w, CHUNK), 0);
+  char seg[SPOOL_SEGMENT_NAME_MAX];
+  snprintf(seg, sizeof seg, "%s", spool_writer_segment(w));
+  struct msg_fixture big;
+  const struct msg_case c = {"8 KiB", "a@example.com", NULL, 1, NULL, 8192, 0,
+                             NULL};
+  fixture_make(&big, &c, 0);
+  uint64_t before = spool_writer_offset(w);
+  size_t len = commit_one(w, &big, 1, 1);
+  CHECK("batch = records", len, spool_writer_offset(w) - before);
+  CHECK("no zeros in the file", file_size(dir, seg), spool_writer_offset(w));
+  /* A small one after it lays zeros again. */
+  struct msg_fixture small;
+  fixture_make(&small, &msg_cases[0], 1);
+  commit_one(w, &small, 1, 2);
+  CHECK("zeros to the chunk boundary", file_size(dir, seg), CHUNK);
+  uint64_t ids[2] = {big.m.queue_id, small.m.queue_id};
+  check_scan_ids("both read", dir, 0, ids, 2, 0);
+  spool_writer_close(w);
+  fixture_free(&big);
+  fixture_free(&small);
+  tmpdir_remove(dir);
+}
+
+/* A batch that laid zeros and failed with ENOSPC: the file goes back to
+ * its durable length, pre-zeroing turns itself off (the zeros may be what
+ * did not fit) and the next batch, in a new segment, has none. */
+static void test_writer_prezero_enospc(void **state) {
+  enum { CHUNK = 64 * 1024 };
+  char dir[64];
+  tmpdir_make(dir);
+  struct spool_writer *w = spool_writer_open(dir, 0, 0);
+  assert_non_null(w);
+  CHECK("prezero on", spool_writer_set_prezero(w, CHUNK), 0);
+  static struct done_log log;
+  struct msg_fixture fx[3];
+  for (size_t i = 0; i < 3; i++) {
+    fixture_make(&fx[i], &msg_cases[0], i);
+  }
+  char seg[SPOOL_SEGMENT_NAME_MAX];
+  snprintf(seg, sizeof seg, "%s", spool_writer_segment(w));
+  uint64_t durable = spool_writer_offset(w);
+  log.num = 0;
+  assert_int_equal(add_messages(w, fx, 1, 5, 1), 0);
+  struct spool_flush f;
+  assert_int_equal(spool_writer_flush_begin(w, &f), 1);
+  CHECK("the batch lays zeros", f.len > spool_writer_offset(w), 1);
+  write_batch(&f, f.len / 2); /* the disk filled up half-way */
+  spool_writer_flush_done(w, -ENOSPC, done_cb, &log);
+  CHECK("refused", log.errs[0], -ENOSPC);
+  CHECK("cut back", file_size(dir, seg), durable);
+  size_t len = commit_one(w, &fx[1], 1, 2);
+  CHECK("new segment", strcmp(spool_writer_segment(w), seg) != 0, 1);
+  uint64_t header = file_size(dir, spool_writer_segment(w)) - len;
+  CHECK("batch = records", len, spool_writer_offset(w) - header);
+  CHECK("no zeros any more", file_size(dir, spool_writer_segment(w)),
+        spool_writer_offset(w));
+  uint64_t ids[1] = {fx[1].m.queue_id};
+  spool_writer_close(w);
+  check_scan_ids("only the acked one", dir, 0, ids, 1, 0);
+  for (size_t i = 0; i < 3; i++) {
+    fixture_free(&fx[i]);
+  }
+  tmpdir_remove(dir);
+}
+
 /* ---- crash consistency ---- */
 
 /* make_acked writes `num` acknowledged messages into a fresh spool and
@@ -1028,12 +1185,15 @@ static void test_scan_garbage_tail(void **state) {
     const char *name;
     const char *bytes;
     size_t len;
+    int torn; /* 0: all zeros, a pre-zeroed segment's clean end */
   } cases[] = {
-      {"zeros", "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 26},
-      {"text", "From: someone\r\n\r\nhello\r\n", 24},
-      {"magic only", "PSR1", 4},
-      {"huge length", "PSR1\x02\0\0\0\xff\xff\xff\x7f", 12},
-      {"DONE record with a bad checksum", NULL, 0},
+      {"zeros", "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 26, 0},
+      {"zeros, then one byte", "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01",
+       22, 1},
+      {"text", "From: someone\r\n\r\nhello\r\n", 24, 1},
+      {"magic only", "PSR1", 4, 1},
+      {"huge length", "PSR1\x02\0\0\0\xff\xff\xff\x7f", 12, 1},
+      {"DONE record with a bad checksum", NULL, 0, 1},
   };
   char dir[64], seg[SPOOL_SEGMENT_NAME_MAX];
   tmpdir_make(dir);
@@ -1052,8 +1212,8 @@ static void test_scan_garbage_tail(void **state) {
       file.data[at + 20] ^= 1; /* in the payload */
     }
     file_write(dir, seg, file.data, file.len);
-    check_scan_ids(cases[i].name, dir, 1, ids, N, 1);
-    CHECK(cases[i].name, file_size(dir, seg), base.len);
+    check_scan_ids(cases[i].name, dir, 1, ids, N, cases[i].torn);
+    CHECK(cases[i].name, file_size(dir, seg), base.len); /* cut either way */
   }
   buf_free(&base);
   buf_free(&file);
@@ -1662,6 +1822,9 @@ int main(void) {
       cmocka_unit_test(test_writer_rotation),
       cmocka_unit_test(test_writer_rejects),
       cmocka_unit_test(test_writer_fault_injection),
+      cmocka_unit_test(test_writer_prezero),
+      cmocka_unit_test(test_writer_prezero_big_batch),
+      cmocka_unit_test(test_writer_prezero_enospc),
       cmocka_unit_test(test_scan_torn_tail_every_cut),
       cmocka_unit_test(test_scan_garbage_tail),
       cmocka_unit_test(test_scan_flipped_last_record),
