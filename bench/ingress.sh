@@ -282,7 +282,7 @@ fi
 
 note "Both servers ran on the same 2-core machine as the load tool; smtp-source (and the Python probes) compete with the server for CPU, so msg/s is a whole-system figure. smtp-source's own CPU is reported separately."
 note "Each cell: a fresh server with an empty spool/queue, one unrecorded warm-up run (N/10, at most 1000 messages), then the repetitions back to back (the spool/hold queue grows across repetitions)."
-note "postseald: threads: 2, logging to a file (one line per connect/disconnect), durable 250 after group-committed fdatasync; no delivery exists yet."
+note "postseald: threads: $PS_THREADS (of $(nproc) cores), logging to a file (one line per connect/disconnect), durable 250 after group-committed fdatasync; no delivery exists yet."
 note "Postfix: private instance (own config_directory and queue_directory), no chroot, default durability (cleanup fsyncs each queue file before smtpd answers 250), default_process_limit = 100, every message put on HOLD by smtpd_client_restrictions = check_client_access static:HOLD so qmgr does no delivery work; hold queue count checked after each run. Logging to a file via postlogd (maillog_file). in_flow_delay left at its default (1s)."
 note "Postfix CPU = master + every live descendant (smtpd, cleanup, trivial-rewrite, qmgr, anvil, postlogd, ...) + master's cutime/cstime for reaped children, before vs after (1 s after the run so exiting processes are reaped). smtpd processes are recycled every 100 sessions (max_use), so process creation is part of Postfix's cost."
 note "CPU is /proc utime+stime in clock ticks (1/$(getconf CLK_TCK) s). Kernel work not charged to a process (block-layer/journal threads, some softirq) is not counted for either server."

@@ -70,6 +70,8 @@
 #   --reps R             repetitions per cell (default 3)
 #   --sessions S         concurrent sessions: smtp-source -s, postseal-bench send
 #                        --connections (default 50)
+#   --threads T          postseald worker threads (default: half the cores, at
+#                        least 1: the load tool and the sink have the other half)
 #   --driver D           smtp-source (default) or postseal-bench
 #   --per-conn M         postseal-bench send --per-conn: messages per connection
 #                        (default 1, like smtp-source; 0 = no limit)
@@ -134,6 +136,7 @@ while [ $# -gt 0 ]; do
         -n) N=$2; N_SET=1; shift ;;
         --reps) REPS=$2; shift ;;
         --sessions) SESSIONS=$2; shift ;;
+        --threads) PS_THREADS=$2; shift ;;
         --driver) DRIVER=$2; DRIVER_SET=1; shift ;;
         --tls) TLS=1 ;;
         --no-tls-resume) TLS_RESUME=0 ;;
@@ -151,6 +154,8 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+[[ "$PS_THREADS" =~ ^[0-9]+$ ]] && [ "$PS_THREADS" -ge 1 ] && [ "$PS_THREADS" -le 64 ] || die "bad --threads '$PS_THREADS' (1..64)"
 
 if [ "$TLS" = 1 ]; then
     [ "$DRIVER_SET" = 0 ] || [ "$DRIVER" = postseal-bench ] || die "--tls needs --driver postseal-bench (smtp-source cannot do TLS)"
@@ -1232,7 +1237,7 @@ else
     note "Each cell (path × size): a fresh smtp-sink, a fresh relay with an empty spool/queue pointed at that sink, one unrecorded warm-up run (N/10, at most 1000 messages), then the repetitions back to back; before each run the relay's queue is empty (checked)."
     note "Sink: Postfix smtp-sink -c (single process, answers 250 to everything, PIPELINING, no disk); its counter (sess/quit/mesg, updated at every '.') is read every 5 ms, so a run's end is known to ±5 ms."
 fi
-note "postseald: threads: 2, durable spool (250 after group-committed fdatasync), relayhost [127.0.0.1]:SINKPORT, delivery defaults (concurrency 10 connections per thread = 20, 100 messages per connection), a message leaves the spool once its DONE records are durable; logging to a file (connect/disconnect and one delivered line per recipient)."
+note "postseald: threads: $PS_THREADS (of $(nproc) cores: the load tool and the sink run beside it), durable spool (250 after group-committed fdatasync), relayhost [127.0.0.1]:SINKPORT, delivery defaults (concurrency 10 connections per thread = $((10 * PS_THREADS)), 100 messages per connection), a message leaves the spool once its DONE records are durable; logging to a file (connect/disconnect and one delivered line per recipient)."
 note "Postfix: private instance (own config and queue directory), no chroot, default durability (cleanup fsyncs the queue file before smtpd answers 250), default_process_limit = $PF_PROCESS_LIMIT, relayhost = [127.0.0.1]:SINKPORT and nothing else (mydestination, relay_domains, transport maps, fallback relay all empty; local/virtual transports are error:), soft_bounce = yes and notify_classes empty so it never generates mail; destination concurrency and connection caching at their defaults (default_destination_concurrency_limit 20, smtp_connection_cache_on_demand), in_flow_delay at its default (1 s). The maillog is checked afterwards: every status=sent went to the sink."
 note "Relay CPU: postseald = its process utime+stime; Postfix = master + every live descendant (smtpd, cleanup, qmgr, smtp, trivial-rewrite, scache, anvil, postlogd, ...) + master's cutime/cstime for reaped children; measured from just before $LOAD_NAME starts until the queue has drained plus 1 s (so the work of removing delivered messages is included). /proc clock ticks (1/$(getconf CLK_TCK) s); kernel work not charged to a process is not counted for either relay."
 note "Before every run the script waits (up to $IDLE_TIMEOUT s) until the whole machine is below 10% busy over 1 s; CPU used by other processes during a run is shown per run and flagged under Warnings."
@@ -1274,6 +1279,7 @@ write_meta <<EOF
     "openssl_version": sh("openssl version"),
     "python": platform.python_version(),
     "sessions": $SESSIONS,
+    "postseald_threads": $PS_THREADS,
     "reps": $REPS,
     "target_pct": $TARGET_PCT,
     "target_cpu_ms": $TARGET_CPU_MS,

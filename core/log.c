@@ -79,25 +79,48 @@ static void log_put_plain_value(struct log_rec *r, const char *s) {
   log_put(r, "\"", 1);
 }
 
-void log_begin(struct log_rec *r, const char *event) {
+/* log_timestamp writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC) and returns its
+ * length. The seconds part is formatted once per second per thread: a
+ * relay logs a few lines per message, and gmtime+strftime for each was a
+ * visible share of its user CPU. */
+static size_t log_timestamp(char ts[40]) {
+  static __thread time_t cached_sec = -1;
+  static __thread char cached[32];
+  static __thread size_t cached_len;
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  struct tm tm;
-  gmtime_r(&tv.tv_sec, &tm);
+  if (tv.tv_sec != cached_sec) {
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_sec = tv.tv_sec;
+  }
+  memcpy(ts, cached, cached_len);
+  unsigned ms = (unsigned)(tv.tv_usec / 1000);
+  char *p = ts + cached_len;
+  p[0] = '.';
+  p[1] = (char)('0' + ms / 100);
+  p[2] = (char)('0' + ms / 10 % 10);
+  p[3] = (char)('0' + ms % 10);
+  p[4] = 'Z';
+  p[5] = '\0';
+  return cached_len + 5;
+}
+
+void log_begin(struct log_rec *r, const char *event) {
   char ts[40];
-  size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
+  size_t ts_len = log_timestamp(ts);
   r->len = 0;
   r->truncated = 0;
   r->in_string = 0;
   if (log_json) {
     log_put(r, "{\"ts\":\"", 7);
-    log_put(r, ts, strlen(ts));
+    log_put(r, ts, ts_len);
     log_put(r, "\",\"event\":\"", 11);
     log_put_json_string(r, event);
     log_put(r, "\"", 1);
   } else {
-    log_put(r, ts, strlen(ts));
+    log_put(r, ts, ts_len);
     log_put(r, " ", 1);
     log_put(r, log_program, strlen(log_program));
     log_put(r, ": event=", 8);
@@ -136,16 +159,31 @@ static void log_num(struct log_rec *r, const char *key, const char *num,
   log_put(r, num, num_len);
 }
 
+/* log_fmt_u64 writes value in decimal at the end of num[24]; returns the
+ * first digit (no snprintf: numbers are most of a delivery line). */
+static char *log_fmt_u64(char num[24], uint64_t value) {
+  char *p = num + 24;
+  do {
+    *--p = (char)('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  return p;
+}
+
 void log_u64(struct log_rec *r, const char *key, uint64_t value) {
   char num[24];
-  int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)value);
-  log_num(r, key, num, (size_t)n);
+  char *p = log_fmt_u64(num, value);
+  log_num(r, key, p, (size_t)(num + 24 - p));
 }
 
 void log_i64(struct log_rec *r, const char *key, int64_t value) {
   char num[24];
-  int n = snprintf(num, sizeof(num), "%lld", (long long)value);
-  log_num(r, key, num, (size_t)n);
+  uint64_t mag = value < 0 ? 0 - (uint64_t)value : (uint64_t)value;
+  char *p = log_fmt_u64(num, mag);
+  if (value < 0) {
+    *--p = '-'; /* 20 digits at most: num[3] is still ours */
+  }
+  log_num(r, key, p, (size_t)(num + 24 - p));
 }
 
 /* log_write_all writes to stderr, retrying short writes and EINTR. */

@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,9 +66,9 @@ static void test_json_escapes(void **state) {
   (void)state;
   char *out = capture(emit_json);
   assert_non_null(strstr(out, "\"event\":\"reject\""));
-  assert_non_null(
-      strstr(out, "\"text\":\"quote\\\" backslash\\\\ newline\\u000a "
-                  "ctl\\u0001\",\"n\":7}\n"));
+  assert_non_null(strstr(out,
+                         "\"text\":\"quote\\\" backslash\\\\ newline\\u000a "
+                         "ctl\\u0001\",\"n\":7}\n"));
   free(out);
 }
 
@@ -103,12 +104,50 @@ static void test_json_truncated_stays_valid(void **state) {
   free(out);
 }
 
+static void emit_numbers(void) {
+  log_set_json(0);
+  struct log_rec r;
+  log_begin(&r, "n");
+  log_u64(&r, "zero", 0);
+  log_u64(&r, "umax", UINT64_MAX);
+  log_i64(&r, "imin", INT64_MIN);
+  log_i64(&r, "imax", INT64_MAX);
+  log_i64(&r, "neg", -10);
+  log_end(&r);
+}
+
+/* Numbers are formatted by hand: the extremes, and the timestamp's shape
+ * (the seconds are cached per thread, the milliseconds are not). */
+static void test_numbers_and_timestamp(void **state) {
+  (void)state;
+  char *out = capture(emit_numbers);
+  assert_non_null(strstr(out, " zero=0 umax=18446744073709551615 "
+                              "imin=-9223372036854775808 "
+                              "imax=9223372036854775807 neg=-10\n"));
+  /* YYYY-MM-DDTHH:MM:SS.mmmZ test: */
+  assert_true(strlen(out) > 25);
+  const char *shape = "dddd-dd-ddTdd:dd:dd.dddZ ";
+  for (size_t i = 0; shape[i] != '\0'; i++) {
+    if (shape[i] == 'd') {
+      assert_true(out[i] >= '0' && out[i] <= '9');
+    } else {
+      assert_int_equal(out[i], shape[i]);
+    }
+  }
+  free(out);
+  char *again = capture(emit_numbers); /* from the cached seconds */
+  assert_int_equal(again[19], '.');
+  assert_int_equal(again[23], 'Z');
+  free(again);
+}
+
 int main(void) {
   log_set_program("test");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_plain_quotes_peer_text),
       cmocka_unit_test(test_json_escapes),
       cmocka_unit_test(test_json_truncated_stays_valid),
+      cmocka_unit_test(test_numbers_and_timestamp),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
