@@ -297,6 +297,15 @@ fail : {
 }
 }
 
+/* prezero_off unmaps the zeros; the batch that used them is written. */
+static void prezero_off(struct spool_writer *w) {
+  if (w->zeros != NULL) {
+    munmap(w->zeros, (size_t)w->prezero_chunk);
+    w->zeros = NULL;
+  }
+  w->prezero_chunk = 0;
+}
+
 void spool_writer_close(struct spool_writer *w) {
   if (w == NULL) {
     return;
@@ -312,9 +321,7 @@ void spool_writer_close(struct spool_writer *w) {
   if (w->seg_dirfd >= 0) {
     close(w->seg_dirfd);
   }
-  if (w->zeros != NULL) {
-    munmap(w->zeros, (size_t)w->prezero_chunk);
-  }
+  prezero_off(w);
   buf_free(&w->staged_arena);
   buf_free(&w->flight_arena);
   free(w->staged.items);
@@ -410,11 +417,7 @@ void spool_writer_set_segment_target(struct spool_writer *w, uint64_t size) {
 
 int spool_writer_set_prezero(struct spool_writer *w, uint64_t chunk) {
   assert(!w->busy);
-  if (w->zeros != NULL) {
-    munmap(w->zeros, (size_t)w->prezero_chunk);
-    w->zeros = NULL;
-  }
-  w->prezero_chunk = 0;
+  prezero_off(w);
   if (chunk == 0) {
     return 0;
   }
@@ -575,7 +578,7 @@ void spool_writer_flush_done(struct spool_writer *w, int result,
     writer_truncate_back(w);
     if (result == -ENOSPC && w->flight_zeros > 0) {
       /* The zeros may be what did not fit: no more of them. */
-      (void)spool_writer_set_prezero(w, 0);
+      prezero_off(w);
     }
   }
   w->flight_zeros = 0;
