@@ -27,7 +27,8 @@
  * Input is kept in `in` and consumed by advancing `in_off`, output in `out`
  * drained by `out_off`, as in smtp_server.c. The body is turned into wire
  * form (CRLF line ends, dot-stuffing) only as output drains, never more
- * than limits.max_output ahead. */
+ * than limits.max_output ahead; a body in wire form already (most are) is
+ * found so by one scan and copied as it is. */
 #include "proto/smtp_client.h"
 
 #include <assert.h>
@@ -35,6 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "core/buf.h"
 
@@ -113,6 +117,7 @@ struct smtp_client_body {
   int line_start; /* the next octet starts a line (dot-stuffing) */
   int pending_cr; /* a CR was read; an LF may complete it */
   int ended;      /* every octet read and the last line ended */
+  int plain;      /* in wire form already: copied as it is */
 };
 
 struct smtp_client_txn {
@@ -129,6 +134,7 @@ struct smtp_client_txn {
   int use_bdat;
   int body_8bit; /* send BODY=8BITMIME */
   int smtputf8;  /* send SMTPUTF8 */
+  int plain;     /* the body is in wire form already (body_scan) */
   size_t size;   /* octets in wire form, before dot-stuffing */
   size_t bdat_outstanding;
   struct smtp_client_body body;
@@ -261,12 +267,192 @@ static void smtp_client_sink_put(struct smtp_client_sink *k, const void *p,
   k->n += n;
 }
 
+/* plain: smtp_client_body_scan found the body in wire form already. */
 static void smtp_client_body_init(struct smtp_client_body *b,
-                                  const struct smtp_client_message *m) {
+                                  const struct smtp_client_message *m,
+                                  int plain) {
   memset(b, 0, sizeof(*b));
   b->spans = m->body;
   b->num_spans = m->num_body;
   b->line_start = 1;
+  b->plain = plain;
+}
+
+/* ---- plain bodies ---------------------------------------------------------
+ * Most spooled bodies are in wire form already: CR and LF only as CRLF, no
+ * line starting with ".", and empty or ending in CRLF. Such a body is
+ * "plain": its SIZE is its length, DATA and BDAT send its octets as they
+ * are, and one pass over it (smtp_client_body_scan, 16 octets at a time)
+ * tells so and finds 8-bit octets too. Walking it line by line three times
+ * (SIZE, 8-bit, sending) was most of the CPU spent on a large message. */
+
+/* What one scan of a body found. */
+struct smtp_client_body_kind {
+  int plain;    /* in wire form already; see above */
+  int has_8bit; /* an octet >= 0x80 */
+  size_t len;   /* octets in all spans */
+};
+
+/* The scan's state between octets and spans. Every rule is about an octet
+ * and the one before it, so that is all it carries. */
+struct smtp_client_scan {
+  unsigned bad;  /* nonzero: not plain */
+  unsigned high; /* its 0x80 bit set: an 8-bit octet was seen */
+  uint8_t last;  /* the octet before; '\n' at the body's start (a line
+                    starts there, and it follows no CR) */
+};
+
+/* Nonzero if octet c after octet prev breaks a rule: an LF after each CR
+ * and nowhere else (RFC 5321 §2.3.8), no "." starting a line (§4.5.2: it
+ * would need stuffing). The loops below check the same, many at once. */
+static unsigned smtp_client_scan_pair(uint8_t prev, uint8_t c) {
+  return (unsigned)((c == '\n') ^ (prev == '\r')) |
+         (unsigned)((c == '.') & (prev == '\n'));
+}
+
+/* Octets p[from..n) (from >= 1) one at a time: the last few. */
+static void smtp_client_scan_bytes(struct smtp_client_scan *s, const uint8_t *p,
+                                   size_t from, size_t n) {
+  unsigned bad = 0, high = 0;
+  for (size_t i = from; i < n; i++) {
+    bad |= smtp_client_scan_pair(p[i - 1], p[i]);
+    high |= p[i];
+  }
+  s->bad |= bad;
+  s->high |= high & 0x80;
+}
+
+/* The 0x80 bit of each octet of w that equals c. Exact: unlike the usual
+ * has-zero trick no carry crosses octets, as (x & 0x7f) + 0x7f < 0x100. */
+static uint64_t smtp_client_swar_eq(uint64_t w, uint8_t c) {
+  const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL;
+  uint64_t x = w ^ (0x0101010101010101ULL * c);
+  return ~(((x & low7) + low7) | x) & ~low7;
+}
+
+/* Octets p[from..) (from >= 1) eight at a time in a word, each against the
+ * one before it (a second load one octet back): the portable loop, for
+ * targets without SSE2, where one octet at a time cost more than the line
+ * walk it replaces. Either byte order works, as both loads match lanes.
+ * Returns where it stopped (the rest is under 8). */
+static size_t smtp_client_scan_words(struct smtp_client_scan *s,
+                                     const uint8_t *p, size_t from, size_t n) {
+  uint64_t bad = 0, high = 0;
+  size_t i = from;
+  for (; n - i >= 8; i += 8) {
+    uint64_t w, prev;
+    memcpy(&w, p + i, sizeof(w));
+    memcpy(&prev, p + i - 1, sizeof(prev));
+    bad |= (smtp_client_swar_eq(w, '\n') ^ smtp_client_swar_eq(prev, '\r')) |
+           (smtp_client_swar_eq(w, '.') & smtp_client_swar_eq(prev, '\n'));
+    high |= w;
+  }
+  s->bad |= bad != 0;
+  s->high |= (high & 0x8080808080808080ULL) != 0 ? 0x80 : 0;
+  return i;
+}
+
+#if defined(__SSE2__)
+/* The rules for the 16 octets at p against the 16 at p - 1, as a mask of
+ * 0xff octets where one is broken; ORs the octets into *high. */
+static __m128i smtp_client_scan_16(const uint8_t *p, __m128i *high) {
+  __m128i v = _mm_loadu_si128((const __m128i *)p);
+  __m128i prev = _mm_loadu_si128((const __m128i *)(p - 1));
+  __m128i lf = _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'));
+  __m128i after_cr = _mm_cmpeq_epi8(prev, _mm_set1_epi8('\r'));
+  __m128i dot = _mm_cmpeq_epi8(v, _mm_set1_epi8('.'));
+  __m128i after_lf = _mm_cmpeq_epi8(prev, _mm_set1_epi8('\n'));
+  *high = _mm_or_si128(*high, v);
+  return _mm_or_si128(_mm_xor_si128(lf, after_cr),
+                      _mm_and_si128(dot, after_lf));
+}
+
+/* Octets p[from..) (from >= 1), 64 and then 16 at a time, each against
+ * the one before it: a second load one octet back, which stays inside the
+ * span as from >= 1. Returns where it stopped (the rest is under 16). */
+static size_t smtp_client_scan_sse2(struct smtp_client_scan *s,
+                                    const uint8_t *p, size_t from, size_t n) {
+  __m128i bad = _mm_setzero_si128();
+  __m128i high = _mm_setzero_si128();
+  size_t i = from;
+  for (; n - i >= 64; i += 64) {
+    __m128i b0 = smtp_client_scan_16(p + i, &high);
+    __m128i b1 = smtp_client_scan_16(p + i + 16, &high);
+    __m128i b2 = smtp_client_scan_16(p + i + 32, &high);
+    __m128i b3 = smtp_client_scan_16(p + i + 48, &high);
+    bad = _mm_or_si128(
+        bad, _mm_or_si128(_mm_or_si128(b0, b1), _mm_or_si128(b2, b3)));
+  }
+  for (; n - i >= 16; i += 16) {
+    bad = _mm_or_si128(bad, smtp_client_scan_16(p + i, &high));
+  }
+  s->bad |= (unsigned)_mm_movemask_epi8(bad);
+  s->high |= (unsigned)_mm_movemask_epi8(high) != 0 ? 0x80 : 0;
+  return i;
+}
+#endif
+
+/* One span, carrying the state over from the span before. */
+static void smtp_client_scan_span(struct smtp_client_scan *s, const uint8_t *p,
+                                  size_t n) {
+  if (n == 0) {
+    return;
+  }
+  s->bad |= smtp_client_scan_pair(s->last, p[0]);
+  s->high |= p[0] & 0x80;
+  size_t done = 1;
+#if defined(__SSE2__)
+  done = smtp_client_scan_sse2(s, p, done, n);
+#endif
+  done = smtp_client_scan_words(s, p, done, n);
+  smtp_client_scan_bytes(s, p, done, n);
+  s->last = p[n - 1];
+}
+
+/* Scans every span of m once. */
+static void smtp_client_body_scan(struct smtp_client_body_kind *out,
+                                  const struct smtp_client_message *m) {
+  struct smtp_client_scan s = {.last = '\n'};
+  size_t len = 0;
+  for (size_t i = 0; i < m->num_body; i++) {
+    smtp_client_scan_span(&s, m->body[i].data, m->body[i].len);
+    len += m->body[i].len;
+  }
+  /* Empty, or ends with CRLF (an LF follows a CR, or bad is set). */
+  out->plain = s.bad == 0 && s.last == '\n';
+  out->has_8bit = s.high != 0;
+  out->len = len;
+}
+
+/* smtp_client_body_fill for a plain body: its octets are its wire form, so
+ * they are copied in runs, never looked at. It stops where body_fill would,
+ * so BDAT chunks come out the same size: at `max`, except that a CRLF cut
+ * there is finished (body_fill writes CRLF as one, passing max by 1), and
+ * a body ending right at `max` ends on the next call, with no octets. */
+static void smtp_client_body_fill_plain(struct smtp_client_body *b,
+                                        struct smtp_client_sink *k,
+                                        size_t max) {
+  while (!b->ended) {
+    if (b->span == b->num_spans) {
+      b->ended = 1;
+      return;
+    }
+    if (k->n >= max && !b->pending_cr) {
+      return;
+    }
+    const struct smtp_client_span *s = &b->spans[b->span];
+    if (b->off >= s->len) {
+      b->span++;
+      b->off = 0;
+      continue;
+    }
+    size_t n = s->len - b->off;
+    size_t room = k->n < max ? max - k->n : 1; /* 1: the LF of a cut CRLF */
+    n = n < room ? n : room;
+    smtp_client_sink_put(k, s->data + b->off, n);
+    b->off += n;
+    b->pending_cr = s->data[b->off - 1] == '\r'; /* its LF must follow */
+  }
 }
 
 /* Emits one line end and notes it. */
@@ -281,6 +467,10 @@ static void smtp_client_body_eol(struct smtp_client_body *b,
 static void smtp_client_body_fill(struct smtp_client_body *b,
                                   struct smtp_client_sink *k, size_t max,
                                   int stuff) {
+  if (b->plain) {
+    smtp_client_body_fill_plain(b, k, max); /* no line work to do */
+    return;
+  }
   while (!b->ended) {
     if (b->span == b->num_spans) {
       if (b->pending_cr || !b->line_start) {
@@ -338,34 +528,14 @@ static void smtp_client_body_fill(struct smtp_client_body *b,
   }
 }
 
-/* The SIZE of RFC 1870 §3: wire octets without dot-stuffing. */
+/* The SIZE of RFC 1870 §3: wire octets without dot-stuffing. For a body
+ * that is not plain; a plain one's is its length. */
 static size_t smtp_client_body_size(const struct smtp_client_message *m) {
   struct smtp_client_body b;
   struct smtp_client_sink k = {0};
-  smtp_client_body_init(&b, m);
+  smtp_client_body_init(&b, m, 0);
   smtp_client_body_fill(&b, &k, SIZE_MAX, 0);
   return k.n;
-}
-
-static int smtp_client_body_has_8bit(const struct smtp_client_message *m) {
-  for (size_t i = 0; i < m->num_body; i++) {
-    const uint8_t *p = m->body[i].data;
-    size_t n = m->body[i].len, j = 0;
-    /* Eight octets at a time: any high bit set in the word. */
-    for (; j + 8 <= n; j += 8) {
-      uint64_t w;
-      memcpy(&w, p + j, sizeof(w));
-      if (w & 0x8080808080808080ULL) {
-        return 1;
-      }
-    }
-    for (; j < n; j++) {
-      if (p[j] >= 0x80) {
-        return 1;
-      }
-    }
-  }
-  return 0;
 }
 
 /* ---- stored replies ----------------------------------------------------- */
@@ -627,7 +797,7 @@ static void smtp_client_send_rcpt(struct smtp_client *c, size_t i) {
 /* ---- body streaming ------------------------------------------------------ */
 
 static void smtp_client_start_body(struct smtp_client *c, int bdat) {
-  smtp_client_body_init(&c->txn.body, &c->txn.msg);
+  smtp_client_body_init(&c->txn.body, &c->txn.msg, c->txn.plain);
   c->txn.bdat_outstanding = 0;
   c->state = bdat ? SMTP_CLIENT_STATE_CHUNKS : SMTP_CLIENT_STATE_BODY;
 }
@@ -1505,8 +1675,14 @@ int smtp_client_send_message(struct smtp_client *c,
   }
   struct smtp_client_txn *t = &c->txn;
   c->ready_owed = 0;
-  t->size = smtp_client_body_size(msg);
-  int has_8bit = smtp_client_body_has_8bit(msg);
+  /* One scan of the body, kept for the transaction. The host may not
+   * change the body until MESSAGE_DONE (see the header); if it did, a plain
+   * body's octets would now go out unchecked. */
+  struct smtp_client_body_kind kind;
+  smtp_client_body_scan(&kind, msg);
+  t->plain = kind.plain;
+  t->size = kind.plain ? kind.len : smtp_client_body_size(msg);
+  int has_8bit = kind.has_8bit;
   /* SMTPUTF8 is needed for non-ASCII addresses, or when the sender said
    * so and the content has non-ASCII octets (a UTF-8 header). */
   int utf8_needed = utf8 || (msg->smtputf8 && has_8bit);

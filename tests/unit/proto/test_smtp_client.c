@@ -43,7 +43,11 @@
 #include <unistd.h>
 
 #include "core/buf.h"
-#include "proto/smtp_client.h"
+/* The engine's source, not only its header: the plain-body tests call its
+ * static body functions (the fast path against the line-by-line one).
+ * Everything smtp_client.o defines is then defined here, so the linker
+ * never takes it from the library. */
+#include "proto/smtp_client.c"
 
 /* ---- messages ------------------------------------------------------------ */
 
@@ -1863,22 +1867,39 @@ static void unchunk(struct buf *out, const uint8_t *p, size_t n) {
   assert_true(last);
 }
 
-static void big_body(int bdat) {
+/* A body of random octets from alphabet; with plain, of CRLF lines none
+ * of which starts with "." (the plain-body fast path). */
+static void big_body_make(uint8_t *body, size_t len, int plain) {
+  uint32_t rng = 12345;
+  const char *alphabet = plain ? "abcdefghij. \xc3" : "abcdefghij.\r\n \xc3";
+  size_t sym = strlen(alphabet);
+  for (size_t i = 0, col = 0; i < len; i++, col++) {
+    rng = rng * 1103515245u + 12345u;
+    body[i] = (uint8_t)alphabet[(rng >> 16) % sym];
+    if (plain && (i + 2 == len || (col > (rng >> 8) % 200 && i + 4 < len))) {
+      memcpy(body + i, "\r\n", 2);
+      i++;
+      col = (size_t)-1;
+    } else if (plain && col == 0 && body[i] == '.') {
+      body[i] = 'x';
+    }
+  }
+}
+
+static void big_body(int bdat, int plain) {
   size_t len = 3u << 20;
   uint8_t *body = malloc(len);
   assert_non_null(body);
-  uint32_t rng = 12345;
-  static const char alphabet[] = "abcdefghij.\r\n \xc3";
-  for (size_t i = 0; i < len; i++) {
-    rng = rng * 1103515245u + 12345u;
-    body[i] = (uint8_t)alphabet[(rng >> 16) % (sizeof(alphabet) - 1)];
-  }
+  big_body_make(body, len, plain);
   /* three spans, split mid-CRLF-ish at odd places */
   struct smtp_client_span spans[3] = {
       {body, 1000003}, {body + 1000003, 7}, {body + 1000010, len - 1000010}};
   struct smtp_client_message m = msg1;
   m.body = spans;
   m.num_body = 3;
+  struct smtp_client_body_kind kind;
+  smtp_client_body_scan(&kind, &m);
+  assert_int_equal(kind.plain, plain);
 
   struct smtp_client_config cfg;
   smtp_client_config_default(&cfg);
@@ -1962,11 +1983,336 @@ static void big_body(int bdat) {
 }
 
 static void test_big_body_data(void **state) {
-  big_body(0);
+  big_body(0, 0);
 }
 
 static void test_big_body_bdat(void **state) {
-  big_body(1);
+  big_body(1, 0);
+}
+
+static void test_big_body_plain_data(void **state) {
+  big_body(0, 1);
+}
+
+static void test_big_body_plain_bdat(void **state) {
+  big_body(1, 1);
+}
+
+/* ---- plain bodies: the fast path against the line-by-line one ------------
+ * A body already in wire form ("plain") is classified by one scan and sent
+ * by copying (smtp_client_body_fill_plain); the rest go line by line. The
+ * two must agree octet for octet and stop at the same places, so the BDAT
+ * chunks and DATA writes are the same whichever path runs. */
+
+/* The reference classifier, one octet at a time: CR and LF only as CRLF,
+ * no "." first on a line, empty or ending in CRLF. */
+static int ref_plain(const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if ((p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n')) ||
+        (p[i] == '\n' && (i == 0 || p[i - 1] != '\r')) ||
+        (p[i] == '.' && (i == 0 || p[i - 1] == '\n'))) {
+      return 0;
+    }
+  }
+  return n == 0 || p[n - 1] == '\n';
+}
+
+static int ref_8bit(const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] >= 0x80) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* smtp_client_body_scan as on a target without SSE2: scan_span with the
+ * portable loops only (elsewhere they see the last few octets only). */
+static void scan_scalar(struct smtp_client_body_kind *out,
+                        const struct smtp_client_message *m) {
+  struct smtp_client_scan s = {.last = '\n'};
+  for (size_t i = 0; i < m->num_body; i++) {
+    const uint8_t *p = m->body[i].data;
+    size_t n = m->body[i].len;
+    if (n > 0) {
+      s.bad |= smtp_client_scan_pair(s.last, p[0]);
+      s.high |= p[0] & 0x80;
+      smtp_client_scan_bytes(&s, p, smtp_client_scan_words(&s, p, 1, n), n);
+      s.last = p[n - 1];
+    }
+  }
+  out->plain = s.bad == 0 && s.last == '\n';
+  out->has_8bit = s.high != 0;
+}
+
+static uint32_t body_rand(uint32_t *rng) {
+  *rng = *rng * 1103515245u + 12345u;
+  return *rng >> 16;
+}
+
+/* Fills m's body with the plain path (plain 1) or the line-by-line one,
+ * `max` per call as the seed says, recording every call's octets and
+ * count in out. Returns the number of calls. */
+static size_t fill_all(struct buf *out, const struct smtp_client_message *m,
+                       int plain, int stuff, uint32_t seed) {
+  struct smtp_client_body b;
+  smtp_client_body_init(&b, m, plain);
+  size_t calls = 0;
+  while (!b.ended) {
+    assert_true(calls < 100000);
+    size_t pick = body_rand(&seed) % 8;
+    size_t max = pick < 5    ? 1 + pick
+                 : pick == 5 ? SIZE_MAX
+                             : 1 + body_rand(&seed) % 300;
+    struct smtp_client_sink k = {.out = out};
+    smtp_client_body_fill(&b, &k, max, stuff);
+    assert_false(k.failed);
+    /* Each call's octets, then a separator no body octet matches. */
+    assert_int_equal(buf_printf(out, "|%zu|", k.n), 0);
+    calls++;
+  }
+  return calls;
+}
+
+/* Checks one body, split into spans: the scan against the references, and
+ * for a plain body both fill paths, DATA and BDAT, against each other. */
+static void check_body(const char *label, const struct smtp_client_span *spans,
+                       size_t num_spans, uint32_t seed) {
+  struct buf flat = {0};
+  for (size_t i = 0; i < num_spans; i++) {
+    assert_int_equal(buf_append(&flat, spans[i].data, spans[i].len), 0);
+  }
+  struct smtp_client_message m = msg1;
+  m.body = spans;
+  m.num_body = num_spans;
+  struct smtp_client_body_kind kind, scalar;
+  smtp_client_body_scan(&kind, &m);
+  scan_scalar(&scalar, &m);
+  int want_plain = ref_plain(flat.data, flat.len);
+  int want_8bit = ref_8bit(flat.data, flat.len);
+  if (kind.plain != want_plain || kind.has_8bit != want_8bit ||
+      kind.len != flat.len || scalar.plain != want_plain ||
+      scalar.has_8bit != want_8bit) {
+    fail_msg("%s: plain %d 8bit %d len %zu (scalar: %d %d), want %d %d %zu",
+             label, kind.plain, kind.has_8bit, kind.len, scalar.plain,
+             scalar.has_8bit, want_plain, want_8bit, flat.len);
+  }
+  if (want_plain) {
+    /* RFC 1870 SIZE: the line-by-line count is the length. */
+    assert_int_equal(smtp_client_body_size(&m), flat.len);
+    for (int stuff = 0; stuff <= 1; stuff++) {
+      struct buf fast = {0}, slow = {0};
+      size_t fast_calls = fill_all(&fast, &m, 1, stuff, seed);
+      size_t slow_calls = fill_all(&slow, &m, 0, stuff, seed);
+      if (fast_calls != slow_calls || fast.len != slow.len ||
+          memcmp(fast.data, slow.data, fast.len) != 0) {
+        char got[512], want[512];
+        escape(got, sizeof(got), fast.data, fast.len);
+        escape(want, sizeof(want), slow.data, slow.len);
+        fail_msg("%s (stuff %d): fill\n got  %s\n want %s", label, stuff, got,
+                 want);
+      }
+      buf_free(&fast);
+      buf_free(&slow);
+    }
+  }
+  buf_free(&flat);
+}
+
+/* Cuts a body into 1..4 spans; cuts favour the hard places: between CR
+ * and LF, right before a ".", the ends (empty spans), one octet apart. */
+static size_t cut_body(struct smtp_client_span *out_spans, const uint8_t *p,
+                       size_t n, uint32_t *rng) {
+  size_t num_cuts = body_rand(rng) % 4, cuts[5];
+  for (size_t i = 0; i < num_cuts; i++) {
+    size_t at = n ? body_rand(rng) % (n + 1) : 0;
+    switch (body_rand(rng) % 5) {
+    case 0:
+      at = body_rand(rng) % 2 ? 0 : n;
+      break;
+    case 1:
+      while (at < n && !(at > 0 && p[at - 1] == '\r' && p[at] == '\n')) {
+        at++;
+      }
+      break;
+    case 2:
+      while (at < n && p[at] != '.') {
+        at++;
+      }
+      break;
+    case 3:
+      at = i > 0 && cuts[i - 1] < n ? cuts[i - 1] + 1 : at;
+      break;
+    }
+    cuts[i] = at;
+  }
+  for (size_t i = 1; i < num_cuts; i++) { /* sort: few cuts */
+    for (size_t j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+      size_t t = cuts[j];
+      cuts[j] = cuts[j - 1];
+      cuts[j - 1] = t;
+    }
+  }
+  cuts[num_cuts] = n;
+  size_t from = 0;
+  for (size_t i = 0; i <= num_cuts; i++) {
+    out_spans[i] = (struct smtp_client_span){p + from, cuts[i] - from};
+    from = cuts[i];
+  }
+  return num_cuts + 1;
+}
+
+/* A random body: mostly CRLF lines of 'a', ".", 0x80 (plain unless a flaw
+ * is put in), or any mix of 'a', '.', CR, LF and 0x80. */
+static size_t gen_body(uint8_t *out, size_t cap, uint32_t *rng) {
+  static const uint8_t mix[] = {'a', '.', '\r', '\n', 0x80};
+  size_t n = 0;
+  if (body_rand(rng) % 4 == 0) {
+    size_t len = body_rand(rng) % (cap + 1);
+    for (; n < len; n++) {
+      out[n] = mix[body_rand(rng) % sizeof(mix)];
+    }
+    return n;
+  }
+  size_t num_lines = body_rand(rng) % 12;
+  for (size_t l = 0; l < num_lines && n + 2 <= cap; l++) {
+    uint32_t r = body_rand(rng);
+    size_t len = r % 4 == 0 ? r / 4 % 3 : r / 4 % 150;
+    for (size_t i = 0; i < len && n + 2 < cap; i++) {
+      uint32_t c = body_rand(rng) % 40;
+      out[n++] = c == 0 ? 0x80 : c == 1 && i > 0 ? '.' : 'a';
+    }
+    out[n++] = '\r';
+    out[n++] = '\n';
+  }
+  if (n > 0 && body_rand(rng) % 3 == 0) { /* one flaw somewhere */
+    size_t at = body_rand(rng) % n;
+    static const uint8_t flaw[] = {'.', '\r', '\n', 'a'};
+    out[at] = flaw[body_rand(rng) % sizeof(flaw)];
+    if (body_rand(rng) % 2) {
+      n = at + 1; /* and the body ends there */
+    }
+  }
+  return n;
+}
+
+/* Many random bodies and splits: fast path equals slow path, the scan
+ * equals the references. */
+static void test_body_plain_random(void **state) {
+  static uint8_t body[1100];
+  uint32_t rng = 2024;
+  size_t num_plain = 0;
+  for (int iter = 0; iter < 20000; iter++) {
+    size_t cap = iter % 10 == 0 ? sizeof(body) : 300;
+    size_t n = gen_body(body, cap, &rng);
+    struct smtp_client_span spans[4];
+    size_t num_spans = cut_body(spans, body, n, &rng);
+    char label[64];
+    snprintf(label, sizeof(label), "random body %d", iter);
+    check_body(label, spans, num_spans, rng);
+    num_plain += ref_plain(body, n);
+  }
+  /* Both kinds were tried often. */
+  assert_true(num_plain > 5000 && num_plain < 15000);
+}
+
+#define SPANS(...)                                                             \
+  (const struct smtp_client_span[]) {                                          \
+    __VA_ARGS__                                                                \
+  }
+
+/* The edges, labelled; check_body holds the expectations. */
+static void test_body_plain_cases(void **state) {
+  const struct {
+    const char *name;
+    const struct smtp_client_span *spans;
+    size_t num_spans;
+    int plain, has_8bit;
+  } cases[] = {
+      {"no spans", NULL, 0, 1, 0},
+      {"empty spans", SPANS(SPAN(""), SPAN("")), 2, 1, 0},
+      {"one line", SPANS(SPAN("a\r\n")), 1, 1, 0},
+      {"empty line", SPANS(SPAN("\r\n")), 1, 1, 0},
+      {"no final CRLF", SPANS(SPAN("a\r\nb")), 1, 0, 0},
+      {"ends in bare CR", SPANS(SPAN("a\r\nb\r")), 1, 0, 0},
+      {"ends in bare LF", SPANS(SPAN("a\r\nb\n")), 1, 0, 0},
+      {"bare LF first", SPANS(SPAN("\na\r\n")), 1, 0, 0},
+      {"CR CR LF", SPANS(SPAN("a\r\r\n")), 1, 0, 0},
+      {"dot first octet", SPANS(SPAN(".a\r\n")), 1, 0, 0},
+      {"dot first, after empty span", SPANS(SPAN(""), SPAN(".a\r\n")), 2, 0, 0},
+      {"dot mid-line", SPANS(SPAN("a.b.\r\n")), 1, 1, 0},
+      {"CRLF dot across spans", SPANS(SPAN("a\r\n"), SPAN(".b\r\n")), 2, 0, 0},
+      {"CR | LF dot across spans", SPANS(SPAN("a\r"), SPAN("\n.b\r\n")), 2, 0,
+       0},
+      {"CR | LF across spans", SPANS(SPAN("a\r"), SPAN("\nb\r\n")), 2, 1, 0},
+      {"CR | empty | LF", SPANS(SPAN("a\r"), SPAN(""), SPAN("\n")), 3, 1, 0},
+      {"CR | bare", SPANS(SPAN("a\r"), SPAN("b\r\n")), 2, 0, 0},
+      {"bare LF after span", SPANS(SPAN("a"), SPAN("\nb\r\n")), 2, 0, 0},
+      {"8-bit", SPANS(SPAN("caf\xc3\xa9\r\n")), 1, 1, 1},
+      /* 64-octet blocks: the carries between them */
+      {"CR | LF at octet 64",
+       SPANS(SPAN(
+           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+           "\r\nb\r\n")),
+       1, 1, 0},
+      {"bare CR at octet 63",
+       SPANS(SPAN(
+           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+           "\rb\r\n")),
+       1, 0, 0},
+      {"dot at octet 64",
+       SPANS(
+           SPAN("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                "\r\n.b\r\n")),
+       1, 0, 0},
+      {"no dot at octet 64",
+       SPANS(
+           SPAN("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                "\r\nb.\r\n")),
+       1, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct smtp_client_message m = msg1;
+    m.body = cases[i].spans;
+    m.num_body = cases[i].num_spans;
+    struct smtp_client_body_kind kind;
+    smtp_client_body_scan(&kind, &m);
+    if (kind.plain != cases[i].plain || kind.has_8bit != cases[i].has_8bit) {
+      fail_msg("%s: got plain %d 8bit %d, want %d %d", cases[i].name,
+               kind.plain, kind.has_8bit, cases[i].plain, cases[i].has_8bit);
+    }
+    for (uint32_t seed = 0; seed < 20; seed++) {
+      check_body(cases[i].name, cases[i].spans, cases[i].num_spans, seed);
+    }
+  }
+}
+
+/* An 8-bit octet in the last 1..15 octets (the tail after whole blocks),
+ * or anywhere, for lengths around the 64-octet blocks. */
+static void test_body_plain_8bit_tail(void **state) {
+  static const size_t lens[] = {3,  15, 16,  17,  63,  64,
+                                65, 66, 127, 128, 130, 200};
+  uint8_t body[256];
+  for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
+    size_t n = lens[l];
+    for (size_t at = 0; at + 2 < n; at++) {
+      memset(body, 'a', n - 2);
+      memcpy(body + n - 2, "\r\n", 2);
+      body[at] = 0xc3;
+      struct smtp_client_span span = {body, n};
+      char label[64];
+      snprintf(label, sizeof(label), "len %zu, 8-bit at %zu", n, at);
+      check_body(label, &span, 1, (uint32_t)at);
+      struct smtp_client_message m = msg1;
+      m.body = &span;
+      m.num_body = 1;
+      struct smtp_client_body_kind kind;
+      smtp_client_body_scan(&kind, &m);
+      if (!kind.plain || !kind.has_8bit) {
+        fail_msg("%s: plain %d 8bit %d", label, kind.plain, kind.has_8bit);
+      }
+    }
+  }
 }
 
 /* Every split of a pipelined session's server bytes into two feeds gives
@@ -2217,6 +2563,11 @@ int main(void) {
       cmocka_unit_test(test_timeout_classes),
       cmocka_unit_test(test_big_body_data),
       cmocka_unit_test(test_big_body_bdat),
+      cmocka_unit_test(test_big_body_plain_data),
+      cmocka_unit_test(test_big_body_plain_bdat),
+      cmocka_unit_test(test_body_plain_random),
+      cmocka_unit_test(test_body_plain_cases),
+      cmocka_unit_test(test_body_plain_8bit_tail),
       cmocka_unit_test(test_split_every_point),
       cmocka_unit_test(test_smtp_sink),
   };
