@@ -1814,6 +1814,18 @@ void smtp_client_output_sent(struct smtp_client *c, size_t n) {
   smtp_client_pump(c);
 }
 
+int smtp_client_output_take(struct smtp_client *c, struct buf *b) {
+  assert(b->len == 0);
+  if (c->out_off != 0 || c->out.len == 0) {
+    return 0;
+  }
+  struct buf full = c->out;
+  c->out = *b;
+  *b = full;
+  smtp_client_pump(c);
+  return 1;
+}
+
 enum smtp_client_timeout_class
 smtp_client_timeout_class(const struct smtp_client *c) {
   if (c->state == SMTP_CLIENT_STATE_CLOSED) {

@@ -321,6 +321,13 @@ void smtp_client_tls_failed(struct smtp_client *c, const char *why);
 void smtp_client_output(const struct smtp_client *c, const uint8_t **out,
                         size_t *out_len);
 void smtp_client_output_sent(struct smtp_client *c, size_t n);
+/* smtp_client_output_take hands all pending output over without copying
+ * it: when none of it was sent yet, the engine's output buffer and *b
+ * (which must be empty) trade places, as if output() and output_sent() of
+ * everything had been called, and the engine writes its next output into
+ * b's old memory. Returns 1 if it did (b holds the bytes), 0 if not (no
+ * output, or part of it sent: use smtp_client_output). */
+int smtp_client_output_take(struct smtp_client *c, struct buf *b);
 
 enum smtp_client_timeout_class
 smtp_client_timeout_class(const struct smtp_client *c);

@@ -495,6 +495,13 @@ void runtime_put(struct runtime *rt);
 /* conn_send_raw queues bytes for the socket as they are (ciphertext, or
  * plaintext before TLS); conn_send encrypts when the conn has TLS. */
 void conn_send_raw(struct conn *c, const uint8_t *data, size_t len);
+/* conn_send_take: on a connection without TLS and with nothing queued,
+ * take(arg, b) may fill the (empty) output buffer b in place, e.g. by
+ * trading buffers; if it returns 1 the bytes are sent as by conn_send.
+ * Returns take's answer, or 0 without calling it. Saves a copy of a
+ * message body on its way out. */
+int conn_send_take(struct conn *c, int (*take)(void *arg, struct buf *b),
+                   void *arg);
 void conn_tls_flush(struct conn *c);
 void conn_tls_on_input(struct conn *c, const uint8_t *in, size_t in_len);
 /* conn_tls_start_server puts a server TLS session on c (STARTTLS or

@@ -1895,14 +1895,23 @@ static void dlv_on_session_error(struct conn *c) {
   }
 }
 
+static int dlv_take_output(void *arg, struct buf *b) {
+  return smtp_client_output_take(arg, b);
+}
+
 /* dlv_move_output hands the engine's bytes to the socket, keeping at most
  * about DLV_SEND_HIGH queued (the engine produces the body as it drains;
- * worker_on_send calls delivery_pump for more). */
+ * worker_on_send calls delivery_pump for more). When the socket is idle
+ * the engine's buffer itself goes out (the two trade buffers). */
+
 static void dlv_move_output(struct conn *c) {
   struct smtp_client *cl = c->dlv->cl;
   for (int i = 0;
        i < 64 && !c->shut && c->dlv != NULL && conn_unsent(c) < DLV_SEND_HIGH;
        i++) {
+    if (conn_send_take(c, dlv_take_output, cl)) {
+      continue; /* the engine's buffer went out as it is: no copy */
+    }
     const uint8_t *out;
     size_t out_len;
     smtp_client_output(cl, &out, &out_len);

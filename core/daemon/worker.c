@@ -337,6 +337,21 @@ void conn_send_raw(struct conn *c, const uint8_t *data, size_t len) {
   conn_flush(c);
 }
 
+int conn_send_take(struct conn *c, int (*take)(void *arg, struct buf *b),
+                   void *arg) {
+  if (c->tls != NULL || c->shut || c->sending || c->out_off < c->out.len ||
+      c->pending.len > 0) {
+    return 0;
+  }
+  buf_reset(&c->out);
+  c->out_off = 0;
+  if (!take(arg, &c->out)) {
+    return 0;
+  }
+  conn_flush(c);
+  return 1;
+}
+
 /* conn_new_outbound registers a socket we connect ourselves (delivery). */
 struct conn *conn_new_outbound(struct worker *w, int fd) {
   struct conn *c = conn_alloc(w);

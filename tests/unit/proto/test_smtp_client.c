@@ -1937,8 +1937,8 @@ static void big_body(int bdat, int plain) {
   }
   /* Drain like a slow socket; output stays bounded. Without pipelining
    * each BDAT reply lets the next chunk out. */
-  struct buf wire = {0};
-  size_t max_seen = 0;
+  struct buf wire = {0}, traded = {0};
+  size_t max_seen = 0, takes = 0;
   uint32_t r2 = 99;
   for (int guard = 0; guard < 10000000; guard++) {
     smtp_client_output(c, &p, &n);
@@ -1952,11 +1952,27 @@ static void big_body(int bdat, int plain) {
     }
     max_seen = n > max_seen ? n : max_seen;
     r2 = r2 * 1103515245u + 12345u;
+    /* Now and then the whole output is taken by trading buffers, as the
+     * daemon does on an idle socket; refused after a partial send. */
+    if ((r2 >> 20) % 3 == 0) {
+      int whole = c->out_off == 0; /* nothing of it sent yet */
+      int took = smtp_client_output_take(c, &traded);
+      assert_int_equal(took, whole);
+      if (took) {
+        assert_int_equal(traded.len, n);
+        assert_int_equal(buf_append(&wire, traded.data, traded.len), 0);
+        buf_reset(&traded);
+        takes++;
+        continue;
+      }
+    }
     size_t take = 1 + (r2 >> 8) % 5000;
     take = take < n ? take : n;
     assert_int_equal(buf_append(&wire, p, take), 0);
     smtp_client_output_sent(c, take);
   }
+  assert_true(takes > 0);
+  buf_free(&traded);
   assert_true(max_seen <= cfg.limits.max_output + cfg.chunk_size + 64);
   if (!bdat) {
     assert_true(max_seen <= cfg.limits.max_output + 8);
