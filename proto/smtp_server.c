@@ -123,11 +123,13 @@ struct smtp_server {
 
   struct smtp_server_msg msg;
   struct buf body;
-  int bdat_active;       /* BDAT chunks taken, LAST not yet seen */
-  size_t chunk_size;     /* the current BDAT chunk */
-  size_t chunk_left;     /* octets of it still to read */
-  int chunk_last;        /* it was BDAT ... LAST */
-  const char *chunk_err; /* reply owed after reading a refused chunk */
+  struct buf body_prefix;  /* the host's, put on top of the next body */
+  size_t body_prefix_used; /* octets of it at the start of body */
+  int bdat_active;         /* BDAT chunks taken, LAST not yet seen */
+  size_t chunk_size;       /* the current BDAT chunk */
+  size_t chunk_left;       /* octets of it still to read */
+  int chunk_last;          /* it was BDAT ... LAST */
+  const char *chunk_err;   /* reply owed after reading a refused chunk */
 };
 
 /* ---- replies and events ---------------------------------------------- */
@@ -271,6 +273,8 @@ static void smtp_server_txn_end(struct smtp_server *s) {
   s->num_rcpt_attempts = 0;
   s->bdat_active = 0;
   buf_free(&s->body);
+  buf_reset(&s->body_prefix);
+  s->body_prefix_used = 0;
 }
 
 /* Aborts the transaction (RSET, HELO/EHLO): the host hears EV_RSET if a
@@ -778,9 +782,18 @@ static void smtp_server_msg_begin(struct smtp_server *s) {
   size_t hint = s->env.size_hint;
   if (hint > 0) {
     /* SIZE is the client's word: reserve, but not unboundedly. */
-    (void)buf_reserve(&s->body, hint < SMTP_SERVER_BODY_PREALLOC
-                                    ? hint
-                                    : SMTP_SERVER_BODY_PREALLOC);
+    (void)buf_reserve(&s->body,
+                      s->body_prefix.len + (hint < SMTP_SERVER_BODY_PREALLOC
+                                                ? hint
+                                                : SMTP_SERVER_BODY_PREALLOC));
+  }
+  s->body_prefix_used = 0;
+  if (s->body_prefix.len > 0) {
+    if (buf_append(&s->body, s->body_prefix.data, s->body_prefix.len) != 0) {
+      s->failed = 1;
+      return;
+    }
+    s->body_prefix_used = s->body_prefix.len;
   }
 }
 
@@ -1447,6 +1460,7 @@ static void smtp_server_msg_bad(struct smtp_server *s, const char *reply) {
   if (s->msg.bad == NULL) {
     s->msg.bad = reply;
     buf_free(&s->body);
+    s->body_prefix_used = 0;
   }
 }
 
@@ -1752,6 +1766,7 @@ void smtp_server_free(struct smtp_server *s) {
   buf_free(&s->in);
   buf_free(&s->out);
   buf_free(&s->body);
+  buf_free(&s->body_prefix);
   free(s);
 }
 
@@ -1996,6 +2011,20 @@ const struct smtp_rcpt *smtp_server_pending_rcpt(const struct smtp_server *s) {
 void smtp_server_take_body(struct smtp_server *s, struct buf *out_body) {
   assert(s->verdict == SMTP_SERVER_VERDICT_MESSAGE);
   buf_move(out_body, &s->body);
+}
+
+int smtp_server_set_body_prefix(struct smtp_server *s, const uint8_t *p,
+                                size_t n) {
+  buf_reset(&s->body_prefix);
+  if (n > 0 && buf_append(&s->body_prefix, p, n) != 0) {
+    buf_reset(&s->body_prefix);
+    return -1;
+  }
+  return 0;
+}
+
+size_t smtp_server_body_prefix_len(const struct smtp_server *s) {
+  return s->verdict == SMTP_SERVER_VERDICT_MESSAGE ? s->body_prefix_used : 0;
 }
 
 /* A SASL exchange waits for the client like a command does; the TLS

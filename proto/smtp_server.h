@@ -322,6 +322,17 @@ const struct smtp_rcpt *smtp_server_pending_rcpt(const struct smtp_server *s);
  * CRLF line ends; see "Message content") into out_body, which the caller
  * then owns. Only during EV_MESSAGE, before its verdict. */
 void smtp_server_take_body(struct smtp_server *s, struct buf *out_body);
+/* smtp_server_set_body_prefix: the transaction's message body starts with
+ * these n octets (the host's trace header, so the body is not copied again
+ * to put one on top): not checked, not counted toward SIZE or the header
+ * limit. A later call replaces it (NULL, 0 drops it); the transaction's
+ * end drops it. Takes effect when the body begins (DATA, first BDAT).
+ * Returns 0, or -1 out of memory (the prefix is then dropped). */
+int smtp_server_set_body_prefix(struct smtp_server *s, const uint8_t *p,
+                                size_t n);
+/* Octets of the prefix at the start of the body of the current EV_MESSAGE
+ * (what take_body returns): 0 if none was set when the body began. */
+size_t smtp_server_body_prefix_len(const struct smtp_server *s);
 
 enum smtp_server_timeout_class
 smtp_server_timeout_class(const struct smtp_server *s);

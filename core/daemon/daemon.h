@@ -300,6 +300,10 @@ struct conn {
   size_t out_off;
   struct buf pending; /* bytes queued while a send is in flight */
   uint64_t queue_id;  /* of the message being committed */
+  /* Our Received: field, handed to the engine as the body's prefix at
+   * each accepted RCPT with a placeholder id and date (session.c): where
+   * those go, and its length (0: none set). */
+  size_t rcv_len, rcv_qid_off, rcv_date_off, rcv_date_len;
   size_t message_size;
   size_t message_rcpts;
   struct tls *tls;      /* TLS on this connection (tlsglue.c), or NULL */

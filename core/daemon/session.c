@@ -104,6 +104,8 @@ static void session_set_deadline(struct conn *c) {
   }
 }
 
+static void session_set_received(struct conn *c);
+
 static void session_on_rcpt(struct conn *c) {
   struct worker *w = c->w;
   const struct smtp_rcpt *rcpt = smtp_server_pending_rcpt(c->smtp);
@@ -113,6 +115,7 @@ static void session_on_rcpt(struct conn *c) {
   /* RFC 4954 §6 / RFC 6409: an authenticated user may relay. */
   if (v.accept || smtp_server_authenticated(c->smtp)) {
     smtp_server_accept(c->smtp);
+    session_set_received(c);
     return;
   }
   smtp_server_reject(c->smtp, v.code, v.enhanced, v.text);
@@ -300,12 +303,23 @@ static void session_on_auth(struct conn *c) {
   local_pool_submit_front(w->d, &aj->lj);
 }
 
-/* session_received_header writes the trace header RFC 5321 §4.4 requires
+/* session_received_date formats `now` the way Received: says it. */
+static size_t session_received_date(char date[64], int64_t now_ms) {
+  time_t now = (time_t)(now_ms / 1000);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  return strftime(date, 64, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+/* session_received_header appends the trace header RFC 5321 §4.4 requires
  * at the top of every message we accept. Peer-supplied text (HELO) is
- * cleaned so it cannot break the header. */
+ * cleaned so it cannot break the header. Where the queue id and the date
+ * went is stored in *qid_off and *date_off (offsets in out), so they can
+ * be written over later. */
 static int session_received_header(struct conn *c, struct buf *out,
                                    const char *qid,
-                                   const struct smtp_envelope *env) {
+                                   const struct smtp_envelope *env,
+                                   size_t *qid_off, size_t *date_off) {
   char helo[256];
   const char *h = smtp_server_helo(c->smtp);
   size_t n = 0;
@@ -315,16 +329,15 @@ static int session_received_header(struct conn *c, struct buf *out,
         (ch > 0x20 && ch < 0x7f && ch != '(' && ch != ')') ? (char)ch : '?';
   }
   helo[n] = '\0';
-  time_t now = (time_t)(c->w->now_ms / 1000);
-  struct tm tm;
-  gmtime_r(&now, &tm);
   char date[64];
-  strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  session_received_date(date, c->w->now_ms);
   int rc = buf_printf(out,
                       "Received: from %s ([%s])\r\n\tby %s (postseal) with "
-                      "%s id %s",
+                      "%s id ",
                       n ? helo : "unknown", c->peer_text, c->w->cfg->hostname,
-                      smtp_server_protocol(c->smtp), qid);
+                      smtp_server_protocol(c->smtp));
+  *qid_off = out->len;
+  rc |= buf_append_str(out, qid);
   if (c->tls != NULL && c->tls_ready) {
     rc |= buf_printf(out, "\r\n\t(using %s with cipher %s (%d bits))",
                      tls_version(c->tls), tls_cipher(c->tls),
@@ -334,8 +347,33 @@ static int session_received_header(struct conn *c, struct buf *out,
   if (env->num_rcpts == 1 && strlen(env->rcpts[0].addr) < 400) {
     rc |= buf_printf(out, "\r\n\tfor <%s>", env->rcpts[0].addr);
   }
-  rc |= buf_printf(out, "; %s\r\n", date);
+  rc |= buf_append_str(out, "; ");
+  *date_off = out->len;
+  rc |= buf_printf(out, "%s\r\n", date);
   return rc;
+}
+
+/* session_set_received: after each accepted RCPT, our Received: field
+ * (which names the one recipient, if there is one) becomes the prefix of
+ * the body the engine will store, so the body is not copied once more to
+ * put it on top; session_on_message writes the queue id and the date in.
+ * Without it (out of memory), session_on_message prepends a copy. */
+static void session_set_received(struct conn *c) {
+  struct buf hdr = {0};
+  size_t qid_off = 0, date_off = 0;
+  c->rcv_len = 0;
+  if (session_received_header(c, &hdr, "0000000000000000",
+                              smtp_server_envelope(c->smtp), &qid_off,
+                              &date_off) == 0 &&
+      smtp_server_set_body_prefix(c->smtp, hdr.data, hdr.len) == 0) {
+    c->rcv_len = hdr.len;
+    c->rcv_qid_off = qid_off;
+    c->rcv_date_off = date_off;
+    c->rcv_date_len = hdr.len - 2 - date_off;
+  } else {
+    smtp_server_set_body_prefix(c->smtp, NULL, 0);
+  }
+  buf_free(&hdr);
 }
 
 /* session_stage_commit stages a finished message (cm->data complete:
@@ -426,13 +464,28 @@ static void session_on_message(struct conn *c) {
   char qid[SPOOL_QUEUE_ID_LEN + 1];
   spool_queue_id_format(cm->queue_id, qid);
   struct buf body = {0};
+  size_t prefix = smtp_server_body_prefix_len(c->smtp);
   smtp_server_take_body(c->smtp, &body);
-  int rc = session_received_header(c, &cm->data, qid, env);
-  rc |= buf_append(&cm->data, body.data, body.len);
-  buf_free(&body);
-  if (rc != 0) {
-    goto fail;
+  char date[64];
+  size_t date_len = session_received_date(date, c->w->now_ms);
+  if (prefix > 0 && prefix == c->rcv_len && body.len >= prefix &&
+      date_len == c->rcv_date_len) {
+    /* Our field is on top already (session_set_received): fill it in. */
+    memcpy(body.data + c->rcv_qid_off, qid, SPOOL_QUEUE_ID_LEN);
+    memcpy(body.data + c->rcv_date_off, date, date_len);
+    buf_move(&cm->data, &body);
+  } else {
+    size_t qid_off, date_off;
+    int rc =
+        session_received_header(c, &cm->data, qid, env, &qid_off, &date_off);
+    /* The engine's prefix (a stale field of ours) is dropped. */
+    rc |= buf_append(&cm->data, body.data + prefix, body.len - prefix);
+    buf_free(&body);
+    if (rc != 0) {
+      goto fail;
+    }
   }
+  c->rcv_len = 0;
   c->queue_id = cm->queue_id;
   c->message_size = cm->data.len;
   c->message_rcpts = env->num_rcpts;

@@ -4,12 +4,15 @@ the spool, byte for byte, with its envelope and a Received: header."""
 
 import email
 import email.policy
+import email.utils
 import os
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Daemon, check, run_tests  # noqa: E402
@@ -62,6 +65,87 @@ def test_smtplib_roundtrip():
         check(d.stop() == 0, "SIGTERM exits 0")
 
 
+def send_raw(port, lines):
+    """Sends SMTP lines one by one, returns the replies (bytes)."""
+    replies = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        f = sock.makefile("rb")
+
+        def reply():
+            out = b""
+            while True:
+                line = f.readline()
+                out += line
+                if len(line) < 4 or line[3:4] != b"-":
+                    return out
+        replies.append(reply())
+        for line in lines:
+            sock.sendall(line)
+            replies.append(reply())
+    return replies
+
+
+def test_received_header():
+    """Our Received: field is put in front of the body as the body arrives
+    (no copy of the body afterwards): it must name the queue id of the 250,
+    the one recipient of this transaction only (not one of an aborted
+    transaction, none for two), carry the time of receipt, and be there
+    exactly once, for DATA and for BDAT."""
+    with Daemon() as d:
+        body = b"From: a@example.org\r\nSubject: rcv\r\n\r\nhi\r\n"
+        cases = [
+            ("one rcpt, DATA", [b"MAIL FROM:<a@example.org>\r\n",
+                                b"RCPT TO:<one@example.net>\r\n",
+                                b"DATA\r\n", body + b".\r\n"],
+             b"one@example.net"),
+            ("after RSET, DATA", [b"MAIL FROM:<a@example.org>\r\n",
+                                  b"RCPT TO:<old@example.net>\r\n",
+                                  b"RSET\r\n",
+                                  b"MAIL FROM:<a@example.org>\r\n",
+                                  b"RCPT TO:<new@example.net>\r\n",
+                                  b"DATA\r\n", body + b".\r\n"],
+             b"new@example.net"),
+            ("two rcpts, DATA", [b"MAIL FROM:<a@example.org>\r\n",
+                                 b"RCPT TO:<r1@example.net>\r\n",
+                                 b"RCPT TO:<r2@example.net>\r\n",
+                                 b"DATA\r\n", body + b".\r\n"],
+             None),
+            ("one rcpt, BDAT", [b"MAIL FROM:<a@example.org>\r\n",
+                                b"RCPT TO:<bdat@example.net>\r\n",
+                                b"BDAT %d LAST\r\n" % len(body) + body],
+             b"bdat@example.net"),
+        ]
+        for label, lines, rcpt in cases:
+            t0 = time.time()
+            replies = send_raw(d.smtp_port,
+                               [b"EHLO client.test\r\n"] + lines +
+                               [b"QUIT\r\n"])
+            last = replies[-2].decode()
+            check(last.startswith("250"), f"{label}: accepted: {replies}")
+            qid = queued_id(last)
+            stored = d.queue_cat(qid)
+            head = stored.split(b"\r\n\r\n")[0]
+            check(stored.startswith(b"Received: from client.test ([127.0.0.1])"),
+                  f"{label}: ours on top: {stored[:160]!r}")
+            check(head.count(b"(postseal)") == 1,
+                  f"{label}: exactly one of ours: {head!r}")
+            check(f"id {qid}".encode() in head, f"{label}: names {qid}")
+            check(b"0000000000000000" not in head,
+                  f"{label}: no placeholder left: {head!r}")
+            for other in (b"old@example.net", b"r1@example.net"):
+                check(other not in head, f"{label}: no {other!r} in it")
+            if rcpt is not None:
+                check(b"for <" + rcpt + b">" in head,
+                      f"{label}: for <{rcpt.decode()}>: {head!r}")
+            else:
+                check(b"for <" not in head, f"{label}: no for: {head!r}")
+            field = email.message_from_bytes(stored)["Received"]
+            when = email.utils.parsedate_to_datetime(field.split(";")[-1])
+            check(abs(when.timestamp() - t0) < 5,
+                  f"{label}: time of receipt {when} vs {t0}")
+            check(stored.endswith(b"\r\nhi\r\n"), f"{label}: body kept")
+
+
 def test_swaks_pipelining():
     check(shutil.which("swaks") is not None, "swaks installed (setup.sh)")
     with Daemon() as d:
@@ -102,5 +186,6 @@ def test_smtp_source_load():
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests([test_smtplib_roundtrip, test_swaks_pipelining,
+    sys.exit(run_tests([test_smtplib_roundtrip, test_received_header,
+                        test_swaks_pipelining,
                         test_smtp_source_load]))

@@ -1418,6 +1418,75 @@ static void test_envelope_fields(void **state) {
   smtp_server_free(s);
 }
 
+/* The host's body prefix (its Received: field) tops the stored body, is
+ * not counted toward SIZE (here 100 octets: the prefix alone is 150),
+ * is replaced by a later call, and is gone with the transaction: RSET,
+ * and after a message. BDAT takes it too. */
+static void test_body_prefix(void **state) {
+  struct run run = {.tweak = small_message};
+  struct smtp_server *s = new_session(&run);
+  char big[151];
+  memset(big, 'R', 150);
+  big[150] = '\0';
+  feed_str(s, "EHLO c.example" CRLF);
+  expect_event(s, SMTP_SERVER_EV_HELO, "ehlo");
+  feed_str(s, "MAIL FROM:<a@b.example>" CRLF);
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail");
+  smtp_server_accept(s);
+  assert_int_equal(smtp_server_set_body_prefix(s, (const uint8_t *)"old", 3),
+                   0);
+  feed_str(s, "RSET" CRLF "MAIL FROM:<a@b.example>" CRLF
+              "RCPT TO:<c@d.example>" CRLF "DATA" CRLF);
+  expect_event(s, SMTP_SERVER_EV_RSET, "rset");
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail 2");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_EV_RCPT, "rcpt");
+  smtp_server_accept(s);
+  assert_int_equal(smtp_server_set_body_prefix(s, (const uint8_t *)"x", 1), 0);
+  assert_int_equal(smtp_server_set_body_prefix(s, (const uint8_t *)big, 150),
+                   0); /* replaces "x" */
+  expect_event(s, SMTP_SERVER_NEED_INPUT, "354");
+  feed_str(s, "hi" CRLF "." CRLF);
+  expect_event(s, SMTP_SERVER_EV_MESSAGE, "message");
+  assert_int_equal(smtp_server_body_prefix_len(s), 150);
+  struct buf body = {0};
+  smtp_server_take_body(s, &body);
+  assert_int_equal(body.len, 154);
+  assert_memory_equal(body.data, big, 150);
+  assert_memory_equal(body.data + 150, "hi\r\n", 4);
+  smtp_server_accept(s);
+  assert_int_equal(smtp_server_body_prefix_len(s), 0);
+  buf_free(&body);
+  /* The next transaction starts without one; BDAT. */
+  feed_str(s, "MAIL FROM:<a@b.example>" CRLF "RCPT TO:<c@d.example>" CRLF
+              "BDAT 4 LAST" CRLF "hi" CRLF);
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail 3");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_EV_RCPT, "rcpt 3");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_EV_MESSAGE, "message 3");
+  assert_int_equal(smtp_server_body_prefix_len(s), 0);
+  smtp_server_take_body(s, &body);
+  assert_int_equal(body.len, 4);
+  smtp_server_accept(s);
+  buf_free(&body);
+  feed_str(s, "MAIL FROM:<a@b.example>" CRLF "RCPT TO:<c@d.example>" CRLF);
+  expect_event(s, SMTP_SERVER_EV_MAIL, "mail 4");
+  smtp_server_accept(s);
+  expect_event(s, SMTP_SERVER_EV_RCPT, "rcpt 4");
+  smtp_server_accept(s);
+  assert_int_equal(smtp_server_set_body_prefix(s, (const uint8_t *)"P:", 2), 0);
+  feed_str(s, "BDAT 4 LAST" CRLF "hi" CRLF);
+  expect_event(s, SMTP_SERVER_EV_MESSAGE, "message 4");
+  assert_int_equal(smtp_server_body_prefix_len(s), 2);
+  smtp_server_take_body(s, &body);
+  assert_int_equal(body.len, 6);
+  assert_memory_equal(body.data, "P:hi\r\n", 6);
+  smtp_server_accept(s);
+  buf_free(&body);
+  smtp_server_free(s);
+}
+
 static void test_protocol_helo(void **state) {
   struct smtp_server *s = api_session(NULL);
   assert_null(smtp_server_helo(s));
@@ -1889,6 +1958,7 @@ int main(void) {
       cmocka_unit_test(test_bdat_body_concatenation),
       cmocka_unit_test(test_verdict_wait),
       cmocka_unit_test(test_envelope_fields),
+      cmocka_unit_test(test_body_prefix),
       cmocka_unit_test(test_protocol_helo),
       cmocka_unit_test(test_ehlo_keywords),
       cmocka_unit_test(test_input_limit),
