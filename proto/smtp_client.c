@@ -424,6 +424,23 @@ static void smtp_client_body_scan(struct smtp_client_body_kind *out,
   out->len = len;
 }
 
+/* smtp_client_body_next: the octets of the current span not read yet
+ * (never none), moving past spans read to their end; NULL when every span
+ * is read. */
+static const uint8_t *smtp_client_body_next(struct smtp_client_body *b,
+                                            size_t *out_n) {
+  while (b->span < b->num_spans) {
+    const struct smtp_client_span *s = &b->spans[b->span];
+    if (b->off < s->len) {
+      *out_n = s->len - b->off;
+      return s->data + b->off;
+    }
+    b->span++;
+    b->off = 0;
+  }
+  return NULL;
+}
+
 /* smtp_client_body_fill for a plain body: its octets are its wire form, so
  * they are copied in runs, never looked at. It stops where body_fill would,
  * so BDAT chunks come out the same size: at `max`, except that a CRLF cut
@@ -440,18 +457,16 @@ static void smtp_client_body_fill_plain(struct smtp_client_body *b,
     if (k->n >= max && !b->pending_cr) {
       return;
     }
-    const struct smtp_client_span *s = &b->spans[b->span];
-    if (b->off >= s->len) {
-      b->span++;
-      b->off = 0;
-      continue;
+    size_t n;
+    const uint8_t *p = smtp_client_body_next(b, &n);
+    if (p == NULL) {
+      continue; /* only empty spans were left: the end */
     }
-    size_t n = s->len - b->off;
     size_t room = k->n < max ? max - k->n : 1; /* 1: the LF of a cut CRLF */
     n = n < room ? n : room;
-    smtp_client_sink_put(k, s->data + b->off, n);
+    smtp_client_sink_put(k, p, n);
     b->off += n;
-    b->pending_cr = s->data[b->off - 1] == '\r'; /* its LF must follow */
+    b->pending_cr = p[n - 1] == '\r'; /* its LF must follow */
   }
 }
 
@@ -483,14 +498,11 @@ static void smtp_client_body_fill(struct smtp_client_body *b,
     if (k->n >= max) {
       return;
     }
-    const struct smtp_client_span *s = &b->spans[b->span];
-    if (b->off >= s->len) {
-      b->span++;
-      b->off = 0;
-      continue;
+    size_t avail;
+    const uint8_t *p = smtp_client_body_next(b, &avail);
+    if (p == NULL) {
+      continue; /* only empty spans were left: the end */
     }
-    const uint8_t *p = s->data + b->off;
-    size_t avail = s->len - b->off;
     if (b->pending_cr) {
       b->pending_cr = 0; /* CRLF, or a bare CR: one CRLF either way */
       smtp_client_body_eol(b, k);

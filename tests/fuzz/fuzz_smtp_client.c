@@ -47,6 +47,7 @@
 /* The engine's source, for its static body functions (see above); the
  * library's smtp_client.o is then never linked. */
 #include "proto/smtp_client.c"
+#include "tests/common/wire_ref.h"
 
 #define FUZZ_MAX_RCPTS 5
 #define FUZZ_LINE 16 /* octets of an output line kept for the checks */
@@ -334,19 +335,6 @@ static void fuzz_feed(struct fuzz_host *h, const uint8_t *p, size_t k) {
   fuzz_drain(h);
 }
 
-/* 1 if p is in wire form: CR and LF only as CRLF, no "." first on a line,
- * empty or ending in CRLF. One octet at a time, as the reference. */
-static int fuzz_plain(const uint8_t *p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    if ((p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n')) ||
-        (p[i] == '\n' && (i == 0 || p[i - 1] != '\r')) ||
-        (p[i] == '.' && (i == 0 || p[i - 1] == '\n'))) {
-      return 0;
-    }
-  }
-  return n == 0 || p[n - 1] == '\n';
-}
-
 /* Fills the body to the end, `max` per call from rng, into out; each
  * call's octet count goes into out too. */
 static void fuzz_fill(struct buf *out, const struct smtp_client_message *m,
@@ -386,7 +374,7 @@ static void fuzz_body(const uint8_t *p, size_t n, uint32_t rng) {
   for (size_t i = 0; i < n; i++) {
     has_8bit |= p[i] >= 0x80;
   }
-  if (kind.plain != fuzz_plain(p, n) || kind.has_8bit != has_8bit ||
+  if (kind.plain != wire_ref_plain(p, n) || kind.has_8bit != has_8bit ||
       kind.len != n) {
     abort(); /* the scan disagrees with the reference */
   }

@@ -997,6 +997,17 @@ static size_t commit_one(struct spool_writer *w, struct msg_fixture *fx,
   return f.len;
 }
 
+/* prezero_writer opens a writer for thread 0 that pre-zeroes in `chunk`
+ * steps, and names its segment in seg. */
+static struct spool_writer *prezero_writer(const char *dir, uint64_t chunk,
+                                           char seg[SPOOL_SEGMENT_NAME_MAX]) {
+  struct spool_writer *w = spool_writer_open(dir, 0, 0);
+  assert_non_null(w);
+  CHECK("prezero on", spool_writer_set_prezero(w, chunk), 0);
+  snprintf(seg, SPOOL_SEGMENT_NAME_MAX, "%s", spool_writer_segment(w));
+  return w;
+}
+
 /* Small batches lay zeros to the next chunk boundary, so the file only
  * grows once per chunk; a scan of the live file (as after a crash: no
  * close to cut the zeros) finds every record and no torn tail, and a
@@ -1006,11 +1017,8 @@ static void test_writer_prezero(void **state) {
   char dir[64], copy[64];
   tmpdir_make(dir);
   tmpdir_make(copy);
-  struct spool_writer *w = spool_writer_open(dir, 0, 0);
-  assert_non_null(w);
-  CHECK("prezero on", spool_writer_set_prezero(w, CHUNK), 0);
   char seg[SPOOL_SEGMENT_NAME_MAX];
-  snprintf(seg, sizeof seg, "%s", spool_writer_segment(w));
+  struct spool_writer *w = prezero_writer(dir, CHUNK, seg);
   struct msg_fixture fx[N];
   uint64_t ids[N];
   uint64_t grew = 0, last_size = file_size(dir, seg);
@@ -1062,11 +1070,8 @@ static void test_writer_prezero_big_batch(void **state) {
   enum { CHUNK = 64 * 1024 };
   char dir[64];
   tmpdir_make(dir);
-  struct spool_writer *w = spool_writer_open(dir, 0, 0);
-  assert_non_null(w);
-  CHECK("prezero on", spool_writer_set_prezero(w, CHUNK), 0);
   char seg[SPOOL_SEGMENT_NAME_MAX];
-  snprintf(seg, sizeof seg, "%s", spool_writer_segment(w));
+  struct spool_writer *w = prezero_writer(dir, CHUNK, seg);
   struct msg_fixture big;
   const struct msg_case c = {"8 KiB", "a@example.com", NULL, 1, NULL, 8192, 0,
                              NULL};
@@ -1095,16 +1100,13 @@ static void test_writer_prezero_enospc(void **state) {
   enum { CHUNK = 64 * 1024 };
   char dir[64];
   tmpdir_make(dir);
-  struct spool_writer *w = spool_writer_open(dir, 0, 0);
-  assert_non_null(w);
-  CHECK("prezero on", spool_writer_set_prezero(w, CHUNK), 0);
+  char seg[SPOOL_SEGMENT_NAME_MAX];
+  struct spool_writer *w = prezero_writer(dir, CHUNK, seg);
   static struct done_log log;
   struct msg_fixture fx[3];
   for (size_t i = 0; i < 3; i++) {
     fixture_make(&fx[i], &msg_cases[0], i);
   }
-  char seg[SPOOL_SEGMENT_NAME_MAX];
-  snprintf(seg, sizeof seg, "%s", spool_writer_segment(w));
   uint64_t durable = spool_writer_offset(w);
   log.num = 0;
   assert_int_equal(add_messages(w, fx, 1, 5, 1), 0);

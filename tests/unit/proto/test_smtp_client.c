@@ -48,6 +48,7 @@
  * Everything smtp_client.o defines is then defined here, so the linker
  * never takes it from the library. */
 #include "proto/smtp_client.c"
+#include "tests/common/wire_ref.h"
 
 /* ---- messages ------------------------------------------------------------ */
 
@@ -2020,19 +2021,6 @@ static void test_big_body_plain_bdat(void **state) {
  * two must agree octet for octet and stop at the same places, so the BDAT
  * chunks and DATA writes are the same whichever path runs. */
 
-/* The reference classifier, one octet at a time: CR and LF only as CRLF,
- * no "." first on a line, empty or ending in CRLF. */
-static int ref_plain(const uint8_t *p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    if ((p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n')) ||
-        (p[i] == '\n' && (i == 0 || p[i - 1] != '\r')) ||
-        (p[i] == '.' && (i == 0 || p[i - 1] == '\n'))) {
-      return 0;
-    }
-  }
-  return n == 0 || p[n - 1] == '\n';
-}
-
 static int ref_8bit(const uint8_t *p, size_t n) {
   for (size_t i = 0; i < n; i++) {
     if (p[i] >= 0x80) {
@@ -2104,7 +2092,7 @@ static void check_body(const char *label, const struct smtp_client_span *spans,
   struct smtp_client_body_kind kind, scalar;
   smtp_client_body_scan(&kind, &m);
   scan_scalar(&scalar, &m);
-  int want_plain = ref_plain(flat.data, flat.len);
+  int want_plain = wire_ref_plain(flat.data, flat.len);
   int want_8bit = ref_8bit(flat.data, flat.len);
   if (kind.plain != want_plain || kind.has_8bit != want_8bit ||
       kind.len != flat.len || scalar.plain != want_plain ||
@@ -2226,7 +2214,7 @@ static void test_body_plain_random(void **state) {
     char label[64];
     snprintf(label, sizeof(label), "random body %d", iter);
     check_body(label, spans, num_spans, rng);
-    num_plain += ref_plain(body, n);
+    num_plain += wire_ref_plain(body, n);
   }
   /* Both kinds were tried often. */
   assert_true(num_plain > 5000 && num_plain < 15000);
