@@ -1903,7 +1903,6 @@ static int dlv_take_output(void *arg, struct buf *b) {
  * about DLV_SEND_HIGH queued (the engine produces the body as it drains;
  * worker_on_send calls delivery_pump for more). When the socket is idle
  * the engine's buffer itself goes out (the two trade buffers). */
-
 static void dlv_move_output(struct conn *c) {
   struct smtp_client *cl = c->dlv->cl;
   for (int i = 0;
