@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fdio.h"
+
 #define MAILDIR_WRITE_CHUNK (64u << 10) /* octets per write() */
 
 static atomic_ulong maildir_seq;      /* the Q<n> of names */
@@ -372,27 +374,13 @@ static int maildir_name(char *out, size_t cap, const char *host, size_t size) {
   return n < 0 || (size_t)n >= cap ? -1 : 0;
 }
 
-/* write() all of p, resuming short writes. 0 or -1 with errno. */
+/* write() all of p (fd_write_all), or the injected fault. 0 or -1 with
+ * errno. */
 static int maildir_write_all(int fd, const uint8_t *p, size_t n) {
   if (maildir_fault(MAILDIR_FAULT_WRITE)) {
     return -1;
   }
-  while (n > 0) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return -1;
-    }
-    if (k == 0) {
-      errno = EIO;
-      return -1;
-    }
-    p += k;
-    n -= (size_t)k;
-  }
-  return 0;
+  return fd_write_all(fd, p, n);
 }
 
 /* Writes the header lines, then the body with each CRLF made LF, through

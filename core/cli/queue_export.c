@@ -40,6 +40,7 @@
 
 #include "core/buf.h"
 #include "core/cli/cli.h"
+#include "core/fdio.h"
 #include "core/queue_archive.h"
 #include "core/spool.h"
 #include "proto/ctl.h"
@@ -167,22 +168,6 @@ static void qx_args_free(struct qx_args *a) {
 }
 
 /* ---- files ---- */
-
-static int write_all(int fd, const void *p, size_t len) {
-  const uint8_t *b = p;
-  while (len > 0) {
-    ssize_t n = write(fd, b, len);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return -1;
-    }
-    b += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
 
 /* fsync_dir_of makes the directory entry of path durable. */
 static int fsync_dir_of(const char *path) {
@@ -366,9 +351,9 @@ static int export_write_one(struct exporter *x, const struct qarc_message *q,
   if (qarc_message_encode_head(head, q, trailer) != 0) {
     return -1;
   }
-  if (write_all(x->out_fd, head->data, head->len) != 0 ||
-      write_all(x->out_fd, q->m.body, q->m.body_len) != 0 ||
-      write_all(x->out_fd, trailer, sizeof trailer) != 0) {
+  if (fd_write_all(x->out_fd, head->data, head->len) != 0 ||
+      fd_write_all(x->out_fd, q->m.body, q->m.body_len) != 0 ||
+      fd_write_all(x->out_fd, trailer, sizeof trailer) != 0) {
     return -1;
   }
   x->totals.num_messages++;
@@ -378,7 +363,7 @@ static int export_write_one(struct exporter *x, const struct qarc_message *q,
 
 /* export_header writes the archive's header line. */
 static int export_header(struct exporter *x) {
-  if (write_all(x->out_fd, QARC_HEADER, QARC_HEADER_LEN) != 0) {
+  if (fd_write_all(x->out_fd, QARC_HEADER, QARC_HEADER_LEN) != 0) {
     fprintf(stderr, "postseal: %s: %s\n",
             x->out_created ? x->a->path : "stdout", strerror(errno));
     return -1;
@@ -421,7 +406,7 @@ static int export_finish(struct exporter *x) {
   struct buf b = {0};
   int rc = qarc_end_encode(&b, &x->totals);
   if (rc == 0) {
-    rc = write_all(x->out_fd, b.data, b.len);
+    rc = fd_write_all(x->out_fd, b.data, b.len);
   }
   buf_free(&b);
   if (rc == 0 && is_regular(x->out_fd)) {
@@ -647,7 +632,7 @@ static int qx_spill(int fd) {
     if (n < 0 && errno == EINTR) {
       continue;
     }
-    if (n <= 0 || write_all(out, chunk, (size_t)n) != 0) {
+    if (n <= 0 || fd_write_all(out, chunk, (size_t)n) != 0) {
       if (n == 0 && lseek(out, 0, SEEK_SET) == 0) {
         return out;
       }

@@ -36,6 +36,13 @@ static void render_labelled(struct buf *out, const char *name, const char *key,
   metric_write_value(out, name, label, v);
 }
 
+/* render_counter writes one unlabelled metric, its HELP/TYPE first. */
+static void render_counter(struct buf *out, const char *name, const char *type,
+                           const char *help, double v) {
+  metric_write_header(out, name, type, help);
+  metric_write_value(out, name, NULL, v);
+}
+
 static void render_sessions(struct daemon *d, struct buf *out) {
   metric_write_header(out, "postseal_smtp_sessions_total", "counter",
                       "SMTP sessions accepted, by listener.");
@@ -334,24 +341,21 @@ static void render_throttle(struct daemon *d, struct buf *out) {
                   (double)SUM(d, thr_decisions[0]));
   render_labelled(out, "postseal_throttle_decisions_total", "result",
                   "deferred", (double)SUM(d, thr_decisions[1]));
-  metric_write_header(out, "postseal_throttle_fallback", "gauge",
-                      "1 while some worker decides locally because Redis "
-                      "failed or was slow; 0 while Redis decides.");
   uint64_t fallback = 0;
   for (unsigned i = 0; i < d->num_workers; i++) {
     fallback |= METRIC_GET(d->workers[i].m.thr_fallback);
   }
-  metric_write_value(out, "postseal_throttle_fallback", NULL,
-                     (double)(fallback != 0));
-  metric_write_header(out, "postseal_throttle_fallbacks_total", "counter",
-                      "Switches of a worker to the local fallback.");
-  metric_write_value(out, "postseal_throttle_fallbacks_total", NULL,
-                     (double)SUM(d, thr_fallbacks));
-  metric_write_header(out, "postseal_throttle_redis_errors_total", "counter",
-                      "Redis failures: connect, I/O, protocol, error "
-                      "replies, timeouts.");
-  metric_write_value(out, "postseal_throttle_redis_errors_total", NULL,
-                     (double)SUM(d, thr_redis_errors));
+  render_counter(out, "postseal_throttle_fallback", "gauge",
+                 "1 while some worker decides locally because Redis failed "
+                 "or was slow; 0 while Redis decides.",
+                 (double)(fallback != 0));
+  render_counter(out, "postseal_throttle_fallbacks_total", "counter",
+                 "Switches of a worker to the local fallback.",
+                 (double)SUM(d, thr_fallbacks));
+  render_counter(out, "postseal_throttle_redis_errors_total", "counter",
+                 "Redis failures: connect, I/O, protocol, error replies, "
+                 "timeouts.",
+                 (double)SUM(d, thr_redis_errors));
 }
 
 /* render_tlsrpt: TLS reporting (RFC 8460): sessions counted, domains
@@ -473,47 +477,35 @@ static void render_smime(struct daemon *d, struct buf *out) {
   static const char *const verdicts[SMIME_VERDICTS] = {
       "permerror", "pass",    "bad_signature", "bad_digest",    "no_cert",
       "untrusted", "expired", "key_usage",     "from_mismatch", "unsupported"};
-  const struct {
-    const char *name, *help;
-    size_t off;
-  } counters[] = {
-      {"postseal_smime_signed_total", "Messages signed by the gateway.",
-       offsetof(struct worker_metrics, smime_signed)},
-      {"postseal_smime_encrypted_total", "Messages encrypted by the gateway.",
-       offsetof(struct worker_metrics, smime_encrypted)},
-      {"postseal_smime_encrypted_recipients_total",
-       "Certificates the encrypted messages were encrypted to.",
-       offsetof(struct worker_metrics, smime_encrypted_rcpts)},
-      {"postseal_smime_not_encrypted_total",
-       "Messages sent unencrypted under if-possible: a recipient had no "
-       "certificate.",
-       offsetof(struct worker_metrics, smime_not_encrypted)},
-      {"postseal_smime_refused_total",
-       "Messages refused (550) under required: a recipient had no "
-       "certificate.",
-       offsetof(struct worker_metrics, smime_refused)},
-      {"postseal_smime_errors_total",
-       "Messages that could not be signed or encrypted (answered 451).",
-       offsetof(struct worker_metrics, smime_errors)},
-      {"postseal_smime_sign_refused_total",
-       "Messages not signed: the From address has a signer but the client "
-       "may not send as it.",
-       offsetof(struct worker_metrics, smime_sign_refused)},
-      {"postseal_smime_untouched_total",
-       "Trusted clients' mail left as it came (no signer or policy for its "
-       "From, or already S/MIME).",
-       offsetof(struct worker_metrics, smime_untouched)},
-  };
-  for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
-    uint64_t sum = 0;
-    for (unsigned i = 0; i < d->num_workers; i++) {
-      const uint8_t *m = (const uint8_t *)&d->workers[i].m;
-      sum += __atomic_load_n((const uint64_t *)(m + counters[k].off),
-                             __ATOMIC_RELAXED);
-    }
-    metric_write_header(out, counters[k].name, "counter", counters[k].help);
-    metric_write_value(out, counters[k].name, NULL, (double)sum);
-  }
+  render_counter(out, "postseal_smime_signed_total", "counter",
+                 "Messages signed by the gateway.",
+                 (double)SUM(d, smime_signed));
+  render_counter(out, "postseal_smime_encrypted_total", "counter",
+                 "Messages encrypted by the gateway.",
+                 (double)SUM(d, smime_encrypted));
+  render_counter(out, "postseal_smime_encrypted_recipients_total", "counter",
+                 "Certificates the encrypted messages were encrypted to.",
+                 (double)SUM(d, smime_encrypted_rcpts));
+  render_counter(out, "postseal_smime_not_encrypted_total", "counter",
+                 "Messages sent unencrypted under if-possible: a recipient "
+                 "had no certificate.",
+                 (double)SUM(d, smime_not_encrypted));
+  render_counter(out, "postseal_smime_refused_total", "counter",
+                 "Messages refused (550) under required: a recipient had no "
+                 "certificate.",
+                 (double)SUM(d, smime_refused));
+  render_counter(out, "postseal_smime_errors_total", "counter",
+                 "Messages that could not be signed or encrypted (answered "
+                 "451).",
+                 (double)SUM(d, smime_errors));
+  render_counter(out, "postseal_smime_sign_refused_total", "counter",
+                 "Messages not signed: the From address has a signer but the "
+                 "client may not send as it.",
+                 (double)SUM(d, smime_sign_refused));
+  render_counter(out, "postseal_smime_untouched_total", "counter",
+                 "Trusted clients' mail left as it came (no signer or policy "
+                 "for its From, or already S/MIME).",
+                 (double)SUM(d, smime_untouched));
   metric_write_header(out, "postseal_smime_verify_total", "counter",
                       "Signers of inbound S/MIME mail, by verdict "
                       "(permerror: the message did not parse).");

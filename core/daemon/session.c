@@ -357,8 +357,13 @@ static int session_received_header(struct conn *c, struct buf *out,
  * (which names the one recipient, if there is one) becomes the prefix of
  * the body the engine will store, so the body is not copied once more to
  * put it on top; session_on_message writes the queue id and the date in.
- * Without it (out of memory), session_on_message prepends a copy. */
+ * Without it (out of memory), session_on_message prepends a copy. The
+ * field changes only with the first and second recipient ("for" goes);
+ * later ones leave it as it is. */
 static void session_set_received(struct conn *c) {
+  if (smtp_server_envelope(c->smtp)->num_rcpts > 2) {
+    return;
+  }
   struct buf hdr = {0};
   size_t qid_off = 0, date_off = 0;
   c->rcv_len = 0;
